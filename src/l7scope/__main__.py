@@ -1,0 +1,3 @@
+from l7scope.cli import main
+
+main()

@@ -1,0 +1,147 @@
+"""The TPROXY capture rules: one nftables table of our own plus the policy route they need.
+
+Packets from local clients (`clients`: pod addresses or prefixes on this node) to a selected
+`(ip, port)` (a Service ClusterIP:port or one of its endpoints' IP:port) are marked and handed
+to Envoy's transparent listener on `port`; packets of established proxied connections are
+recognised by their transparent socket. Everything else is left alone. The mark routes marked
+packets to the local stack (`ip rule fwmark MARK lookup TABLE` + `local 0.0.0.0/0 dev lo`).
+
+`render()` is pure; `apply()` replaces the whole table in one nft transaction (atomic: a
+packet sees either the old rules or the new ones); `remove()` deletes it (fail open).
+IPv4 only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+DEFAULT_TABLE = "l7scope"
+DEFAULT_MARK = 0x1000000
+DEFAULT_ROUTE_TABLE = 16001
+DEFAULT_TPROXY_PORT = 16001
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to capture: destination addresses and the clients whose connections are proxied."""
+
+    services: frozenset[tuple[str, int]] = field(default_factory=frozenset)
+    clients: frozenset[str] = field(default_factory=frozenset)  # IPs or CIDR prefixes
+
+    @staticmethod
+    def of(services: Iterable[tuple[str, int]], clients: Iterable[str]) -> Selection:
+        svc = frozenset((str(ipaddress.IPv4Address(ip)), int(port)) for ip, port in services)
+        for _, port in svc:
+            if not 0 < port < 65536:
+                raise ValueError(f"port out of range: {port}")
+        cl = frozenset(str(ipaddress.IPv4Network(c, strict=False)) for c in clients)
+        return Selection(svc, cl)
+
+
+@dataclass(frozen=True)
+class Rules:
+    table: str = DEFAULT_TABLE
+    tproxy_port: int = DEFAULT_TPROXY_PORT
+    mark: int = DEFAULT_MARK
+    route_table: int = DEFAULT_ROUTE_TABLE
+
+
+class CaptureError(RuntimeError):
+    """nft or ip failed; the message carries the tool's own error text."""
+
+
+def render(sel: Selection, rules: Rules = Rules()) -> str:
+    """The nft script that (re)creates our table with this selection, as one transaction."""
+    services = ", ".join(f"{ip} . {port}" for ip, port in sorted(sel.services))
+    clients = ", ".join(sorted(sel.clients))
+    mark = f"0x{rules.mark:x}"
+    lines = [
+        f"table ip {rules.table} {{}}",
+        f"delete table ip {rules.table}",
+        f"table ip {rules.table} {{",
+        "  set services {",
+        "    type ipv4_addr . inet_service",
+        *([f"    elements = {{ {services} }}"] if services else []),
+        "  }",
+        "  set clients {",
+        "    type ipv4_addr",
+        "    flags interval",
+        *([f"    elements = {{ {clients} }}"] if clients else []),
+        "  }",
+        "  chain prerouting {",
+        "    type filter hook prerouting priority mangle; policy accept;",
+        f"    meta l4proto tcp socket transparent 1 meta mark set {mark} accept",
+        "    meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services"
+        f" meta mark set {mark} tproxy to :{rules.tproxy_port} accept",
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _run(cmd: list[str], netns: str | None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    full = (["ip", "netns", "exec", netns] if netns else []) + cmd
+    return subprocess.run(full, input=stdin, capture_output=True, text=True, check=False)
+
+
+def apply(sel: Selection, rules: Rules = Rules(), netns: str | None = None) -> None:
+    """Install or replace the table atomically, and make sure the policy route exists."""
+    res = _run(["nft", "-f", "-"], netns, render(sel, rules))
+    if res.returncode != 0:
+        raise CaptureError(f"nft failed: {res.stderr.strip()}")
+    ensure_route(rules, netns)
+
+
+def remove(rules: Rules = Rules(), netns: str | None = None) -> None:
+    """Delete the table and the policy route; a missing table or route is not an error."""
+    _run(["nft", "delete", "table", "ip", rules.table], netns)
+    _run(["ip", "rule", "del", "fwmark", f"0x{rules.mark:x}/0x{rules.mark:x}",
+          "lookup", str(rules.route_table)], netns)
+    _run(["ip", "route", "flush", "table", str(rules.route_table)], netns)
+
+
+def ensure_route(rules: Rules = Rules(), netns: str | None = None) -> None:
+    mark = f"0x{rules.mark:x}/0x{rules.mark:x}"
+    shown = _run(["ip", "rule", "show"], netns).stdout
+    if f"fwmark {mark} lookup {rules.route_table}" not in shown:
+        res = _run(["ip", "rule", "add", "fwmark", mark, "lookup", str(rules.route_table)], netns)
+        if res.returncode != 0:
+            raise CaptureError(f"ip rule failed: {res.stderr.strip()}")
+    res = _run(["ip", "route", "replace", "local", "0.0.0.0/0", "dev", "lo",
+                "table", str(rules.route_table)], netns)
+    if res.returncode != 0:
+        raise CaptureError(f"ip route failed: {res.stderr.strip()}")
+
+
+def installed(rules: Rules = Rules(), netns: str | None = None) -> Selection | None:
+    """The selection currently installed, read back from the kernel; None when no table."""
+    res = _run(["nft", "-j", "list", "table", "ip", rules.table], netns)
+    if res.returncode != 0:
+        return None
+
+    services: set[tuple[str, int]] = set()
+    clients: set[str] = set()
+    for item in json.loads(res.stdout).get("nftables", []):
+        s = item.get("set")
+        if not s:
+            continue
+        for el in s.get("elem", []):
+            if s["name"] == "services":
+                ip, port = el["concat"]
+                services.add((ip, int(port)))
+            elif s["name"] == "clients":
+                if isinstance(el, dict) and "prefix" in el:
+                    clients.add(f"{el['prefix']['addr']}/{el['prefix']['len']}")
+                elif isinstance(el, dict) and "range" in el:
+                    lo, hi = el["range"]
+                    for net in ipaddress.summarize_address_range(
+                        ipaddress.IPv4Address(lo), ipaddress.IPv4Address(hi)
+                    ):
+                        clients.add(str(net))
+                else:
+                    clients.add(f"{el}/32")
+    return Selection(frozenset(services), frozenset(clients))

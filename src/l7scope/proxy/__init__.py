@@ -1,0 +1,1 @@
+"""Envoy: its configuration (rendered from the contracts), its binary and its supervision."""
