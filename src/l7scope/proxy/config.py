@@ -1,0 +1,332 @@
+"""Render Envoy's bootstrap for the per-node transparent proxy.
+
+One listener on `listen_address:tproxy_port` with `transparent: true` receives the connections
+the TPROXY rules (`l7scope.capture.tproxy`) hand it. Listener filters recover the original
+destination (`original_dst`) and sniff the first bytes (`tls_inspector`, `http_inspector`).
+Filter chains, in Calico's order (spec section 4):
+
+1. TLS (transport_protocol `tls`): passed through untouched (`tcp_proxy`), log type `tls`,
+   the SNI lands in `requested_server_name`.
+2. HTTP/1.0 and HTTP/1.1: `http_connection_manager` -> `original_dst` cluster, type %PROTOCOL%.
+3. h2c (HTTP/2 with prior knowledge, e.g. gRPC without TLS): HCM -> an HTTP/2 `original_dst`
+   cluster, type %PROTOCOL%.
+4. anything else: `tcp_proxy`, log type `tcp`.
+
+Every access-log `json_format` comes from `l7scope.contracts.envoy_log.json_format()`; this
+module never names a log key. The proxy must be invisible to clients: no retries, no route
+timeout, Host, header case and the upstream's `server` header are kept, websockets upgrade,
+and connection limits are lifted so the proxy never answers 503 for overload on its own.
+
+`render()` is pure (settings -> dict); `render_yaml()` dumps it for `envoy -c`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Final
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from l7scope.contracts import envoy_log
+
+#: Calico's l7-collector tails this path by default (ENVOY_LOG_PATH); we keep it so a Calico
+#: collector and ours read the same file without configuration. In a pod it lives on an emptyDir
+#: shared by the Envoy and collector containers.
+DEFAULT_ACCESS_LOG_PATH: Final = "/tmp/envoy.log"
+DEFAULT_ADMIN_ADDRESS: Final = "127.0.0.1:9901"
+DEFAULT_TPROXY_PORT: Final = 16001
+
+LISTENER_NAME: Final = "l7scope_tproxy"
+CLUSTER_HTTP1: Final = "original_dst"
+CLUSTER_H2C: Final = "original_dst_h2c"
+CLUSTER_ALS: Final = "l7scope_als"
+
+_NO_LIMIT: Final = 1_000_000_000  # circuit-breaker thresholds: "never refuse on our own"
+_PRESERVE_CASE: Final = {
+    "stateful_formatter": {
+        "name": "preserve_case",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.http.header_formatters"
+            ".preserve_case.v3.PreserveCaseFormatterConfig"
+        },
+    }
+}
+
+
+class EnvoySettings(BaseModel):
+    """Everything that varies between Envoy deployments. Unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tproxy_port: int = Field(DEFAULT_TPROXY_PORT, ge=1, le=65535,
+                             description="port of the transparent listener (TPROXY target)")
+    listen_address: str = Field("0.0.0.0", description="address of the transparent listener")
+    access_log_path: str = Field(DEFAULT_ACCESS_LOG_PATH, min_length=1,
+                                 description="JSON access log file the collector tails")
+    admin_address: str = Field(DEFAULT_ADMIN_ADDRESS,
+                               description="admin endpoint, loopback ip:port only")
+    xff_num_trusted_hops: int = Field(0, ge=0, le=16)
+    use_remote_address: bool = False
+    als_socket: str | None = Field(
+        None, description="unix socket of the collector's gRPC Access Log Service (optional)")
+    als_log_name: str = Field("l7scope", min_length=1,
+                              description="log_name sent on each ALS stream")
+    connect_timeout_s: float = Field(10.0, gt=0, le=300,
+                                     description="upstream connect timeout, seconds")
+    listener_filters_timeout_s: float = Field(
+        2.0, gt=0, le=60,
+        description="how long the inspectors wait for a client's first bytes; after that the"
+                    " connection continues on the plain TCP chain (server-first protocols)")
+    node_id: str = Field("l7scope", min_length=1, description="Envoy node id")
+
+    @field_validator("listen_address")
+    @classmethod
+    def _ipv4(cls, v: str) -> str:
+        return str(ipaddress.IPv4Address(v))
+
+    @field_validator("admin_address")
+    @classmethod
+    def _loopback(cls, v: str) -> str:
+        host, port = split_host_port(v)
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"admin address must be on loopback, got {host}")
+        return f"{host}:{port}"
+
+    @field_validator("als_socket")
+    @classmethod
+    def _als_path(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        path = v.removeprefix("unix://").removeprefix("unix:")
+        if not path.startswith("/"):
+            raise ValueError(f"als_socket must be an absolute unix socket path, got {v!r}")
+        return path
+
+    @property
+    def admin_host_port(self) -> tuple[str, int]:
+        return split_host_port(self.admin_address)
+
+
+def split_host_port(addr: str) -> tuple[str, int]:
+    """`"127.0.0.1:9901"` -> ("127.0.0.1", 9901); raises ValueError on anything else."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected ip:port, got {addr!r}")
+    host = host.strip("[]")
+    ipaddress.ip_address(host)
+    p = int(port)
+    if not 0 < p < 65536:
+        raise ValueError(f"port out of range: {p}")
+    return host, p
+
+
+def _seconds(s: float) -> str:
+    return f"{s:g}s"
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _file_log(settings: EnvoySettings, log_type: str) -> dict[str, Any]:
+    return {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": settings.access_log_path,
+            "log_format": {"json_format": envoy_log.json_format(log_type)},
+        },
+    }
+
+
+def _als_log(settings: EnvoySettings) -> dict[str, Any]:
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3"
+            ".HttpGrpcAccessLogConfig",
+            "common_config": {
+                "log_name": settings.als_log_name,
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": CLUSTER_ALS}},
+                "buffer_flush_interval": "1s",
+                "buffer_size_bytes": 16384,
+            },
+        },
+    }
+
+
+def _http_logs(settings: EnvoySettings) -> list[dict[str, Any]]:
+    logs = [_file_log(settings, "%PROTOCOL%")]
+    if settings.als_socket:
+        logs.append(_als_log(settings))
+    return logs
+
+
+def _tcp_proxy(settings: EnvoySettings, stat_prefix: str, log_type: str) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": stat_prefix,
+            "cluster": CLUSTER_HTTP1,
+            "access_log": [_file_log(settings, log_type)],
+        },
+    }
+
+
+def _hcm(settings: EnvoySettings, stat_prefix: str, cluster: str, h2c: bool) -> dict[str, Any]:
+    hcm: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network"
+        ".http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "codec_type": "AUTO",
+        "generate_request_id": True,
+        "preserve_external_request_id": True,
+        "use_remote_address": settings.use_remote_address,
+        "xff_num_trusted_hops": settings.xff_num_trusted_hops,
+        # Keep the upstream's own `server` header instead of writing `envoy`.
+        "server_header_transformation": "PASS_THROUGH",
+        "upgrade_configs": [{"upgrade_type": "websocket"}],
+        "route_config": {
+            "name": stat_prefix,
+            "virtual_hosts": [{
+                "name": "any",
+                "domains": ["*"],
+                "routes": [{
+                    "match": {"prefix": "/"},
+                    # timeout 0s: no route timeout (long polls, streams); no retry_policy: a
+                    # request reaches the upstream exactly once; Host is never rewritten.
+                    "route": {"cluster": cluster, "timeout": "0s"},
+                }],
+            }],
+        },
+        "http_filters": [{
+            "name": "envoy.filters.http.router",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+            },
+        }],
+        "access_log": _http_logs(settings),
+    }
+    if h2c:
+        hcm["http2_protocol_options"] = {}
+    else:
+        hcm["http_protocol_options"] = {
+            "accept_http_10": True,
+            "header_key_format": _PRESERVE_CASE,
+        }
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+
+
+def _listener(settings: EnvoySettings) -> dict[str, Any]:
+    def inspector(name: str, type_url: str) -> dict[str, Any]:
+        return {"name": name, "typed_config": {"@type": type_url}}
+
+    ext = "type.googleapis.com/envoy.extensions.filters.listener"
+    return {
+        "name": LISTENER_NAME,
+        "address": _socket_address(settings.listen_address, settings.tproxy_port),
+        "transparent": True,
+        "listener_filters": [
+            inspector("envoy.filters.listener.original_dst",
+                      f"{ext}.original_dst.v3.OriginalDst"),
+            inspector("envoy.filters.listener.tls_inspector",
+                      f"{ext}.tls_inspector.v3.TlsInspector"),
+            inspector("envoy.filters.listener.http_inspector",
+                      f"{ext}.http_inspector.v3.HttpInspector"),
+        ],
+        "listener_filters_timeout": _seconds(settings.listener_filters_timeout_s),
+        "continue_on_listener_filters_timeout": True,
+        "filter_chains": [
+            {
+                "name": "tls_passthrough",
+                "filter_chain_match": {"transport_protocol": "tls"},
+                "filters": [_tcp_proxy(settings, "tls", envoy_log.TYPE_TLS)],
+            },
+            {
+                "name": "http1",
+                "filter_chain_match": {"application_protocols": ["http/1.0", "http/1.1"]},
+                "filters": [_hcm(settings, "http1", CLUSTER_HTTP1, h2c=False)],
+            },
+            {
+                "name": "h2c",
+                "filter_chain_match": {"application_protocols": ["h2c"]},
+                "filters": [_hcm(settings, "h2c", CLUSTER_H2C, h2c=True)],
+            },
+        ],
+        "default_filter_chain": {
+            "name": "tcp",
+            "filters": [_tcp_proxy(settings, "tcp", envoy_log.TYPE_TCP)],
+        },
+    }
+
+
+def _original_dst_cluster(settings: EnvoySettings, name: str, h2c: bool) -> dict[str, Any]:
+    http: dict[str, Any] = (
+        {"http2_protocol_options": {}} if h2c
+        else {"http_protocol_options": {"header_key_format": _PRESERVE_CASE}}
+    )
+    return {
+        "name": name,
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": _seconds(settings.connect_timeout_s),
+        "circuit_breakers": {"thresholds": [{
+            "max_connections": _NO_LIMIT,
+            "max_pending_requests": _NO_LIMIT,
+            "max_requests": _NO_LIMIT,
+            "max_retries": 0,
+        }]},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3"
+                ".HttpProtocolOptions",
+                "explicit_http_config": http,
+            }
+        },
+    }
+
+
+def _als_cluster(settings: EnvoySettings) -> dict[str, Any]:
+    assert settings.als_socket
+    return {
+        "name": CLUSTER_ALS,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": CLUSTER_ALS,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"pipe": {"path": settings.als_socket}}
+            }}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3"
+                ".HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+
+
+def render(settings: EnvoySettings | None = None) -> dict[str, Any]:
+    """The whole Envoy bootstrap as a dict (static resources only, no xDS)."""
+    s = settings or EnvoySettings()
+    clusters = [
+        _original_dst_cluster(s, CLUSTER_HTTP1, h2c=False),
+        _original_dst_cluster(s, CLUSTER_H2C, h2c=True),
+    ]
+    if s.als_socket:
+        clusters.append(_als_cluster(s))
+    admin_host, admin_port = s.admin_host_port
+    return {
+        "node": {"id": s.node_id, "cluster": "l7scope"},
+        "admin": {"address": _socket_address(admin_host, admin_port)},
+        "static_resources": {"listeners": [_listener(s)], "clusters": clusters},
+    }
+
+
+def render_yaml(settings: EnvoySettings | None = None) -> str:
+    return yaml.safe_dump(render(settings), sort_keys=False, default_flow_style=False)
