@@ -5,7 +5,12 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
-from l7scope.proxy.config import DEFAULT_ACCESS_LOG_PATH, DEFAULT_ADMIN_ADDRESS, EnvoySettings, render_yaml
+from l7scope.proxy.config import (
+    DEFAULT_ACCESS_LOG_PATH,
+    DEFAULT_ADMIN_ADDRESS,
+    EnvoySettings,
+    render_yaml,
+)
 
 
 @click.command(name="envoy-config")

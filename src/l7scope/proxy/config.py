@@ -59,26 +59,26 @@ class EnvoySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tproxy_port: int = Field(DEFAULT_TPROXY_PORT, ge=1, le=65535,
+    tproxy_port: int = Field(default=DEFAULT_TPROXY_PORT, ge=1, le=65535,
                              description="port of the transparent listener (TPROXY target)")
-    listen_address: str = Field("0.0.0.0", description="address of the transparent listener")
-    access_log_path: str = Field(DEFAULT_ACCESS_LOG_PATH, min_length=1,
+    listen_address: str = Field(default="0.0.0.0", description="address of the transparent listener")
+    access_log_path: str = Field(default=DEFAULT_ACCESS_LOG_PATH, min_length=1,
                                  description="JSON access log file the collector tails")
-    admin_address: str = Field(DEFAULT_ADMIN_ADDRESS,
+    admin_address: str = Field(default=DEFAULT_ADMIN_ADDRESS,
                                description="admin endpoint, loopback ip:port only")
-    xff_num_trusted_hops: int = Field(0, ge=0, le=16)
+    xff_num_trusted_hops: int = Field(default=0, ge=0, le=16)
     use_remote_address: bool = False
     als_socket: str | None = Field(
-        None, description="unix socket of the collector's gRPC Access Log Service (optional)")
-    als_log_name: str = Field("l7scope", min_length=1,
+        default=None, description="unix socket of the collector's gRPC Access Log Service (optional)")
+    als_log_name: str = Field(default="l7scope", min_length=1,
                               description="log_name sent on each ALS stream")
-    connect_timeout_s: float = Field(10.0, gt=0, le=300,
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=300,
                                      description="upstream connect timeout, seconds")
     listener_filters_timeout_s: float = Field(
-        2.0, gt=0, le=60,
+        default=2.0, gt=0, le=60,
         description="how long the inspectors wait for a client's first bytes; after that the"
                     " connection continues on the plain TCP chain (server-first protocols)")
-    node_id: str = Field("l7scope", min_length=1, description="Envoy node id")
+    node_id: str = Field(default="l7scope", min_length=1, description="Envoy node id")
 
     @field_validator("listen_address")
     @classmethod
@@ -329,4 +329,5 @@ def render(settings: EnvoySettings | None = None) -> dict[str, Any]:
 
 
 def render_yaml(settings: EnvoySettings | None = None) -> str:
-    return yaml.safe_dump(render(settings), sort_keys=False, default_flow_style=False)
+    text: str = yaml.safe_dump(render(settings), sort_keys=False, default_flow_style=False)
+    return text
