@@ -1,0 +1,396 @@
+"""A small cluster in network namespaces: nodes, pods, Services, capture, Envoy.
+
+Layout (names are `<prefix>-<name>`, so parallel topologies never clash):
+
+    pod netns (eth0 10.244.<n>.<k>/32) --veth-- node netns (gateway 10.244.<n>.1)
+    node netns (ul0 172.30.0.<n+1>/24) --veth-- underlay netns (bridge br0)
+
+- Node `n` owns the pod CIDR 10.244.<n>.0/24 and routes the other nodes' pod CIDRs through
+  their underlay address; `ip_forward=1`, `rp_filter=0`. Pods are routed /32s (each pod's veth
+  is point-to-point with the node's gateway address), as with Calico, so pod-to-pod traffic on
+  one node also crosses the node's IP stack (and its capture rules).
+- Services get a VIP in 10.96.0.0/12 (10.96.0.10 upwards). Every node routes 10.96.0.0/12 to
+  the underlay (a route must cover the VIP or Envoy's upstream connect fails before the nat
+  OUTPUT hook runs) and runs the kube-proxy stand-in (`netlab.kubeproxy`, own nft table).
+- `capture(node, services)` installs `l7scope.capture.tproxy` in the node: the VIPs and their
+  endpoints, for clients in the node's pod CIDR. `start_envoy(node)` runs the real Envoy there.
+
+`close()` (or leaving the `with` block) stops every process it started and deletes every
+namespace it created (their veths, routes and nft tables go with them), also after a failure.
+`cleanup_stale()` removes what a crashed run left behind.
+
+    with Topology() as t:
+        n1 = t.add_node("n1")
+        c, s = t.add_pod(n1, "client"), t.add_pod(n1, "web")
+        t.start_server(s, "http", 8080)
+        web = t.add_service("web", 80, [(s, 8080)])
+        t.capture(n1, [web]); envoy = t.start_envoy(n1)
+        t.run(c, ["curl", "-s", f"http://{web.address}/"])
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ipaddress
+import itertools
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from l7scope.capture import tproxy
+from l7scope.netlab import kubeproxy
+from l7scope.netlab.sh import NetlabError, in_ns, ip, run, sysctl
+from l7scope.proxy.config import EnvoySettings
+from l7scope.proxy.supervisor import EnvoySupervisor
+
+UNDERLAY_NET = ipaddress.IPv4Network("172.30.0.0/24")
+SERVICE_NET = ipaddress.IPv4Network("10.96.0.0/12")
+FIRST_VIP = ipaddress.IPv4Address("10.96.0.10")
+
+_counter = itertools.count()
+_DEFAULT_PREFIX = re.compile(r"^nl(\d+)x\d+-")
+
+
+def default_prefix() -> str:
+    """`nl<pid>x<n>`: unique per process and topology; `cleanup_stale()` recognises it."""
+    return f"nl{os.getpid()}x{next(_counter)}"
+
+
+@dataclass
+class Node:
+    name: str
+    netns: str
+    index: int
+    pod_cidr: str
+    gateway: str
+    underlay_ip: str
+    pods: list[Pod] = field(default_factory=list)
+    envoy: EnvoySupervisor | None = None
+    capture_rules: tproxy.Rules | None = None
+
+
+@dataclass
+class Pod:
+    name: str
+    netns: str
+    ip: str
+    node: Node
+
+    def address(self, port: int) -> str:
+        return f"{self.ip}:{port}"
+
+
+@dataclass
+class Service:
+    name: str
+    vip: str
+    port: int
+    endpoints: list[tuple[str, int]]
+
+    @property
+    def address(self) -> str:
+        return f"{self.vip}:{self.port}"
+
+    def selection_entries(self) -> list[tuple[str, int]]:
+        """What capture selects for this Service: the VIP:port and each endpoint ip:port."""
+        return [(self.vip, self.port), *self.endpoints]
+
+
+class Topology:
+    def __init__(self, prefix: str | None = None, workdir: str | Path | None = None) -> None:
+        self.prefix = prefix or default_prefix()
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,23}", self.prefix):
+            raise ValueError(f"prefix must be [a-z][a-z0-9]{{0,23}}, got {self.prefix!r}")
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"netlab-{self.prefix}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.nodes: dict[str, Node] = {}
+        self.pods: dict[str, Pod] = {}
+        self.services: dict[str, Service] = {}
+        self._netns: list[str] = []
+        self._procs: list[subprocess.Popen[Any]] = []
+        self._underlay: str | None = None
+        self._closed = False
+        atexit.register(self.close)
+
+    # -- namespaces ---------------------------------------------------------------------------
+    def _add_netns(self, name: str) -> str:
+        full = f"{self.prefix}-{name}"
+        ip("netns", "add", full)
+        self._netns.append(full)
+        ip("link", "set", "lo", "up", netns=full)
+        return full
+
+    def _ensure_underlay(self) -> str:
+        if self._underlay is None:
+            ns = self._add_netns("underlay")
+            ip("link", "add", "br0", "type", "bridge", netns=ns)
+            ip("link", "set", "br0", "up", netns=ns)
+            self._underlay = ns
+        return self._underlay
+
+    def add_node(self, name: str) -> Node:
+        if name in self.nodes:
+            raise ValueError(f"node {name} exists")
+        index = len(self.nodes)
+        if index > 200:
+            raise ValueError("at most 200 nodes")
+        ul = self._ensure_underlay()
+        ns = self._add_netns(name)
+        sysctl(ns, **{"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 0,
+                      "net.ipv4.conf.default.rp_filter": 0})
+        underlay_ip = str(UNDERLAY_NET.network_address + index + 1)
+        port = f"n{index}"
+        ip("link", "add", "ul0", "type", "veth", "peer", "name", port, "netns", ul, netns=ns)
+        ip("link", "set", port, "master", "br0", "up", netns=ul)
+        ip("addr", "add", f"{underlay_ip}/{UNDERLAY_NET.prefixlen}", "dev", "ul0", netns=ns)
+        ip("link", "set", "ul0", "up", netns=ns)
+        ip("route", "add", str(SERVICE_NET), "dev", "ul0", netns=ns)
+        node = Node(name=name, netns=ns, index=index, pod_cidr=f"10.244.{index}.0/24",
+                    gateway=f"10.244.{index}.1", underlay_ip=underlay_ip)
+        for other in self.nodes.values():
+            ip("route", "add", other.pod_cidr, "via", other.underlay_ip, netns=ns)
+            ip("route", "add", node.pod_cidr, "via", node.underlay_ip, netns=other.netns)
+        self.nodes[name] = node
+        self._sync_services(node)
+        return node
+
+    def add_pod(self, node: Node, name: str) -> Pod:
+        if name in self.pods:
+            raise ValueError(f"pod {name} exists")
+        k = len(node.pods) + 2
+        if k > 254:
+            raise ValueError(f"node {node.name} is full")
+        pod_ip = f"10.244.{node.index}.{k}"
+        ns = self._add_netns(name)
+        veth = f"p{k}"
+        ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+           netns=node.netns)
+        ip("addr", "add", node.gateway, "peer", f"{pod_ip}/32", "dev", veth, netns=node.netns)
+        ip("link", "set", veth, "up", netns=node.netns)
+        ip("addr", "add", pod_ip, "peer", f"{node.gateway}/32", "dev", "eth0", netns=ns)
+        ip("link", "set", "eth0", "up", netns=ns)
+        ip("route", "add", "default", "via", node.gateway, "dev", "eth0", netns=ns)
+        pod = Pod(name=name, netns=ns, ip=pod_ip, node=node)
+        node.pods.append(pod)
+        self.pods[name] = pod
+        return pod
+
+    # -- services and capture ----------------------------------------------------------------
+    def add_service(self, name: str, port: int,
+                    endpoints: Sequence[tuple[Pod | str, int]], vip: str | None = None) -> Service:
+        """A ClusterIP Service: VIP:port -> endpoints (pods or ip strings, with target port)."""
+        if name in self.services:
+            raise ValueError(f"service {name} exists")
+        if vip is None:
+            vip = str(FIRST_VIP + len(self.services))
+        if ipaddress.IPv4Address(vip) not in SERVICE_NET:
+            raise ValueError(f"VIP {vip} is outside {SERVICE_NET}")
+        eps = [(e.ip if isinstance(e, Pod) else str(ipaddress.IPv4Address(e)), int(p))
+               for e, p in endpoints]
+        svc = Service(name=name, vip=vip, port=port, endpoints=eps)
+        self.services[name] = svc
+        for node in self.nodes.values():
+            self._sync_services(node)
+        return svc
+
+    def _sync_services(self, node: Node) -> None:
+        rules = [kubeproxy.ServiceRule(s.vip, s.port, s.endpoints) for s in self.services.values()]
+        mark = (node.capture_rules or tproxy.Rules()).mark
+        kubeproxy.apply(node.netns, rules, skip_mark=mark)
+
+    def capture(self, node: Node, services: Iterable[Service],
+                tproxy_port: int = tproxy.DEFAULT_TPROXY_PORT) -> tproxy.Rules:
+        """Send the node's pods' connections to these Services (VIPs and endpoints) to Envoy."""
+        entries = [e for s in services for e in s.selection_entries()]
+        rules = tproxy.Rules(tproxy_port=tproxy_port)
+        tproxy.apply(tproxy.Selection.of(entries, [node.pod_cidr]), rules, netns=node.netns)
+        node.capture_rules = rules
+        self._sync_services(node)
+        return rules
+
+    def uncapture(self, node: Node) -> None:
+        """Remove the capture rules (what the node agent does when Envoy is unhealthy)."""
+        tproxy.remove(node.capture_rules or tproxy.Rules(), netns=node.netns)
+
+    def start_envoy(self, node: Node, settings: EnvoySettings | None = None,
+                    **supervisor_args: Any) -> EnvoySupervisor:
+        """Start Envoy in the node (its access log in the workdir unless `settings` says)."""
+        if node.envoy is not None and node.envoy.running():
+            raise RuntimeError(f"Envoy already runs on {node.name}")
+        if settings is None:
+            port = (node.capture_rules or tproxy.Rules()).tproxy_port
+            settings = EnvoySettings(tproxy_port=port,
+                                     access_log_path=str(self.workdir / f"{node.name}-envoy.log"))
+        sup = EnvoySupervisor(settings, netns=node.netns,
+                              workdir=self.workdir / f"{node.name}-envoy", **supervisor_args)
+        sup.workdir.mkdir(parents=True, exist_ok=True)
+        node.envoy = sup
+        sup.start()
+        return sup
+
+    # -- processes ---------------------------------------------------------------------------
+    def popen(self, where: Pod | Node | None, argv: Sequence[str], *,
+              stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
+              stdin: int | IO[Any] | None = subprocess.DEVNULL,
+              text: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen[Any]:
+        """Start a process in a pod or node namespace (host with None); stopped by close().
+
+        stdout/stderr default to a log file in the workdir (see `log_path`)."""
+        log = None
+        if stdout is None or stderr is None:
+            log = open(self.log_path(where, argv), "ab")  # noqa: SIM115 - handed to Popen
+        proc = subprocess.Popen(
+            in_ns(argv, where.netns if where else None),
+            stdin=stdin, stdout=log if stdout is None else stdout,
+            stderr=log if stderr is None else stderr, text=text, env=env,
+            start_new_session=True,
+        )
+        if log is not None:
+            log.close()
+        self._procs.append(proc)
+        return proc
+
+    def log_path(self, where: Pod | Node | None, argv: Sequence[str]) -> Path:
+        name = where.name if where else "host"
+        return self.workdir / f"{name}-{Path(argv[0]).name}.log"
+
+    def run(self, where: Pod | Node | None, argv: Sequence[str], *, check: bool = True,
+            stdin: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run a command to completion in a pod or node namespace and capture its output."""
+        return run(argv, where.netns if where else None, check=check, stdin=stdin,
+                   timeout=timeout)
+
+    @staticmethod
+    def python(module: str, *args: str) -> list[str]:
+        """argv for `python -m module args` with this interpreter."""
+        return [sys.executable, "-m", module, *args]
+
+    def start_server(self, pod: Pod, mode: str, port: int, *extra: str,
+                     timeout: float = 15.0) -> subprocess.Popen[Any]:
+        """Start `l7scope.netlab.podserver MODE` in the pod and wait until it listens."""
+        argv = self.python("l7scope.netlab.podserver", mode, "--port", str(port), *extra)
+        errlog = self.workdir / f"{pod.name}-server-{port}.log"
+        with open(errlog, "ab") as err:
+            proc = self.popen(pod, argv, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if sel.select(timeout=0.1):
+                    line = proc.stdout.readline()
+                    if line.startswith(b"READY"):
+                        return proc
+                    if not line and proc.poll() is not None:
+                        break
+                elif proc.poll() is not None:
+                    break
+        finally:
+            sel.close()
+        tail = errlog.read_text(errors="replace")[-2000:]
+        raise NetlabError(f"{mode} server on {pod.name}:{port} did not start:\n{tail}")
+
+    # -- teardown ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop everything started here and delete every namespace created here. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        errors: list[str] = []
+        for proc in reversed(self._procs):
+            _stop(proc)
+        for node in self.nodes.values():
+            if node.envoy is not None:
+                try:
+                    node.envoy.stop()
+                except Exception as e:  # keep tearing down
+                    errors.append(f"envoy on {node.name}: {e}")
+        for ns in reversed(self._netns):
+            _kill_netns_pids(ns)
+            res = run(["ip", "netns", "del", ns], check=False)
+            if res.returncode != 0:
+                errors.append(res.stderr.strip())
+        if self._own_workdir and "NETLAB_KEEP" not in os.environ:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        if errors:
+            raise NetlabError("cleanup incomplete: " + "; ".join(errors))
+
+    def __enter__(self) -> Topology:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _stop(proc: subprocess.Popen[Any], grace: float = 3.0) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _kill_netns_pids(ns: str) -> None:
+    """SIGKILL whatever still runs in a namespace we are about to delete."""
+    res = run(["ip", "netns", "pids", ns], check=False)
+    for pid in res.stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def cleanup_stale(prefix: str | None = None) -> list[str]:
+    """Delete namespaces (and kill their processes) left by a crashed run.
+
+    With `prefix`: every `<prefix>-*` namespace. Without: namespaces with a default prefix
+    (`nl<pid>x<n>-`) whose process is gone. Returns the deleted names.
+    """
+    listed = run(["ip", "netns", "list"], check=False).stdout.split("\n")
+    deleted = []
+    for line in listed:
+        ns = line.split(" ", 1)[0]
+        if not ns:
+            continue
+        if prefix is not None:
+            if not ns.startswith(f"{prefix}-"):
+                continue
+        else:
+            m = _DEFAULT_PREFIX.match(ns)
+            if not m or _alive(int(m.group(1))):
+                continue
+        _kill_netns_pids(ns)
+        if run(["ip", "netns", "del", ns], check=False).returncode == 0:
+            deleted.append(ns)
+    return deleted
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
