@@ -1,0 +1,309 @@
+"""The node agent process: the thin shell that wires the pure parts together.
+
+Threads (all daemon threads owned by `Agent`, stopped by `stop()`):
+- gRPC Policy Sync server (its own pool) -> bounded intake queue;
+- `flush loop`: intake -> ingest/enrich -> aggregate; every `l7LogsFlushInterval` it writes
+  `l7.log` and hands the records to the shipper's spool; applies settings changes;
+- `control loop` (every 0.25 s): settings file and inventory re-reads, capture reconcile (Envoy
+  readiness, fail open), deleted-pod expiry;
+- shipper (see shipper.py); status HTTP endpoint (`GET /healthz`, `GET /stats`);
+- metadata feeds: functions `feed(cache, stop_event)` run in their own threads until the event is
+  set. This is where the Kubernetes watches plug in (`AgentConfig.feeds`); the inventory
+  directory is the built-in feed.
+
+On stop: intake closes, what is queued is aggregated and flushed once more, the capture rules are
+removed, and the shipper gets a short time to send; unsent batches stay in the spool for the
+next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from l7scope.capture import tproxy
+from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.record import L7Record, encode_records
+from l7scope.node import ingest
+from l7scope.node.aggregate import Aggregator
+from l7scope.node.inventory import Inventory
+from l7scope.node.l7log_file import L7LogFile
+from l7scope.node.metadata import DEFAULT_GRACE_SECONDS, MetadataCache
+from l7scope.node.policysync_server import PolicySyncServer
+from l7scope.node.selection import CaptureController, envoy_ready_probe
+from l7scope.node.settings import NodeSettings, SettingsFile
+from l7scope.node.shipper import Shipper
+
+log = logging.getLogger(__name__)
+
+MetadataFeed = Callable[[MetadataCache, threading.Event], None]
+"""A metadata source: fills the cache and keeps it current until the event is set."""
+
+CONTROL_PERIOD = 0.25
+
+
+@dataclass
+class AgentConfig:
+    node_name: str
+    settings_path: str | None = None
+    inventory_dir: str | None = None
+    server_url: str | None = None
+    envoy_admin: str | None = None
+    status_addr: str | None = None  # HOST:PORT
+    data_dir: str = "/var/lib/l7scope/node"
+    netns: str | None = None  # apply capture rules in this netns (tests); None = our own
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    intake_size: int = 10_000
+    max_spool_bytes: int = 512 * 1024 * 1024
+    feeds: list[MetadataFeed] = field(default_factory=list)
+
+
+@dataclass
+class AgentStats:
+    bad_reports: int = 0
+    records_flushed: int = 0
+    flushes: int = 0
+    last_bad_report: str = ""
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.settings_file = SettingsFile(cfg.settings_path)
+        s = self.settings_file.current
+        self.settings: NodeSettings = s
+        self.cache = MetadataCache(grace_seconds=cfg.grace_seconds)
+        self.inventory = Inventory(cfg.inventory_dir, self.cache) if cfg.inventory_dir else None
+        self.intake: queue.Queue[pb.DataplaneStats] = queue.Queue(maxsize=cfg.intake_size)
+        self.server = PolicySyncServer(s.policy_sync_path_prefix, self.intake)
+        self.aggregator = Aggregator(s.aggregation(), cfg.node_name, time.time())
+        self.l7log = self._l7log(s)
+        self.shipper = Shipper(cfg.server_url, Path(cfg.data_dir) / "spool", cfg.node_name,
+                               max_spool_bytes=cfg.max_spool_bytes)
+        probe = envoy_ready_probe(cfg.envoy_admin) if cfg.envoy_admin else (lambda: True)
+        self.capture = CaptureController(self.cache, cfg.node_name,
+                                         tproxy.Rules(tproxy_port=s.tproxy_port), probe, cfg.netns)
+        self.capture.set_mode(s.tproxy_mode, s.tproxy_port)
+        self.stats = AgentStats()
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pending_settings: NodeSettings | None = None
+        self._status: ThreadingHTTPServer | None = None
+
+    @staticmethod
+    def _l7log(s: NodeSettings) -> L7LogFile | None:
+        if not s.l7_logs_file_enabled:
+            return None
+        return L7LogFile(s.l7_logs_file_directory, s.l7_logs_file_max_files,
+                         s.l7_logs_file_max_file_size_mb)
+
+    # ---- life cycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.inventory is not None:
+            self.inventory.poll()
+        self.capture.stop()  # clean slate: a previous run may have left rules behind
+        self.server.start()
+        self.shipper.start()
+        self._spawn("l7scope-flush", self._flush_loop)
+        self._spawn("l7scope-control", self._control_loop)
+        for i, feed in enumerate(self.cfg.feeds):
+            self._spawn(f"l7scope-feed-{i}", self._feed_runner(feed))
+        if self.cfg.status_addr:
+            self._start_status(self.cfg.status_addr)
+        log.info("node agent %s started (tproxyMode %s, flush every %.1fs)",
+                 self.cfg.node_name, self.settings.tproxy_mode, self.settings.l7_logs_flush_interval)
+
+    def _feed_runner(self, feed: MetadataFeed) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                feed(self.cache, self._stop)
+            except Exception:
+                log.exception("metadata feed %s failed", getattr(feed, "__name__", feed))
+        return run
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        self.server.stop()
+        self._stop.set()
+        if self._status is not None:
+            self._status.shutdown()
+            self._status.server_close()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._drain()
+        self._flush()
+        self.capture.stop()
+        self.shipper.stop()
+        if self.l7log is not None:
+            self.l7log.close()
+        log.info("node agent stopped")
+
+    # ---- flush loop -------------------------------------------------------------------------
+    def _flush_loop(self) -> None:
+        next_flush = time.monotonic() + self.settings.l7_logs_flush_interval
+        while not self._stop.is_set():
+            try:
+                ds = self.intake.get(timeout=max(0.0, min(0.2, next_flush - time.monotonic())))
+                self._process(ds)
+                self._drain(limit=1000)
+            except queue.Empty:
+                pass
+            self._take_settings()
+            now = time.monotonic()
+            if now >= next_flush:
+                self._flush()
+                interval = self.settings.l7_logs_flush_interval
+                next_flush = max(next_flush + interval, now + interval / 2)
+
+    def _drain(self, limit: int = 1_000_000) -> None:
+        for _ in range(limit):
+            try:
+                ds = self.intake.get_nowait()
+            except queue.Empty:
+                return
+            self._process(ds)
+
+    def _process(self, ds: pb.DataplaneStats) -> None:
+        try:
+            for u in ingest.updates(ds, self.cache):
+                self.aggregator.add(u)
+        except Exception as e:  # one bad Report must not stop the agent
+            self.stats.bad_reports += 1
+            if not self.stats.last_bad_report:
+                log.exception("bad Report from %s:%s -> %s:%s", ds.src_ip, ds.src_port,
+                              ds.dst_ip, ds.dst_port)
+            self.stats.last_bad_report = f"{type(e).__name__}: {e}"
+
+    def _flush(self) -> None:
+        records: list[L7Record] = self.aggregator.flush(time.time())
+        self.stats.flushes += 1
+        if not records:
+            return
+        self.stats.records_flushed += len(records)
+        if self.l7log is not None:
+            self.l7log.write(encode_records(records), len(records))
+        try:
+            self.shipper.submit(records)
+        except OSError as e:
+            self.shipper.stats.batches_dropped += 1
+            self.shipper.stats.records_dropped += len(records)
+            log.error("cannot spool %d records: %s", len(records), e)
+
+    def _take_settings(self) -> None:
+        new = self._pending_settings
+        if new is None:
+            return
+        self._pending_settings = None
+        old, self.settings = self.settings, new
+        self.aggregator.settings = new.aggregation()
+        if (old.l7_logs_file_enabled, old.l7_logs_file_directory, old.l7_logs_file_max_files,
+                old.l7_logs_file_max_file_size_mb) != (
+                new.l7_logs_file_enabled, new.l7_logs_file_directory, new.l7_logs_file_max_files,
+                new.l7_logs_file_max_file_size_mb):
+            if self.l7log is not None:
+                self.l7log.close()
+            self.l7log = self._l7log(new)
+        if old.policy_sync_path_prefix != new.policy_sync_path_prefix:
+            log.warning("policySyncPathPrefix changed to %s: takes effect after a restart",
+                        new.policy_sync_path_prefix)
+        log.info("settings reloaded from %s", self.cfg.settings_path)
+
+    # ---- control loop -----------------------------------------------------------------------
+    def _control_loop(self) -> None:
+        while not self._stop.is_set():
+            self.control_step()
+            self._stop.wait(CONTROL_PERIOD)
+
+    def control_step(self) -> None:
+        try:
+            new = self.settings_file.poll()
+            if new is not None:
+                self._pending_settings = new
+                self.capture.set_mode(new.tproxy_mode, new.tproxy_port)
+            if self.inventory is not None:
+                self.inventory.poll()
+            self.capture.step()
+            self.cache.expire()
+        except Exception:  # the control loop must keep running (fail open depends on it)
+            log.exception("control loop step failed")
+
+    # ---- status -----------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        agg, sh, cap, intake = (self.aggregator.totals, self.shipper.stats, self.capture.stats,
+                                self.server.stats)
+        return {
+            "node": self.cfg.node_name,
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "reports_received": intake.reports_received,
+            "reports_dropped": intake.reports_dropped,
+            "requests_dropped_at_intake": intake.requests_dropped,
+            "intake_queue": self.intake.qsize(),
+            "bad_reports": self.stats.bad_reports,
+            "requests_seen": agg.requests_seen,
+            "requests_logged": agg.requests_logged,
+            "requests_overflow": agg.requests_overflow,
+            "requests_unlogged": agg.requests_unlogged,
+            "records_flushed": self.stats.records_flushed,
+            "records_written": self.l7log.lines_written if self.l7log else 0,
+            "l7log_write_errors": self.l7log.write_errors if self.l7log else 0,
+            "records_spooled": sh.records_spooled,
+            "records_shipped": sh.records_shipped,
+            "records_rejected": sh.records_rejected,
+            "records_dropped": sh.records_dropped,
+            "batches_duplicate": sh.batches_duplicate,
+            "spool_batches": sh.spool_batches,
+            "spool_bytes": sh.spool_bytes,
+            "ship_error": sh.last_error,
+            "selected_services": cap.selected_services,
+            "capture_state": cap.state,
+            "envoy_ready": cap.envoy_ready,
+            "capture": asdict(cap),
+            "metadata": dict(self.cache.stats.counts),
+            "settings": {"tproxyMode": self.settings.tproxy_mode,
+                         "l7LogsFlushInterval": self.settings.l7_logs_flush_interval,
+                         "reload_errors": self.settings_file.errors,
+                         "last_error": self.settings_file.last_error},
+            "inventory": ({"reloads": self.inventory.reloads, "errors": self.inventory.errors,
+                           "last_error": self.inventory.last_error} if self.inventory else None),
+        }
+
+    def _start_status(self, addr: str) -> None:
+        host, _, port = addr.rpartition(":")
+        agent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body: dict[str, Any]
+                if self.path == "/healthz":
+                    body, code = {"ok": True}, 200
+                elif self.path == "/stats":
+                    body, code = agent.snapshot(), 200
+                else:
+                    body, code = {"error": "not found; try /healthz or /stats"}, 404
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._status = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+        self._status.daemon_threads = True
+        self._spawn("l7scope-status", self._status.serve_forever)
+        log.info("status on http://%s/stats", addr)

@@ -1,0 +1,136 @@
+"""`l7scope node`: run the node agent; `l7scope node aggregate`: offline aggregation of saved Reports."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+from google.protobuf import json_format  # type: ignore[import-untyped]
+
+from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.record import encode_records
+from l7scope.node import ingest
+from l7scope.node.aggregate import Aggregator
+from l7scope.node.inventory import Inventory
+from l7scope.node.metadata import MetadataCache
+from l7scope.node.settings import NodeSettings, SettingsError, load
+
+_EXAMPLE = """
+\b
+Example (node agent of node-a, demo inventory, server on :8080):
+  l7scope node --settings node.yaml --inventory ./inventory --node-name node-a \\
+      --server http://127.0.0.1:8080 --envoy-admin http://127.0.0.1:9901 \\
+      --status-addr 127.0.0.1:9102
+\b
+node.yaml holds FelixConfiguration fields (docs/node.md), e.g.:
+  policySyncPathPrefix: /var/run/nodeagent
+  tproxyMode: Enabled
+  l7LogsFlushInterval: 1s
+"""
+
+
+@click.group(invoke_without_command=True, help=f"""Node agent: Policy Sync server, capture rules
+(fail open), enrichment, aggregation, l7.log and shipping to the server.
+
+Without a subcommand it runs the agent until SIGTERM/SIGINT.
+{_EXAMPLE}""")
+@click.option("--settings", "settings_path", type=click.Path(dir_okay=False),
+              help="YAML settings (FelixConfiguration spec fields); re-read when it changes.")
+@click.option("--inventory", "inventory_dir", type=click.Path(file_okay=False),
+              help="Directory of Kubernetes YAML (pods, Services, EndpointSlices) re-read on change.")
+@click.option("--node-name", default=socket.gethostname, show_default="hostname",
+              help="This node's name (pods with this spec.nodeName are local clients).")
+@click.option("--server", "server_url", help="Server base URL for shipping, e.g. http://127.0.0.1:8080.")
+@click.option("--envoy-admin", help="Envoy admin URL; capture is withdrawn while its /ready fails.")
+@click.option("--status-addr", help="HOST:PORT for GET /healthz and GET /stats.")
+@click.option("--data-dir", default="/var/lib/l7scope/node", show_default=True,
+              help="Spool directory parent (batches not yet shipped survive restarts).")
+@click.option("--netns", help="Apply capture rules in this network namespace (tests).")
+@click.option("--grace-seconds", default=60.0, show_default=True,
+              help="How long a deleted pod's identity still resolves.")
+@click.pass_context
+def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | None,
+         node_name: str, server_url: str | None, envoy_admin: str | None,
+         status_addr: str | None, data_dir: str, netns: str | None, grace_seconds: float) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    from l7scope.node.agent import Agent, AgentConfig
+
+    cfg = AgentConfig(node_name=node_name, settings_path=settings_path,
+                      inventory_dir=inventory_dir, server_url=server_url,
+                      envoy_admin=envoy_admin, status_addr=status_addr, data_dir=data_dir,
+                      netns=netns, grace_seconds=grace_seconds)
+    try:
+        agent = Agent(cfg)
+    except SettingsError as e:
+        raise click.ClickException(str(e)) from None
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        agent.start()
+    except OSError as e:
+        agent.stop()
+        raise click.ClickException(f"cannot start: {e}") from None
+    while not done.wait(1.0):
+        pass
+    agent.stop()
+
+
+def _reports(line: str) -> list[pb.DataplaneStats]:
+    obj: Any = json.loads(line)
+    items: list[Any] = obj["reports"] if isinstance(obj, dict) and "reports" in obj else [obj]
+    out = []
+    for item in items:
+        ds = pb.DataplaneStats()
+        json_format.ParseDict(item, ds, ignore_unknown_fields=True)
+        out.append(ds)
+    return out
+
+
+@node.command(help="""Turn saved collector output (DataplaneStats as protobuf-JSON lines, as
+`l7scope collector replay` prints) read from stdin into the L7 records the agent would write
+(NDJSON on stdout), as one flush interval.
+
+\b
+Example:
+  l7scope collector replay envoy.log | l7scope node aggregate --settings node.yaml
+""")
+@click.option("--settings", "settings_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--inventory", "inventory_dir", type=click.Path(exists=True, file_okay=False),
+              help="Kubernetes YAML directory for enrichment.")
+@click.option("--node-name", default=socket.gethostname, show_default="hostname")
+@click.option("--start", "start_time", type=float, help="Interval start, epoch seconds.")
+@click.option("--end", "end_time", type=float, help="Interval end, epoch seconds (default now).")
+def aggregate(settings_path: str | None, inventory_dir: str | None, node_name: str,
+              start_time: float | None, end_time: float | None) -> None:
+    try:
+        settings = load(settings_path) if settings_path else NodeSettings()
+    except SettingsError as e:
+        raise click.ClickException(str(e)) from None
+    cache = MetadataCache()
+    if inventory_dir:
+        Inventory(inventory_dir, cache).poll()
+    end = end_time if end_time is not None else time.time()
+    agg = Aggregator(settings.aggregation(), node_name, start_time if start_time is not None else end)
+    bad = 0
+    for n, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            for ds in _reports(line):
+                for u in ingest.updates(ds, cache):
+                    agg.add(u)
+        except (ValueError, json_format.ParseError, AttributeError, TypeError) as e:
+            bad += 1
+            click.echo(f"line {n}: skipped: {e}", err=True)
+    sys.stdout.buffer.write(encode_records(agg.flush(end)))
+    sys.stdout.flush()
+    if bad:
+        click.echo(f"{bad} bad lines skipped", err=True)

@@ -1,0 +1,102 @@
+"""From one `DataplaneStats` (a collector's Report for one connection tuple) to enriched Updates.
+
+As Felix (spec 7.1): only DELTA statistics count, and the HTTP_DATA statistic is the number of
+requests seen on the tuple. An entry with `count` 0 gets the tuple's requests not covered by the
+other entries; a Report with an HTTP_DATA count and no entries becomes one overflow entry with
+type "". Beyond Felix, requests counted by the statistic but present in no entry are also turned
+into an overflow entry, so every request the collector saw is accounted for.
+
+Durations: the l7scope microsecond fields (`duration_us_sum/max`) are used when present, else
+Felix's millisecond fields; a missing histogram is filled with the entry's mean (a Calico
+collector sends none). Pure apart from cache lookups.
+"""
+
+from __future__ import annotations
+
+from l7scope.contracts import latency
+from l7scope.contracts import policysync_pb2 as pb
+from l7scope.node import enrich
+from l7scope.node.aggregate import Update
+from l7scope.node.metadata import MetadataCache
+
+_HTTP_DATA = pb.Statistic.HTTP_DATA
+_DELTA = pb.Statistic.DELTA
+
+
+def _port(v: int) -> int:
+    return v if 0 <= v <= 65535 else 0
+
+
+def http_count(ds: pb.DataplaneStats) -> int:
+    return int(sum(s.value for s in ds.stats if s.kind == _HTTP_DATA and s.relativity == _DELTA
+                   and s.value > 0))
+
+
+def requests_in(ds: pb.DataplaneStats) -> int:
+    """How many requests this Report accounts for (what `updates()` will carry in total)."""
+    detailed = int(sum(max(hd.count, 0) for hd in ds.http_data))
+    return max(http_count(ds), detailed)
+
+
+def updates(ds: pb.DataplaneStats, cache: MetadataCache) -> list[Update]:
+    src_port, dst_port = _port(ds.src_port), _port(ds.dst_port)
+    src = enrich.endpoint(ds.src_ip, cache)
+    stat_count = http_count(ds)
+    detailed = sum(hd.count for hd in ds.http_data if hd.count > 0)
+    remaining = max(stat_count - detailed, 0)
+    dst_cache: dict[str, enrich.Endpoint] = {}
+    out: list[Update] = []
+
+    def dst_for(upstream: str) -> enrich.Endpoint:
+        d = dst_cache.get(upstream)
+        if d is None:
+            d = dst_cache[upstream] = enrich.destination(ds.dst_ip, upstream, cache)
+        return d
+
+    for hd in ds.http_data:
+        count = hd.count
+        if count <= 0:
+            count, remaining = remaining, 0
+            if count == 0:
+                continue
+        dst = dst_for(hd.upstream_host)
+        svc = enrich.service(hd.domain, hd.type, hd.upstream_host, ds.dst_ip, dst_port,
+                             dst.namespace, cache)
+        out.append(_update(hd, count, src, src_port, dst, dst_port, svc, overflow=hd.count <= 0))
+    if remaining:
+        dst = dst_for("")
+        svc = enrich.service("", "", "", ds.dst_ip, dst_port, dst.namespace, cache)
+        out.append(Update(src=src, src_port=src_port, dst=dst, dst_port=dst_port, service=svc,
+                          count=remaining, overflow=True))
+    return out
+
+
+def _update(hd: pb.HTTPData, count: int, src: enrich.Endpoint, src_port: int,
+            dst: enrich.Endpoint, dst_port: int, svc: enrich.ServiceRef, overflow: bool) -> Update:
+    if hd.duration_us_sum > 0 or hd.duration_us_max > 0:
+        dur_sum, dur_max = hd.duration_us_sum * 1000, hd.duration_us_max * 1000
+    else:
+        dur_sum, dur_max = max(hd.duration, 0) * 1_000_000, max(hd.duration_max, 0) * 1_000_000
+    if hd.duration_hist:
+        hist = {b: c for b, c in hd.duration_hist.items() if b >= 0 and c > 0}
+    else:
+        hist = {}
+        if not overflow:
+            latency.add(hist, dur_sum // 1000 // count, count)
+    return Update(
+        src=src, src_port=src_port, dst=dst, dst_port=dst_port, service=svc,
+        domain=hd.domain, path=hd.request_path, method=hd.request_method,
+        response_code=hd.response_code if hd.response_code > 0 else 0,
+        user_agent=hd.user_agent, type=hd.type,
+        protocol=hd.protocol or (hd.type if hd.type.upper().startswith("HTTP/") else ""),
+        tls_sni=hd.tls_sni, grpc_status=hd.grpc_status,
+        collector_type=hd.collector_type or "envoy-access-log",
+        collector_name=hd.collector_name or "daemonset",
+        count=count,
+        duration_sum_ns=max(dur_sum, 0), duration_max_ns=max(dur_max, 0),
+        latency_sum_ns=max(hd.latency, 0) * 1_000_000,
+        bytes_in=max(hd.bytes_received_total or hd.bytes_received, 0),
+        bytes_out=max(hd.bytes_sent_total or hd.bytes_sent, 0),
+        hist=hist, overflow=overflow,
+    )
+

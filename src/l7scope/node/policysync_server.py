@@ -1,0 +1,94 @@
+"""gRPC `felix.PolicySync` server on the Policy Sync unix socket (what Felix serves to collectors).
+
+The socket is `<policySyncPathPrefix>/socket` (`contracts.policysync`); the directory is created
+owner-only (0700) and the socket made 0660, so it is not world-writable. `Report(DataplaneStats)`
+puts the message into a bounded intake queue and answers `successful: true`; when the queue stays
+full for `put_timeout` seconds the Report is refused (`successful: false`) and counted with the
+number of requests it carried, so the collector can count it too. Malformed messages cannot
+reach us (protobuf decoding happens in grpc), and the handler itself never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts import policysync_pb2_grpc as pb_grpc
+from l7scope.node import ingest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IntakeStats:
+    reports_received: int = 0
+    reports_dropped: int = 0
+    requests_dropped: int = 0
+    queue_depth: int = 0
+
+
+class _Servicer(pb_grpc.PolicySyncServicer):  # type: ignore[misc]
+    def __init__(self, intake: queue.Queue[pb.DataplaneStats], stats: IntakeStats,
+                 put_timeout: float) -> None:
+        self._q = intake
+        self._stats = stats
+        self._timeout = put_timeout
+        self._lock = threading.Lock()
+
+    def Report(self, request: pb.DataplaneStats, context: Any) -> pb.ReportResult:
+        try:
+            self._q.put(request, timeout=self._timeout)
+        except queue.Full:
+            with self._lock:
+                self._stats.reports_dropped += 1
+                self._stats.requests_dropped += ingest.requests_in(request)
+            return pb.ReportResult(successful=False)
+        with self._lock:
+            self._stats.reports_received += 1
+        return pb.ReportResult(successful=True)
+
+
+class PolicySyncServer:
+    def __init__(self, prefix: str | Path, intake: queue.Queue[pb.DataplaneStats],
+                 put_timeout: float = 0.5, workers: int = 4) -> None:
+        self.prefix = Path(prefix)
+        self.path = self.prefix / "socket"
+        self.intake = intake
+        self.stats = IntakeStats()
+        self._put_timeout = put_timeout
+        self._workers = workers
+        self._server: grpc.Server | None = None
+
+    def start(self) -> None:
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.prefix, 0o700)
+        if self.path.exists() or self.path.is_symlink():
+            self.path.unlink()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._workers,
+                                                        thread_name_prefix="policysync"))
+        pb_grpc.add_PolicySyncServicer_to_server(
+            _Servicer(self.intake, self.stats, self._put_timeout), server)
+        old = os.umask(0o117)
+        try:
+            server.add_insecure_port(f"unix://{self.path.resolve()}")
+            server.start()
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o660)
+        self._server = server
+        log.info("Policy Sync API on %s", self.path)
+
+    def stop(self, grace: float = 1.0) -> None:
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,171 @@
+"""Traffic selection: which Service addresses are captured, and the capture rules' life cycle.
+
+`select(cache, mode, node_name)` (pure) returns the `capture.tproxy.Selection`: with
+`tproxyMode: Enabled` the Services annotated `projectcalico.org/l7-logging: "true"` or
+`l7scope.io/logging: "true"` (exactly "true"), with `EnabledAllServices` every Service; for each,
+its TCP ports on every ClusterIP plus its endpoints' IP:port (TCP) from EndpointSlices/Endpoints.
+Clients are the IPs of the non-host-network pods on this node (`spec.nodeName`), so a connection
+is proxied once, on the client's node.
+
+`CaptureController.step()` (called every ~0.25 s by the agent) applies a changed selection
+atomically (`tproxy.apply`) and fails open: while Envoy is not ready (its admin `/ready` does not
+answer 200) the table is removed, and it is put back when Envoy is ready again. `stop()` removes
+everything. `tproxyMode: Disabled` means no rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from l7scope.capture import tproxy
+from l7scope.node.metadata import MetadataCache, Service
+
+log = logging.getLogger(__name__)
+
+ANNOTATIONS = ("projectcalico.org/l7-logging", "l7scope.io/logging")
+
+
+def is_selected(svc: Service, mode: str) -> bool:
+    if mode == "EnabledAllServices":
+        return True
+    if mode != "Enabled":
+        return False
+    return any(svc.annotations.get(a) == "true" for a in ANNOTATIONS)
+
+
+def select(cache: MetadataCache, mode: str, node_name: str) -> tproxy.Selection:
+    if mode == "Disabled":
+        return tproxy.Selection()
+    services: set[tuple[str, int]] = set()
+    for svc in cache.services():
+        if not is_selected(svc, mode):
+            continue
+        for ip in svc.cluster_ips:
+            if ":" in ip:
+                continue  # IPv4 only (capture.tproxy)
+            services.update((ip, p.port) for p in svc.ports if p.protocol == "TCP" and p.port)
+        for es in cache.endpoints_of(svc):
+            ports = [p.port for p in es.ports if p.protocol == "TCP" and p.port]
+            services.update((ip, port) for ip in es.addresses if ":" not in ip for port in ports)
+    clients = {ip for pod in cache.pods() if pod.node_name == node_name and not pod.host_network
+               for ip in pod.ips if ":" not in ip}
+    return tproxy.Selection.of(services, clients)
+
+
+def envoy_ready_probe(admin_url: str, timeout: float = 0.5) -> Callable[[], bool]:
+    """A readiness check against Envoy's admin `/ready` (200 = LIVE)."""
+    url = admin_url.rstrip("/") + "/ready"
+    client = httpx.Client(timeout=timeout)
+
+    def probe() -> bool:
+        try:
+            return client.get(url).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return probe
+
+
+@dataclass
+class CaptureStats:
+    state: str = "disabled"  # active | withdrawn | disabled | error
+    envoy_ready: bool = False
+    selected_services: int = 0
+    selected_addresses: int = 0
+    clients: int = 0
+    applies: int = 0
+    withdrawals: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+
+class CaptureController:
+    """Keeps the kernel's capture table equal to the desired selection while Envoy is ready."""
+
+    def __init__(self, cache: MetadataCache, node_name: str, rules: tproxy.Rules,
+                 envoy_ready: Callable[[], bool], netns: str | None = None,
+                 apply: Callable[..., None] = tproxy.apply,
+                 remove: Callable[..., None] = tproxy.remove) -> None:
+        self.cache = cache
+        self.node_name = node_name
+        self.rules = rules
+        self.envoy_ready = envoy_ready
+        self.netns = netns
+        self._apply, self._remove = apply, remove
+        self.mode = "Disabled"
+        self.stats = CaptureStats()
+        self._applied: tproxy.Selection | None = None  # what is in the kernel (None: no table)
+        self._version = -1
+        self._desired = tproxy.Selection()
+
+    def set_mode(self, mode: str, tproxy_port: int) -> None:
+        if mode != self.mode or tproxy_port != self.rules.tproxy_port:
+            log.info("capture: tproxyMode %s, port %d", mode, tproxy_port)
+            self.mode = mode
+            if tproxy_port != self.rules.tproxy_port:
+                self._withdraw()
+                self.rules = tproxy.Rules(self.rules.table, tproxy_port, self.rules.mark,
+                                          self.rules.route_table)
+            self._version = -1
+
+    def step(self) -> None:
+        """One reconcile: recompute on cache change, probe Envoy, apply or withdraw."""
+        if self._version != self.cache.version:
+            self._version = self.cache.version
+            self._desired = select(self.cache, self.mode, self.node_name)
+            names = {(s.namespace, s.name) for s in self.cache.services() if is_selected(s, self.mode)}
+            self.stats.selected_services = len(names)
+            self.stats.selected_addresses = len(self._desired.services)
+            self.stats.clients = len(self._desired.clients)
+        if self.mode == "Disabled":
+            self.stats.envoy_ready = False
+            self._withdraw()
+            self.stats.state = "disabled"
+            return
+        ready = self.envoy_ready()
+        if ready != self.stats.envoy_ready:
+            log.warning("Envoy is %s: capture %s", "ready" if ready else "NOT ready",
+                        "restored" if ready else "withdrawn (fail open)")
+        self.stats.envoy_ready = ready
+        if not ready:
+            self._withdraw()
+            self.stats.state = "withdrawn"
+            return
+        if self._applied != self._desired:
+            try:
+                self._apply(self._desired, self.rules, netns=self.netns)
+            except (tproxy.CaptureError, OSError) as e:
+                self.stats.errors += 1
+                self.stats.last_error = str(e)
+                self.stats.state = "error"
+                log.error("capture: %s", e)
+                return
+            self._applied = self._desired
+            self.stats.applies += 1
+        self.stats.state = "active"
+
+    def _withdraw(self) -> None:
+        if self._applied is None:
+            return
+        try:
+            self._remove(self.rules, netns=self.netns)
+        except OSError as e:
+            self.stats.errors += 1
+            self.stats.last_error = str(e)
+            log.error("capture: removing rules failed: %s", e)
+            return
+        self._applied = None
+        self.stats.withdrawals += 1
+
+    def stop(self) -> None:
+        """Remove all rules (also when we think none are installed: a previous run may have left some)."""
+        try:
+            self._remove(self.rules, netns=self.netns)
+        except OSError as e:
+            log.error("capture: removing rules failed: %s", e)
+        self._applied = None
+        self.stats.state = "disabled" if self.mode == "Disabled" else "withdrawn"
