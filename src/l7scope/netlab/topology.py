@@ -236,7 +236,6 @@ class Topology:
                                      access_log_path=str(self.workdir / f"{node.name}-envoy.log"))
         sup = EnvoySupervisor(settings, netns=node.netns,
                               workdir=self.workdir / f"{node.name}-envoy", **supervisor_args)
-        sup.workdir.mkdir(parents=True, exist_ok=True)
         node.envoy = sup
         sup.start()
         return sup

@@ -69,6 +69,7 @@ class EnvoySupervisor:
     def workdir(self) -> Path:
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="l7scope-envoy-"))
+        self._workdir.mkdir(parents=True, exist_ok=True)
         return self._workdir
 
     @property

@@ -1,0 +1,41 @@
+"""Helpers shared by the capture integration tests (tests/integration/test_capture_*.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from l7scope.netlab import Topology, cleanup_stale
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def wait_log(path: str | Path, n: int, timeout: float = 15.0, settle: float = 0.6
+             ) -> list[dict[str, Any]]:
+    """Wait until the log holds at least `n` lines, then a little longer to catch extras."""
+    deadline = time.monotonic() + timeout
+    lines = read_log(path)
+    while len(lines) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+        lines = read_log(path)
+    time.sleep(settle)
+    return read_log(path)
+
+
+def topology(request: pytest.FixtureRequest) -> Topology:
+    """A fresh topology that is torn down when the test (or module) ends, pass or fail."""
+    request.getfixturevalue("require_netns")
+    cleanup_stale()  # namespaces of crashed earlier runs (default prefixes, dead pids)
+    topo = Topology()
+    request.addfinalizer(topo.close)
+    return topo
