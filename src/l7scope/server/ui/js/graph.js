@@ -1,0 +1,249 @@
+// The Service Graph canvas: turns a /api/v1/servicegraph answer into cytoscape elements, draws
+// them (health colours, traffic-scaled sizes, edge labels) and reports user actions through
+// callbacks. Text on the canvas is drawn by cytoscape, never parsed as HTML.
+
+import * as fmt from "./format.js";
+import { COLORS, classify } from "./health.js";
+
+const TYPE_FILL = {
+  namespace: "#ece9ff", svc: "#e9e3ff", wep: "#f3f0ff", net: "#e3f0ff", hep: "#e3f0ff", group: "#fbfaff",
+};
+export const TYPE_SHAPE = {
+  namespace: "round-rectangle", svc: "round-triangle", wep: "ellipse", net: "diamond", hep: "hexagon",
+};
+export const TYPE_NAME = {
+  namespace: "namespace", svc: "service", wep: "workload", net: "network", hep: "host endpoint",
+};
+const BIG_GRAPH = 120; // nodes; above this the layout trades a little quality for speed
+
+function style() {
+  return [
+    { selector: "node", style: {
+      "shape": (n) => TYPE_SHAPE[n.data("type")] || "ellipse",
+      "background-color": (n) => TYPE_FILL[n.data("type")] || "#eef",
+      "border-width": 3, "border-color": "data(color)",
+      "width": "data(size)", "height": "data(size)",
+      "label": "data(label)", "font-size": 11, "color": "#1d2430",
+      "text-valign": "bottom", "text-margin-y": 4, "text-max-width": 140, "text-wrap": "ellipsis",
+      "min-zoomed-font-size": 6,
+    } },
+    { selector: "node[type = 'namespace']", style: { "width": "data(wsize)", "font-weight": "bold", "text-valign": "center", "text-margin-y": 0 } },
+    { selector: "node[type = 'net'], node[type = 'hep']", style: { "border-style": "dashed" } },
+    { selector: ":parent", style: {
+      "shape": "round-rectangle", "background-color": TYPE_FILL.group, "background-opacity": 0.6,
+      "border-width": 1.5, "border-color": "#a59bf0", "border-style": "dashed",
+      "label": "data(label)", "text-valign": "top", "text-halign": "center", "text-margin-y": -4,
+      "font-weight": "bold", "color": "#5b4ccf", "padding": 18,
+    } },
+    { selector: "edge", style: {
+      "width": "data(width)", "line-color": "data(color)", "target-arrow-color": "data(color)",
+      "target-arrow-shape": "triangle", "arrow-scale": 0.9, "curve-style": "bezier", "opacity": 0.85,
+      "label": "data(label)", "font-size": 9, "color": "#334", "text-rotation": "autorotate",
+      "text-background-color": "#ffffff", "text-background-opacity": 0.85, "text-background-padding": 1,
+      "min-zoomed-font-size": 7,
+    } },
+    { selector: "edge[kind = 'backend']", style: { "line-style": "dashed", "opacity": 0.6 } },
+    { selector: ".no-labels edge, edge.no-label", style: { "label": "" } },
+    { selector: "node:selected", style: { "border-color": "#5b4ccf", "border-width": 5, "overlay-opacity": 0.08, "overlay-color": "#5b4ccf" } },
+    { selector: "edge:selected", style: { "line-color": "#5b4ccf", "target-arrow-color": "#5b4ccf", "opacity": 1, "z-index": 10 } },
+    { selector: ".faded", style: { "opacity": 0.12 } },
+    { selector: ".match", style: { "border-color": "#5b4ccf", "border-width": 5 } },
+    { selector: ".hidden", style: { "display": "none" } },
+  ];
+}
+
+/** Scale 0..max to lo..hi on a log curve, so one busy edge does not flatten the rest. */
+function scale(value, max, lo, hi) {
+  if (!max || !value) return lo;
+  return lo + (hi - lo) * (Math.log1p(value) / Math.log1p(max));
+}
+
+/** Cytoscape element definitions for one servicegraph answer (pure; exported for tests). */
+export function toElements(answer, expanded, thresholds, seconds) {
+  const nodes = answer.nodes || [];
+  const edges = answer.edges || [];
+  const ids = new Set(nodes.map((n) => n.id));
+  const maxNode = Math.max(0, ...nodes.map((n) => n.stats?.count || 0));
+  const maxEdge = Math.max(0, ...edges.map((e) => e.totals?.count || 0));
+  const els = [];
+  const groups = new Set();
+  // Inner nodes of an expanded namespace sit in a box named after it (a compound node), unless
+  // the server already sends that namespace as an expanded parent node.
+  const parentOf = (n) => {
+    if (n.parent_id && ids.has(n.parent_id)) return n.parent_id;
+    if ((n.type === "svc" || n.type === "wep") && expanded.includes(n.namespace)) {
+      groups.add(n.namespace);
+      return `group/${n.namespace}`;
+    }
+    return undefined;
+  };
+  for (const n of nodes) {
+    const st = n.stats || {};
+    const errRatio = st.count ? (st.errors || 0) / st.count : 0;
+    const health = classify(st.count || 0, errRatio, null, thresholds);
+    const size = scale(st.count || 0, maxNode, 26, 64);
+    els.push({ group: "nodes", data: {
+      id: n.id, label: n.name || n.id, type: n.type, namespace: n.namespace, parent: parentOf(n),
+      size, wsize: size * 1.5, color: COLORS[health], health, count: st.count || 0, raw: n,
+    } });
+  }
+  for (const ns of groups) {
+    els.push({ group: "nodes", data: { id: `group/${ns}`, label: ns, type: "group", namespace: ns, size: 30, color: "#a59bf0", raw: null } });
+  }
+  for (const e of edges) {
+    if (!ids.has(e.source) || !ids.has(e.target)) continue;
+    const t = e.totals || {};
+    const errRatio = t.error_rate ?? (t.count ? (t.errors || 0) / t.count : 0);
+    const health = classify(t.count || 0, errRatio, t.p99 ?? null, thresholds);
+    const label = edgeLabel(t, errRatio, seconds);
+    els.push({ group: "edges", data: {
+      id: e.id, source: e.source, target: e.target, kind: e.kind || "traffic",
+      width: scale(t.count || 0, maxEdge, 1, 8), color: COLORS[health], health, label, count: t.count || 0, raw: e,
+    } });
+  }
+  return els;
+}
+
+export function edgeLabel(totals, errRatio, seconds) {
+  const parts = [fmt.rate(seconds > 0 ? (totals.count || 0) / seconds : 0), fmt.pct(errRatio)];
+  if (totals.p99 !== null && totals.p99 !== undefined) parts.push("p99 " + fmt.duration(totals.p99));
+  return parts.join(" · ");
+}
+
+export class Graph {
+  /**
+   * @param container element to draw into
+   * @param handlers {onSelect(kind, raw, ele), onUnselect(), onExpand(ns), onCollapse(ns), onHideUnrelated(ele)}
+   */
+  constructor(container, handlers) {
+    this.handlers = handlers;
+    this.cy = window.cytoscape({
+      container, style: style(), elements: [],
+      minZoom: 0.05, maxZoom: 4, boxSelectionEnabled: false,
+      selectionType: "single", textureOnViewport: false, hideEdgesOnViewport: false,
+    });
+    this.signature = "";
+    this.bind();
+    // The canvas follows its box (side panel opening, window resize).
+    new ResizeObserver(() => this.cy.resize()).observe(container);
+  }
+
+  bind() {
+    const cy = this.cy;
+    cy.on("tap", "node, edge", (evt) => {
+      const ele = evt.target;
+      if (ele.isNode() && ele.data("type") === "group") return;
+      this.handlers.onSelect(ele.isNode() ? "node" : "edge", ele.data("raw"), ele);
+    });
+    cy.on("tap", (evt) => { if (evt.target === cy) this.handlers.onUnselect(); });
+    cy.on("dbltap", "node", (evt) => {
+      const d = evt.target.data();
+      if (d.type === "namespace" && d.raw?.expandable !== false) this.handlers.onExpand(d.namespace || d.label);
+      else if (d.type === "group") this.handlers.onCollapse(d.namespace);
+    });
+    cy.on("cxttap", "node, edge", (evt) => this.handlers.onHideUnrelated(evt.target));
+  }
+
+  /** Draw an answer. Keeps positions when the same nodes come back (auto-refresh). */
+  async render(answer, expanded, thresholds, seconds) {
+    const cy = this.cy;
+    const els = toElements(answer, expanded, thresholds, seconds);
+    const signature = els.map((e) => e.data.id).sort().join("\n");
+    if (signature === this.signature && cy.elements().length) {
+      cy.batch(() => { for (const el of els) cy.getElementById(el.data.id).data(el.data); });
+      return;
+    }
+    const old = new Map(cy.nodes().map((n) => [n.id(), { ...n.position() }]));
+    this.signature = signature;
+    const selected = cy.$(":selected").map((e) => e.id());
+    cy.batch(() => {
+      cy.elements().remove();
+      cy.add(els);
+      for (const id of selected) cy.getElementById(id).select();
+    });
+    const known = cy.nodes().filter((n) => old.has(n.id()));
+    known.forEach((n) => n.position(old.get(n.id())));
+    await this.layout(known.length > 0 && known.length >= cy.nodes().length * 0.6);
+  }
+
+  layout(incremental) {
+    const cy = this.cy;
+    if (!cy.nodes().length) return Promise.resolve();
+    const big = cy.nodes().length > BIG_GRAPH;
+    // fcose registers itself when its script loads; without it fall back to the built-in cose.
+    const opts = typeof window.cytoscapeFcose === "function"
+      ? {
+        name: "fcose", animate: false, randomize: !incremental, fit: true, padding: 40,
+        quality: big ? "draft" : "default", nodeDimensionsIncludeLabels: !big,
+        nodeRepulsion: () => 9000, idealEdgeLength: () => (big ? 70 : 110), numIter: big ? 600 : 2500,
+        packComponents: true, tile: true,
+      }
+      : { name: "cose", animate: false };
+    const layout = cy.layout(opts);
+    const done = new Promise((resolve) => layout.one("layoutstop", resolve));
+    layout.run();
+    return done;
+  }
+
+  setLabels(show) {
+    this.cy.container().classList.toggle("no-labels", !show);
+    this.cy.edges().toggleClass("no-label", !show);
+  }
+
+  select(id) {
+    const ele = this.cy.getElementById(id);
+    if (!ele.nonempty()) return null;
+    this.cy.$(":selected").unselect();
+    ele.select();
+    return ele;
+  }
+
+  unselect() { this.cy.$(":selected").unselect(); }
+
+  /** Show only `ele` and its direct neighbours (plus their namespace boxes). */
+  hideUnrelated(ele) {
+    const cy = this.cy;
+    let keep = ele.isNode() ? ele.closedNeighborhood() : ele.union(ele.connectedNodes());
+    if (ele.isNode() && ele.isParent()) keep = keep.union(ele.descendants()).union(ele.descendants().closedNeighborhood());
+    keep = keep.union(keep.parents());
+    cy.batch(() => {
+      cy.elements().removeClass("hidden");
+      cy.elements().not(keep).addClass("hidden");
+    });
+    cy.fit(keep, 50);
+  }
+
+  showAll() {
+    this.cy.elements().removeClass("hidden");
+    this.cy.fit(undefined, 40);
+  }
+
+  /** Highlight nodes whose name or id contains `text`; returns the matches. */
+  search(text) {
+    const cy = this.cy;
+    const q = text.trim().toLowerCase();
+    cy.batch(() => cy.elements().removeClass("faded match"));
+    if (!q) return cy.collection();
+    const matches = cy.nodes().filter((n) => n.data("type") !== "group"
+      && (String(n.data("label")).toLowerCase().includes(q) || n.id().toLowerCase().includes(q)));
+    const keep = matches.union(matches.parents()).union(matches.edgesWith(matches));
+    cy.batch(() => {
+      cy.elements().not(keep).addClass("faded");
+      matches.addClass("match");
+    });
+    return matches;
+  }
+
+  fit(eles) { this.cy.fit(eles && eles.nonempty() ? eles : undefined, 40); }
+
+  zoom(factor) {
+    const cy = this.cy;
+    cy.zoom({ level: cy.zoom() * factor, renderedPosition: { x: cy.width() / 2, y: cy.height() / 2 } });
+  }
+
+  /** Edges touching a node, for the side panel. */
+  edgesOf(id) {
+    const n = this.cy.getElementById(id);
+    return { incoming: n.incomers("edge"), outgoing: n.outgoers("edge") };
+  }
+}
