@@ -1,0 +1,124 @@
+"""Server counters and their Prometheus text rendering (format 0.0.4). Thread-safe; no deps."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from l7scope.contracts.record import TYPE_UNLOGGED, L7Record
+
+MAX_EDGE_SERIES: Final = 10_000
+OTHER: Final = "other"
+
+
+def _class(code: str) -> str:
+    return f"{code[0]}xx" if len(code) == 3 and code[0] in "12345" else "no_response"
+
+
+def namespace_node(ns: str, name: str, kind: str) -> str:
+    """Namespace-level node id of one side of a record (the rule of docs/api.md, collapsed)."""
+    if ns not in ("", "-"):
+        return f"namespace/{ns}"
+    return f"{'hep' if kind == 'hep' else 'net'}/{name}"
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.edges: dict[tuple[str, str, str], int] = {}
+        self.counters: dict[str, int] = {
+            "ingest_requests": 0, "records_accepted": 0, "records_rejected": 0,
+            "duplicate_batches": 0, "bodies_rejected": 0, "unlogged_requests": 0,
+        }
+        self.queries: dict[tuple[str, str], int] = {}
+        self.query_seconds: dict[str, float] = {}
+        self.retention_runs = 0
+        self.retention_last_run: float | None = None
+        self.retention_cutoff: int | None = None
+
+    def inc(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[name] += n
+
+    def observe_records(self, records: Iterable[L7Record]) -> None:
+        local: dict[tuple[str, str, str], int] = {}
+        unlogged = 0
+        for r in records:
+            if r.type == TYPE_UNLOGGED:
+                unlogged += r.count
+                continue
+            known = r.dest_service_namespace != "" and r.dest_service_name != ""
+            key = (namespace_node(r.src_namespace, r.src_name_aggr, r.src_type),
+                   namespace_node(r.dest_service_namespace if known else r.dest_namespace,
+                                  r.dest_name_aggr, r.dest_type),
+                   _class(r.response_code))
+            local[key] = local.get(key, 0) + r.count
+        with self._lock:
+            self.counters["unlogged_requests"] += unlogged
+            for key, n in local.items():
+                if key not in self.edges and len(self.edges) >= MAX_EDGE_SERIES:
+                    key = (OTHER, OTHER, key[2])
+                self.edges[key] = self.edges.get(key, 0) + n
+
+    def query(self, kind: str, ok: bool, seconds: float) -> None:
+        with self._lock:
+            k = (kind, "ok" if ok else "error")
+            self.queries[k] = self.queries.get(k, 0) + 1
+            self.query_seconds[kind] = self.query_seconds.get(kind, 0.0) + seconds
+
+    def retention(self, now: float, cutoff: int) -> None:
+        with self._lock:
+            self.retention_runs += 1
+            self.retention_last_run = now
+            self.retention_cutoff = cutoff
+
+    def render(self, store_records: Callable[[], int | None]) -> str:
+        with self._lock:
+            c = dict(self.counters)
+            edges = sorted(self.edges.items())
+            queries = sorted(self.queries.items())
+            qsec = dict(self.query_seconds)
+            cutoff = self.retention_cutoff
+        lines = [
+            "# HELP l7scope_edge_requests_total Requests in ingested records, by namespace-level edge and status class.",
+            "# TYPE l7scope_edge_requests_total counter",
+        ]
+        lines += [f'l7scope_edge_requests_total{{source="{_esc(s)}",target="{_esc(t)}",class="{k}"}} {n}'
+                  for (s, t, k), n in edges]
+        for name, key, help_ in (
+            ("l7scope_ingest_requests_total", "ingest_requests", "Bulk requests received."),
+            ("l7scope_ingest_duplicate_batches_total", "duplicate_batches", "Bulk batches dropped as duplicates."),
+            ("l7scope_ingest_bodies_rejected_total", "bodies_rejected", "Bulk bodies rejected as a whole."),
+            ("l7scope_unlogged_requests_total", "unlogged_requests", "Requests reported as not logged in detail."),
+        ):
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {c[key]}"]
+        lines += ["# HELP l7scope_ingest_records_total Records received, by result.",
+                  "# TYPE l7scope_ingest_records_total counter",
+                  f'l7scope_ingest_records_total{{result="accepted"}} {c["records_accepted"]}',
+                  f'l7scope_ingest_records_total{{result="rejected"}} {c["records_rejected"]}']
+        lines += ["# HELP l7scope_queries_total Queries answered, by kind and result.",
+                  "# TYPE l7scope_queries_total counter"]
+        lines += [f'l7scope_queries_total{{kind="{k}",result="{r}"}} {n}' for (k, r), n in queries]
+        lines += ["# HELP l7scope_query_seconds Time spent answering queries.",
+                  "# TYPE l7scope_query_seconds summary"]
+        for kind in sorted(qsec):
+            n = sum(v for (k, _), v in queries if k == kind)
+            lines += [f'l7scope_query_seconds_sum{{kind="{kind}"}} {qsec[kind]:.6f}',
+                      f'l7scope_query_seconds_count{{kind="{kind}"}} {n}']
+        try:
+            records = store_records()
+        except Exception:
+            records = None
+        if records is not None:
+            lines += ["# HELP l7scope_store_records Records in the store.", "# TYPE l7scope_store_records gauge",
+                      f"l7scope_store_records {records}"]
+        if cutoff is not None:
+            lines += ["# HELP l7scope_retention_deleted_before Epoch seconds of the last retention cutoff.",
+                      "# TYPE l7scope_retention_deleted_before gauge",
+                      f"l7scope_retention_deleted_before {cutoff}"]
+        return "\n".join(lines) + "\n"

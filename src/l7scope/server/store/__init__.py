@@ -1,0 +1,1 @@
+"""Stores: one small interface (`base.Store`), an embedded DuckDB and a ClickHouse backend."""

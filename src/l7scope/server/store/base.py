@@ -1,0 +1,102 @@
+"""The Store interface every backend implements, and the value types it exchanges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from l7scope.server.columns import ColumnBatch
+from l7scope.server.selector import Node
+from l7scope.server.timerange import TimeRange
+
+
+class StoreError(RuntimeError):
+    """The store failed (connection, disk, server): the caller may retry (HTTP 503)."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which records a query reads."""
+
+    time_range: TimeRange
+    selector: Node | None = None
+    exclude_unlogged: bool = False
+
+
+@dataclass(frozen=True)
+class Sort:
+    field: str
+    descending: bool
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    filter: Filter
+    sort: tuple[Sort, ...]
+    limit: int
+    offset: int
+
+
+@dataclass
+class SearchResult:
+    total_hits: int
+    total_requests: int
+    hits: list[dict[str, Any]]
+
+
+#: A grouping key: a column name, "response_class", or "time:<interval seconds>".
+GroupKey = str
+
+
+@dataclass
+class GroupRow:
+    """Sums of one group of records."""
+
+    key: tuple[Any, ...]
+    records: int
+    count: int
+    bytes_in: int
+    bytes_out: int
+    duration_weighted_sum: int  # sum(duration_mean * count), ns
+    duration_min: int  # min of duration_mean
+    duration_max: int
+    errors: int  # requests with a 4xx/5xx code
+    hist: dict[int, int] = field(default_factory=dict)  # merged duration_hist
+
+
+@dataclass
+class StoreStats:
+    kind: str
+    location: str
+    cluster: str | None
+    records: int
+    oldest_end_time: int | None
+    newest_end_time: int | None
+
+
+class Store(Protocol):
+    kind: str
+
+    def insert(self, batch: ColumnBatch) -> None:
+        """Store a batch of records (columns); all or nothing where the engine allows."""
+        ...
+
+    def insert_once(self, batch_id: str, batch: ColumnBatch, now: int) -> bool:
+        """Store a batch unless `batch_id` was stored before (persistently); False if duplicate."""
+        ...
+
+    def search(self, q: SearchQuery) -> SearchResult: ...
+
+    def group(self, flt: Filter, keys: list[GroupKey], with_hist: bool) -> list[GroupRow]:
+        """Sums per group of `keys` (all groups; callers sort and cut)."""
+        ...
+
+    def delete_before(self, cutoff: int) -> None:
+        """Remove records with end_time < cutoff, and batch ids received before it."""
+        ...
+
+    def stats(self) -> StoreStats: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...

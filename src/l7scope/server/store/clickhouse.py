@@ -1,0 +1,276 @@
+"""The ClickHouse store (scale-out): native protocol via clickhouse-driver.
+
+Layout: a MergeTree table `l7_local` (daily partitions on end_time) on every shard, and, when a
+cluster name is configured, a `Distributed` table `l7_dist` over it (sharded by rand(); inserts
+with `insert_distributed_sync=1` so an answered batch is queryable). Without a cluster the
+MergeTree table is read and written directly. The SQL stays inside what ClickHouse 18.16 and
+current releases both accept (docs/server.md): no TTL, no Map, no server-side parameters (the
+driver binds values client-side with escaping), no positional GROUP BY. Schema changes are
+additive: missing columns are added with ALTER TABLE ... ADD COLUMN on every shard.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from clickhouse_driver import Client
+from clickhouse_driver import errors as ch_errors
+
+from l7scope.server.columns import ColumnBatch, batch_len, row_to_record
+from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
+from l7scope.server.store import sql
+from l7scope.server.store.base import (
+    Filter,
+    GroupKey,
+    GroupRow,
+    SearchQuery,
+    SearchResult,
+    StoreError,
+    StoreStats,
+)
+
+LOCAL = "l7_local"
+DIST = "l7_dist"
+BATCHES = "l7_batches"
+_CH_INT = {"u16": "UInt16", "u32": "UInt32", "u64": "UInt64"}
+_BAD_QUERY_CODES = {427}  # CANNOT_COMPILE_REGEXP: a user's regex, not a store failure
+
+
+def column_types() -> dict[str, str]:
+    out = {c: ("String" if k == "text" else _CH_INT[int_width(c)]) for c, k in COLUMNS.items()}
+    out[HIST_BUCKETS] = "Array(UInt16)"
+    out[HIST_COUNTS] = "Array(UInt64)"
+    return out
+
+
+class _Params:
+    """clickhouse-driver client-side parameters: %(p0)s, escaped by the driver."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+
+    def add(self, value: object) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"%({name})s"
+
+    def regex(self, column_sql: str, placeholder: str) -> str:
+        return f"match({column_sql}, {placeholder})"
+
+    def int_div(self, expr: str, divisor: int) -> str:
+        return f"intDiv({expr}, {int(divisor)})"
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """`clickhouse://[user[:password]@]host[:port][/database]` -> Client keyword arguments."""
+    u = urlparse(url)
+    if u.scheme not in ("clickhouse", "tcp") or not u.hostname:
+        raise ValueError(f"not a ClickHouse URL (clickhouse://host:9000/db): {url!r}")
+    return {
+        "host": u.hostname,
+        "port": u.port or 9000,
+        "database": (u.path or "/default").lstrip("/") or "default",
+        "user": unquote(u.username) if u.username else "default",
+        "password": unquote(u.password) if u.password else "",
+    }
+
+
+class ClickHouseStore:
+    kind = "clickhouse"
+
+    def __init__(self, url: str, *, cluster: str | None = None, connect_timeout: float = 5.0,
+                 query_timeout: float = 60.0) -> None:
+        self._args = parse_url(url) | {
+            "connect_timeout": connect_timeout,
+            "send_receive_timeout": query_timeout,
+            "sync_request_timeout": connect_timeout,
+        }
+        self.location = f"{self._args['host']}:{self._args['port']}/{self._args['database']}"
+        self.cluster = cluster
+        self.table = DIST if cluster else LOCAL
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        try:
+            self._shards = self._shard_args() if cluster else [self._args]
+            self._migrate()
+        except (ch_errors.Error, OSError, EOFError) as e:
+            raise StoreError(f"cannot set up ClickHouse store at {self.location}: {e}") from e
+
+    # --- connections --------------------------------------------------------------------
+
+    def _client(self) -> Client:
+        c: Client | None = getattr(self._local, "client", None)
+        if c is None:
+            c = Client(**self._args)
+            self._local.client = c
+        return c
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except ch_errors.ServerException as e:
+            if e.code in _BAD_QUERY_CODES:
+                raise ValueError(e.message.split("\n")[0]) from e
+            self._drop_client()
+            raise StoreError(f"{what} failed: {e.message.splitlines()[0] if e.message else e}") from e
+        except (ch_errors.Error, OSError, EOFError) as e:
+            self._drop_client()
+            raise StoreError(f"{what} failed: {e}") from e
+
+    def _drop_client(self) -> None:
+        c = getattr(self._local, "client", None)
+        self._local.client = None
+        if c is not None:
+            c.disconnect()
+
+    def _shard_args(self) -> list[dict[str, Any]]:
+        rows = self._client().execute(
+            "SELECT host_address, port FROM system.clusters WHERE cluster = %(c)s ORDER BY shard_num, replica_num",
+            {"c": self.cluster},
+        )
+        if not rows:
+            raise StoreError(f"cluster {self.cluster!r} is not defined in the server's remote_servers")
+        return [self._args | {"host": h, "port": int(p)} for h, p in rows]
+
+    # --- schema -------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        types = column_types()
+        db = self._args["database"]
+        cols = ", ".join(f'"{c}" {types[c]}' for c in TABLE_COLUMNS)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", db):
+            raise StoreError(f"database name must be an identifier: {db!r}")
+        for args in self._shards:
+            boot = Client(**(args | {"database": "default"}))
+            try:
+                boot.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+            finally:
+                boot.disconnect()
+            c = Client(**args)
+            try:
+                c.execute(
+                    f"CREATE TABLE IF NOT EXISTS {LOCAL} ({cols}) ENGINE = MergeTree "
+                    'PARTITION BY toYYYYMMDD(toDateTime("end_time")) '
+                    'ORDER BY ("dest_service_namespace", "dest_service_name", "end_time")'
+                )
+                have = {r[0] for r in c.execute(
+                    "SELECT name FROM system.columns WHERE database = %(d)s AND table = %(t)s",
+                    {"d": db, "t": LOCAL})}
+                for col in TABLE_COLUMNS:
+                    if col not in have:
+                        c.execute(f'ALTER TABLE {LOCAL} ADD COLUMN "{col}" {types[col]}')
+                if self.cluster:
+                    # The Distributed table holds no data: recreate it so it has every column.
+                    c.execute(f"DROP TABLE IF EXISTS {DIST}")
+                    c.execute(f"CREATE TABLE {DIST} AS {LOCAL} ENGINE = Distributed("
+                              f"%(cl)s, %(db)s, %(t)s, rand())", {"cl": self.cluster, "db": db, "t": LOCAL})
+            finally:
+                c.disconnect()
+        self._client().execute(
+            f"CREATE TABLE IF NOT EXISTS {BATCHES} (batch_id String, received_at UInt32) "
+            "ENGINE = MergeTree ORDER BY batch_id"
+        )
+
+    # --- writes -------------------------------------------------------------------------
+
+    def insert(self, batch: ColumnBatch) -> None:
+        if batch_len(batch) == 0:
+            return
+        with self._errors("insert"):
+            self._client().execute(
+                f"INSERT INTO {self.table} ({', '.join(TABLE_COLUMNS)}) VALUES",
+                [list(batch[c]) for c in TABLE_COLUMNS], columnar=True,
+                settings={"insert_distributed_sync": 1},
+            )
+
+    def insert_once(self, batch_id: str, batch: ColumnBatch, now: int) -> bool:
+        # No transactions: records first, then the id. A crash between the two means the
+        # retried batch is stored twice, never that a batch is lost.
+        with self._write_lock:
+            with self._errors("duplicate check"):
+                seen = self._client().execute(
+                    f"SELECT count() FROM {BATCHES} WHERE batch_id = %(b)s", {"b": batch_id})[0][0]
+            if seen:
+                return False
+            self.insert(batch)
+            with self._errors("insert"):
+                self._client().execute(f"INSERT INTO {BATCHES} (batch_id, received_at) VALUES",
+                                       [(batch_id, now)])
+            return True
+
+    def delete_before(self, cutoff: int) -> None:
+        day_start = datetime.fromtimestamp(cutoff, UTC).strftime("%Y%m%d")
+        for args in self._shards:
+            c = Client(**args)
+            try:
+                with self._errors("retention"):
+                    parts = c.execute(
+                        "SELECT DISTINCT partition FROM system.parts WHERE database = %(d)s "
+                        "AND table = %(t)s AND active", {"d": args["database"], "t": LOCAL})
+                    for (part,) in parts:
+                        if part.strip("'").isdigit() and part.strip("'") < day_start:
+                            c.execute(f"ALTER TABLE {LOCAL} DROP PARTITION {int(part.strip(chr(39)))}")
+                    old = c.execute(f'SELECT count() FROM {LOCAL} WHERE "end_time" < %(c)s', {"c": cutoff})
+                    if old[0][0]:
+                        c.execute(f'ALTER TABLE {LOCAL} DELETE WHERE "end_time" < %(c)s', {"c": cutoff})
+            finally:
+                c.disconnect()
+        with self._errors("retention"):
+            if self._client().execute(f"SELECT count() FROM {BATCHES} WHERE received_at < %(c)s",
+                                      {"c": cutoff})[0][0]:
+                self._client().execute(f"ALTER TABLE {BATCHES} DELETE WHERE received_at < %(c)s",
+                                       {"c": cutoff})
+
+    # --- reads --------------------------------------------------------------------------
+
+    def _query(self, text: str, params: _Params) -> list[tuple[Any, ...]]:
+        with self._errors("query"):
+            rows: list[tuple[Any, ...]] = self._client().execute(text, params.values)
+            return rows
+
+    def search(self, q: SearchQuery) -> SearchResult:
+        p = _Params()
+        total = self._query(sql.search_total(self.table, q, p), p)[0]
+        p = _Params()
+        rows = self._query(sql.search_page(self.table, q, p), p) if total[0] else []
+        return SearchResult(int(total[0]), int(total[1] or 0), [row_to_record(r) for r in rows])
+
+    def group(self, flt: Filter, keys: list[GroupKey], with_hist: bool) -> list[GroupRow]:
+        p = _Params()
+        extra = f', sumMap("{HIST_BUCKETS}", "{HIST_COUNTS}") AS n_hist' if with_hist else ""
+        rows = self._query(sql.group_sums(self.table, flt, keys, p, extra), p)
+        n = len(keys)
+        out: list[GroupRow] = []
+        for r in rows:
+            if not r[n]:
+                continue
+            hist: dict[int, int] = {}
+            if with_hist:
+                hb, hc = r[n + 8]
+                hist = {int(b): int(c) for b, c in zip(hb, hc, strict=False) if c}
+            out.append(GroupRow(
+                key=tuple(r[:n]), records=int(r[n]), count=int(r[n + 1]), bytes_in=int(r[n + 2]),
+                bytes_out=int(r[n + 3]), duration_weighted_sum=int(r[n + 4]),
+                duration_min=int(r[n + 5]), duration_max=int(r[n + 6]), errors=int(r[n + 7]),
+                hist=hist,
+            ))
+        return out
+
+    def stats(self) -> StoreStats:
+        n, lo, hi = self._query(f'SELECT count(), min("end_time"), max("end_time") FROM {self.table}',
+                                _Params())[0]
+        return StoreStats(self.kind, self.location, self.cluster, int(n),
+                          int(lo) if n else None, int(hi) if n else None)
+
+    def ping(self) -> None:
+        self._query("SELECT 1", _Params())
+
+    def close(self) -> None:
+        self._drop_client()

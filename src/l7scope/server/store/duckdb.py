@@ -1,0 +1,216 @@
+"""The embedded default store: one DuckDB file owned by the server process.
+
+Batches go in as Arrow tables (`INSERT ... SELECT` from a registered Arrow table), never
+row-by-row. Queries use a cursor per call, so request threads run concurrently; writes are
+serialised by a lock. Batch ids live in a table next to the records, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from l7scope.server.columns import ColumnBatch, batch_len, row_to_record
+from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
+from l7scope.server.store import sql
+from l7scope.server.store.base import (
+    Filter,
+    GroupKey,
+    GroupRow,
+    SearchQuery,
+    SearchResult,
+    StoreError,
+    StoreStats,
+)
+
+TABLE = "l7"
+BATCHES = "l7_batches"
+
+_DUCK_INT = {"u16": "USMALLINT", "u32": "UINTEGER", "u64": "UBIGINT"}
+_ARROW_INT = {"u16": pa.uint16(), "u32": pa.uint32(), "u64": pa.uint64()}
+
+
+def _column_types() -> dict[str, str]:
+    out = {c: ("VARCHAR" if k == "text" else _DUCK_INT[int_width(c)]) for c, k in COLUMNS.items()}
+    out[HIST_BUCKETS] = "USMALLINT[]"
+    out[HIST_COUNTS] = "UBIGINT[]"
+    return out
+
+
+ARROW_SCHEMA = pa.schema(
+    [(c, pa.string() if k == "text" else _ARROW_INT[int_width(c)]) for c, k in COLUMNS.items()]
+    + [(HIST_BUCKETS, pa.list_(pa.uint16())), (HIST_COUNTS, pa.list_(pa.uint64()))]
+)
+
+
+class _Params:
+    """DuckDB named parameters ($p0, $p1, ...)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+
+    def add(self, value: object) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"${name}"
+
+    def regex(self, column_sql: str, placeholder: str) -> str:
+        return f"regexp_matches({column_sql}, {placeholder})"
+
+    def int_div(self, expr: str, divisor: int) -> str:
+        return f"({expr} // {int(divisor)})"
+
+
+def to_arrow(batch: ColumnBatch) -> pa.Table:
+    return pa.table([batch[c] for c in TABLE_COLUMNS], schema=ARROW_SCHEMA)
+
+
+class DuckDBStore:
+    kind = "duckdb"
+
+    def __init__(self, path: Path | str, *, memory_limit: str | None = None,
+                 threads: int | None = None) -> None:
+        self.location = str(path)
+        if self.location != ":memory:":
+            Path(self.location).parent.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {}
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        if threads:
+            config["threads"] = threads
+        try:
+            self._con = duckdb.connect(self.location, config=config)
+        except duckdb.Error as e:
+            raise StoreError(f"cannot open DuckDB store {self.location}: {e}") from e
+        self._write_lock = threading.Lock()
+        self._names = count()
+        self._migrate()
+
+    # --- schema -------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        types = _column_types()
+        cols = ", ".join(f'"{c}" {types[c]}' for c in TABLE_COLUMNS)
+        with self._write_lock:
+            self._con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols})")
+            self._con.execute(
+                f"CREATE TABLE IF NOT EXISTS {BATCHES} (batch_id VARCHAR PRIMARY KEY, received_at UBIGINT)"
+            )
+            have = {r[0] for r in self._con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [TABLE]
+            ).fetchall()}
+            for c in TABLE_COLUMNS:
+                if c not in have:  # a newer schema added a column: add it with its default
+                    default = "''" if types[c] == "VARCHAR" else ("[]" if types[c].endswith("[]") else "0")
+                    self._con.execute(f'ALTER TABLE {TABLE} ADD COLUMN "{c}" {types[c]} DEFAULT {default}')
+
+    # --- writes -------------------------------------------------------------------------
+
+    def _insert_locked(self, con: duckdb.DuckDBPyConnection, batch: ColumnBatch) -> None:
+        name = f"_batch_{next(self._names)}"
+        con.register(name, to_arrow(batch))
+        try:
+            cols = sql.select_columns()
+            con.execute(f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM {name}")
+        finally:
+            con.unregister(name)
+
+    def insert(self, batch: ColumnBatch) -> None:
+        if batch_len(batch) == 0:
+            return
+        try:
+            with self._write_lock:
+                self._insert_locked(self._con, batch)
+        except duckdb.Error as e:
+            raise StoreError(f"insert failed: {e}") from e
+
+    def insert_once(self, batch_id: str, batch: ColumnBatch, now: int) -> bool:
+        try:
+            with self._write_lock:
+                con = self._con
+                if con.execute(f"SELECT 1 FROM {BATCHES} WHERE batch_id = ?", [batch_id]).fetchone():
+                    return False
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    con.execute(f"INSERT INTO {BATCHES} VALUES (?, ?)", [batch_id, now])
+                    if batch_len(batch):
+                        self._insert_locked(con, batch)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                return True
+        except duckdb.Error as e:
+            raise StoreError(f"insert failed: {e}") from e
+
+    def delete_before(self, cutoff: int) -> None:
+        try:
+            with self._write_lock:
+                self._con.execute(f'DELETE FROM {TABLE} WHERE "end_time" < ?', [cutoff])
+                self._con.execute(f"DELETE FROM {BATCHES} WHERE received_at < ?", [cutoff])
+        except duckdb.Error as e:
+            raise StoreError(f"retention failed: {e}") from e
+
+    # --- reads --------------------------------------------------------------------------
+
+    def _query(self, text: str, params: _Params) -> list[tuple[Any, ...]]:
+        try:
+            with self._con.cursor() as cur:
+                return cur.execute(text, params.values).fetchall()
+        except duckdb.InvalidInputException as e:
+            raise ValueError(str(e)) from e
+        except duckdb.Error as e:
+            raise StoreError(f"query failed: {e}") from e
+
+    def search(self, q: SearchQuery) -> SearchResult:
+        p = _Params()
+        total = self._query(sql.search_total(TABLE, q, p), p)[0]
+        p = _Params()
+        rows = self._query(sql.search_page(TABLE, q, p), p) if total[0] else []
+        return SearchResult(int(total[0]), int(total[1] or 0), [row_to_record(r) for r in rows])
+
+    def group(self, flt: Filter, keys: list[GroupKey], with_hist: bool) -> list[GroupRow]:
+        p = _Params()
+        rows = self._query(sql.group_sums(TABLE, flt, keys, p), p)
+        n = len(keys)
+        out = {
+            tuple(r[:n]): GroupRow(
+                key=tuple(r[:n]), records=int(r[n]), count=int(r[n + 1] or 0),
+                bytes_in=int(r[n + 2] or 0), bytes_out=int(r[n + 3] or 0),
+                duration_weighted_sum=int(r[n + 4] or 0), duration_min=int(r[n + 5] or 0),
+                duration_max=int(r[n + 6] or 0), errors=int(r[n + 7] or 0),
+            )
+            for r in rows
+            if r[n]
+        }
+        if with_hist and out:
+            p = _Params()
+            key_cols = [f"{sql.key_sql(k, p)} AS k{i}" for i, k in enumerate(keys)]
+            inner = ", ".join([*key_cols, f'unnest("{HIST_BUCKETS}") AS b', f'unnest("{HIST_COUNTS}") AS c'])
+            group = ", ".join([*(f"k{i}" for i in range(n)), "b"])
+            text = (
+                f"SELECT {', '.join([*(f'k{i}' for i in range(n)), 'b', 'sum(c)'])} FROM "
+                f"(SELECT {inner} FROM {TABLE} WHERE {sql.where(flt, p)}) GROUP BY {group}"
+            )
+            for r in self._query(text, p):
+                g = out.get(tuple(r[:n]))
+                if g is not None and r[n] is not None:
+                    g.hist[int(r[n])] = g.hist.get(int(r[n]), 0) + int(r[n + 1])
+        return list(out.values())
+
+    def stats(self) -> StoreStats:
+        p = _Params()
+        n, lo, hi = self._query(f'SELECT count(*), min("end_time"), max("end_time") FROM {TABLE}', p)[0]
+        return StoreStats(self.kind, self.location, None, int(n),
+                          None if lo is None else int(lo), None if hi is None else int(hi))
+
+    def ping(self) -> None:
+        self._query("SELECT 1", _Params())
+
+    def close(self) -> None:
+        self._con.close()

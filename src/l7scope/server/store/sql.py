@@ -1,0 +1,88 @@
+"""SQL text shared by the DuckDB and ClickHouse stores.
+
+Everything here stays inside the subset both DuckDB and ClickHouse 18.16+ accept
+(docs/server.md): quoted identifiers from the allow-list, bound parameters for every value,
+explicit GROUP BY expressions, `substring`/`concat`, LIMIT/OFFSET. The few dialect differences
+(placeholders, regex match, integer division) go through the `Dialect` a store passes in.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+from l7scope.contracts.record import TYPE_UNLOGGED
+from l7scope.server.fields import COLUMNS, TABLE_COLUMNS
+from l7scope.server.selector import SqlParams, column, to_sql
+from l7scope.server.store.base import Filter, GroupKey, SearchQuery
+
+RESPONSE_CLASS_SQL: Final = (
+    "(CASE WHEN length(\"response_code\") = 3 AND substring(\"response_code\", 1, 1) "
+    "IN ('1', '2', '3', '4', '5') THEN concat(substring(\"response_code\", 1, 1), 'xx') "
+    "ELSE 'no_response' END)"
+)
+ERRORS_SQL: Final = (
+    "sum(CASE WHEN substring(\"response_code\", 1, 1) IN ('4', '5') THEN \"count\" ELSE 0 END)"
+)
+
+
+class Dialect(SqlParams, Protocol):
+    def int_div(self, expr: str, divisor: int) -> str: ...
+
+
+def where(flt: Filter, d: Dialect) -> str:
+    parts = [
+        f'"end_time" > {d.add(flt.time_range.start)}',
+        f'"end_time" <= {d.add(flt.time_range.end)}',
+    ]
+    if flt.exclude_unlogged:
+        parts.append(f'"type" != {d.add(TYPE_UNLOGGED)}')
+    if flt.selector is not None:
+        parts.append(to_sql(flt.selector, d))
+    return " AND ".join(parts)
+
+
+def select_columns() -> str:
+    return ", ".join(f'"{c}"' for c in TABLE_COLUMNS)
+
+
+def search_page(table: str, q: SearchQuery, d: Dialect) -> str:
+    order = ", ".join(f"{column(s.field)} {'DESC' if s.descending else 'ASC'}" for s in q.sort)
+    return (
+        f"SELECT {select_columns()} FROM {table} WHERE {where(q.filter, d)}"
+        f"{' ORDER BY ' + order if order else ''} LIMIT {int(q.limit)} OFFSET {int(q.offset)}"
+    )
+
+
+def search_total(table: str, q: SearchQuery, d: Dialect) -> str:
+    return f'SELECT count(*), sum("count") FROM {table} WHERE {where(q.filter, d)}'
+
+
+def key_sql(key: GroupKey, d: Dialect) -> str:
+    if key == "response_class":
+        return RESPONSE_CLASS_SQL
+    if key.startswith("time:"):
+        interval = int(key[5:])
+        return f'({d.int_div(chr(34) + "end_time" + chr(34), interval)} * {interval})'
+    if key in COLUMNS:
+        return column(key)
+    raise ValueError(f"not a group key: {key!r}")
+
+
+def group_sums(table: str, flt: Filter, keys: list[GroupKey], d: Dialect,
+               extra_aggregates: str = "") -> str:
+    """One row per group: k0..kn, records, count, bytes_in, bytes_out, weighted duration sum,
+    min(duration_mean), max(duration_max), errors[, extra]."""
+    key_cols = [f"{key_sql(k, d)} AS k{i}" for i, k in enumerate(keys)]
+    select = ", ".join([
+        *key_cols,
+        "count(*) AS n_records",
+        'sum("count") AS n_count',
+        'sum("bytes_in") AS n_bytes_in',
+        'sum("bytes_out") AS n_bytes_out',
+        'sum("duration_mean" * "count") AS n_dur_sum',
+        'min("duration_mean") AS n_dur_min',
+        'max("duration_max") AS n_dur_max',
+        f"{ERRORS_SQL} AS n_errors",
+    ]) + extra_aggregates
+    group = f" GROUP BY {', '.join(f'k{i}' for i in range(len(keys)))}" if keys else ""
+    return f"SELECT {select} FROM {table} WHERE {where(flt, d)}{group}"
