@@ -1,0 +1,132 @@
+"""HTTP client for the server's query API (docs/api.md), used by `observe`, `top` and `status`.
+
+Every failure becomes an `ApiError` whose message says what to do: when the server cannot be
+reached it names the URL tried and how to point the CLI elsewhere (`--server` or the
+`L7SCOPE_SERVER` environment variable); a 4xx answer carries the server's error message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import httpx
+
+DEFAULT_SERVER: Final = "http://127.0.0.1:8686"
+SERVER_ENV: Final = "L7SCOPE_SERVER"
+SEARCH_PATH: Final = "/api/v1/l7/logs/search"
+AGGREGATION_PATH: Final = "/api/v1/l7/logs/aggregation"
+SERVICEGRAPH_PATH: Final = "/api/v1/servicegraph"
+STATUS_PATH: Final = "/api/v1/status"
+MAX_PAGE: Final = 1000
+
+
+def default_server() -> str:
+    return os.environ.get(SERVER_ENV) or DEFAULT_SERVER
+
+
+class ApiError(RuntimeError):
+    """A request to the server failed; `str()` is a complete message for the user."""
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class Client:
+    def __init__(self, server: str | None = None, *, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        base = (server or default_server()).rstrip("/")
+        if "://" not in base:
+            base = "http://" + base
+        self.base = base
+        self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _unreachable(self, path: str, err: Exception) -> ApiError:
+        return ApiError(
+            f"cannot reach the l7scope server at {self.base}{path}: {err or type(err).__name__}\n"
+            f"Start it with `l7scope server`, or point the CLI at it with --server URL or "
+            f"the {SERVER_ENV} environment variable (default {DEFAULT_SERVER})."
+        )
+
+    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            resp = self._http.request(method, path, json=body)
+        except httpx.TimeoutException as e:
+            raise ApiError(f"the l7scope server at {self.base}{path} did not answer in time ({e})") from None
+        except httpx.TransportError as e:
+            raise self._unreachable(path, e) from None
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if resp.status_code >= 400:
+            err = data.get("error") if isinstance(data, dict) else None
+            if isinstance(err, dict):
+                raise ApiError(f"server: {err.get('message', resp.text[:200])} ({err.get('code', 'error')})",
+                               code=str(err.get("code")), status=resp.status_code)
+            raise ApiError(f"server answered {resp.status_code} at {self.base}{path}: {resp.text[:200]}",
+                           status=resp.status_code)
+        if not isinstance(data, dict):
+            raise ApiError(f"{self.base}{path} did not answer with a JSON object; is this an l7scope server?")
+        return data
+
+    # --- API ---------------------------------------------------------------------------------
+
+    def search(self, selector: str, time_range: Mapping[str, Any], *, page_size: int = 100,
+               page_num: int = 0, descending: bool = True) -> dict[str, Any]:
+        return self.request("POST", SEARCH_PATH, {
+            "selector": selector,
+            "time_range": dict(time_range),
+            "page_size": page_size,
+            "page_num": page_num,
+            "sort_by": [{"field": "end_time", "descending": descending}],
+        })
+
+    def search_all(self, selector: str, time_range: Mapping[str, Any], *,
+                   limit: int | None = None, descending: bool = False
+                   ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Pages of every record in the range (or the first `limit`), as (answer, hits) pairs."""
+        size = limit if limit is not None and 0 < limit <= MAX_PAGE else MAX_PAGE
+        page = 0
+        got = 0
+        while True:
+            ans = self.search(selector, time_range, page_size=size, page_num=page, descending=descending)
+            raw = list(ans.get("hits") or [])
+            hits = raw if limit is None else raw[: max(0, limit - got)]
+            got += len(hits)
+            yield ans, hits
+            if len(raw) < size or got >= int(ans.get("total_hits", 0)):
+                return
+            if limit is not None and got >= limit:
+                return
+            page += 1
+
+    def aggregation(self, selector: str, time_range: Mapping[str, Any], group_by: list[str], *,
+                    interval: int | None = None, limit: int = 100, order_by: str = "count") -> dict[str, Any]:
+        body: dict[str, Any] = {"selector": selector, "time_range": dict(time_range),
+                                "group_by": group_by, "limit": limit, "order_by": order_by}
+        if interval is not None:
+            body["interval"] = interval
+        return self.request("POST", AGGREGATION_PATH, body)
+
+    def servicegraph(self, time_range: Mapping[str, Any], *, selector: str = "",
+                     expand: list[str] | None = None, top_routes: int = 5) -> dict[str, Any]:
+        return self.request("POST", SERVICEGRAPH_PATH, {
+            "time_range": dict(time_range), "selector": selector,
+            "expand": expand or [], "top_routes": top_routes,
+        })
+
+    def status(self) -> dict[str, Any]:
+        return self.request("GET", STATUS_PATH)

@@ -1,0 +1,166 @@
+"""`l7scope status`: readiness and counters of every part; exit code 1 when a part is unhealthy."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from l7scope.status import discovery
+from l7scope.status.discovery import ServerPart, State, StateError
+from l7scope.status.probe import COUNTER_NAMES, PartStatus, counters_of, probe_all
+
+_EPILOG = """\b
+Examples:
+  l7scope status                          # the demo on this machine (reads its state file)
+  l7scope status -o json | jq .healthy
+  l7scope status --kubeconfig ~/.kube/config
+  l7scope status && echo all healthy      # exit code 1 when a part is unhealthy
+"""
+
+
+@click.command(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"],
+                                                 "max_content_width": 100})
+@click.option("--state-file", type=click.Path(dir_okay=False),
+              help=f"The demo's state file (default: ${discovery.STATE_ENV}, /run/l7scope/demo.json as root).")
+@click.option("--server", help="Check this server URL too (or instead of the one in the state file).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False),
+              help="Read the state of a cluster installation from the Kubernetes API instead.")
+@click.option("--namespace", "kube_namespace", default="l7scope-system", show_default=True,
+              help="With --kubeconfig: namespace of the l7-log-collector DaemonSet.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds to wait for each part.")
+def status(state_file: str | None, server: str | None, kubeconfig: str | None,
+           kube_namespace: str, output: str, timeout: float) -> None:
+    """Health and counters of every part: per node Envoy, collector and node agent, the
+    annotated Services, and the server with its store.
+
+    With the demo it asks the local processes listed in the demo's state file (entering each
+    node's network namespace; run as root). In a cluster (--kubeconfig) it reads the Kubernetes
+    API. Exit code: 0 when every part is healthy, 1 when one is not (or nothing was found).
+    """
+    if kubeconfig:
+        from l7scope.status.cluster import ClusterError, cluster_status
+
+        try:
+            parts, services, notes = cluster_status(kubeconfig, kube_namespace, server, timeout)
+        except ClusterError as e:
+            raise click.ClickException(str(e)) from None
+    else:
+        try:
+            state = discovery.read_state(state_file)
+        except StateError as e:
+            raise click.ClickException(str(e)) from None
+        if state is None:
+            state = State()
+            if server is None:
+                where = state_file or str(discovery.default_path())
+                raise click.ClickException(
+                    f"nothing to check: no state file at {where}. Start `l7scope demo`, or pass "
+                    "--state-file, --server URL or --kubeconfig.")
+        if server:
+            state.server = ServerPart(url=server)
+        parts = probe_all(state, timeout=timeout)
+        services = {"*": list(state.annotated_services)} if state.annotated_services else {}
+        notes = []
+        if state.demo_pid is not None and not discovery.pid_alive(state.demo_pid):
+            notes.append(f"the demo process {state.demo_pid} that wrote the state file has exited")
+    unhealthy = [p for p in parts if not p.healthy]
+    if output == "json":
+        click.echo(json.dumps({
+            "healthy": not unhealthy and bool(parts),
+            "parts": [p.to_json() for p in parts],
+            "counters": {node: counters_of([p for p in parts if p.node == node])
+                         for node in _nodes(parts)},
+            "annotated_services": services,
+            "notes": notes,
+        }, indent=2))
+    else:
+        render(parts, services, notes, Console(highlight=False))
+    if unhealthy or not parts:
+        sys.exit(1)
+
+
+def _nodes(parts: list[PartStatus]) -> list[str]:
+    seen: dict[str, None] = {}
+    for p in parts:
+        if p.node != "-":
+            seen.setdefault(p.node, None)
+    return list(seen)
+
+
+def _fmt(v: int | None) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+def render(parts: list[PartStatus], services: dict[str, list[str]], notes: list[str],
+           console: Console) -> None:
+    t = Table(title="Parts", title_justify="left", show_edge=False, pad_edge=False)
+    for col in ("NODE", "PART", "STATE", "ADDRESS", "NOTES"):
+        t.add_column(col, overflow="fold")
+    for p in parts:
+        mark = Text("\u2714 " if p.healthy else "\u2718 ", style="green" if p.healthy else "bold red")
+        mark.append(p.state, style="" if p.healthy else "red")
+        addr = f"{p.netns}:{p.addr}" if p.netns else p.addr
+        t.add_row(p.node, p.part, mark, addr, Text("; ".join(p.warnings), style="yellow"))
+    console.print(t)
+
+    nodes = _nodes(parts)
+    if nodes:
+        c = Table(title="Counters (since each process started)", title_justify="left",
+                  show_edge=False, pad_edge=False)
+        c.add_column("NODE")
+        for name in COUNTER_NAMES:
+            c.add_column(name.upper(), justify="right")
+        c.add_column("ENVOY REQS", justify="right")
+        for node in nodes:
+            mine = [p for p in parts if p.node == node]
+            values = counters_of(mine)
+            envoy = next((p.stats.get("downstream_rq_total") for p in mine if p.part == "envoy"), None)
+            c.add_row(node, *(_fmt(values[n]) for n in COUNTER_NAMES),
+                      _fmt(envoy if isinstance(envoy, int) else None))
+        console.print()
+        console.print(c)
+
+    console.print()
+    agent_counts = {p.node: p.stats.get("selected_services") for p in parts if p.part == "node-agent"}
+    if services:
+        for where, names in services.items():
+            label = "Annotated Services" + ("" if where == "*" else f" ({where})")
+            console.print(Text(f"{label} ({len(names)}): ", style="bold") +
+                          Text(", ".join(names) or "none"))
+    for node, n in agent_counts.items():
+        if isinstance(n, int):
+            console.print(Text(f"{node}: node agent captures {n} annotated Service(s)"))
+
+    for p in parts:
+        if p.part != "server" or not p.stats:
+            continue
+        s = p.stats
+        store = s.get("store") or {}
+        ingest = s.get("ingest") or {}
+        newest = store.get("newest_end_time")
+        age = f", newest record {int(time.time() - newest)}s ago" if isinstance(newest, int) else ""
+        console.print(Text("Server ", style="bold") + Text(
+            f"{p.addr} v{s.get('version', '?')}, up {s.get('uptime_s', 0):.0f}s; store "
+            f"{store.get('kind', '?')} at {store.get('location', '?')}: "
+            f"{store.get('records', 0):,} records{age}; ingest: "
+            f"{ingest.get('records_accepted', 0):,} accepted, {ingest.get('records_rejected', 0):,} rejected, "
+            f"{ingest.get('duplicate_batches', 0):,} duplicate batches"))
+    for n in notes:
+        console.print(Text(n, style="yellow"))
+    bad = [p for p in parts if not p.healthy]
+    console.print()
+    if not parts:
+        console.print(Text("no parts found", style="bold red"))
+    elif bad:
+        console.print(Text(f"{len(bad)} of {len(parts)} parts unhealthy: " + ", ".join(
+            f"{p.node}/{p.part}" if p.node != "-" else p.part for p in bad), style="bold red"))
+    else:
+        console.print(Text(f"all {len(parts)} parts healthy", style="bold green"))

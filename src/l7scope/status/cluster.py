@@ -1,0 +1,115 @@
+"""`l7scope status --kubeconfig`: the same picture from the Kubernetes API.
+
+Per node, the `l7-log-collector` pod's containers (`envoy-proxy`, `l7-collector`,
+`l7-node-agent`) give Envoy, collector and node agent readiness (their readiness probes are the
+same `/ready` and `/healthz` endpoints the local mode asks); a node the DaemonSet should run on
+but has no pod is reported unhealthy. The annotated Services are listed from the API; the server
+is the `l7scope-server` Deployment (and, with `--server URL`, its own `/healthz` and status).
+
+The counters are not available in this mode: the status ports listen on each node's loopback
+(host network), which the API server's pod proxy cannot reach.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from l7scope.kube.client import KubeError, connect
+from l7scope.operator.render import DAEMONSET, SERVER
+from l7scope.status.discovery import ServerPart, State
+from l7scope.status.probe import PartStatus, probe_all
+
+ANNOTATIONS = ("projectcalico.org/l7-logging", "l7scope.io/logging")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+CONTAINERS = {"envoy-proxy": "envoy", "l7-collector": "collector", "l7-node-agent": "node-agent"}
+
+
+def _container_state(cs: dict[str, Any]) -> str:
+    state = cs.get("state") or {}
+    if "running" in state:
+        return "running, ready" if cs.get("ready") else "running, not ready"
+    for key in ("waiting", "terminated"):
+        if key in state:
+            reason = (state[key] or {}).get("reason") or key
+            return f"{key}: {reason}"
+    return "unknown"
+
+
+def pod_parts(pod: dict[str, Any]) -> list[PartStatus]:
+    """One PartStatus per container of an l7-log-collector pod (pure)."""
+    node = str((pod.get("spec") or {}).get("nodeName") or "?")
+    name = str((pod.get("metadata") or {}).get("name") or "?")
+    statuses = {c.get("name"): c for c in (pod.get("status") or {}).get("containerStatuses") or []}
+    out = []
+    for cname, part in CONTAINERS.items():
+        cs = statuses.get(cname)
+        st = PartStatus(node=node, part=part, addr=f"pod/{name}/{cname}")
+        if cs is None:
+            st.state = f"no container status (pod phase {(pod.get('status') or {}).get('phase', '?')})"
+        else:
+            st.healthy = bool(cs.get("ready"))
+            st.state = _container_state(cs)
+            restarts = int(cs.get("restartCount") or 0)
+            if restarts:
+                st.warnings.append(f"{restarts} restarts")
+        out.append(st)
+    return out
+
+
+def annotated(services: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for s in services:
+        meta = s.get("metadata") or {}
+        ann = meta.get("annotations") or {}
+        if any(str(ann.get(k, "")).lower() == "true" for k in ANNOTATIONS):
+            out.append(f"{meta.get('namespace')}/{meta.get('name')}")
+    return sorted(out)
+
+
+def cluster_status(kubeconfig: str, namespace: str, server_url: str | None, timeout: float
+                   ) -> tuple[list[PartStatus], dict[str, list[str]], list[str]]:
+    try:
+        kube = connect(kubeconfig)
+    except KubeError as e:
+        raise ClusterError(str(e)) from None
+    notes: list[str] = ["counters are not available from the Kubernetes API (status ports listen "
+                        "on each node's loopback); run `l7scope status` on a node for them"]
+    parts: list[PartStatus] = []
+    try:
+        pods, _ = kube.list(f"/api/v1/namespaces/{namespace}/pods",
+                            labelSelector=f"app.kubernetes.io/name={DAEMONSET}")
+        nodes, _ = kube.list("/api/v1/nodes")
+        with_pod = set()
+        for pod in pods:
+            parts.extend(pod_parts(pod))
+            with_pod.add((pod.get("spec") or {}).get("nodeName"))
+        for n in nodes:
+            name = (n.get("metadata") or {}).get("name")
+            if name not in with_pod:
+                parts.append(PartStatus(node=str(name), part="l7-log-collector", addr="-",
+                                        state=f"no {DAEMONSET} pod on this node"))
+        services, _ = kube.list("/api/v1/services")
+        try:
+            dep = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{SERVER}")
+            ready = int((dep.get("status") or {}).get("readyReplicas") or 0)
+            want = int((dep.get("spec") or {}).get("replicas") or 1)
+            parts.append(PartStatus(node="-", part="server", addr=f"deployment/{SERVER}",
+                                    healthy=ready >= want, state=f"{ready}/{want} ready"))
+        except KubeError as e:
+            if e.status != 404:
+                raise
+            if server_url is None:
+                parts.append(PartStatus(node="-", part="server", addr=f"deployment/{SERVER}",
+                                        state=f"not found in {namespace}"))
+    except KubeError as e:
+        raise ClusterError(f"the Kubernetes API answered: {e}") from None
+    finally:
+        kube.close()
+    if server_url:
+        parts.extend(probe_all(State(server=ServerPart(url=server_url)), timeout=timeout))
+    return parts, {"*": annotated(services)}, notes
