@@ -1,0 +1,147 @@
+"""Acceptance: HTTP/1.1 capture through real TPROXY + Envoy in a node namespace.
+
+Two client pods send 1,000 requests (mixed methods, paths, 2xx/4xx/5xx, request and response
+bodies) to a selected Service VIP whose endpoints run on two nodes, and 200 requests to a
+Service that is not selected. Envoy's JSON log must hold exactly the 1,000, each with the right
+method, path, status, byte counts, client and original destination (the VIP), and none of the
+200; the clients must get exactly what the servers answered.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from capture_support import topology, wait_log
+
+from l7scope.contracts import envoy_log
+from l7scope.netlab import Pod, Service, Topology
+from l7scope.proxy.supervisor import EnvoySupervisor
+
+pytestmark = [pytest.mark.netns, pytest.mark.envoy]
+
+METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
+STATUSES = [200, 200, 200, 201, 202, 400, 404, 404, 500, 503]
+SELECTED_PER_CLIENT = 500
+UNSELECTED_PER_CLIENT = 100
+
+Key = tuple[str, str, str, int, int, int, str]  # client ip, method, path, status, rx, tx, ua
+
+
+@dataclass
+class Lab:
+    topo: Topology
+    clients: list[Pod]
+    shop: Service
+    other: Service
+    envoy: EnvoySupervisor
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.envoy.settings.access_log_path)
+
+
+@pytest.fixture(scope="module")
+def lab(request: pytest.FixtureRequest) -> Lab:
+    topo = topology(request)
+    n1, n2 = topo.add_node("n1"), topo.add_node("n2")
+    clients = [topo.add_pod(n1, "client1"), topo.add_pod(n1, "client2")]
+    web = [topo.add_pod(n1, "web1"), topo.add_pod(n2, "web2")]
+    other_pod = topo.add_pod(n2, "other")
+    for pod in (*web, other_pod):
+        topo.start_server(pod, "http", 8080)
+    shop = topo.add_service("shop", 80, [(p, 8080) for p in web])
+    other = topo.add_service("other", 80, [(other_pod, 8080)])
+    topo.capture(n1, [shop])  # `other` is not annotated: never captured
+    envoy = topo.start_envoy(n1)
+    return Lab(topo, clients, shop, other, envoy)
+
+
+def make_plan(rng: random.Random, n: int, user_agent: str) -> list[dict[str, Any]]:
+    plan = []
+    for i in range(n):
+        method = rng.choice(METHODS)
+        status = rng.choice(STATUSES)
+        path = (f"/api/items/{i % 13}" if status == 200
+                else f"/status/{status}/{rng.choice(['cart', 'pay', 'ship'])}")
+        plan.append({
+            "method": method,
+            "path": path,
+            "body_bytes": rng.randint(1, 3000) if method in ("POST", "PUT", "PATCH") else 0,
+            "reply_bytes": rng.randint(0, 4000),
+            "user_agent": user_agent,
+        })
+    return plan
+
+
+def expected_status(req: dict[str, Any]) -> int:
+    parts = req["path"].split("/")
+    return int(parts[2]) if parts[1] == "status" else 200
+
+
+def run_clients(lab: Lab, jobs: list[tuple[Pod, Service, list[dict[str, Any]]]]
+                ) -> list[dict[str, Any]]:
+    """Run one loadgen per job in its pod, all at once; returns their JSON outputs."""
+    procs = []
+    for pod, svc, plan in jobs:
+        argv = lab.topo.python("l7scope.netlab.loadgen", "--target", svc.address,
+                               "--per-connection", "50")
+        proc = lab.topo.popen(pod, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+        procs.append((proc, json.dumps(plan)))
+    outputs = []
+    for proc, plan_json in procs:
+        out, _ = proc.communicate(plan_json, timeout=120)
+        assert proc.returncode == 0, lab.topo.log_path(None, ["loadgen"])
+        outputs.append(json.loads(out))
+    return outputs
+
+
+def expected_key(pod: Pod, req: dict[str, Any]) -> Key:
+    sent = 0 if req["method"] == "HEAD" else req["reply_bytes"]
+    return (pod.ip, req["method"], req["path"], expected_status(req), req["body_bytes"], sent,
+            req["user_agent"])
+
+
+def logged_key(line: dict[str, Any]) -> Key:
+    ip, _ = envoy_log.split_address(line["downstream_remote_address"])
+    return (ip, line["request_method"], line["request_path"], line["response_code"],
+            line["bytes_received"], line["bytes_sent"], line["user_agent"])
+
+
+def test_http1_requests_to_selected_vip_are_logged_exactly(lab: Lab) -> None:
+    rng = random.Random(20261126)
+    jobs = []
+    for k, pod in enumerate(lab.clients, 1):
+        jobs.append((pod, lab.shop, make_plan(rng, SELECTED_PER_CLIENT, f"client{k}-agent")))
+        jobs.append((pod, lab.other, make_plan(rng, UNSELECTED_PER_CLIENT, f"client{k}-other")))
+
+    outputs = run_clients(lab, jobs)
+
+    # Every client got exactly what the server answered (the proxy changed nothing).
+    for (_, _, plan), out in zip(jobs, outputs, strict=True):
+        assert out["errors"] == 0
+        want = [[expected_status(r), 0 if r["method"] == "HEAD" else r["reply_bytes"]]
+                for r in plan]
+        assert out["results"] == want
+
+    expected = Counter(expected_key(pod, req)
+                       for pod, svc, plan in jobs if svc is lab.shop for req in plan)
+    assert sum(expected.values()) == 1000
+
+    lines = wait_log(lab.log_path, 1000)
+    assert len(lines) == 1000  # and not one of the 200 unselected requests
+    assert Counter(logged_key(line) for line in lines) == expected
+    for line in lines:
+        assert line["downstream_local_address"] == lab.shop.address  # the original destination
+        assert line["type"] == "HTTP/1.1" and line["protocol"] == "HTTP/1.1"
+        assert line["reporter"] == "destination"
+        assert line["domain"] == lab.shop.vip  # Host as the client sent it
+        assert line["request_id"]
+    assert not any(lab.other.vip in json.dumps(line) for line in lines)
