@@ -67,6 +67,11 @@ class _Params:
         return f"intDiv({expr}, {int(divisor)})"
 
 
+def _msg(e: BaseException) -> str:
+    """An error's text without ClickHouse's server stack trace."""
+    return " ".join(str(e).split("Stack trace:")[0].split())[:500]
+
+
 def parse_url(url: str) -> dict[str, Any]:
     """`clickhouse://[user[:password]@]host[:port][/database]` -> Client keyword arguments."""
     u = urlparse(url)
@@ -100,7 +105,7 @@ class ClickHouseStore:
             self._shards = self._shard_args() if cluster else [self._args]
             self._migrate()
         except (ch_errors.Error, OSError, EOFError) as e:
-            raise StoreError(f"cannot set up ClickHouse store at {self.location}: {e}") from e
+            raise StoreError(f"cannot set up ClickHouse store at {self.location}: {_msg(e)}") from e
 
     # --- connections --------------------------------------------------------------------
 
@@ -119,10 +124,10 @@ class ClickHouseStore:
             if e.code in _BAD_QUERY_CODES:
                 raise ValueError(e.message.split("\n")[0]) from e
             self._drop_client()
-            raise StoreError(f"{what} failed: {e.message.splitlines()[0] if e.message else e}") from e
+            raise StoreError(f"{what} failed: {_msg(e)}") from e
         except (ch_errors.Error, OSError, EOFError) as e:
             self._drop_client()
-            raise StoreError(f"{what} failed: {e}") from e
+            raise StoreError(f"{what} failed: {_msg(e)}") from e
 
     def _drop_client(self) -> None:
         c = getattr(self._local, "client", None)
@@ -131,10 +136,13 @@ class ClickHouseStore:
             c.disconnect()
 
     def _shard_args(self) -> list[dict[str, Any]]:
-        rows = self._client().execute(
-            "SELECT host_address, port FROM system.clusters WHERE cluster = %(c)s ORDER BY shard_num, replica_num",
-            {"c": self.cluster},
-        )
+        boot = Client(**(self._args | {"database": "default"}))
+        try:
+            rows = boot.execute(
+                "SELECT host_address, port FROM system.clusters WHERE cluster = %(c)s "
+                "ORDER BY shard_num, replica_num", {"c": self.cluster})
+        finally:
+            boot.disconnect()
         if not rows:
             raise StoreError(f"cluster {self.cluster!r} is not defined in the server's remote_servers")
         return [self._args | {"host": h, "port": int(p)} for h, p in rows]

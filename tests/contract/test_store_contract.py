@@ -1,0 +1,301 @@
+"""One contract for every store: DuckDB (file), ClickHouse (MergeTree) and ClickHouse through a
+Distributed table over a real two-shard cluster (two clickhouse-server processes this suite
+starts). Expected values are computed in Python from the same records."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from contract import chserver
+from l7scope.contracts import latency
+from l7scope.contracts.record import L7Record
+from l7scope.server import gen
+from l7scope.server.columns import to_columns
+from l7scope.server.selector import parse
+from l7scope.server.store.base import Filter, SearchQuery, Sort, Store
+from l7scope.server.timerange import TimeRange
+
+T0 = 1_700_000_000
+ALL = TimeRange(0, 2**32 - 1)
+
+
+@pytest.fixture(scope="session")
+def ch_servers() -> Iterator[list[chserver.Server]]:
+    if chserver.binary() is None:
+        pytest.skip("clickhouse-server is not installed")
+    with tempfile.TemporaryDirectory(prefix="l7ch-") as d:
+        servers = chserver.start(Path(d))
+        try:
+            yield servers
+        finally:
+            chserver.stop(servers)
+
+
+Opener = Callable[[], Store]
+
+
+@pytest.fixture(params=["duckdb", "clickhouse", "clickhouse-distributed"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """A function that opens (or re-opens) the same store."""
+    opened: list[Store] = []
+    if request.param == "duckdb":
+        from l7scope.server.store.duckdb import DuckDBStore
+
+        def open_() -> Store:
+            for s in opened:
+                s.close()
+            opened.append(DuckDBStore(tmp_path / "l7.duckdb"))
+            return opened[-1]
+    else:
+        request.applymarker(pytest.mark.clickhouse)
+        servers = request.getfixturevalue("ch_servers")
+        from l7scope.server.store.clickhouse import ClickHouseStore
+
+        db = f"t_{uuid.uuid4().hex[:12]}"
+        cluster = chserver.CLUSTER if request.param == "clickhouse-distributed" else None
+
+        def open_() -> Store:
+            opened.append(ClickHouseStore(f"clickhouse://127.0.0.1:{servers[0].tcp_port}/{db}", cluster=cluster))
+            return opened[-1]
+    yield open_
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(opener: Opener) -> Store:
+    return opener()
+
+
+def sample(n: int = 400, *, seed: int = 7) -> list[L7Record]:
+    topo = gen.topology(namespaces=4, services_per_ns=3, edges=20, seed=seed)
+    return gen.records(topo, n, T0, T0 + 600, seed=seed, unlogged_share=0.03)
+
+
+def q(selector: str = "", *, tr: TimeRange = ALL, sort: tuple[Sort, ...] = (Sort("end_time", True),),
+      limit: int = 100, offset: int = 0) -> SearchQuery:
+    return SearchQuery(Filter(tr, parse(selector)), sort, limit, offset)
+
+
+def test_insert_then_search_total_and_paging(store: Store) -> None:
+    recs = sample()
+    store.insert(to_columns(recs))
+    res = store.search(q(limit=50))
+    assert res.total_hits == len(recs)
+    assert res.total_requests == sum(r.count for r in recs)
+    assert len(res.hits) == 50
+    ends = [h["end_time"] for h in res.hits]
+    assert ends == sorted(ends, reverse=True) and ends[0] == max(r.end_time for r in recs)
+    last = store.search(q(limit=50, offset=len(recs) - 10))
+    assert len(last.hits) == 10 and last.total_hits == len(recs)
+    assert store.search(q(limit=50, offset=len(recs) + 5)).hits == []
+
+
+def test_hits_are_whole_records(store: Store) -> None:
+    rec = sample(1)[0]
+    store.insert(to_columns([rec]))
+    [hit] = store.search(q()).hits
+    assert hit == _as_wire(rec)
+
+
+def _as_wire(rec: L7Record) -> dict[str, object]:
+    from l7scope.contracts.record import to_dict
+
+    d = to_dict(rec)
+    d["duration_hist"] = latency.to_wire(latency.from_wire(rec.duration_hist))
+    return d
+
+
+def test_selector_filters_match_python(store: Store) -> None:
+    recs = sample()
+    store.insert(to_columns(recs))
+    cases: list[tuple[str, Callable[[L7Record], bool]]] = [
+        ('dest_namespace = "shop"', lambda r: r.dest_namespace == "shop"),
+        ('response_code =~ "5.*"', lambda r: r.response_code.startswith("5") and len(r.response_code) == 3),
+        ('method IN ("POST", "PUT") AND NOT response_code = "201"',
+         lambda r: r.method in ("POST", "PUT") and r.response_code != "201"),
+        ("count > 5 OR bytes_in <= 100", lambda r: r.count > 5 or r.bytes_in <= 100),
+        ('type = "unlogged"', lambda r: r.type == "unlogged"),
+        ('url !~ ".*/cart.*" AND dest_service_name != ""',
+         lambda r: "/cart" not in r.url and r.dest_service_name != ""),
+        ("response_code NOT IN (200, 201)", lambda r: r.response_code not in ("200", "201")),
+    ]
+    for sel, pred in cases:
+        res = store.search(q(sel, limit=1000))
+        want = [r for r in recs if pred(r)]
+        assert res.total_hits == len(want), sel
+        assert res.total_requests == sum(r.count for r in want), sel
+
+
+def test_time_range_is_from_exclusive_to_inclusive(store: Store) -> None:
+    recs = [L7Record(start_time=T0 + i - 5, end_time=T0 + i, count=1, url=f"/{i}") for i in range(10)]
+    store.insert(to_columns(recs))
+    res = store.search(q(tr=TimeRange(T0 + 2, T0 + 5), sort=(Sort("end_time", False),)))
+    assert [h["end_time"] for h in res.hits] == [T0 + 3, T0 + 4, T0 + 5]
+
+
+def test_sort_by_other_fields(store: Store) -> None:
+    recs = sample(100)
+    store.insert(to_columns(recs))
+    res = store.search(q(sort=(Sort("bytes_out", True),), limit=10))
+    assert [h["bytes_out"] for h in res.hits] == sorted((r.bytes_out for r in recs), reverse=True)[:10]
+    res = store.search(q(sort=(Sort("url", False), Sort("end_time", False)), limit=5))
+    assert [h["url"] for h in res.hits] == sorted(r.url for r in recs)[:5]
+
+
+def test_hostile_and_unicode_values_round_trip(store: Store) -> None:
+    urls = ["'; DROP TABLE l7; --", 'x") OR 1=1 --', "%(p0)s", "$p1", "/straße/日本/\u202e", "a\\b"]
+    recs = [L7Record(start_time=T0, end_time=T0 + 1, count=1, url=u, user_agent=u) for u in urls]
+    store.insert(to_columns(recs))
+    from l7scope.server.selector import quote
+
+    for u in urls:
+        res = store.search(q(f"url = {quote(u)}"))
+        assert res.total_hits == 1 and res.hits[0]["url"] == u and res.hits[0]["user_agent"] == u
+    assert store.stats().records == len(urls)
+
+
+def test_group_sums_and_merged_histograms(store: Store) -> None:
+    recs = sample()
+    store.insert(to_columns(recs))
+    flt = Filter(ALL, parse('type != "unlogged"'))
+    rows = {g.key: g for g in store.group(flt, ["dest_service_namespace", "response_class"], True)}
+    want: dict[tuple[str, str], list[L7Record]] = {}
+    for r in recs:
+        if r.type == "unlogged":
+            continue
+        cls = f"{r.response_code[0]}xx" if len(r.response_code) == 3 else "no_response"
+        want.setdefault((r.dest_service_namespace, cls), []).append(r)
+    assert set(rows) == set(want)
+    for key, rs in want.items():
+        g = rows[key]
+        assert g.records == len(rs)
+        assert g.count == sum(r.count for r in rs)
+        assert g.bytes_in == sum(r.bytes_in for r in rs)
+        assert g.bytes_out == sum(r.bytes_out for r in rs)
+        assert g.duration_weighted_sum == sum(r.duration_mean * r.count for r in rs)
+        assert g.duration_min == min(r.duration_mean for r in rs)
+        assert g.duration_max == max(r.duration_max for r in rs)
+        assert g.errors == sum(r.count for r in rs if r.response_code[:1] in ("4", "5"))
+        assert g.hist == latency.merged(latency.from_wire(r.duration_hist) for r in rs)
+
+
+def test_group_by_time_bucket_and_no_keys(store: Store) -> None:
+    recs = sample()
+    store.insert(to_columns(recs))
+    rows = store.group(Filter(ALL), ["time:60"], False)
+    want: dict[int, int] = {}
+    for r in recs:
+        want[r.end_time // 60 * 60] = want.get(r.end_time // 60 * 60, 0) + r.count
+    assert {int(g.key[0]): g.count for g in rows} == want
+    [total] = store.group(Filter(ALL), [], False)
+    assert total.count == sum(r.count for r in recs)
+    assert store.group(Filter(TimeRange(0, 10)), [], False) == []
+
+
+def test_duplicate_batches_are_stored_once_and_remembered_after_reopen(opener: Opener) -> None:
+    store = opener()
+    recs = sample(50)
+    assert store.insert_once("batch-1", to_columns(recs), T0) is True
+    assert store.insert_once("batch-1", to_columns(recs), T0) is False
+    assert store.insert_once("batch-2", to_columns(recs[:5]), T0) is True
+    assert store.stats().records == 55
+    again = opener()
+    assert again.insert_once("batch-1", to_columns(recs), T0) is False
+    assert again.stats().records == 55
+
+
+def test_retention_removes_old_records_only(store: Store) -> None:
+    old = [L7Record(start_time=T0 - 86400 * 3, end_time=T0 - 86400 * 3 + i, count=1) for i in range(20)]
+    mid = [L7Record(start_time=T0 - 100, end_time=T0 - 100 + i, count=1) for i in range(10)]
+    new = [L7Record(start_time=T0, end_time=T0 + i, count=1) for i in range(10)]
+    store.insert(to_columns(old + mid + new))
+    store.delete_before(T0 - 95)  # keeps mid records with end_time >= T0-95 (5 of them)
+    deadline = time.monotonic() + 20  # ClickHouse deletes by an asynchronous mutation
+    while store.stats().records != 15 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    st = store.stats()
+    assert st.records == 15
+    assert st.oldest_end_time == T0 - 95
+
+
+def test_stats_and_ping(store: Store) -> None:
+    store.ping()
+    empty = store.stats()
+    assert empty.records == 0 and empty.oldest_end_time is None
+    store.insert(to_columns(sample(10)))
+    st = store.stats()
+    assert st.records == 10 and st.oldest_end_time is not None and st.newest_end_time is not None
+
+
+def test_empty_insert_is_a_no_op(store: Store) -> None:
+    store.insert(to_columns([]))
+    assert store.stats().records == 0
+
+
+@pytest.mark.clickhouse
+def test_distributed_table_spreads_rows_over_both_shards(ch_servers: list[chserver.Server]) -> None:
+    from clickhouse_driver import Client
+
+    from l7scope.server.store.clickhouse import LOCAL, ClickHouseStore
+
+    db = f"t_{uuid.uuid4().hex[:12]}"
+    store = ClickHouseStore(f"clickhouse://127.0.0.1:{ch_servers[0].tcp_port}/{db}", cluster=chserver.CLUSTER)
+    try:
+        store.insert(to_columns(sample(400)))
+        per_shard = []
+        for s in ch_servers:
+            c = Client(host="127.0.0.1", port=s.tcp_port, database=db)
+            per_shard.append(c.execute(f"SELECT count() FROM {LOCAL}")[0][0])
+            c.disconnect()
+        assert sum(per_shard) == 400 and all(n > 50 for n in per_shard), per_shard
+        assert store.stats().records == 400
+    finally:
+        store.close()
+
+
+@pytest.mark.clickhouse
+def test_clickhouse_migration_adds_missing_columns(ch_servers: list[chserver.Server]) -> None:
+    from clickhouse_driver import Client
+
+    from l7scope.server.store.clickhouse import LOCAL, ClickHouseStore
+
+    db = f"t_{uuid.uuid4().hex[:12]}"
+    url = f"clickhouse://127.0.0.1:{ch_servers[0].tcp_port}/{db}"
+    ClickHouseStore(url).close()
+    c = Client(host="127.0.0.1", port=ch_servers[0].tcp_port, database=db)
+    c.execute(f'ALTER TABLE {LOCAL} DROP COLUMN "grpc_status"')
+    c.execute(f'ALTER TABLE {LOCAL} DROP COLUMN "requests_logged"')
+    store = ClickHouseStore(url)
+    try:
+        cols = {r[0] for r in c.execute(f"SELECT name FROM system.columns WHERE database = '{db}' AND table = '{LOCAL}'")}
+        assert {"grpc_status", "requests_logged"} <= cols
+        store.insert(to_columns(sample(5)))
+        assert store.search(q('grpc_status = ""')).total_hits == 5
+    finally:
+        store.close()
+        c.disconnect()
+
+
+def test_duckdb_migration_adds_missing_columns(tmp_path: Path) -> None:
+    import duckdb
+
+    from l7scope.server.store.duckdb import DuckDBStore
+
+    path = tmp_path / "old.duckdb"
+    DuckDBStore(path).close()
+    con = duckdb.connect(str(path))
+    con.execute('ALTER TABLE l7 DROP COLUMN "tls_sni"')
+    con.close()
+    store = DuckDBStore(path)
+    try:
+        store.insert(to_columns(sample(5)))
+        assert store.search(q('tls_sni = ""')).total_hits == 5
+    finally:
+        store.close()
