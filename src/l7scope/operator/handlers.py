@@ -1,0 +1,88 @@
+"""Thin kopf wiring around `reconcile.Reconciler` (the only module that imports kopf).
+
+- ApplicationLayer resumed (operator start), created or updated -> `reconcile`;
+- ApplicationLayer deleted (kopf finalizer `l7scope.io/operator`) -> `teardown`;
+- our DaemonSet changed (pods becoming available, rolling) -> `refresh_status`;
+- NodeAgentConfiguration changed -> `node_config_changed`.
+
+kopf keeps its bookkeeping in annotations under `l7scope.io/` (not in `status`, which is ours),
+so handlers are idempotent and an operator restart resumes where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from l7scope.kube.client import Kube, KubeError
+from l7scope.operator import nodeconfig, render
+from l7scope.operator import spec as alspec
+from l7scope.operator.reconcile import OperatorConfig, Reconciler
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY = 5.0
+
+
+def build_registry(kube: Kube, cfg: OperatorConfig) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    rec = Reconciler(kube, cfg)
+    al = (alspec.GROUP, alspec.VERSION, alspec.PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = "l7scope.io/operator"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="l7scope.io")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="l7scope.io", key="last-handled-configuration")
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.execution.max_workers = 4
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        c = kube.credentials()
+        return kopf.ConnectionInfo(
+            server=c.server, ca_path=c.ca_file, insecure=c.insecure, token=c.token,
+            scheme="Bearer" if c.token else None, certificate_path=c.cert_file,
+            private_key_path=c.key_file, default_namespace=cfg.namespace)
+
+    def run(what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except KubeError as e:
+            log.warning("%s failed: %s (retrying in %.0fs)", what, e, RETRY_DELAY)
+            raise kopf.TemporaryError(str(e), delay=RETRY_DELAY) from None
+
+    @kopf.on.resume(*al, registry=registry)
+    @kopf.on.create(*al, registry=registry)
+    @kopf.on.update(*al, registry=registry)
+    def reconcile_application_layer(body: kopf.Body, **_: Any) -> None:
+        state = run("reconcile", rec.reconcile, dict(body))
+        log.info("ApplicationLayer %s: %s", body.get("metadata", {}).get("name"), state)
+
+    @kopf.on.delete(*al, registry=registry)
+    def delete_application_layer(name: str, **_: Any) -> None:
+        run("teardown", rec.teardown, name)
+
+    @kopf.on.event("apps", "v1", "daemonsets", registry=registry,
+                   labels={"app.kubernetes.io/name": render.DAEMONSET, **render.MANAGED_BY})
+    def daemonset_changed(**_: Any) -> None:
+        try:
+            rec.refresh_status()
+        except KubeError as e:
+            log.warning("status refresh failed: %s", e)
+
+    @kopf.on.event(nodeconfig.GROUP, nodeconfig.VERSION, nodeconfig.PLURAL, registry=registry,
+                   field="metadata.name", value=nodeconfig.NAME)
+    def node_config_event(type: str | None, **_: Any) -> None:
+        if type in ("MODIFIED", "ADDED"):
+            try:
+                rec.node_config_changed()
+            except KubeError as e:
+                log.warning("re-render after node-config change failed: %s", e)
+
+    return registry

@@ -1,0 +1,198 @@
+"""What the operator does, without kopf: reconcile one ApplicationLayer, tear down, refresh the
+status. `handlers.py` wires these to kopf events; tests can call them directly.
+
+Reconcile (idempotent; runs on create, update, operator start and node-config changes):
+1. validate and default the spec; write the defaults back when they differ;
+2. invalid: status Degraded with the reasons, existing objects left as they are;
+3. collectLogs Disabled: remove what we made, `tproxyMode: Disabled`, status Disabled;
+4. enabled: `tproxyMode`/`policySyncPathPrefix` on the node-agent configuration (created when
+   missing), server-side apply of every rendered object (owned by the ApplicationLayer), and
+   the status from the DaemonSet: Ready once every node's pod is available.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from l7scope.kube.client import JSON, Kube, KubeError
+from l7scope.node.settings import NodeSettings, SettingsError, from_mapping
+from l7scope.operator import nodeconfig, render, status
+from l7scope.operator import spec as alspec
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "l7scope-operator"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespace: str = "l7scope-system"
+    image: str = "ghcr.io/l7scope/l7scope:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def al_path(name: str) -> str:
+    return f"/apis/{alspec.API_VERSION}/{alspec.PLURAL}/{name}"
+
+
+def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    return {"apiVersion": alspec.API_VERSION, "kind": alspec.KIND, "name": meta["name"],
+            "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False}
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, cfg: OperatorConfig) -> None:
+        self.kube = kube
+        self.cfg = cfg
+        self._lock = threading.RLock()  # one reconcile at a time
+
+    # ---- entry points --------------------------------------------------------------------
+    def reconcile(self, body: Mapping[str, Any]) -> str:
+        """Bring the cluster in line with this ApplicationLayer; returns the state written."""
+        with self._lock:
+            meta = body.get("metadata") or {}
+            name = str(meta.get("name"))
+            generation = int(meta.get("generation") or 0)
+            raw = dict(body.get("spec") or {})
+            checked = alspec.check(name, raw)
+            if checked.defaulted != raw:
+                log.info("writing defaults back to %s/%s", alspec.PLURAL, name)
+                self.kube.merge_patch(al_path(name), {"spec": checked.defaulted})
+            if not checked.valid:
+                msg = "invalid ApplicationLayer: " + "; ".join(checked.errors)
+                log.warning("%s: %s", name, msg)
+                return self._set_status(body, "Degraded", msg, generation, checked.warnings)
+            spec = checked.spec
+            assert spec is not None
+            if not spec.collect_logs:
+                self._remove_owned()
+                self._patch_node_config(collect_logs=False)
+                return self._set_status(body, "Disabled", "logCollection.collectLogs is Disabled",
+                                        generation, checked.warnings)
+            try:
+                node = self._patch_node_config(collect_logs=True)
+            except SettingsError as e:
+                return self._set_status(body, "Degraded", f"invalid node-agent configuration: {e}",
+                                        generation, checked.warnings)
+            ctx = render.RenderContext(namespace=self.cfg.namespace, image=self.cfg.image,
+                                       image_pull_policy=self.cfg.image_pull_policy, node=node,
+                                       owner=owner_reference(body))
+            objects = render.render(spec, ctx)
+            self._ensure_namespace(objects[0])
+            for obj in objects[1:]:
+                self.kube.apply(obj, field_manager=FIELD_MANAGER)
+            state, msg = render.daemonset_state(self._daemonset())
+            return self._set_status(body, state, msg, generation, checked.warnings)
+
+    def teardown(self, name: str) -> None:
+        """The ApplicationLayer is being deleted: remove what we made, disable capture."""
+        with self._lock:
+            removed = self._remove_owned()
+            self._patch_node_config(collect_logs=False)
+            log.info("ApplicationLayer %s deleted: removed %d objects, tproxyMode Disabled",
+                     name, removed)
+
+    def refresh_status(self) -> str | None:
+        """Recompute the state from the DaemonSet (called on DaemonSet events)."""
+        with self._lock:
+            try:
+                body = self.kube.get(al_path(alspec.REQUIRED_NAME))
+            except KubeError as e:
+                if e.status == 404:
+                    return None
+                raise
+            if (body.get("metadata") or {}).get("deletionTimestamp"):
+                return None
+            current = body.get("status") or {}
+            if current.get("state") not in ("Ready", "Progressing"):
+                return None  # Degraded / Disabled come from the spec, not the DaemonSet
+            checked = alspec.check(alspec.REQUIRED_NAME, body.get("spec") or {})
+            state, msg = render.daemonset_state(self._daemonset())
+            generation = int((body.get("metadata") or {}).get("generation") or 0)
+            return self._set_status(body, state, msg, generation, checked.warnings)
+
+    def node_config_changed(self) -> None:
+        """The node-agent configuration changed: re-render (prefix, port and log dir are in
+        the DaemonSet and the Envoy config)."""
+        try:
+            body = self.kube.get(al_path(alspec.REQUIRED_NAME))
+        except KubeError as e:
+            if e.status == 404:
+                return
+            raise
+        if not (body.get("metadata") or {}).get("deletionTimestamp"):
+            self.reconcile(body)
+
+    # ---- parts -----------------------------------------------------------------------------
+    def _daemonset(self) -> JSON | None:
+        try:
+            return self.kube.get(f"/apis/apps/v1/namespaces/{self.cfg.namespace}/daemonsets/"
+                                 f"{render.DAEMONSET}")
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def _ensure_namespace(self, ns_obj: Mapping[str, Any]) -> None:
+        if self.kube.exists(f"/api/v1/namespaces/{self.cfg.namespace}"):
+            return
+        try:
+            self.kube.create(ns_obj)
+        except KubeError as e:
+            if e.status != 409:
+                raise
+
+    def _patch_node_config(self, collect_logs: bool) -> NodeSettings:
+        try:
+            current = self.kube.get(nodeconfig.PATH)
+        except KubeError as e:
+            if e.status != 404:
+                raise
+            if not collect_logs:
+                return NodeSettings()
+            try:
+                current = self.kube.create(nodeconfig.empty())
+            except KubeError as e2:
+                if e2.status != 409:
+                    raise
+                current = self.kube.get(nodeconfig.PATH)
+        spec = dict(current.get("spec") or {})
+        patch = nodeconfig.tproxy_patch(spec, collect_logs)
+        if patch:
+            log.info("node-agent configuration: %s", patch)
+            current = self.kube.merge_patch(nodeconfig.PATH, {"spec": patch})
+            spec = dict(current.get("spec") or {})
+        return from_mapping(spec, f"{nodeconfig.PLURAL}/{nodeconfig.NAME}")
+
+    def _remove_owned(self) -> int:
+        removed = 0
+        for api_version, kind, name, namespaced in render.OWNED:
+            res = self.kube.resource(api_version, kind)
+            path = res.path(self.cfg.namespace if namespaced else None, name)
+            if self.kube.delete(path, propagation="Background"):
+                removed += 1
+        return removed
+
+    def _set_status(self, body: Mapping[str, Any], state: str, message: str, generation: int,
+                    warnings: list[str]) -> str:
+        name = str((body.get("metadata") or {}).get("name"))
+        previous = body.get("status") or {}
+        new = status.build(state, message, generation=generation, now=_now(),
+                           previous=previous, warnings=warnings)
+        if not status.same(previous, new):
+            try:
+                self.kube.merge_patch(al_path(name) + "/status", {"status": new})
+            except KubeError as e:
+                if e.status != 404:
+                    raise
+        return state

@@ -1,0 +1,283 @@
+"""Everything the operator creates for one ApplicationLayer, as plain manifests. Pure.
+
+`render(spec, RenderContext(...))` returns, in apply order:
+
+- Namespace (created when missing, never owned or deleted by the operator);
+- ServiceAccount `l7-log-collector`, ClusterRole + ClusterRoleBinding `l7scope-node-agent`
+  (the node agent watches pods, Services, EndpointSlices, nodes and its configuration);
+- ConfigMap `envoy-config` (key `envoy-config.yaml`, from `l7scope.proxy.config.render_yaml`);
+- DaemonSet `l7-log-collector`: host network, tolerates every taint (a node without it would
+  lose the annotated Services' traffic), containers `envoy-proxy`, `l7-collector` and
+  `l7-node-agent`; the Policy Sync directory (host path `policySyncPathPrefix`) shared by the
+  collector and the node agent; the Envoy log on an emptyDir at `/tmp` shared by Envoy and the
+  collector; readiness/liveness probes on Envoy's admin `/ready` and the collector's and node
+  agent's `/healthz`; the annotation `l7scope.io/config-hash` on the pod template, a hash of
+  everything the pods read at start, so any change rolls them;
+- the server: Deployment + Service `l7scope-server`.
+
+Owner references are the caller's business (`owner=`): with one, every object but the
+Namespace gets it, so deleting the ApplicationLayer garbage-collects them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from l7scope.node.settings import NodeSettings
+from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
+from l7scope.proxy.config import render_yaml
+
+DAEMONSET: Final = "l7-log-collector"
+SERVICE_ACCOUNT: Final = "l7-log-collector"
+CLUSTER_ROLE: Final = "l7scope-node-agent"
+CONFIGMAP: Final = "envoy-config"
+CONFIGMAP_KEY: Final = "envoy-config.yaml"
+SERVER: Final = "l7scope-server"
+SERVER_PORT: Final = 8080
+HASH_ANNOTATION: Final = "l7scope.io/config-hash"
+MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "l7scope-operator"}
+
+ENVOY_ADMIN_PORT: Final = 16010
+COLLECTOR_STATUS_PORT: Final = 16011
+NODE_STATUS_PORT: Final = 16012
+ENVOY_LOG: Final = "/tmp/envoy.log"
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    namespace: str = "l7scope-system"
+    image: str = "ghcr.io/l7scope/l7scope:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    node: NodeSettings = NodeSettings()
+    owner: dict[str, Any] | None = None  # an ownerReferences entry
+
+
+def _labels(component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": component, "app.kubernetes.io/part-of": "l7scope", **MANAGED_BY}
+
+
+def _meta(name: str, ctx: RenderContext, component: str, namespaced: bool = True) -> dict[str, Any]:
+    m: dict[str, Any] = {"name": name, "labels": _labels(component)}
+    if namespaced:
+        m["namespace"] = ctx.namespace
+    if ctx.owner is not None:
+        m["ownerReferences"] = [ctx.owner]
+    return m
+
+
+def config_hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _probe(handler: dict[str, Any], override: Probe | None, period: int = 10,
+           failure: int = 3, initial: int = 0) -> dict[str, Any]:
+    p: dict[str, Any] = {**handler, "initialDelaySeconds": initial, "periodSeconds": period,
+                         "timeoutSeconds": 5, "successThreshold": 1, "failureThreshold": failure}
+    if override is not None:
+        p.update(override.model_dump(by_alias=True, exclude_none=True))
+    return p
+
+
+def _http(port: int, path: str) -> dict[str, Any]:
+    return {"httpGet": {"host": "127.0.0.1", "port": port, "path": path, "scheme": "HTTP"}}
+
+
+def _container(spec: ApplicationLayerSpec, ctx: RenderContext, name: str, command: list[str],
+               handler: dict[str, Any], *, env: list[dict[str, Any]], mounts: list[dict[str, Any]],
+               security: dict[str, Any], requests: dict[str, str]) -> dict[str, Any]:
+    ov = spec.container_override(name)
+    resources: dict[str, Any] = {"requests": dict(requests)}
+    if ov is not None and ov.resources is not None:
+        resources = {k: {q: str(v) for q, v in vals.items()}
+                     for k, vals in ov.resources.model_dump(exclude_none=True).items()}
+    c: dict[str, Any] = {
+        "name": name, "image": ctx.image, "imagePullPolicy": ctx.image_pull_policy,
+        "command": command, "env": env, "volumeMounts": mounts, "securityContext": security,
+        "resources": resources,
+        "readinessProbe": _probe(handler, ov.readiness_probe if ov else None, period=5),
+        "livenessProbe": _probe(handler, ov.liveness_probe if ov else None, period=10,
+                                failure=6, initial=10),
+    }
+    return c
+
+
+def envoy_config_yaml(spec: ApplicationLayerSpec, ctx: RenderContext) -> str:
+    return render_yaml(envoy_settings(spec, tproxy_port=ctx.node.tproxy_port,
+                                      admin_address=f"127.0.0.1:{ENVOY_ADMIN_PORT}"))
+
+
+def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -> dict[str, Any]:
+    prefix = ctx.node.policy_sync_path_prefix
+    log_dir = ctx.node.l7_logs_file_directory
+    server_url = f"http://{SERVER}.{ctx.namespace}.svc:{SERVER_PORT}"
+    root = {"runAsUser": 0, "runAsGroup": 0}
+    net = {**root, "capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}}
+    envoy = _container(
+        spec, ctx, "envoy-proxy",
+        ["envoy", "-c", f"/etc/envoy/{CONFIGMAP_KEY}", "--log-level", "warn"],
+        _http(ENVOY_ADMIN_PORT, "/ready"),
+        env=[{"name": "ENVOY_UID", "value": "0"}, {"name": "ENVOY_GID", "value": "0"}],
+        mounts=[{"name": "envoy-config", "mountPath": "/etc/envoy", "readOnly": True},
+                {"name": "envoy-logs", "mountPath": "/tmp"}],
+        security=net, requests={"cpu": "100m", "memory": "128Mi"})
+    collector = _container(
+        spec, ctx, "l7-collector",
+        ["l7scope", "collector", "--envoy-log", ENVOY_LOG,
+         "--status-addr", f"127.0.0.1:{COLLECTOR_STATUS_PORT}"],
+        _http(COLLECTOR_STATUS_PORT, "/healthz"),
+        env=[{"name": "LOG_LEVEL", "value": "Info"},
+             {"name": "FELIX_DIAL_TARGET", "value": f"unix://{prefix.rstrip('/')}/socket"},
+             {"name": "ENVOY_LOG_INTERVAL_SECONDS", "value": str(spec.log_interval_seconds)},
+             {"name": "ENVOY_LOG_REQUESTS_PER_INTERVAL", "value": str(spec.log_requests_per_interval)}],
+        mounts=[{"name": "envoy-logs", "mountPath": "/tmp"},
+                {"name": "policy-sync", "mountPath": prefix}],
+        security=root, requests={"cpu": "50m", "memory": "64Mi"})
+    node_agent = _container(
+        spec, ctx, "l7-node-agent",
+        ["l7scope", "node", "--in-cluster", "--node-name", "$(NODE_NAME)", "--server", server_url,
+         "--envoy-admin", f"http://127.0.0.1:{ENVOY_ADMIN_PORT}",
+         "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}"],
+        _http(NODE_STATUS_PORT, "/healthz"),
+        env=[{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+        mounts=[{"name": "policy-sync", "mountPath": prefix},
+                {"name": "l7-logs", "mountPath": log_dir}],
+        security=net, requests={"cpu": "100m", "memory": "128Mi"})
+    template_hash = config_hash(envoy_yaml, spec.log_interval_seconds,
+                                spec.log_requests_per_interval, prefix, log_dir, ctx.image)
+    return {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": _meta(DAEMONSET, ctx, DAEMONSET),
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": DAEMONSET}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": _labels(DAEMONSET),
+                             "annotations": {HASH_ANNOTATION: template_hash}},
+                "spec": {
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    "hostNetwork": True,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    # Absent on a node, the annotated Services' captured traffic would break there.
+                    "tolerations": [{"operator": "Exists"}],
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [envoy, collector, node_agent],
+                    "volumes": [
+                        {"name": "envoy-config", "configMap": {"name": CONFIGMAP}},
+                        {"name": "envoy-logs", "emptyDir": {}},
+                        {"name": "policy-sync", "hostPath": {"path": prefix, "type": "DirectoryOrCreate"}},
+                        {"name": "l7-logs", "hostPath": {"path": log_dir, "type": "DirectoryOrCreate"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def node_agent_rbac(ctx: RenderContext) -> list[dict[str, Any]]:
+    watch = ["get", "list", "watch"]
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": _meta(CLUSTER_ROLE, ctx, DAEMONSET, namespaced=False),
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods", "services", "endpoints", "nodes"], "verbs": watch},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": watch},
+            {"apiGroups": ["l7scope.io"], "resources": ["nodeagentconfigurations"], "verbs": watch},
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": _meta(CLUSTER_ROLE, ctx, DAEMONSET, namespaced=False),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CLUSTER_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": ctx.namespace}],
+    }
+    return [role, binding]
+
+
+def server(ctx: RenderContext) -> list[dict[str, Any]]:
+    labels = {"app.kubernetes.io/name": SERVER}
+    probe = {"httpGet": {"path": "/healthz", "port": SERVER_PORT}, "periodSeconds": 10,
+             "timeoutSeconds": 5, "failureThreshold": 3}
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _meta(SERVER, ctx, SERVER),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},  # one writer of the embedded store
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": _labels(SERVER)},
+                "spec": {
+                    "containers": [{
+                        "name": "server", "image": ctx.image, "imagePullPolicy": ctx.image_pull_policy,
+                        "command": ["l7scope", "server", "--port", str(SERVER_PORT)],
+                        "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+                        "readinessProbe": probe, "livenessProbe": {**probe, "failureThreshold": 6},
+                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/l7scope"}],
+                    }],
+                    "volumes": [{"name": "data", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _meta(SERVER, ctx, SERVER),
+        "spec": {"selector": labels,
+                 "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": SERVER_PORT}]},
+    }
+    return [deployment, service]
+
+
+def namespace(ctx: RenderContext) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ctx.namespace, "labels": {"app.kubernetes.io/part-of": "l7scope"}}}
+
+
+def render(spec: ApplicationLayerSpec, ctx: RenderContext) -> list[dict[str, Any]]:
+    """Every object for this spec, in apply order (see module doc). The Namespace is first."""
+    envoy_yaml = envoy_config_yaml(spec, ctx)
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": _meta(CONFIGMAP, ctx, DAEMONSET),
+                 "data": {CONFIGMAP_KEY: envoy_yaml}}
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount",
+          "metadata": _meta(SERVICE_ACCOUNT, ctx, DAEMONSET)}
+    return [namespace(ctx), sa, *node_agent_rbac(ctx), configmap,
+            daemonset(spec, ctx, envoy_yaml), *server(ctx)]
+
+
+#: (apiVersion, kind, name, namespaced) of everything render() makes except the Namespace;
+#: what the operator deletes when the ApplicationLayer goes away or log collection is disabled.
+OWNED: Final = (
+    ("apps/v1", "DaemonSet", DAEMONSET, True),
+    ("v1", "ConfigMap", CONFIGMAP, True),
+    ("apps/v1", "Deployment", SERVER, True),
+    ("v1", "Service", SERVER, True),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", CLUSTER_ROLE, False),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", CLUSTER_ROLE, False),
+    ("v1", "ServiceAccount", SERVICE_ACCOUNT, True),
+)
+
+
+def daemonset_state(ds: dict[str, Any] | None) -> tuple[str, str]:
+    """(state, message) of the collector DaemonSet: Ready when every scheduled pod runs the
+    current template and is available."""
+    if ds is None:
+        return "Progressing", f"DaemonSet {DAEMONSET} not created yet"
+    meta, st = ds.get("metadata") or {}, ds.get("status") or {}
+    desired = int(st.get("desiredNumberScheduled") or 0)
+    available = int(st.get("numberAvailable") or 0)
+    updated = int(st.get("updatedNumberScheduled") or 0)
+    observed = int(st.get("observedGeneration") or 0)
+    if observed < int(meta.get("generation") or 0):
+        return "Progressing", f"DaemonSet {DAEMONSET}: update not observed yet"
+    if desired == 0:
+        return "Progressing", f"DaemonSet {DAEMONSET}: no node to run on yet"
+    if available >= desired and updated >= desired:
+        return "Ready", f"DaemonSet {DAEMONSET}: {available}/{desired} pods available"
+    return "Progressing", (f"DaemonSet {DAEMONSET}: {available}/{desired} pods available, "
+                           f"{updated}/{desired} updated")
