@@ -1,0 +1,108 @@
+"""Traffic selection (annotations, TCP only, EnabledAllServices, local clients) and the capture
+controller's fail-open life cycle, with recording apply/remove functions (no root needed; the
+real nftables path is covered by tests/integration/test_node_capture.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node_factories import endpoint_slice, pod, service, shop
+
+from l7scope.capture import tproxy
+from l7scope.node.metadata import MetadataCache
+from l7scope.node.selection import CaptureController, select
+
+
+def cache_with(*extra: dict[str, Any]) -> MetadataCache:
+    c = MetadataCache()
+    c.replace_all([*shop(), *extra])
+    return c
+
+
+def test_annotated_services_and_endpoints() -> None:
+    sel = select(cache_with(), "Enabled", "node-a")
+    assert sel.services == {("10.96.0.10", 80), ("10.1.2.20", 8080), ("10.1.2.21", 8080)}
+    assert sel.clients == {"10.1.1.10/32", "10.1.1.11/32"}  # pods on node-a only
+
+
+def test_annotation_value_must_be_exactly_true() -> None:
+    c = cache_with(service("a", "x", "10.96.1.1", [("", 80, 80)], {"l7scope.io/logging": "true"}),
+                   service("b", "x", "10.96.1.2", [("", 80, 80)],
+                           {"projectcalico.org/l7-logging": "True"}),
+                   service("u", "x", "10.96.1.3", [("dns", 53, 53)],
+                           {"l7scope.io/logging": "true"}, protocol="UDP"))
+    sel = select(c, "Enabled", "node-a")
+    assert ("10.96.1.1", 80) in sel.services
+    assert ("10.96.1.2", 80) not in sel.services
+    assert ("10.96.1.3", 53) not in sel.services  # TCP only
+
+
+def test_all_services_and_disabled() -> None:
+    sel = select(cache_with(), "EnabledAllServices", "node-a")
+    assert {("10.96.0.20", 5432), ("10.1.2.30", 5432)} <= sel.services
+    assert select(cache_with(), "Disabled", "node-a") == tproxy.Selection()
+
+
+def test_host_network_pods_are_not_clients() -> None:
+    c = cache_with(pod("hn", "kube-system", "172.30.0.1", "node-a", host_network=True))
+    assert "172.30.0.1/32" not in select(c, "Enabled", "node-a").clients
+
+
+class Kernel:
+    def __init__(self) -> None:
+        self.installed: tproxy.Selection | None = None
+        self.calls: list[str] = []
+
+    def apply(self, sel: tproxy.Selection, rules: tproxy.Rules, netns: str | None = None) -> None:
+        self.installed = sel
+        self.calls.append("apply")
+
+    def remove(self, rules: tproxy.Rules, netns: str | None = None) -> None:
+        self.installed = None
+        self.calls.append("remove")
+
+
+def test_controller_follows_changes_and_fails_open() -> None:
+    c = cache_with()
+    k = Kernel()
+    ready = [True]
+    ctl = CaptureController(c, "node-a", tproxy.Rules(), lambda: ready[0],
+                            apply=k.apply, remove=k.remove)
+    ctl.set_mode("Enabled", 16001)
+    ctl.step()
+    assert k.installed is not None and ("10.96.0.10", 80) in k.installed.services
+    assert ctl.stats.state == "active" and ctl.stats.selected_services == 1
+    ctl.step()
+    assert k.calls == ["apply"]  # unchanged: nothing re-applied
+    # un-annotate
+    c.upsert(service("cart", "shop", "10.96.0.10", [("http", 80, 8080)]))
+    ctl.step()
+    assert k.installed is not None and not k.installed.services
+    # Envoy not ready -> withdrawn; ready again -> restored
+    c.upsert(service("cart", "shop", "10.96.0.10", [("http", 80, 8080)],
+                     {"projectcalico.org/l7-logging": "true"}))
+    ready[0] = False
+    ctl.step()
+    assert k.installed is None and ctl.stats.state == "withdrawn"
+    ready[0] = True
+    ctl.step()
+    assert k.installed is not None and ("10.96.0.10", 80) in k.installed.services
+    # Disabled -> removed; stop removes too
+    ctl.set_mode("Disabled", 16001)
+    ctl.step()
+    assert k.installed is None and ctl.stats.state == "disabled"
+    ctl.set_mode("Enabled", 16001)
+    ctl.step()
+    ctl.stop()
+    assert k.installed is None
+
+
+def test_controller_apply_error_is_counted() -> None:
+    def boom(*a: Any, **kw: Any) -> None:
+        raise tproxy.CaptureError("nft failed: nope")
+
+    ctl = CaptureController(cache_with(endpoint_slice("x", "y", [], [])), "node-a",
+                            tproxy.Rules(), lambda: True, apply=boom, remove=lambda *a, **k: None)
+    ctl.set_mode("Enabled", 16001)
+    ctl.step()
+    assert ctl.stats.state == "error" and ctl.stats.errors == 1 and "nope" in ctl.stats.last_error
