@@ -1,0 +1,122 @@
+"""Rendered manifests: the DaemonSet's shape, config hash, overrides; CRDs agree with models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from l7scope.node.settings import NodeSettings
+from l7scope.operator import crd, render
+from l7scope.operator.spec import ApplicationLayerSpec, check
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _spec(**lc: object) -> ApplicationLayerSpec:
+    c = check("tigera-secure", {"logCollection": {"collectLogs": "Enabled", **lc}})
+    assert c.spec is not None, c.errors
+    return c.spec
+
+
+def _by_kind(objs: list[dict]) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {o["kind"]: o for o in objs}
+
+
+def test_daemonset_shape() -> None:
+    objs = _by_kind(render.render(_spec(), render.RenderContext(namespace="ns1", image="img:1")))
+    ds = objs["DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    assert ds["metadata"]["name"] == "l7-log-collector" and ds["metadata"]["namespace"] == "ns1"
+    assert pod["hostNetwork"] is True and pod["tolerations"] == [{"operator": "Exists"}]
+    names = [c["name"] for c in pod["containers"]]
+    assert names == ["envoy-proxy", "l7-collector", "l7-node-agent"]
+    mounts = {c["name"]: {m["name"]: m["mountPath"] for m in c["volumeMounts"]} for c in pod["containers"]}
+    assert mounts["envoy-proxy"]["envoy-logs"] == mounts["l7-collector"]["envoy-logs"] == "/tmp"
+    assert mounts["l7-collector"]["policy-sync"] == mounts["l7-node-agent"]["policy-sync"] == "/var/run/nodeagent"
+    env = {e["name"]: e.get("value") for e in pod["containers"][1]["env"]}
+    assert env["ENVOY_LOG_INTERVAL_SECONDS"] == "5"
+    assert env["ENVOY_LOG_REQUESTS_PER_INTERVAL"] == "-1"
+    assert env["FELIX_DIAL_TARGET"] == "unix:///var/run/nodeagent/socket"
+    for c in pod["containers"]:
+        assert c["readinessProbe"]["httpGet"]["host"] == "127.0.0.1"
+        assert c["livenessProbe"]["httpGet"]["path"] in ("/ready", "/healthz")
+    cm = objs["ConfigMap"]
+    envoy = yaml.safe_load(cm["data"]["envoy-config.yaml"])
+    assert "static_resources" in envoy
+    ports = [lst["address"]["socket_address"]["port_value"] for lst in envoy["static_resources"]["listeners"]]
+    assert 16001 in ports
+
+
+def test_hash_changes_with_interval_and_node_settings() -> None:
+    h = lambda ds: ds["spec"]["template"]["metadata"]["annotations"][render.HASH_ANNOTATION]  # noqa: E731
+    ctx = render.RenderContext()
+    base = _by_kind(render.render(_spec(), ctx))["DaemonSet"]
+    assert h(base) == h(_by_kind(render.render(_spec(), ctx))["DaemonSet"])
+    assert h(base) != h(_by_kind(render.render(_spec(logIntervalSeconds=10), ctx))["DaemonSet"])
+    moved = render.RenderContext(node=NodeSettings.model_validate({"policySyncPathPrefix": "/run/x"}))
+    assert h(base) != h(_by_kind(render.render(_spec(), moved))["DaemonSet"])
+
+
+def test_overrides_apply_to_named_container() -> None:
+    c = check("tigera-secure", {"logCollection": {"collectLogs": "Enabled"},
+                                "l7LogCollectorDaemonSet": {"spec": {"template": {"spec": {"containers": [
+                                    {"name": "l7-collector",
+                                     "resources": {"limits": {"cpu": "1", "memory": 1000000}},
+                                     "readinessProbe": {"periodSeconds": 30}}]}}}}})
+    assert c.spec is not None, c.errors
+    ds = _by_kind(render.render(c.spec, render.RenderContext()))["DaemonSet"]
+    col = ds["spec"]["template"]["spec"]["containers"][1]
+    assert col["resources"] == {"limits": {"cpu": "1", "memory": "1000000"}}
+    assert col["readinessProbe"]["periodSeconds"] == 30
+    assert col["readinessProbe"]["httpGet"]["path"] == "/healthz"  # the handler stays
+
+
+def test_owner_reference_on_everything_but_namespace() -> None:
+    owner = {"apiVersion": "l7scope.io/v1", "kind": "ApplicationLayer", "name": "tigera-secure",
+             "uid": "u1", "controller": True, "blockOwnerDeletion": False}
+    objs = render.render(_spec(), render.RenderContext(owner=owner))
+    assert "ownerReferences" not in objs[0]["metadata"]
+    assert all(o["metadata"]["ownerReferences"] == [owner] for o in objs[1:])
+    owned = {(o["kind"], o["metadata"]["name"]) for o in objs[1:]}
+    assert owned == {(kind, name) for _, kind, name, _ in render.OWNED}
+
+
+def test_daemonset_state() -> None:
+    def ds(gen: int, obs: int, desired: int, avail: int, upd: int) -> dict:  # type: ignore[type-arg]
+        return {"metadata": {"generation": gen}, "status": {
+            "observedGeneration": obs, "desiredNumberScheduled": desired,
+            "numberAvailable": avail, "updatedNumberScheduled": upd}}
+    assert render.daemonset_state(None)[0] == "Progressing"
+    assert render.daemonset_state(ds(2, 1, 2, 2, 2))[0] == "Progressing"
+    assert render.daemonset_state(ds(2, 2, 2, 1, 2))[0] == "Progressing"
+    assert render.daemonset_state(ds(2, 2, 2, 2, 1))[0] == "Progressing"
+    assert render.daemonset_state(ds(2, 2, 2, 2, 2)) == ("Ready", "DaemonSet l7-log-collector: 2/2 pods available")
+
+
+def test_crd_files_match_models() -> None:
+    for want in crd.all_crds():
+        path = REPO / "deploy" / "crds" / crd.file_name(want)
+        assert path.read_text() == crd.crd_yaml(want), \
+            f"{path} is stale: run `python -m l7scope.operator.crd deploy/crds`"
+
+
+def test_node_crd_lists_every_setting() -> None:
+    props = crd.node_agent_configuration_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "properties"]["spec"]["properties"]
+    aliases = {f.alias for f in NodeSettings.model_fields.values()}
+    assert set(props) == aliases
+    assert props["tproxyMode"]["enum"] == ["Disabled", "Enabled", "EnabledAllServices"]
+
+
+def test_structural_schema_has_no_refs_or_anyof() -> None:
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            assert "$ref" not in node and "anyOf" not in node and node.get("additionalProperties") is not False
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    for c in crd.all_crds():
+        walk(c)
