@@ -89,7 +89,7 @@ class Spool:
 
     def put(self, body: bytes, records: int) -> Path:
         with self._lock:
-            bid = f"{self.node_name}.{uuid.uuid4().hex}"
+            bid = f"{self.node_name[:100]}.{uuid.uuid4().hex}"
             final = self.directory / f"{self._seq:012d}-{records}-{bid}.ndjson"
             self._seq += 1
             tmp = self.directory / f".tmp-{final.name}"
