@@ -7,6 +7,7 @@ reached it names the URL tried and how to point the CLI elsewhere (`--server` or
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
@@ -20,6 +21,9 @@ AGGREGATION_PATH: Final = "/api/v1/l7/logs/aggregation"
 SERVICEGRAPH_PATH: Final = "/api/v1/servicegraph"
 STATUS_PATH: Final = "/api/v1/status"
 MAX_PAGE: Final = 1000
+
+# httpx logs every request at INFO; the CLI's output is the answer, not the transport.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def default_server() -> str:
