@@ -1,0 +1,54 @@
+"""Smoke test of the `--no-netns` fallback: loopback addresses, explicit Envoy listeners,
+same collector, node agent and server. The page comes up, the graph fills, the counts match,
+and nothing is left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from demo_harness import (
+    DemoRun,
+    app_of_name_aggr,
+    free_port,
+    processes_mentioning,
+    service_graph,
+)
+
+from l7scope.demo import probe
+from l7scope.demo.shop import catalog
+
+pytestmark = [pytest.mark.envoy, pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def test_no_netns_fallback(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run = DemoRun(["--no-netns", "--duration", "25", "--port", str(free_port()),
+                   "--prefix", f"nn{os.getpid()}", "--seed", "3", "--rate", "5"],
+                  data, tmp_path / "state.json")
+    try:
+        url = run.wait_for_url(120)
+        assert "FALLBACK" in run.text()
+        assert httpx.get(url, timeout=5).status_code == 200
+        printed = time.monotonic()
+        services: set[str] = set()
+        while time.monotonic() - printed < 30:
+            graph = service_graph(url)
+            services = probe.graph_services(graph)
+            if services >= {s.name for s in catalog.SERVICES}:
+                break
+            time.sleep(1)
+        assert services >= {s.name for s in catalog.SERVICES}
+        edges = probe.graph_edges(service_graph(url), app_of_name_aggr(data).get)
+        assert ("frontend", "cartservice") in edges and ("cartservice", "redis-cart") in edges
+        assert run.wait(180) == 0, run.text()[-3000:]
+    finally:
+        run.kill()
+    summary = json.loads((data / "summary.json").read_text())
+    assert summary["sent"] > 100 and summary["failed"] == 0
+    assert summary["stored"] == summary["sent"], summary
+    assert processes_mentioning(str(data)) == []
