@@ -301,3 +301,41 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.1, what: str = 
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}"
                          + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+class OperatorProcess:
+    """`l7scope operator` as a child process against the test control plane."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+        self.kubeconfig, self.namespace, self.log_path = kubeconfig, namespace, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        exe = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "l7scope"
+        cmd = [str(exe) if exe.exists() else "l7scope", "--log-level", "debug", "operator",
+               "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace,
+               "--image", "l7scope:test"]
+        out = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def assert_alive(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, \
+            f"operator exited:\n{self.log_tail()}"

@@ -96,9 +96,9 @@ def test_daemonset_state() -> None:
 
 def test_crd_files_match_models() -> None:
     for want in crd.all_crds():
-        path = REPO / "deploy" / "crds" / crd.file_name(want)
+        path = REPO / "deploy" / "helm" / "l7scope" / "crds" / crd.file_name(want)
         assert path.read_text() == crd.crd_yaml(want), \
-            f"{path} is stale: run `python -m l7scope.operator.crd deploy/crds`"
+            f"{path} is stale: run `python -m l7scope.operator.crd deploy/helm/l7scope/crds`"
 
 
 def test_node_crd_lists_every_setting() -> None:
@@ -120,3 +120,18 @@ def test_structural_schema_has_no_refs_or_anyof() -> None:
                 walk(v)
     for c in crd.all_crds():
         walk(c)
+
+
+def test_install_yaml_is_the_rendered_chart() -> None:
+    from l7scope.operator import chart
+    assert (REPO / "deploy" / "install.yaml").read_text() == chart.render_yaml(), \
+        "deploy/install.yaml is stale: python -m l7scope.operator.chart > deploy/install.yaml"
+
+
+def test_chart_templates_use_only_plain_values() -> None:
+    import pytest
+
+    from l7scope.operator import chart
+    with pytest.raises(chart.ChartError, match="unsupported template expression"):
+        chart.render_template("a: {{ include \"x\" . }}", {})
+    assert chart.render_template("ns: {{ .Release.Namespace }}", {"Release": {"Namespace": "n"}}) == "ns: n"

@@ -16,7 +16,7 @@ reports status.state Ready once every node runs it. Deleting the ApplicationLaye
 them again and sets tproxyMode Disabled.
 
 \b
-Example (from a workstation, with the CRDs from deploy/crds installed):
+Example (from a workstation, with the CRDs from deploy/helm/l7scope/crds installed):
   l7scope operator --kubeconfig ~/.kube/config --namespace l7scope-system
 \b
 In a cluster it runs with its service account (deploy/helm/l7scope):

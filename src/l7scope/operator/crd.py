@@ -10,7 +10,7 @@ Pydantic's JSON schema is turned into a Kubernetes structural schema: `$ref`s in
 false` (the API server prunes unknown fields instead) and no defaults (the operator writes the
 ApplicationLayer's back; the node agent applies its own).
 
-    python -m l7scope.operator.crd deploy/crds     # (re)write the YAML files
+    python -m l7scope.operator.crd deploy/helm/l7scope/crds    # (re)write the YAML files
 """
 
 from __future__ import annotations
@@ -157,6 +157,6 @@ def write(directory: str | Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for target in sys.argv[1:] or ["deploy/crds"]:
+    for target in sys.argv[1:] or ["deploy/helm/l7scope/crds"]:
         for path in write(target):
             print(path)

@@ -1,0 +1,87 @@
+"""Every manifest we ship or render, validated by the real API server (server-side dry run),
+and the CRD schemas enforcing types."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubeharness import ControlPlane
+
+from l7scope.kube.client import Kube
+from l7scope.operator import chart, render
+from l7scope.operator.spec import check
+
+pytestmark = pytest.mark.kube
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def namespace(control_plane: ControlPlane, kube: Kube) -> Iterator[str]:
+    ns = f"dry-{uuid.uuid4().hex[:6]}"
+    crds = [d for d in chart.render(namespace=ns) if d["kind"] == "CustomResourceDefinition"]
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(crds))
+    control_plane.kubectl("wait", "--for", "condition=established", "--timeout=60s",
+                          *[f"crd/{d['metadata']['name']}" for d in crds])
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    yield ns
+    kube.delete(f"/api/v1/namespaces/{ns}")
+
+
+def test_install_manifest_server_dry_run(control_plane: ControlPlane, namespace: str) -> None:
+    docs = chart.render(namespace=namespace)
+    r = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs))
+    lines = [x for x in r.stdout.splitlines() if x.strip()]
+    assert len(lines) == len(docs), r.stdout
+    assert all("(server dry run)" in x for x in lines), r.stdout
+
+
+def test_shipped_install_yaml_is_the_rendered_chart(control_plane: ControlPlane, namespace: str) -> None:
+    assert (REPO / "deploy" / "install.yaml").read_text() == chart.render_yaml(), \
+        "deploy/install.yaml is stale: python -m l7scope.operator.chart > deploy/install.yaml"
+    r = control_plane.kubectl("apply", "--dry-run=server", "-f", str(REPO / "deploy" / "install.yaml"))
+    assert "deployment.apps/l7scope-operator created (server dry run)" in r.stdout, r.stdout
+
+
+def test_operator_rendered_objects_server_dry_run(kube: Kube, namespace: str) -> None:
+    c = check("tigera-secure", {"logCollection": {"collectLogs": "Enabled"},
+                                "l7LogCollectorDaemonSet": {"spec": {"template": {"spec": {"containers": [
+                                    {"name": "envoy-proxy", "resources": {"limits": {"memory": "512Mi"}},
+                                     "livenessProbe": {"periodSeconds": 20}}]}}}}})
+    assert c.spec is not None, c.errors
+    objs = render.render(c.spec, render.RenderContext(namespace=namespace))
+    assert objs[0]["kind"] == "Namespace"
+    kinds = []
+    for obj in objs[1:]:
+        answer = kube.apply(obj, field_manager="dry-run-test", dry_run=True)
+        assert answer["kind"] == obj["kind"] and answer["metadata"]["name"] == obj["metadata"]["name"]
+        kinds.append(obj["kind"])
+    assert kinds == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet",
+                     "Deployment", "Service"]
+    # nothing was created
+    assert not kube.exists(f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{render.DAEMONSET}")
+
+
+def test_crd_schema_rejects_wrong_types(control_plane: ControlPlane) -> None:
+    bad = """
+apiVersion: l7scope.io/v1
+kind: ApplicationLayer
+metadata: {name: tigera-secure}
+spec:
+  logCollection: {collectLogs: Yes-please, logIntervalSeconds: five}
+"""
+    r = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=bad, check=False)
+    assert r.returncode != 0
+    assert "spec.logCollection.collectLogs" in r.stderr and "spec.logCollection.logIntervalSeconds" in r.stderr
+    bad_node = """
+apiVersion: l7scope.io/v1
+kind: NodeAgentConfiguration
+metadata: {name: default}
+spec: {tproxyMode: Sometimes, tproxyPort: 70000}
+"""
+    r = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=bad_node, check=False)
+    assert r.returncode != 0 and "spec.tproxyMode" in r.stderr and "spec.tproxyPort" in r.stderr
