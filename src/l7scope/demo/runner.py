@@ -84,6 +84,7 @@ def ensure_port_free(host: str, port: int) -> None:
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
         try:
             s.bind((host, port))
         except OSError as e:
