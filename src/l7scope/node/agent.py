@@ -96,7 +96,9 @@ class Agent:
         self.started = time.time()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._pending_settings: NodeSettings | None = None
+        self._pending_settings: NodeSettings | None = None  # taken by the flush loop
+        self._pending_capture: NodeSettings | None = None  # taken by the control loop
+        self._settings_lock = threading.Lock()
         self._status: ThreadingHTTPServer | None = None
 
     @staticmethod
@@ -203,10 +205,10 @@ class Agent:
             log.error("cannot spool %d records: %s", len(records), e)
 
     def _take_settings(self) -> None:
-        new = self._pending_settings
+        with self._settings_lock:
+            new, self._pending_settings = self._pending_settings, None
         if new is None:
             return
-        self._pending_settings = None
         old, self.settings = self.settings, new
         self.aggregator.settings = new.aggregation()
         if (old.l7_logs_file_enabled, old.l7_logs_file_directory, old.l7_logs_file_max_files,
@@ -219,7 +221,8 @@ class Agent:
         if old.policy_sync_path_prefix != new.policy_sync_path_prefix:
             log.warning("policySyncPathPrefix changed to %s: takes effect after a restart",
                         new.policy_sync_path_prefix)
-        log.info("settings reloaded from %s", self.cfg.settings_path)
+        log.info("settings changed: tproxyMode %s, flush every %.1fs", new.tproxy_mode,
+                 new.l7_logs_flush_interval)
 
     # ---- control loop -----------------------------------------------------------------------
     def _control_loop(self) -> None:
@@ -227,12 +230,22 @@ class Agent:
             self.control_step()
             self._stop.wait(CONTROL_PERIOD)
 
+    def apply_settings(self, new: NodeSettings) -> None:
+        """Use new settings (from the settings file, or a cluster feed such as H5's
+        `l7scope.kube.feed.start_watches(kube, agent.cache, agent.apply_settings)`)."""
+        with self._settings_lock:
+            self._pending_settings = new
+            self._pending_capture = new
+
     def control_step(self) -> None:
         try:
             new = self.settings_file.poll()
             if new is not None:
-                self._pending_settings = new
-                self.capture.set_mode(new.tproxy_mode, new.tproxy_port)
+                self.apply_settings(new)
+            with self._settings_lock:
+                capture, self._pending_capture = self._pending_capture, None
+            if capture is not None:
+                self.capture.set_mode(capture.tproxy_mode, capture.tproxy_port)
             if self.inventory is not None:
                 self.inventory.poll()
             self.capture.step()

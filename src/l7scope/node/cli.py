@@ -8,7 +8,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from google.protobuf import json_format  # type: ignore[import-untyped]
@@ -20,6 +20,9 @@ from l7scope.node.aggregate import Aggregator
 from l7scope.node.inventory import Inventory
 from l7scope.node.metadata import MetadataCache
 from l7scope.node.settings import NodeSettings, SettingsError, load
+
+if TYPE_CHECKING:
+    from l7scope.node.agent import Agent, MetadataFeed
 
 _EXAMPLE = """
 \b
@@ -54,10 +57,15 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
 @click.option("--netns", help="Apply capture rules in this network namespace (tests).")
 @click.option("--grace-seconds", default=60.0, show_default=True,
               help="How long a deleted pod's identity still resolves.")
+@click.option("--kube", "use_kube", is_flag=True,
+              help="Watch pods, Services, EndpointSlices, Nodes and the NodeAgentConfiguration "
+                   "`default` in the cluster (in-cluster credentials or --kubeconfig).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig for --kube.")
 @click.pass_context
 def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | None,
          node_name: str, server_url: str | None, envoy_admin: str | None,
-         status_addr: str | None, data_dir: str, netns: str | None, grace_seconds: float) -> None:
+         status_addr: str | None, data_dir: str, netns: str | None, grace_seconds: float,
+         use_kube: bool, kubeconfig: str | None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from l7scope.node.agent import Agent, AgentConfig
@@ -70,6 +78,8 @@ def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | Non
         agent = Agent(cfg)
     except SettingsError as e:
         raise click.ClickException(str(e)) from None
+    if use_kube or kubeconfig:
+        agent.cfg.feeds.append(_kube_feed(agent, kubeconfig))
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -81,6 +91,23 @@ def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | Non
     while not done.wait(1.0):
         pass
     agent.stop()
+
+
+def _kube_feed(agent: Agent, kubeconfig: str | None) -> MetadataFeed:
+    """The Kubernetes watches (l7scope.kube) as an agent metadata feed; settings from the
+    cluster's NodeAgentConfiguration replace the settings file's when they arrive."""
+
+    def feed(cache: MetadataCache, stop: threading.Event) -> None:
+        from l7scope.kube.client import connect
+        from l7scope.kube.feed import start_watches
+
+        watches = start_watches(connect(kubeconfig), cache, agent.apply_settings)
+        try:
+            stop.wait()
+        finally:
+            watches.stop()
+
+    return feed
 
 
 def _reports(line: str) -> list[pb.DataplaneStats]:
