@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from l7scope.kube.client import JSON, Kube
+from l7scope.kube.client import JSON, Kube, KubeError
 from l7scope.kube.watch import ResourceWatch, WatchStats
 from l7scope.node.settings import NodeSettings, SettingsError, from_mapping
 from l7scope.operator import nodeconfig
@@ -199,3 +199,21 @@ def start_watches(kube: Kube, cache: MetadataSink, settings_callback: SettingsCa
     log.info("watching pods, services, %s, nodes%s", ep_kind,
              " and the node-agent configuration" if settings_callback else "")
     return result
+
+
+def current_settings(kube: Kube) -> NodeSettings:
+    """NodeAgentConfiguration `default` as it is now: for the node agent's start, so settings
+    that only apply at start (policySyncPathPrefix) are right from the beginning. Defaults when
+    the object is absent or invalid (logged)."""
+    try:
+        obj = kube.get(f"/apis/{NODE_CONFIG_VERSION}/{NODE_CONFIG_PLURAL}/{NODE_CONFIG_NAME}")
+    except KubeError as e:
+        if e.status != 404:
+            raise
+        log.info("no %s/%s yet: node agent defaults", NODE_CONFIG_PLURAL, NODE_CONFIG_NAME)
+        return NodeSettings()
+    try:
+        return from_mapping(obj.get("spec") or {}, f"{NODE_CONFIG_PLURAL}/{NODE_CONFIG_NAME}")
+    except SettingsError as e:
+        log.error("%s; node agent defaults until it is fixed", e)
+        return NodeSettings()

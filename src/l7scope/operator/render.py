@@ -44,6 +44,7 @@ ENVOY_ADMIN_PORT: Final = 16010
 COLLECTOR_STATUS_PORT: Final = 16011
 NODE_STATUS_PORT: Final = 16012
 ENVOY_LOG: Final = "/tmp/envoy.log"
+NODE_DATA_DIR: Final = "/var/lib/l7scope/node"
 
 
 @dataclass(frozen=True)
@@ -137,13 +138,14 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
         security=root, requests={"cpu": "50m", "memory": "64Mi"})
     node_agent = _container(
         spec, ctx, "l7-node-agent",
-        ["l7scope", "node", "--in-cluster", "--node-name", "$(NODE_NAME)", "--server", server_url,
+        ["l7scope", "node", "--kube", "--node-name", "$(NODE_NAME)", "--server", server_url,
          "--envoy-admin", f"http://127.0.0.1:{ENVOY_ADMIN_PORT}",
-         "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}"],
+         "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR],
         _http(NODE_STATUS_PORT, "/healthz"),
         env=[{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
         mounts=[{"name": "policy-sync", "mountPath": prefix},
-                {"name": "l7-logs", "mountPath": log_dir}],
+                {"name": "l7-logs", "mountPath": log_dir},
+                {"name": "node-data", "mountPath": NODE_DATA_DIR}],
         security=net, requests={"cpu": "100m", "memory": "128Mi"})
     template_hash = config_hash(envoy_yaml, spec.log_interval_seconds,
                                 spec.log_requests_per_interval, prefix, log_dir, ctx.image)
@@ -170,6 +172,8 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
                         {"name": "envoy-logs", "emptyDir": {}},
                         {"name": "policy-sync", "hostPath": {"path": prefix, "type": "DirectoryOrCreate"}},
                         {"name": "l7-logs", "hostPath": {"path": log_dir, "type": "DirectoryOrCreate"}},
+                        # the node agent's spool: records not yet shipped survive a pod restart
+                        {"name": "node-data", "hostPath": {"path": NODE_DATA_DIR, "type": "DirectoryOrCreate"}},
                     ],
                 },
             },
