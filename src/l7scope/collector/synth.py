@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from l7scope.contracts.envoy_log import REPORTER_DESTINATION, EnvoyLogLine, encode_line
 
@@ -28,9 +29,10 @@ def line(rng: random.Random, *, connections: int = 300, paths: int = 2,
     dur = rng.randrange(0, 40)
     method, path, code = rng.choice(_ROUTES)
     ms = int(t0 * 1000) + i
+    stamp = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     return EnvoyLogLine(
         reporter=REPORTER_DESTINATION,
-        start_time=f"{ms // 1000}.{ms % 1000:03d}",
+        start_time=stamp,
         duration=dur,
         duration_us=dur * 1000 + rng.randrange(1000),
         response_code=code,
