@@ -330,6 +330,8 @@ def _observe_server(client: Client, spec: FilterSpec, since: str | None, until: 
     if resolved_to is None:
         probe = client.search(sel, {"from": "now", "to": "now"}, page_size=1)
         resolved_to = int(probe["time_range"]["to"])
+    click.echo(f"following records with end_time after {resolved_to} "
+               f"({time.strftime('%H:%M:%S', time.localtime(resolved_to))}); Ctrl-C stops", err=True)
     _follow(client, sel, FollowCursor(start=resolved_to, window=follow_window), interval, printer)
 
 

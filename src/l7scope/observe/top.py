@@ -1,0 +1,169 @@
+"""`l7scope top`: a live table of the busiest edges (source workload -> destination Service) or
+routes (Service, method, URL) over a sliding window, sorted by requests/s, error rate or p99,
+like `linkerd viz top`. One aggregation query per refresh; `--once` prints a single table."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from l7scope.contracts.record import TYPE_UNLOGGED
+from l7scope.observe import filters
+from l7scope.observe.cli import _filter_options, _NotAwareCommand, _services, spec_from_options
+from l7scope.observe.client import ApiError, Client, default_server
+from l7scope.observe.filters import FilterError
+from l7scope.observe.printer import human_ns, safe, status_style
+
+GROUPS: Final[dict[str, list[str]]] = {
+    "edges": ["src_namespace", "src_name_aggr", "dest_service_namespace", "dest_service_name",
+              "dest_namespace", "dest_name_aggr"],
+    "routes": ["dest_service_namespace", "dest_service_name", "method", "url"],
+}
+SORTS: Final = ("rps", "errors", "p99")
+
+_EPILOG = """\b
+Examples:
+  l7scope top                                  # busiest edges over the last minute, live
+  l7scope top --by routes --sort p99 --namespace shop
+  l7scope top --sort errors --window 15m --once -o json
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    key: dict[str, Any]
+    count: int
+    rps: float
+    errors: int
+    error_rate: float
+    p50: int | None
+    p99: int | None
+    duration_max: int
+
+
+def _seconds(text: str) -> int:
+    t = text.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if t and t[-1] in units:
+            return max(1, int(t[:-1]) * units[t[-1]])
+        return max(1, int(t))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use seconds or 30s, 5m, 1h") from None
+
+
+def rows_from(groups: list[dict[str, Any]], window: int, sort: str) -> list[Row]:
+    rows = [Row(g["key"], int(g["count"]), int(g["count"]) / window, int(g["errors"]),
+                float(g["error_rate"]), g.get("p50"), g.get("p99"), int(g["duration_max"]))
+            for g in groups]
+    if sort == "errors":
+        rows.sort(key=lambda r: (r.error_rate, r.count), reverse=True)
+    elif sort == "p99":
+        rows.sort(key=lambda r: (r.p99 if r.p99 is not None else -1, r.count), reverse=True)
+    else:
+        rows.sort(key=lambda r: r.count, reverse=True)
+    return rows
+
+
+def _named(ns: Any, name: Any) -> str:
+    ns, name = str(ns or "-"), str(name or "-")
+    return name if ns in ("", "-") else f"{ns}/{name}"
+
+
+def render(rows: list[Row], by: str, limit: int, header: str) -> Group:
+    t = Table(show_edge=False, pad_edge=False, expand=False)
+    if by == "edges":
+        t.add_column("SOURCE", overflow="ellipsis", no_wrap=True, max_width=40, ratio=1)
+        t.add_column("DESTINATION", overflow="ellipsis", no_wrap=True, max_width=40, ratio=1)
+    else:
+        t.add_column("SERVICE", overflow="ellipsis", no_wrap=True, max_width=32, ratio=1)
+        t.add_column("METHOD", no_wrap=True, min_width=6)
+        t.add_column("URL", overflow="ellipsis", no_wrap=True, max_width=60, ratio=2)
+    for col in ("REQ/S", "ERR%", "P50", "P99", "MAX"):
+        t.add_column(col, justify="right", no_wrap=True, min_width=7)
+    for r in rows[:limit]:
+        k = r.key
+        if by == "edges":
+            dest = (_named(k.get("dest_service_namespace"), k.get("dest_service_name"))
+                    if k.get("dest_service_name") else _named(k.get("dest_namespace"), k.get("dest_name_aggr")))
+            left = [safe(_named(k.get("src_namespace"), k.get("src_name_aggr"))), safe(dest)]
+        else:
+            left = [safe(_named(k.get("dest_service_namespace"), k.get("dest_service_name"))),
+                    safe(k.get("method") or "-"), safe(k.get("url") or "-")]
+        err = Text(f"{100 * r.error_rate:.1f}",
+                   style=status_style("5") if r.error_rate >= 0.05 else (status_style("4") if r.error_rate else ""))
+        t.add_row(*left, f"{r.rps:.2f}", err, human_ns(r.p50), human_ns(r.p99), human_ns(r.duration_max))
+    return Group(Text(header, style="dim"), t)
+
+
+@click.command(cls=_NotAwareCommand, epilog=_EPILOG,
+               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--server", default=default_server, show_default="env L7SCOPE_SERVER or http://127.0.0.1:8686",
+              help="URL of the l7scope server.")
+@click.option("--by", type=click.Choice(list(GROUPS)), default="edges", show_default=True,
+              help="Rows: source workload -> destination Service, or Service routes.")
+@click.option("--sort", type=click.Choice(SORTS), default="rps", show_default=True,
+              help="Order: requests/s, error rate, or p99 latency (descending).")
+@click.option("--window", default="60s", show_default=True, help="Sliding window: 30s, 5m, 1h.")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("-n", "--rows", "limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--once", is_flag=True, help="Print one table and exit (no live view).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json implies --once.")
+@_filter_options
+@click.option("--selector", multiple=True, metavar="EXPR", help="A raw selector, ANDed with the flags.")
+def top(server: str, by: str, sort: str, window: str, interval: float, limit: int, once: bool,
+        output: str, selector: tuple[str, ...], **flag_values: Any) -> None:
+    """Live table of the busiest edges or routes, like `linkerd viz top`.
+
+    Takes the same filters as `l7scope observe` (including --not). Requests the node agents did
+    not log in detail (per-node limit) are counted in the header, not in the rows.
+    """
+    secs = _seconds(window)
+    spec = spec_from_options({**flag_values, "selector": selector})
+    console = Console(highlight=False)
+    try:
+        with Client(server) as client:
+            def frame() -> tuple[list[Row], str]:
+                tr = {"from": f"now-{secs}s", "to": "now"}
+                services = _services(client, spec, tr) if spec.needs_services() else {}
+                sel = filters.to_selector(spec, services)
+                logged_sel = f'({sel}) AND type != "{TYPE_UNLOGGED}"' if sel else f'type != "{TYPE_UNLOGGED}"'
+                ans = client.aggregation(logged_sel, tr, GROUPS[by], limit=10000, order_by="count")
+                rows = rows_from(ans.get("groups") or [], secs, sort)
+                unl = client.aggregation(f'type = "{TYPE_UNLOGGED}"', tr, [], limit=1)
+                unlogged = sum(int(g["count"]) for g in unl.get("groups") or [])
+                total = sum(r.count for r in rows)
+                header = (f"{time.strftime('%H:%M:%S')}  window {window}  {len(rows)} {by}  "
+                          f"{total / secs:.2f} req/s  sorted by {sort}")
+                if unlogged:
+                    header += f"  ({unlogged} requests not logged in detail, all nodes)"
+                return rows, header
+
+            if output == "json":
+                rows, header = frame()
+                click.echo(json.dumps({"by": by, "sort": sort, "window_s": secs, "rows": [
+                    {**r.__dict__} for r in rows[:limit]]}, indent=2))
+                return
+            if once:
+                rows, header = frame()
+                console.print(render(rows, by, limit, header))
+                return
+            with Live(console=console, auto_refresh=False, screen=False) as live:
+                while True:
+                    rows, header = frame()
+                    live.update(render(rows, by, limit, header + "  (Ctrl-C stops)"), refresh=True)
+                    time.sleep(interval)
+    except (ApiError, FilterError) as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        pass
