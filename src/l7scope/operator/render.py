@@ -36,7 +36,7 @@ CLUSTER_ROLE: Final = "l7scope-node-agent"
 CONFIGMAP: Final = "envoy-config"
 CONFIGMAP_KEY: Final = "envoy-config.yaml"
 SERVER: Final = "l7scope-server"
-SERVER_PORT: Final = 8080
+SERVER_PORT: Final = 8686  # l7scope server / observe default
 HASH_ANNOTATION: Final = "l7scope.io/config-hash"
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "l7scope-operator"}
 
@@ -45,6 +45,8 @@ COLLECTOR_STATUS_PORT: Final = 16011
 NODE_STATUS_PORT: Final = 16012
 ENVOY_LOG: Final = "/tmp/envoy.log"
 NODE_DATA_DIR: Final = "/var/lib/l7scope/node"
+ENVOY_LOG_ROTATE_BYTES: Final = 100 * 1024 * 1024
+_NODE_NAME_ENV: Final = {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
 
 
 @dataclass(frozen=True)
@@ -127,9 +129,11 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
     collector = _container(
         spec, ctx, "l7-collector",
         ["l7scope", "collector", "--envoy-log", ENVOY_LOG,
-         "--status-addr", f"127.0.0.1:{COLLECTOR_STATUS_PORT}"],
+         "--status-addr", f"127.0.0.1:{COLLECTOR_STATUS_PORT}",
+         # the log lives on an emptyDir: rotate it (Envoy reopens it through its admin API)
+         "--envoy-admin", f"http://127.0.0.1:{ENVOY_ADMIN_PORT}", "--rotate-bytes", str(ENVOY_LOG_ROTATE_BYTES)],
         _http(COLLECTOR_STATUS_PORT, "/healthz"),
-        env=[{"name": "LOG_LEVEL", "value": "Info"},
+        env=[{"name": "LOG_LEVEL", "value": "Info"}, _NODE_NAME_ENV,
              {"name": "FELIX_DIAL_TARGET", "value": f"unix://{prefix.rstrip('/')}/socket"},
              {"name": "ENVOY_LOG_INTERVAL_SECONDS", "value": str(spec.log_interval_seconds)},
              {"name": "ENVOY_LOG_REQUESTS_PER_INTERVAL", "value": str(spec.log_requests_per_interval)}],
@@ -142,7 +146,7 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
          "--envoy-admin", f"http://127.0.0.1:{ENVOY_ADMIN_PORT}",
          "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR],
         _http(NODE_STATUS_PORT, "/healthz"),
-        env=[{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+        env=[_NODE_NAME_ENV],
         mounts=[{"name": "policy-sync", "mountPath": prefix},
                 {"name": "l7-logs", "mountPath": log_dir},
                 {"name": "node-data", "mountPath": NODE_DATA_DIR}],
@@ -217,7 +221,8 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
                 "spec": {
                     "containers": [{
                         "name": "server", "image": ctx.image, "imagePullPolicy": ctx.image_pull_policy,
-                        "command": ["l7scope", "server", "--port", str(SERVER_PORT)],
+                        "command": ["l7scope", "server", "--host", "0.0.0.0", "--port", str(SERVER_PORT),
+                                    "--data-dir", "/var/lib/l7scope"],
                         "ports": [{"name": "http", "containerPort": SERVER_PORT}],
                         "readinessProbe": probe, "livenessProbe": {**probe, "failureThreshold": 6},
                         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
