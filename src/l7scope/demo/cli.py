@@ -84,10 +84,12 @@ def demo(port: int, rate: float, duration: float, data_dir: Path, no_netns: bool
                 console.print("[yellow bold]FALLBACK (--no-netns):[/] services on loopback "
                               "behind an explicitly addressed Envoy; no transparent capture.")
             url = d.start()
-        console.print(f"\n[bold green]Service Graph:[/] [link={url}]{url}[/link]   "
-                      f"(API: {url}api/v1/servicegraph)")
+        console.print(f"\n[bold green]Service Graph:[/] [link={url}]{url}[/link]", soft_wrap=True)
+        console.print(f"[dim]API: {url}api/v1/servicegraph (docs/api.md)[/]", soft_wrap=True)
         console.print("[dim]Ctrl-C stops the demo and removes everything it made.[/]")
         _run(d, console, stop, duration)
+        if not console.is_terminal:
+            console.line()
         console.print("stopping: waiting for the last requests to reach the store ...")
         snap = d.finish()
         if snap is not None:

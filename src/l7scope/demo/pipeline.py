@@ -91,6 +91,7 @@ def collector_argv(files: NodeFiles, node: str, interval_s: int, status_addr: st
     return l7scope("collector", "--envoy-log", str(files.envoy_log),
                    "--dial-target", policysync.dial_target(files.policysync_prefix / "socket"),
                    "--interval", str(interval_s), "--requests-per-interval", "-1",
+                   "--max-lag-bytes", "0",  # never skip ahead: the demo accounts for everything
                    "--node-name", node, "--status-addr", status_addr)
 
 
