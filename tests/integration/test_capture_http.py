@@ -4,7 +4,9 @@ Two client pods send 1,000 requests (mixed methods, paths, 2xx/4xx/5xx, request 
 bodies) to a selected Service VIP whose endpoints run on two nodes, and 200 requests to a
 Service that is not selected. Envoy's JSON log must hold exactly the 1,000, each with the right
 method, path, status, byte counts, client and original destination (the VIP), and none of the
-200; the clients must get exactly what the servers answered.
+200; the clients must get exactly what the servers answered. The real collector (`l7scope
+collector`, in the node namespace, as in a hostNetwork DaemonSet) tails that log and must report
+the same 1,000 requests to a Policy Sync server run by the test.
 """
 
 from __future__ import annotations
@@ -12,16 +14,22 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-from collections import Counter
-from dataclasses import dataclass
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent import futures
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from capture_support import topology, wait_log
 
-from l7scope.contracts import envoy_log
+from l7scope.contracts import envoy_log, policysync_pb2, policysync_pb2_grpc
 from l7scope.netlab import Pod, Service, Topology
+from l7scope.proxy import admin
 from l7scope.proxy.supervisor import EnvoySupervisor
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy]
@@ -34,6 +42,35 @@ UNSELECTED_PER_CLIENT = 100
 Key = tuple[str, str, str, int, int, int, str]  # client ip, method, path, status, rx, tx, ua
 
 
+class PolicySync(policysync_pb2_grpc.PolicySyncServicer):  # type: ignore[misc]
+    """The node agent's end of Report(), recording every DataplaneStats it gets."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reports: list[Any] = []
+
+    def Report(self, request: Any, context: Any) -> Any:
+        with self.lock:
+            self.reports.append(request)
+        return policysync_pb2.ReportResult(successful=True)
+
+    def snapshot(self) -> list[Any]:
+        with self.lock:
+            return list(self.reports)
+
+
+@dataclass
+class Collector:
+    sink: PolicySync
+    server: Any
+    proc: subprocess.Popen[Any]
+    node_netns: str
+    status_port: int = 19902
+
+    def requests(self) -> int:
+        return sum(d.count for r in self.sink.snapshot() for d in r.http_data)
+
+
 @dataclass
 class Lab:
     topo: Topology
@@ -41,6 +78,7 @@ class Lab:
     shop: Service
     other: Service
     envoy: EnvoySupervisor
+    collector: Collector | None = field(default=None)
 
     @property
     def log_path(self) -> Path:
@@ -60,7 +98,35 @@ def lab(request: pytest.FixtureRequest) -> Lab:
     other = topo.add_service("other", 80, [(other_pod, 8080)])
     topo.capture(n1, [shop])  # `other` is not annotated: never captured
     envoy = topo.start_envoy(n1)
-    return Lab(topo, clients, shop, other, envoy)
+    return Lab(topo, clients, shop, other, envoy, start_collector(request, topo, envoy, n1.netns))
+
+
+def start_collector(request: pytest.FixtureRequest, topo: Topology, envoy: EnvoySupervisor,
+                    netns: str) -> Collector:
+    sock = topo.workdir / "policysync.sock"
+    sink = PolicySync()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    policysync_pb2_grpc.add_PolicySyncServicer_to_server(sink, server)
+    server.add_insecure_port(f"unix://{sock}")
+    server.start()
+    request.addfinalizer(lambda: server.stop(grace=None))
+    cli = str(Path(sys.executable).parent / "l7scope")
+    proc = topo.popen(topo.nodes["n1"], [
+        cli, "collector", "--envoy-log", envoy.settings.access_log_path,
+        "--dial-target", f"unix://{sock}", "--interval", "1", "--requests-per-interval", "-1",
+        "--node-name", "n1", "--no-checkpoint", "--status-addr", "127.0.0.1:19902"])
+    col = Collector(sink, server, proc, netns)
+    deadline = time.monotonic() + 20
+    while True:  # ready when its status endpoint answers (it then tails from the log's end)
+        assert proc.poll() is None, topo.log_path(topo.nodes["n1"], [cli])
+        try:
+            if admin.request("127.0.0.1", col.status_port, "/healthz", netns=netns)[0] == 200:
+                break
+        except admin.AdminError:
+            pass
+        assert time.monotonic() < deadline, "collector did not come up"
+        time.sleep(0.1)
+    return col
 
 
 def make_plan(rng: random.Random, n: int, user_agent: str) -> list[dict[str, Any]]:
@@ -145,3 +211,37 @@ def test_http1_requests_to_selected_vip_are_logged_exactly(lab: Lab) -> None:
         assert line["domain"] == lab.shop.vip  # Host as the client sent it
         assert line["request_id"]
     assert not any(lab.other.vip in json.dumps(line) for line in lines)
+
+    # The collector reported the same 1,000 requests (no cap), per client connection.
+    assert lab.collector is not None
+    deadline = time.monotonic() + 30
+    while lab.collector.requests() < 1000 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.5)  # two more intervals: nothing else may arrive
+    reports = lab.collector.sink.snapshot()
+    assert lab.collector.requests() == 1000
+    got_count: Counter[tuple[str, str, str, int, str]] = Counter()
+    got_bytes: dict[tuple[str, str, str, int, str], list[int]] = defaultdict(lambda: [0, 0])
+    want_bytes: dict[tuple[str, str, str, int, str], list[int]] = defaultdict(lambda: [0, 0])
+    for (ip, method, path, status, rx, tx, ua), n in expected.items():
+        want_bytes[(ip, method, path, status, ua)][0] += rx * n
+        want_bytes[(ip, method, path, status, ua)][1] += tx * n
+    counted = 0
+    for r in reports:
+        assert (r.dst_ip, r.dst_port) == (lab.shop.vip, lab.shop.port)  # original destination
+        assert r.src_ip in {p.ip for p in lab.clients}
+        assert r.reporter_node == "n1"
+        counted += sum(st.value for st in r.stats
+                       if st.kind == policysync_pb2.Statistic.HTTP_DATA)
+        for d in r.http_data:
+            key = (r.src_ip, d.request_method, d.request_path, d.response_code, d.user_agent)
+            assert d.type == "HTTP/1.1"
+            got_count[key] += d.count
+            got_bytes[key][0] += d.bytes_received_total
+            got_bytes[key][1] += d.bytes_sent_total
+    assert counted == 1000  # the per-connection request counts agree
+    want_count: Counter[tuple[str, str, str, int, str]] = Counter()
+    for (ip, method, path, status, _rx, _tx, ua), n in expected.items():
+        want_count[(ip, method, path, status, ua)] += n
+    assert got_count == want_count
+    assert dict(got_bytes) == dict(want_bytes)
