@@ -57,6 +57,7 @@ class Server:
 
 def start_server(tmp: Path) -> Server:
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "server.log"
     with open(log, "wb") as f:
         proc = subprocess.Popen(

@@ -21,8 +21,8 @@ Shape (version 1):
                 "node_agent": {"addr": "127.0.0.1:9102", "pid": 4252}}],
      "annotated_services": ["shop/cartservice", "shop/checkout"]}
 
-Any part may be null (not run). A part's own `netns` overrides the node's (for a part that runs
-in the host namespace while the node's pods live in a namespace).
+Any part may be null (not run). A part's own `netns` overrides the node's: `""` means the host
+namespace (e.g. a node agent that runs on the host while the node's Envoy runs in a namespace).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Part(BaseModel):
 
     addr: str
     pid: int | None = None
-    netns: str | None = None  # overrides the node's netns for this part
+    netns: str | None = None  # overrides the node's netns for this part; "" = host namespace
 
 
 class NodeParts(BaseModel):

@@ -20,15 +20,20 @@ from urllib.parse import urlsplit
 from l7scope.proxy import admin
 from l7scope.status.discovery import Part, State, pid_alive
 
-#: Canonical counter -> the stats keys that may carry it, by part (first present wins).
-COUNTERS: Final[dict[str, tuple[tuple[str, tuple[str, ...]], ...]]] = {
-    "seen": (("node-agent", ("requests_seen",)), ("collector", ("requests_seen", "lines_parsed"))),
-    "reported": (("collector", ("requests_reported", "requests_sent", "reported_requests")),),
-    "skipped": (("collector", ("requests_skipped", "lines_skipped", "skipped")),),
-    "logged": (("node-agent", ("requests_logged",)),),
-    "unlogged": (("node-agent", ("requests_unlogged",)),),
-    "spooled": (("node-agent", ("records_spooled",)),),
-    "shipped": (("node-agent", ("records_shipped",)),),
+#: Canonical counter -> where it comes from: (part, stats keys, how): "first" = the first key
+#: present, "sum" = the sum of those present. The first source with a value wins.
+COUNTERS: Final[dict[str, tuple[tuple[str, tuple[str, ...], str], ...]]] = {
+    # requests Envoy logged that the collector parsed
+    "seen": (("collector", ("requests_batched", "lines_read"), "first"),
+             ("node-agent", ("requests_seen",), "first")),
+    # requests the collector handed to the node agent (Policy Sync Report)
+    "reported": (("collector", ("requests_reported",), "first"),),
+    # lines or requests the collector could not use (skipped on lag, broken, invalid, dropped)
+    "skipped": (("collector", ("lines_skipped", "bad_lines", "invalid_lines", "requests_dropped"), "sum"),),
+    "logged": (("node-agent", ("requests_logged",), "first"),),
+    "unlogged": (("node-agent", ("requests_unlogged",), "first"),),
+    "spooled": (("node-agent", ("records_spooled",), "first"),),
+    "shipped": (("node-agent", ("records_shipped",), "first"),),
 }
 COUNTER_NAMES: Final[tuple[str, ...]] = tuple(COUNTERS)
 
@@ -124,20 +129,29 @@ def node_agent_warnings(stats: Mapping[str, Any]) -> list[str]:
 
 
 def counters_of(parts: list[PartStatus]) -> dict[str, int | None]:
-    """The canonical counters of one node from its parts' stats."""
+    """The canonical counters of one node from its parts' stats (None: no part reports it)."""
     by_part = {p.part: p.stats for p in parts}
     out: dict[str, int | None] = {}
     for name, sources in COUNTERS.items():
         value: int | None = None
-        for part, keys in sources:
+        for part, keys, how in sources:
             stats = by_part.get(part) or {}
-            for k in keys:
-                if isinstance(stats.get(k), int):
-                    value = int(stats[k])
-                    break
-            if value is not None:
+            present = [int(stats[k]) for k in keys if isinstance(stats.get(k), int)]
+            if present:
+                value = sum(present) if how == "sum" else present[0]
                 break
         out[name] = value
+    return out
+
+
+def collector_warnings(stats: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key in ("reports_dropped", "requests_dropped", "lag_skips", "partial_lines_dropped",
+                "reopen_failures"):
+        if int(stats.get(key) or 0) > 0:
+            out.append(f"{key} = {stats[key]}")
+    if int(stats.get("reports_buffered") or 0) > 0:
+        out.append(f"{stats['reports_buffered']} reports waiting for the node agent")
     return out
 
 
@@ -155,7 +169,7 @@ def _get(getter: Getter, addr: str, path: str, netns: str | None, timeout: float
 
 def _probe_part(node: str, kind: str, part: Part, netns: str | None, getter: Getter,
                 timeout: float) -> PartStatus:
-    ns = part.netns or netns
+    ns = (part.netns if part.netns is not None else netns) or None  # "" = the host namespace
     st = PartStatus(node=node, part=kind, addr=part.addr, netns=ns)
     if part.pid is not None and not pid_alive(part.pid):
         st.state = f"process {part.pid} has exited"
@@ -170,6 +184,8 @@ def _probe_part(node: str, kind: str, part: Part, netns: str | None, getter: Get
         st.healthy, st.state, st.stats = judge_service(health, stats)
         if kind == "node-agent":
             st.warnings = node_agent_warnings(st.stats)
+        elif kind == "collector":
+            st.warnings = collector_warnings(st.stats)
     return st
 
 
