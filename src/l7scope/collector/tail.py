@@ -86,11 +86,13 @@ class Tail:
         # Calico starts at the end of an existing file; a file that appears later is all new.
         self._start_at_end = start_at_end and self.path.exists()
         self._resume = resume
+        self._follow_path()  # "the end" is the end at start-up, not at the first read
 
     # --- public -------------------------------------------------------------------------
 
     def read(self) -> bytes:
         """The next block of complete lines, or b"" when there is nothing new."""
+        self._follow_path()
         while self._draining:
             f = self._draining[0]
             block = self._read_from(f, lag_check=False)
@@ -99,8 +101,7 @@ class Tail:
             if len(self._draining) > 1 or self._current_has_data():
                 self._close(self._draining.pop(0), finished=True)
             else:
-                break
-        self._follow_path()
+                return b""
         cur = self._cur
         if cur is None:
             return b""
@@ -211,10 +212,18 @@ class Tail:
             f.resync = False
         if lag_check and self.max_lag_bytes > 0 and size - f.offset > self.max_lag_bytes:
             self._skip_to_end(f, size, count=True)
-        want = min(size - f.offset, self.chunk_bytes)
-        if want <= 0:
-            return b""
+        while True:  # until a complete line, or nothing left to read
+            want = min(size - f.offset, self.chunk_bytes)
+            if want <= 0:
+                return b""
+            block = self._chunk(f, want)
+            if block:
+                return block
+
+    def _chunk(self, f: _File, want: int) -> bytes:
         data = os.pread(f.fd, want, f.offset)
+        if not data:
+            return b""
         f.offset += len(data)
         if f.partial:
             data = f.partial + data
