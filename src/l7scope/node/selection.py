@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -75,6 +75,7 @@ class CaptureStats:
     state: str = "disabled"  # active | withdrawn | disabled | error
     envoy_ready: bool = False
     selected_services: int = 0
+    selected_service_names: list[str] = field(default_factory=list)  # "ns/name", for `l7scope status`
     selected_addresses: int = 0
     clients: int = 0
     applies: int = 0
@@ -119,6 +120,7 @@ class CaptureController:
             self._desired = select(self.cache, self.mode, self.node_name)
             names = {(s.namespace, s.name) for s in self.cache.services() if is_selected(s, self.mode)}
             self.stats.selected_services = len(names)
+            self.stats.selected_service_names = sorted(f"{ns}/{name}" for ns, name in names)
             self.stats.selected_addresses = len(self._desired.services)
             self.stats.clients = len(self._desired.clients)
         if self.mode == "Disabled":
