@@ -292,3 +292,28 @@ def test_ingest_hostile_values_do_not_break_records(cache: MetadataCache) -> Non
     (r,) = agg.flush(1)
     assert decode_record(encode_record(r)) == r
     assert r.source_port_num == 0 and r.dest_port_num == 0 and r.response_code == ""
+
+
+def test_percentiles_match_contract_quantile() -> None:
+    import random
+
+    from l7scope.node.aggregate import percentiles
+
+    rng = random.Random(3)
+    for _ in range(200):
+        hist: dict[int, int] = {}
+        for _ in range(rng.randint(1, 30)):
+            latency.add(hist, rng.randint(0, 5_000_000), rng.randint(1, 50))
+        assert percentiles(hist) == tuple(latency.quantile(hist, q) for q in (0.5, 0.9, 0.99))
+    assert percentiles({}) == (0, 0, 0)
+
+
+def test_enricher_memo_follows_cache_changes(cache: MetadataCache) -> None:
+    from node_factories import pod
+
+    from l7scope.node.enrich import Enricher
+
+    en = Enricher(cache)
+    assert en.endpoint("10.1.1.99").type == "net"
+    cache.upsert(pod("new-1", "shop", "10.1.1.99"))
+    assert en.endpoint("10.1.1.99") == Endpoint("wep", "shop", "new-1")

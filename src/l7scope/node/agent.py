@@ -34,6 +34,7 @@ from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts.record import L7Record, encode_records
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
+from l7scope.node.enrich import Enricher
 from l7scope.node.inventory import Inventory
 from l7scope.node.l7log_file import L7LogFile
 from l7scope.node.metadata import DEFAULT_GRACE_SECONDS, MetadataCache
@@ -81,6 +82,7 @@ class Agent:
         s = self.settings_file.current
         self.settings: NodeSettings = s
         self.cache = MetadataCache(grace_seconds=cfg.grace_seconds)
+        self.enricher = Enricher(self.cache)  # used by the flush loop only
         self.inventory = Inventory(cfg.inventory_dir, self.cache) if cfg.inventory_dir else None
         self.intake: queue.Queue[pb.DataplaneStats] = queue.Queue(maxsize=cfg.intake_size)
         self.server = PolicySyncServer(s.policy_sync_path_prefix, self.intake)
@@ -180,7 +182,7 @@ class Agent:
 
     def _process(self, ds: pb.DataplaneStats) -> None:
         try:
-            for u in ingest.updates(ds, self.cache):
+            for u in ingest.updates(ds, self.enricher):
                 self.aggregator.add(u)
         except Exception as e:  # one bad Report must not stop the agent
             self.stats.bad_reports += 1

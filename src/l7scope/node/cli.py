@@ -17,6 +17,7 @@ from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts.record import encode_records
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
+from l7scope.node.enrich import Enricher
 from l7scope.node.inventory import Inventory
 from l7scope.node.metadata import MetadataCache
 from l7scope.node.settings import NodeSettings, SettingsError, load
@@ -144,6 +145,7 @@ def aggregate(settings_path: str | None, inventory_dir: str | None, node_name: s
     cache = MetadataCache()
     if inventory_dir:
         Inventory(inventory_dir, cache).poll()
+    enricher = Enricher(cache)
     end = end_time if end_time is not None else time.time()
     agg = Aggregator(settings.aggregation(), node_name, start_time if start_time is not None else end)
     bad = 0
@@ -152,7 +154,7 @@ def aggregate(settings_path: str | None, inventory_dir: str | None, node_name: s
             continue
         try:
             for ds in _reports(line):
-                for u in ingest.updates(ds, cache):
+                for u in ingest.updates(ds, enricher):
                     agg.add(u)
         except (ValueError, json_format.ParseError, AttributeError, TypeError) as e:
             bad += 1

@@ -170,3 +170,53 @@ def service(domain: str, log_type: str, upstream_host: str, dst_ip: str, dst_por
         if svc is None:
             svc = _by_name(host, dst_namespace, cache)
     return _ref(svc, port) if svc is not None else NO_SERVICE
+
+
+class Enricher:
+    """Memoizing front of `endpoint`, `destination` and `service` for one cache.
+
+    Results depend only on the arguments and the cache contents, so they are remembered until
+    the cache's `version` changes (every feed change and every expiry of a deleted pod bumps
+    it). Bounded: the memo is cleared when it holds `max_entries` results.
+    """
+
+    def __init__(self, cache: MetadataCache, max_entries: int = 200_000) -> None:
+        self.cache = cache
+        self.max_entries = max_entries
+        self._version = -1
+        self._endpoints: dict[str, Endpoint] = {}
+        self._dests: dict[tuple[str, str], Endpoint] = {}
+        self._services: dict[tuple[str, str, str, str, int, str], ServiceRef] = {}
+
+    def _check(self) -> None:
+        size = len(self._endpoints) + len(self._dests) + len(self._services)
+        if self.cache.version != self._version or size >= self.max_entries:
+            self._version = self.cache.version
+            self._endpoints.clear()
+            self._dests.clear()
+            self._services.clear()
+
+    def endpoint(self, ip: str) -> Endpoint:
+        self._check()
+        ep = self._endpoints.get(ip)
+        if ep is None:
+            ep = self._endpoints[ip] = endpoint(ip, self.cache)
+        return ep
+
+    def destination(self, dst_ip: str, upstream_host: str) -> Endpoint:
+        self._check()
+        key = (dst_ip, upstream_host)
+        ep = self._dests.get(key)
+        if ep is None:
+            ep = self._dests[key] = destination(dst_ip, upstream_host, self.cache)
+        return ep
+
+    def service(self, domain: str, log_type: str, upstream_host: str, dst_ip: str,
+                dst_port: int, dst_namespace: str) -> ServiceRef:
+        self._check()
+        key = (domain, log_type, upstream_host, dst_ip, dst_port, dst_namespace)
+        ref = self._services.get(key)
+        if ref is None:
+            ref = self._services[key] = service(domain, log_type, upstream_host, dst_ip,
+                                                dst_port, dst_namespace, self.cache)
+        return ref

@@ -38,34 +38,29 @@ def requests_in(ds: pb.DataplaneStats) -> int:
     return max(http_count(ds), detailed)
 
 
-def updates(ds: pb.DataplaneStats, cache: MetadataCache) -> list[Update]:
+def updates(ds: pb.DataplaneStats, enricher: enrich.Enricher | MetadataCache) -> list[Update]:
+    """The enriched updates of one Report (pass a long-lived Enricher on hot paths)."""
+    en = enricher if isinstance(enricher, enrich.Enricher) else enrich.Enricher(enricher)
     src_port, dst_port = _port(ds.src_port), _port(ds.dst_port)
-    src = enrich.endpoint(ds.src_ip, cache)
+    dst_ip = ds.dst_ip
+    src = en.endpoint(ds.src_ip)
     stat_count = http_count(ds)
     detailed = sum(hd.count for hd in ds.http_data if hd.count > 0)
     remaining = max(stat_count - detailed, 0)
-    dst_cache: dict[str, enrich.Endpoint] = {}
     out: list[Update] = []
-
-    def dst_for(upstream: str) -> enrich.Endpoint:
-        d = dst_cache.get(upstream)
-        if d is None:
-            d = dst_cache[upstream] = enrich.destination(ds.dst_ip, upstream, cache)
-        return d
-
     for hd in ds.http_data:
         count = hd.count
         if count <= 0:
             count, remaining = remaining, 0
             if count == 0:
                 continue
-        dst = dst_for(hd.upstream_host)
-        svc = enrich.service(hd.domain, hd.type, hd.upstream_host, ds.dst_ip, dst_port,
-                             dst.namespace, cache)
+        upstream = hd.upstream_host
+        dst = en.destination(dst_ip, upstream)
+        svc = en.service(hd.domain, hd.type, upstream, dst_ip, dst_port, dst.namespace)
         out.append(_update(hd, count, src, src_port, dst, dst_port, svc, overflow=hd.count <= 0))
     if remaining:
-        dst = dst_for("")
-        svc = enrich.service("", "", "", ds.dst_ip, dst_port, dst.namespace, cache)
+        dst = en.destination(dst_ip, "")
+        svc = en.service("", "", "", dst_ip, dst_port, dst.namespace)
         out.append(Update(src=src, src_port=src_port, dst=dst, dst_port=dst_port, service=svc,
                           count=remaining, overflow=True))
     return out
@@ -78,7 +73,9 @@ def _update(hd: pb.HTTPData, count: int, src: enrich.Endpoint, src_port: int,
     else:
         dur_sum, dur_max = max(hd.duration, 0) * 1_000_000, max(hd.duration_max, 0) * 1_000_000
     if hd.duration_hist:
-        hist = {b: c for b, c in hd.duration_hist.items() if b >= 0 and c > 0}
+        hist = dict(hd.duration_hist)
+        if min(hist) < 0 or min(hist.values()) <= 0:
+            hist = {b: c for b, c in hist.items() if b >= 0 and c > 0}
     else:
         hist = {}
         if not overflow:

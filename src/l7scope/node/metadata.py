@@ -391,5 +391,7 @@ class MetadataCache:
             dead = [ip for ip, t in self._tombs.items() if t.expires <= now]
             for ip in dead:
                 del self._tombs[ip]
+            if dead:
+                self.version += 1  # lookups change: memoized enrichment must forget
             self.stats.counts["deleted_pods_in_grace"] = len(self._tombs)
             return len(dead)

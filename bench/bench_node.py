@@ -1,0 +1,154 @@
+"""Node agent: how fast Reports are enriched and aggregated, and its memory at 10k distinct keys.
+
+1. In process, one core: DataplaneStats (serialized, as they arrive) -> decode -> ingest.updates
+   (enrichment against a metadata cache of 2,000 pods / 200 Services) -> Aggregator.add, then
+   one flush. Baseline in the same run: protobuf decoding of the same messages alone.
+2. A real `l7scope node` process (no capture, no server): Reports carrying 10,000 distinct keys
+   arrive over the Policy Sync socket within one flush interval; its RSS is read from /proc
+   while all keys are held (the design target is <= 150 MB for collector + agent together).
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import yaml
+
+from bench.row import Row
+from l7scope.contracts import policysync
+from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts import policysync_pb2_grpc as pb_grpc
+from l7scope.node import ingest
+from l7scope.node.aggregate import Aggregator
+from l7scope.node.metadata import MetadataCache
+from l7scope.node.settings import AggregationSettings
+
+
+def _objects(pods: int, services: int) -> list[dict[str, object]]:
+    objs: list[dict[str, object]] = []
+    for s in range(services):
+        objs.append({"kind": "Service", "metadata": {"name": f"svc{s}", "namespace": f"ns{s % 20}"},
+                     "spec": {"clusterIP": f"10.96.{s // 250}.{s % 250 + 1}",
+                              "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+    for p in range(pods):
+        s = p % services
+        objs.append({"kind": "Pod", "metadata": {"name": f"w{s}-abc-{p}", "namespace": f"ns{s % 20}",
+                                                 "generateName": f"w{s}-abc-"},
+                     "spec": {"nodeName": "n1"},
+                     "status": {"podIP": f"10.244.{p // 250}.{p % 250 + 1}"}})
+    for s in range(services):
+        ips = [f"10.244.{p // 250}.{p % 250 + 1}" for p in range(s, pods, services)]
+        objs.append({"kind": "EndpointSlice",
+                     "metadata": {"name": f"svc{s}-x", "namespace": f"ns{s % 20}",
+                                  "labels": {"kubernetes.io/service-name": f"svc{s}"}},
+                     "endpoints": [{"addresses": [ip]} for ip in ips],
+                     "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
+    return objs
+
+
+def _reports(n: int, keys: int, rng: random.Random, pods: int = 2000,
+             services: int = 200) -> list[bytes]:
+    out = []
+    for i in range(n):
+        s = rng.randrange(services)
+        entries = []
+        for _ in range(3):
+            k = rng.randrange(keys)
+            hist = {40 + k % 30: 2}
+            entries.append(pb.HTTPData(
+                request_path=f"/api/v1/items/{k}", request_method="GET", response_code=200,
+                domain=f"svc{s}.ns{s % 20}", count=2, duration=4, duration_max=3,
+                duration_us_sum=4100, duration_us_max=3000, duration_hist=hist,
+                type="HTTP/1.1", user_agent="bench/1", bytes_sent=200, bytes_received=20))
+        p = rng.randrange(pods)
+        ds = pb.DataplaneStats(
+            src_ip=f"10.244.{p // 250}.{p % 250 + 1}", dst_ip=f"10.96.{s // 250}.{s % 250 + 1}",
+            src_port=30000 + i % 30000, dst_port=80, protocol=pb.Protocol(name="tcp"),
+            http_data=entries,
+            stats=[pb.Statistic(relativity=pb.Statistic.DELTA, kind=pb.Statistic.HTTP_DATA,
+                                value=6)])
+        out.append(ds.SerializeToString())
+    return out
+
+
+def _throughput(quick: bool) -> list[Row]:
+    rng = random.Random(1)
+    cache = MetadataCache()
+    cache.replace_all(_objects(2000, 200))
+    msgs = _reports(5_000 if quick else 40_000, 2_000, rng)
+    entries = 3 * len(msgs)
+
+    t0 = time.perf_counter()
+    for m in msgs:
+        pb.DataplaneStats.FromString(m)
+    decode_s = time.perf_counter() - t0
+
+    agg = Aggregator(AggregationSettings(), "n1", 0.0)
+    t0 = time.perf_counter()
+    for m in msgs:
+        for u in ingest.updates(pb.DataplaneStats.FromString(m), cache):
+            agg.add(u)
+    records = agg.flush(1.0)
+    total_s = time.perf_counter() - t0
+    rate, base = entries / total_s, entries / decode_s
+    return [Row("node agent: Report entries enriched + aggregated /s (1 core)",
+                f"{rate:,.0f} entries/s ({len(records):,} records)",
+                f"protobuf decode alone {base:,.0f} entries/s ({rate / base:.2f}x)",
+                "-", None)]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _memory(quick: bool) -> list[Row]:
+    keys = 2_000 if quick else 10_000
+    with tempfile.TemporaryDirectory(prefix="bench-node-") as d:
+        tmp = Path(d)
+        settings = tmp / "node.yaml"
+        settings.write_text(yaml.safe_dump({
+            "policySyncPathPrefix": str(tmp / "ps"), "l7LogsFileDirectory": str(tmp / "logs"),
+            "l7LogsFlushInterval": "10m", "l7LogsFilePerNodeLimit": 0,
+            "l7LogsFileAggregationHTTPHeaderInfo": "IncludeL7HTTPHeaderInfo"}))
+        inv = tmp / "inv"
+        inv.mkdir()
+        (inv / "objs.yaml").write_text(yaml.safe_dump_all(_objects(2000, 200)))
+        proc = subprocess.Popen([sys.executable, "-m", "l7scope", "node", "--settings",
+                                 str(settings), "--inventory", str(inv), "--node-name", "n1",
+                                 "--data-dir", str(tmp / "data")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            sock = policysync.socket_path(tmp / "ps")
+            deadline = time.monotonic() + 30
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            idle = _rss_mb(proc.pid)
+            rng = random.Random(2)
+            with grpc.insecure_channel(policysync.dial_target(sock)) as ch:
+                stub = pb_grpc.PolicySyncStub(ch)
+                for i, m in enumerate(_reports(keys // 3 * 2, keys, rng)):
+                    ds = pb.DataplaneStats.FromString(m)
+                    for j, e in enumerate(ds.http_data):
+                        e.request_path = f"/api/v1/items/{(3 * i + j) % keys}"
+                    stub.Report(ds, timeout=10)
+            time.sleep(1.0)
+            loaded = _rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return [Row(f"node agent RSS holding {keys:,} distinct keys (process idle: {idle:.0f} MB)",
+                f"{loaded:.0f} MB", "-", "<= 150 MB with the collector",
+                loaded <= 150 if not quick else None)]
+
+
+def run(quick: bool) -> list[Row]:
+    return _throughput(quick) + _memory(quick)
