@@ -71,6 +71,8 @@ def test_hcm_never_alters_requests() -> None:
         hcm = chain["filters"][0]["typed_config"]
         assert hcm["generate_request_id"] is True
         assert hcm["use_remote_address"] is False and hcm["xff_num_trusted_hops"] == 0
+        assert hcm["stream_idle_timeout"] == "0s" and hcm["max_request_headers_kb"] >= 1024
+        assert hcm["server_header_transformation"] == "PASS_THROUGH"
         (vhost,) = hcm["route_config"]["virtual_hosts"]
         (route,) = vhost["routes"]
         assert vhost["domains"] == ["*"]

@@ -189,6 +189,10 @@ def _hcm(settings: EnvoySettings, stat_prefix: str, cluster: str, h2c: bool) -> 
         # Keep the upstream's own `server` header instead of writing `envoy`.
         "server_header_transformation": "PASS_THROUGH",
         "upgrade_configs": [{"upgrade_type": "websocket"}],
+        # No idle cut-off of a quiet stream (long polls, streaming RPCs); headers up to 1 MiB
+        # (Envoy's default 60 KiB would answer 431 where the server itself accepts them).
+        "stream_idle_timeout": "0s",
+        "max_request_headers_kb": 1024,
         "route_config": {
             "name": stat_prefix,
             "virtual_hosts": [{
