@@ -86,7 +86,7 @@ def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | Non
         signal.signal(sig, lambda *_: done.set())
     try:
         agent.start()
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
         agent.stop()
         raise click.ClickException(f"cannot start: {e}") from None
     while not done.wait(1.0):
