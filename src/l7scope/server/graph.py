@@ -20,12 +20,10 @@ from l7scope.server.store.base import GroupRow
 CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "no_response")
 MAX_EDGES: Final = 20_000
 
-#: Store grouping for edges: the endpoint fields, then the response class.
+#: The one store grouping the graph needs: endpoint fields, response class, route.
 GRAPH_KEYS: Final = ["src_type", "src_namespace", "src_name_aggr", "dest_type", "dest_namespace",
                      "dest_name_aggr", "dest_service_namespace", "dest_service_name",
-                     "response_class"]
-#: Store grouping for top routes: the endpoint fields, then method and url.
-ROUTE_KEYS: Final = [*GRAPH_KEYS[:-1], "method", "url"]
+                     "response_class", "method", "url"]
 _NONE: Final = ("", "-")
 
 
@@ -115,17 +113,43 @@ class Stats:
         self.errors += g.errors
         latency.merge_into(self.hist, g.hist)
 
-    def quantile_ns(self, q: float) -> int | None:
-        us = latency.quantile(self.hist, q) if self.hist else None
-        return None if us is None else us * 1000
+    def merge(self, other: Stats) -> None:
+        self.count += other.count
+        self.bytes_in += other.bytes_in
+        self.bytes_out += other.bytes_out
+        self.weighted += other.weighted
+        if other.dmin is not None:
+            self.dmin = other.dmin if self.dmin is None else min(self.dmin, other.dmin)
+        self.dmax = max(self.dmax, other.dmax)
+        self.errors += other.errors
+        latency.merge_into(self.hist, other.hist)
+
+    def p50_p99(self) -> tuple[int | None, int | None]:
+        """Both percentiles (ns) in one pass over the sorted buckets; None without histogram."""
+        total = sum(self.hist.values())
+        if total <= 0:
+            return None, None
+        out: list[int | None] = [None, None]
+        seen = 0
+        for b in sorted(self.hist):
+            if not self.hist[b]:
+                continue
+            seen += self.hist[b]
+            for i, q in enumerate((0.5, 0.99)):
+                if out[i] is None and seen >= q * total:
+                    lo, hi = latency.bucket_bounds(b)
+                    out[i] = (lo if hi - lo == 1 else (lo + hi) // 2) * 1000
+            if out[1] is not None:
+                break
+        return out[0], out[1]
 
     def to_json(self, *, with_errors: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "count": self.count, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "mean_duration": self.weighted // self.count if self.count else 0,
             "min_duration": self.dmin or 0, "max_duration": self.dmax,
-            "p50": self.quantile_ns(0.5), "p99": self.quantile_ns(0.99),
         }
+        out["p50"], out["p99"] = self.p50_p99()
         if with_errors:
             out["errors"] = self.errors
             out["error_rate"] = self.errors / self.count if self.count else 0.0
@@ -143,15 +167,12 @@ class _Edge:
     routes: dict[tuple[str, str], Stats] = field(default_factory=dict)
 
 
-def _endpoints(key: tuple[Any, ...], expanded: Collection[str]) -> tuple[NodeRef, NodeRef]:
-    st, sns, sname, dt, dns, dname, svc_ns, svc = (str(k) for k in key[:8])
-    return source_node(st, sns, sname, expanded), dest_node(dt, dns, dname, svc_ns, svc, expanded)
-
-
-def build(edge_rows: Iterable[GroupRow], route_rows: Iterable[GroupRow], *,
-          expanded: Collection[str], top_routes: int, unlogged: int) -> dict[str, Any]:
+def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: int,
+          unlogged: int) -> dict[str, Any]:
+    """`rows` grouped by GRAPH_KEYS."""
     edges: dict[str, _Edge] = {}
     nodes: dict[str, NodeRef] = {}
+    endpoints: dict[tuple[Any, ...], tuple[_Edge, _Edge | None]] = {}
 
     def edge(src: NodeRef, dst: NodeRef, kind: str, selector: str) -> _Edge:
         eid = f"{src.id}->{dst.id}"
@@ -162,26 +183,41 @@ def build(edge_rows: Iterable[GroupRow], route_rows: Iterable[GroupRow], *,
             nodes.setdefault(dst.id, dst)
         return e
 
-    for g in edge_rows:
-        src, dst = _endpoints(g.key, expanded)
-        cls = str(g.key[8])
+    def edges_of(key: tuple[Any, ...]) -> tuple[_Edge, _Edge | None]:
+        st, sns, sname, dt, dns, dname, svc_ns, svc = (str(k) for k in key)
+        src = source_node(st, sns, sname, expanded)
+        dst = dest_node(dt, dns, dname, svc_ns, svc, expanded)
         e = edge(src, dst, "traffic", f"({src.selector}) AND ({dst.selector})")
-        e.by_class.setdefault(cls, Stats()).add(g)
-        e.total.add(g)
+        backend = None
         if dst.type == "svc":  # service -> the workloads that answered for it
-            dname = str(g.key[5])
             wep = NodeRef(f"wep/{dst.namespace}/{dname}", "wep", dname, dst.namespace,
-                          f"dest_namespace = {quote(str(g.key[4]))} AND dest_name_aggr = {quote(dname)}")
-            b = edge(dst, wep, "backend", f"({dst.selector}) AND dest_name_aggr = {quote(dname)}")
-            b.by_class.setdefault(cls, Stats()).add(g)
-            b.total.add(g)
-    if top_routes:
-        for g in route_rows:
-            src, dst = _endpoints(g.key, expanded)
-            re_ = edges.get(f"{src.id}->{dst.id}")
-            if re_ is not None:
-                re_.routes.setdefault((str(g.key[8]), str(g.key[9])), Stats()).add(g)
+                          f"dest_namespace = {quote(dns)} AND dest_name_aggr = {quote(dname)}")
+            backend = edge(dst, wep, "backend", f"({dst.selector}) AND dest_name_aggr = {quote(dname)}")
+        return e, backend
 
+    for g in rows:
+        k = g.key[:8]
+        pair = endpoints.get(k)
+        if pair is None:
+            pair = endpoints[k] = edges_of(k)
+        cls = str(g.key[8])
+        for e in pair:
+            if e is None:
+                continue
+            st = e.by_class.get(cls)
+            if st is None:
+                st = e.by_class[cls] = Stats()
+            st.add(g)
+            if top_routes and e.kind == "traffic":
+                route = (str(g.key[9]), str(g.key[10]))
+                rs = e.routes.get(route)
+                if rs is None:
+                    rs = e.routes[route] = Stats()
+                rs.add(g)
+
+    for e in edges.values():
+        for st in e.by_class.values():
+            e.total.merge(st)
     kept = list(edges.values())
     truncated = len(kept) > MAX_EDGES
     if truncated:
@@ -245,7 +281,7 @@ def _edge_json(e: _Edge, top_routes: int) -> dict[str, Any]:
         "stats": {c: (e.by_class[c].to_json() if c in e.by_class else None) for c in CLASSES},
         "top_routes": [
             {"method": m, "url": u, "count": s.count, "errors": s.errors,
-             "error_rate": s.errors / s.count if s.count else 0.0, "p99": s.quantile_ns(0.99)}
+             "error_rate": s.errors / s.count if s.count else 0.0, "p99": s.p50_p99()[1]}
             for (m, u), s in routes
         ],
     }

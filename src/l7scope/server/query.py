@@ -192,13 +192,11 @@ class QueryService:
         tr = self._time_range(req.time_range)
         sel = self._selector(req.selector)
         flt = Filter(tr, sel, exclude_unlogged=True)
-        edge_rows = self._run(lambda: self.store.group(flt, list(graph.GRAPH_KEYS), True))
-        route_rows = self._run(lambda: self.store.group(flt, list(graph.ROUTE_KEYS), True)) \
-            if req.top_routes else []
+        rows = self._run(lambda: self.store.group(flt, list(graph.GRAPH_KEYS), True))
         unl_sel: selector.Node = selector.Cmp("type", "=", TYPE_UNLOGGED)
         if sel is not None:
             unl_sel = selector.And((sel, unl_sel))
         unl = self._run(lambda: self.store.group(Filter(tr, unl_sel), [], False))
-        out = graph.build(edge_rows, route_rows, expanded=set(req.expand), top_routes=req.top_routes,
+        out = graph.build(rows, expanded=set(req.expand), top_routes=req.top_routes,
                           unlogged=sum(g.count for g in unl))
         return {"time_range": tr.to_json(), "took_ms": round((time.perf_counter() - t0) * 1000, 2), **out}

@@ -176,31 +176,35 @@ class DuckDBStore:
 
     def group(self, flt: Filter, keys: list[GroupKey], with_hist: bool) -> list[GroupRow]:
         p = _Params()
-        rows = self._query(sql.group_sums(TABLE, flt, keys, p), p)
         n = len(keys)
-        out = {
-            tuple(r[:n]): GroupRow(
+        # With histograms, each group also gets a hash of its key so the (exploded) histogram
+        # query can group on one integer instead of n text columns.
+        key_exprs = [sql.key_sql(k, p) for k in keys]
+        hash_sql = f"hash({', '.join(key_exprs)})" if keys else "0"
+        extra = f", {hash_sql} AS n_hash" if with_hist else ""
+        rows = self._query(sql.group_sums(TABLE, flt, keys, p, extra), p)
+        out: dict[Any, GroupRow] = {}
+        for r in rows:
+            if not r[n]:
+                continue
+            out[r[n + 8] if with_hist else tuple(r[:n])] = GroupRow(
                 key=tuple(r[:n]), records=int(r[n]), count=int(r[n + 1] or 0),
                 bytes_in=int(r[n + 2] or 0), bytes_out=int(r[n + 3] or 0),
                 duration_weighted_sum=int(r[n + 4] or 0), duration_min=int(r[n + 5] or 0),
                 duration_max=int(r[n + 6] or 0), errors=int(r[n + 7] or 0),
             )
-            for r in rows
-            if r[n]
-        }
         if with_hist and out:
             p = _Params()
-            key_cols = [f"{sql.key_sql(k, p)} AS k{i}" for i, k in enumerate(keys)]
-            inner = ", ".join([*key_cols, f'unnest("{HIST_BUCKETS}") AS b', f'unnest("{HIST_COUNTS}") AS c'])
-            group = ", ".join([*(f"k{i}" for i in range(n)), "b"])
+            key_exprs = [sql.key_sql(k, p) for k in keys]
+            hash_sql = f"hash({', '.join(key_exprs)})" if keys else "0"
             text = (
-                f"SELECT {', '.join([*(f'k{i}' for i in range(n)), 'b', 'sum(c)'])} FROM "
-                f"(SELECT {inner} FROM {TABLE} WHERE {sql.where(flt, p)}) GROUP BY {group}"
+                f"SELECT hk, b, sum(c) FROM (SELECT {hash_sql} AS hk, unnest(\"{HIST_BUCKETS}\") AS b, "
+                f"unnest(\"{HIST_COUNTS}\") AS c FROM {TABLE} WHERE {sql.where(flt, p)}) GROUP BY hk, b"
             )
-            for r in self._query(text, p):
-                g = out.get(tuple(r[:n]))
-                if g is not None and r[n] is not None:
-                    g.hist[int(r[n])] = g.hist.get(int(r[n]), 0) + int(r[n + 1])
+            for hk, b, c in self._query(text, p):
+                g = out.get(hk)
+                if g is not None and b is not None:
+                    g.hist[int(b)] = g.hist.get(int(b), 0) + int(c)
         return list(out.values())
 
     def stats(self) -> StoreStats:

@@ -27,10 +27,12 @@ async function post(path, body, signal) {
   let data = null;
   try {
     data = await resp.json();
-  } catch {
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
     data = null;
   }
   if (!resp.ok) throw new ApiError(resp.status, data?.error || { message: `HTTP ${resp.status} from ${path}` });
+  if (data === null || typeof data !== "object") throw new ApiError(resp.status, { code: "bad_answer", message: `${path} answered without a JSON object` });
   return data;
 }
 

@@ -14,7 +14,20 @@ export const TYPE_SHAPE = {
 export const TYPE_NAME = {
   namespace: "namespace", svc: "service", wep: "workload", net: "network", hep: "host endpoint",
 };
-const BIG_GRAPH = 120; // nodes; above this the layout trades a little quality for speed
+const BIG_GRAPH = 120; // nodes; above this the force-directed layout runs in a worker
+const BIG_EDGES = 400; // edges; above this (or BIG_GRAPH nodes) edges are drawn straight
+export const LABELS_BY_DEFAULT_UP_TO = BIG_EDGES; // edge labels start off on larger graphs
+const FCOSE = {
+  quality: "default", nodeDimensionsIncludeLabels: false, nodeRepulsion: 12000,
+  idealEdgeLength: 100, numIter: 1500, packComponents: true, tile: true,
+};
+
+function runLayout(cy, opts) {
+  const layout = cy.layout(opts);
+  const done = new Promise((resolve) => layout.one("layoutstop", resolve));
+  layout.run();
+  return done;
+}
 
 function style() {
   return [
@@ -43,7 +56,8 @@ function style() {
       "min-zoomed-font-size": 7,
     } },
     { selector: "edge[kind = 'backend']", style: { "line-style": "dashed", "opacity": 0.6 } },
-    { selector: ".no-labels edge, edge.no-label", style: { "label": "" } },
+    { selector: "edge.no-label", style: { "label": "" } },
+    { selector: "edge.fast", style: { "curve-style": "straight", "arrow-scale": 0.7 } },
     { selector: "node:selected", style: { "border-color": "#5b4ccf", "border-width": 5, "overlay-opacity": 0.08, "overlay-color": "#5b4ccf" } },
     { selector: "edge:selected", style: { "line-color": "#5b4ccf", "target-arrow-color": "#5b4ccf", "opacity": 1, "z-index": 10 } },
     { selector: ".faded", style: { "opacity": 0.12 } },
@@ -59,7 +73,7 @@ function scale(value, max, lo, hi) {
 }
 
 /** Cytoscape element definitions for one servicegraph answer (pure; exported for tests). */
-export function toElements(answer, expanded, thresholds, seconds) {
+export function toElements(answer, expanded, thresholds, seconds, showLabels = true) {
   const nodes = answer.nodes || [];
   const edges = answer.edges || [];
   const ids = new Set(nodes.map((n) => n.id));
@@ -67,6 +81,8 @@ export function toElements(answer, expanded, thresholds, seconds) {
   const maxEdge = Math.max(0, ...edges.map((e) => e.totals?.count || 0));
   const els = [];
   const groups = new Set();
+  // Large graphs draw straight edges (no bundling maths); labels follow the "Edge labels" box.
+  const edgeClasses = [nodes.length > BIG_GRAPH || edges.length > BIG_EDGES ? "fast" : "", showLabels ? "" : "no-label"].join(" ").trim();
   // Inner nodes of an expanded namespace sit in a box named after it (a compound node), unless
   // the server already sends that namespace as an expanded parent node.
   const parentOf = (n) => {
@@ -96,7 +112,7 @@ export function toElements(answer, expanded, thresholds, seconds) {
     const errRatio = t.error_rate ?? (t.count ? (t.errors || 0) / t.count : 0);
     const health = classify(t.count || 0, errRatio, t.p99 ?? null, thresholds);
     const label = edgeLabel(t, errRatio, seconds);
-    els.push({ group: "edges", data: {
+    els.push({ group: "edges", classes: edgeClasses, data: {
       id: e.id, source: e.source, target: e.target, kind: e.kind || "traffic",
       width: scale(t.count || 0, maxEdge, 1, 8), color: COLORS[health], health, label, count: t.count || 0, raw: e,
     } });
@@ -145,12 +161,12 @@ export class Graph {
   }
 
   /** Draw an answer. Keeps positions when the same nodes come back (auto-refresh). */
-  async render(answer, expanded, thresholds, seconds) {
+  async render(answer, expanded, thresholds, seconds, showLabels) {
     const cy = this.cy;
-    const els = toElements(answer, expanded, thresholds, seconds);
+    const els = toElements(answer, expanded, thresholds, seconds, showLabels);
     const signature = els.map((e) => e.data.id).sort().join("\n");
     if (signature === this.signature && cy.elements().length) {
-      cy.batch(() => { for (const el of els) cy.getElementById(el.data.id).data(el.data); });
+      cy.batch(() => { for (const el of els) cy.getElementById(el.data.id).data(el.data).classes(el.classes || ""); });
       return;
     }
     const old = new Map(cy.nodes().map((n) => [n.id(), { ...n.position() }]));
@@ -169,24 +185,50 @@ export class Graph {
   layout(incremental) {
     const cy = this.cy;
     if (!cy.nodes().length) return Promise.resolve();
-    const big = cy.nodes().length > BIG_GRAPH;
+    if (cy.nodes().length > BIG_GRAPH && !incremental) return this.bigLayout();
     // fcose registers itself when its script loads; without it fall back to the built-in cose.
     const opts = typeof window.cytoscapeFcose === "function"
-      ? {
-        name: "fcose", animate: false, randomize: !incremental, fit: true, padding: 40,
-        quality: big ? "draft" : "default", nodeDimensionsIncludeLabels: !big,
-        nodeRepulsion: () => 9000, idealEdgeLength: () => (big ? 70 : 110), numIter: big ? 600 : 2500,
-        packComponents: true, tile: true,
-      }
+      ? { ...FCOSE, name: "fcose", animate: false, randomize: !incremental, fit: true, padding: 40 }
       : { name: "cose", animate: false };
-    const layout = cy.layout(opts);
-    const done = new Promise((resolve) => layout.one("layoutstop", resolve));
-    layout.run();
-    return done;
+    return runLayout(cy, opts);
+  }
+
+  /**
+   * Large graphs: an instant grid ordered by traffic (busiest first) so the page is usable at
+   * once, then the force-directed layout computed in a worker replaces it.
+   */
+  async bigLayout() {
+    const cy = this.cy;
+    await runLayout(cy, {
+      name: "grid", animate: false, fit: true, padding: 30, avoidOverlap: false,
+      sort: (x, y) => (y.data("count") || 0) - (x.data("count") || 0),
+    });
+    this.refineInWorker();
+  }
+
+  refineInWorker() {
+    if (typeof Worker !== "function") return;
+    this.worker = this.worker || new Worker("js/layout-worker.js");
+    const seq = (this.seq = (this.seq || 0) + 1);
+    const cy = this.cy;
+    this.worker.onmessage = (event) => {
+      const { seq: got, positions, error } = event.data;
+      if (got !== this.seq) return; // a newer graph replaced this one
+      if (error) { console.warn("layout worker:", error); return; }
+      cy.batch(() => cy.nodes().forEach((n) => { if (!n.isParent() && positions[n.id()]) n.position(positions[n.id()]); }));
+      if (!cy.$(":selected").length) cy.fit(undefined, 40);
+      this.refined = seq;
+      cy.emit("l7scope-layout-refined");
+    };
+    this.worker.postMessage({
+      seq,
+      nodes: cy.nodes().map((n) => ({ id: n.id(), parent: n.data("parent"), w: n.width(), h: n.height(), ...n.position() })),
+      edges: cy.edges().map((e) => ({ id: e.id(), source: e.data("source"), target: e.data("target") })),
+      options: { ...FCOSE, randomize: true },
+    });
   }
 
   setLabels(show) {
-    this.cy.container().classList.toggle("no-labels", !show);
     this.cy.edges().toggleClass("no-label", !show);
   }
 

@@ -5,7 +5,7 @@
 import { Api, isAbort } from "./api.js";
 import { $, fill, h } from "./dom.js";
 import * as fmt from "./format.js";
-import { Graph, TYPE_NAME, TYPE_SHAPE } from "./graph.js";
+import { Graph, LABELS_BY_DEFAULT_UP_TO, TYPE_NAME, TYPE_SHAPE } from "./graph.js";
 import { COLORS, DEFAULT_THRESHOLDS, LABELS, loadThresholds, saveThresholds } from "./health.js";
 import { HttpTab } from "./httptab.js";
 import { SidePanel } from "./sidepanel.js";
@@ -24,6 +24,7 @@ const state = {
   selection: null, // {kind, id}
   autoSelector: null, // the HTTP-tab filter the selection put there
   hiddenUnrelated: false,
+  labelsTouched: false, // the user set the "Edge labels" box; until then large graphs start without
   timer: null,
 };
 
@@ -68,8 +69,8 @@ async function loadGraph() {
   fill($("range-label"), `${fmt.time(answer.time_range?.from)} → ${fmt.time(answer.time_range?.to)} · graph ${answer.took_ms ?? "?"} ms`);
   $("empty").hidden = state.nodes.size > 0 || !graph;
   if (graph) {
-    await graph.render(answer, state.expanded, state.thresholds, state.seconds);
-    graph.setLabels($("labels-toggle").checked);
+    if (!state.labelsTouched) $("labels-toggle").checked = (answer.edges || []).length <= LABELS_BY_DEFAULT_UP_TO;
+    await graph.render(answer, state.expanded, state.thresholds, state.seconds, $("labels-toggle").checked);
     if ($("search").value) graph.search($("search").value);
     if (state.selection && !graph.select(state.selection.id)) clearSelection();
   }
@@ -184,7 +185,7 @@ function bindControls() {
     if (sel && sel.nonempty()) hideUnrelated(sel);
   });
   $("show-all").addEventListener("click", showAll);
-  $("labels-toggle").addEventListener("change", (e) => graph?.setLabels(e.target.checked));
+  $("labels-toggle").addEventListener("change", (e) => { state.labelsTouched = true; graph?.setLabels(e.target.checked); });
   $("side-close").addEventListener("click", clearSelection);
   $("refresh").addEventListener("click", refreshAll);
 
@@ -232,7 +233,7 @@ function bindControls() {
     state.thresholds = saveThresholds(th);
     $("settings").hidden = true;
     renderLegend();
-    if (state.answer && graph) graph.render(state.answer, state.expanded, state.thresholds, state.seconds);
+    if (state.answer && graph) graph.render(state.answer, state.expanded, state.thresholds, state.seconds, $("labels-toggle").checked);
     refreshSide();
   };
   $("th-save").addEventListener("click", () => apply(Object.fromEntries(Object.entries(inputs).map(([k, id]) => [k, $(id).value]))));
@@ -271,6 +272,8 @@ async function start() {
   }
   const table = httpTab.load();
   await loadGraph();
+  // cytoscape paints on animation frames: wait until the first frame with the graph is out
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
   performance.mark("l7scope:graph-drawn");
   setAutoRefresh();
   performance.mark("l7scope:interactive");
