@@ -28,7 +28,7 @@ class Recorder(PolicySyncServicer):  # type: ignore[misc]
         self.successful = True
         self.lock = threading.Lock()
 
-    def Report(self, request: DataplaneStats, context: Any) -> ReportResult:  # noqa: N802
+    def Report(self, request: DataplaneStats, context: Any) -> ReportResult:
         with self.lock:
             self.calls += 1
             if self.successful:

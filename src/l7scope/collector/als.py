@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
@@ -120,7 +121,7 @@ def _grpc_status(resp: Any) -> int | None:
 def entry_to_line(e: accesslog_pb2.HTTPAccessLogEntry) -> EnvoyLogLine:
     """One ALS HTTP entry as an access-log line (see the module docstring for the rules)."""
     req, resp = e.request, e.response
-    method = accesslog_pb2.RequestMethod.Name(req.request_method) if req.request_method else None
+    method = base_pb2.RequestMethod.Name(req.request_method) if req.request_method else None
     return EnvoyLogLine(
         **_common(e.common_properties),
         type=TYPE_ALS_HTTP,
