@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cli_support import L7SCOPE, free_port, start_server, stop, wait_http
 
 from l7scope.collector import synth
@@ -66,11 +67,20 @@ def test_status_every_part_healthy_then_reports_the_stopped_one(require_netns: N
         prefix = tmp_path / "policysync"
         prefix.mkdir()
         settings = tmp_path / "node.yaml"
-        settings.write_text(f"policySyncPathPrefix: {prefix}\nl7LogsFlushInterval: 1s\n")
+        settings.write_text(f"policySyncPathPrefix: {prefix}\nl7LogsFlushInterval: 1s\ntproxyMode: Enabled\n")
+        inventory = tmp_path / "inventory"
+        inventory.mkdir()
+        (inventory / "services.yaml").write_text(yaml.safe_dump_all([
+            {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": name, "namespace": "shop", "annotations": ann},
+             "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}
+            for name, ip, ann in (("cartservice", "10.96.0.10", {"projectcalico.org/l7-logging": "true"}),
+                                  ("checkout", "10.96.0.11", {}))]))
         node_addr = f"127.0.0.1:{free_port()}"
         with open(tmp_path / "node.log", "wb") as f:
-            node = subprocess.Popen(
+            node = subprocess.Popen(  # capture rules go into the test namespace (--netns)
                 [L7SCOPE, "node", "--settings", str(settings), "--node-name", "node-a",
+                 "--inventory", str(inventory), "--netns", ns,
                  "--server", srv.url, "--status-addr", node_addr, "--data-dir", str(tmp_path / "node")],
                 stdout=f, stderr=subprocess.STDOUT)
         procs.append(node)
@@ -120,7 +130,9 @@ def test_status_every_part_healthy_then_reports_the_stopped_one(require_netns: N
         assert counters["seen"] == n and counters["reported"] == n
         assert counters["logged"] is not None and counters["logged"] + counters["unlogged"] == n
         assert counters["shipped"] >= 1
-        assert report["annotated_services"] == {"*": ["shop/cartservice"]}
+        assert report["annotated_services"] == {"*": ["shop/cartservice"], "node-a": ["shop/cartservice"]}
+        assert by_part["node-agent"]["stats"]["capture_state"] == "active"
+        assert by_part["node-agent"]["warnings"] == []
         assert by_part["server"]["stats"]["store"]["records"] == counters["shipped"]
 
         table = subprocess.run([L7SCOPE, "status", "--state-file", str(state_file)],

@@ -71,6 +71,10 @@ def status(state_file: str | None, server: str | None, kubeconfig: str | None,
         notes = []
         if state.demo_pid is not None and not discovery.pid_alive(state.demo_pid):
             notes.append(f"the demo process {state.demo_pid} that wrote the state file has exited")
+    for p in parts:  # what each node agent captures (the Services annotated for logging)
+        cap = p.stats.get("capture") if p.part == "node-agent" else None
+        if isinstance(cap, dict) and isinstance(cap.get("selected_service_names"), list):
+            services[p.node] = [str(n) for n in cap["selected_service_names"]]
     unhealthy = [p for p in parts if not p.healthy]
     if output == "json":
         click.echo(json.dumps({
@@ -129,15 +133,14 @@ def render(parts: list[PartStatus], services: dict[str, list[str]], notes: list[
         console.print(c)
 
     console.print()
-    agent_counts = {p.node: p.stats.get("selected_services") for p in parts if p.part == "node-agent"}
-    if services:
-        for where, names in services.items():
-            label = "Annotated Services" + ("" if where == "*" else f" ({where})")
-            console.print(Text(f"{label} ({len(names)}): ", style="bold") +
-                          Text(", ".join(names) or "none"))
-    for node, n in agent_counts.items():
-        if isinstance(n, int):
-            console.print(Text(f"{node}: node agent captures {n} annotated Service(s)"))
+    for where, names in services.items():
+        label = "Annotated Services" + ("" if where == "*" else f" captured on {where}")
+        console.print(Text(f"{label} ({len(names)}): ", style="bold") +
+                      Text(", ".join(names) or "none"))
+    for p in parts:
+        n = p.stats.get("selected_services")
+        if p.part == "node-agent" and p.node not in services and isinstance(n, int):
+            console.print(Text(f"{p.node}: node agent captures {n} annotated Service(s)"))
 
     for p in parts:
         if p.part != "server" or not p.stats:
