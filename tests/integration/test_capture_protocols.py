@@ -1,5 +1,6 @@
 """Capture of the non-HTTP/1 chains through real TPROXY + Envoy: h2c with a real gRPC call,
-TLS passthrough (SNI logged, type tls), plain TCP (type tcp), and log reopening.
+TLS passthrough (SNI logged, type tls), plain TCP (type tcp), and log reopening; and what an
+HTTP/1.1 request looks like to the server with and without the proxy (it must not change).
 
 One topology for the module: two nodes; a client pod on n1 (where Envoy runs and the capture
 rules live); gRPC, TLS and TCP servers on both nodes, each behind a Service VIP.
@@ -51,6 +52,8 @@ class Lab:
     tcp: Service
     tcp_pod: Pod
     cert: Path
+    web: Service
+    web_pod: Pod
 
     @property
     def log_path(self) -> Path:
@@ -72,12 +75,15 @@ def lab(request: pytest.FixtureRequest) -> Lab:
     topo.start_server(grpc_pod, "grpc", 50051)
     topo.start_server(tls_pod, "https", 8443, "--cert", str(cert), "--key", str(key))
     topo.start_server(tcp_pod, "echo", 9000)
+    web_pod = topo.add_pod(n2, "web")
+    topo.start_server(web_pod, "http", 8080)
     grpc = topo.add_service("grpc", 50051, [(grpc_pod, 50051)])
     tls = topo.add_service("tls", 443, [(tls_pod, 8443)])
     tcp = topo.add_service("tcp", 9000, [(tcp_pod, 9000)])
-    topo.capture(n1, [grpc, tls, tcp])
+    web = topo.add_service("web", 80, [(web_pod, 8080)])
+    topo.capture(n1, [grpc, tls, tcp, web])
     envoy = topo.start_envoy(n1)
-    return Lab(topo, client, envoy, grpc, tls, tcp, tcp_pod, cert)
+    return Lab(topo, client, envoy, grpc, tls, tcp, tcp_pod, cert, web, web_pod)
 
 
 def _new_lines(lab: Lab, action: Callable[[], Any], n: int) -> tuple[Any, list[dict[str, Any]]]:
@@ -190,3 +196,34 @@ def test_envoy_reopens_its_log_after_rotation(lab: Lab) -> None:
         rotated.unlink()
         lab.log_path.write_bytes(old + new)
         lab.envoy.reopen_logs()
+
+
+def _headers(lab: Lab, url: str) -> dict[str, str]:
+    out = lab.topo.run(lab.client, ["curl", "-s", "--noproxy", "*", "-D-", "-o/dev/null",
+                                    "-H", "X-Mixed-Case: 1", "-H", "x-request-id: req-42", url])
+    lines = [ln.rstrip("\r") for ln in out.stdout.splitlines()]
+    assert lines[0] == "HTTP/1.1 200 OK", out.stdout
+    return {k.strip().lower(): v.strip()
+            for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+
+
+def test_http1_requests_reach_the_server_unchanged(lab: Lab) -> None:
+    # Without capture rules the same request goes straight to the same server.
+    lab.topo.uncapture(lab.client.node)
+    try:
+        direct = _headers(lab, f"http://{lab.web.vip}/")
+    finally:
+        lab.topo.capture(lab.client.node, [lab.grpc, lab.tls, lab.tcp, lab.web])
+    proxied, lines = _new_lines(lab, lambda: _headers(lab, f"http://{lab.web.vip}/"), 1)
+    assert lines[0]["downstream_local_address"] == lab.web.address  # it was proxied
+    assert lines[0]["request_id"] == "req-42"  # the client's request id is kept
+    assert "x-envoy-upstream-service-time" not in direct  # (that one was not proxied)
+    # Same Host, same header names in the same case and order; Envoy only appends
+    # x-forwarded-proto (and x-request-id when the client sent none).
+    assert proxied["x-seen-host"] == direct["x-seen-host"] == lab.web.vip
+    seen_direct = direct["x-seen-headers"].split(",")
+    seen_proxied = proxied["x-seen-headers"].split(",")
+    assert "X-Mixed-Case" in seen_direct
+    assert seen_proxied == [*seen_direct, "x-forwarded-proto"]
+    # The server's own Server header reaches the client (not "envoy").
+    assert proxied["server"] == direct["server"] and "envoy" not in proxied["server"]

@@ -2,7 +2,9 @@
 
 Modes:
 - `http`: threaded HTTP/1.1 app. Status from the path (`/status/404/...` answers 404, else
-  200), response body of `x-reply-bytes` bytes (default 2), request bodies read and counted.
+  200), response body of `x-reply-bytes` bytes (default 2), request bodies read and counted;
+  the response headers `x-seen-headers` / `x-seen-host` tell which header names (in the case
+  they arrived) and which Host the server received.
   Nagle is off and the listen backlog is large (environment notes: both matter).
 - `https`: the same app behind TLS (`--cert`, `--key`).
 - `fixed`: asyncio server that answers every request with the same small 200 response, as fast
@@ -52,6 +54,9 @@ class _App(BaseHTTPRequestHandler):
         self.send_header("content-type", "text/plain")
         self.send_header("content-length", str(n))
         self.send_header("x-request-bytes", str(length))
+        # What reached the server, for transparency checks: header names as received, and Host.
+        self.send_header("x-seen-headers", ",".join(self.headers.keys()))
+        self.send_header("x-seen-host", self.headers.get("host", ""))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
