@@ -61,6 +61,18 @@ def pod_parts(pod: dict[str, Any]) -> list[PartStatus]:
     return out
 
 
+def nodes_without_pod(ds: dict[str, Any], nodes: list[dict[str, Any]], with_pod: set[Any]) -> list[str]:
+    """Nodes the DaemonSet targets (its nodeSelector) that have no pod of it (pure)."""
+    selector = (((ds.get("spec") or {}).get("template") or {}).get("spec") or {}).get("nodeSelector") or {}
+    out = []
+    for n in nodes:
+        meta = n.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if all(labels.get(k) == v for k, v in selector.items()) and meta.get("name") not in with_pod:
+            out.append(str(meta.get("name")))
+    return out
+
+
 def annotated(services: list[dict[str, Any]]) -> list[str]:
     out = []
     for s in services:
@@ -81,6 +93,15 @@ def cluster_status(kubeconfig: str, namespace: str, server_url: str | None, time
                         "on each node's loopback); run `l7scope status` on a node for them"]
     parts: list[PartStatus] = []
     try:
+        try:
+            ds = kube.get(f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{DAEMONSET}")
+        except KubeError as e:
+            if e.status != 404:
+                raise
+            ds = None
+            parts.append(PartStatus(node="-", part=DAEMONSET, addr=f"daemonset/{DAEMONSET}",
+                                    state=f"not found in namespace {namespace} (is an ApplicationLayer "
+                                          "with collectLogs: Enabled applied?)"))
         pods, _ = kube.list(f"/api/v1/namespaces/{namespace}/pods",
                             labelSelector=f"app.kubernetes.io/name={DAEMONSET}")
         nodes, _ = kube.list("/api/v1/nodes")
@@ -88,10 +109,9 @@ def cluster_status(kubeconfig: str, namespace: str, server_url: str | None, time
         for pod in pods:
             parts.extend(pod_parts(pod))
             with_pod.add((pod.get("spec") or {}).get("nodeName"))
-        for n in nodes:
-            name = (n.get("metadata") or {}).get("name")
-            if name not in with_pod:
-                parts.append(PartStatus(node=str(name), part="l7-log-collector", addr="-",
+        if ds is not None:
+            for name in nodes_without_pod(ds, nodes, with_pod):
+                parts.append(PartStatus(node=name, part=DAEMONSET, addr="-",
                                         state=f"no {DAEMONSET} pod on this node"))
         services, _ = kube.list("/api/v1/services")
         try:
