@@ -171,3 +171,28 @@ def test_backoff_grows_with_jitter_and_cap(tmp_path: Path) -> None:
     assert [sh.backoff(a) for a in (1, 2, 3, 10)] == [0.1, 0.2, 0.4, 2.0]
     sh = Shipper("http://x", tmp_path, "n", backoff_base=0.1, backoff_cap=2.0, rng=lambda: 0.0)
     assert sh.backoff(2) == 0.1
+
+
+def test_without_server_nothing_is_spooled(tmp_path: Path) -> None:
+    sh = Shipper(None, tmp_path / "spool", "n")
+    sh.start()
+    sh.submit(recs(3))
+    sh.stop()
+    assert not (tmp_path / "spool").exists() and sh.stats.records_spooled == 0
+
+
+def test_rejected_total_is_counted(tmp_path: Path) -> None:
+    srv = BulkServer()
+    try:
+        sh = Shipper(srv.url, tmp_path, "n")
+        sh.submit([L7Record(start_time=1, end_time=2, count=1)])
+        (path,) = tmp_path.glob("*.ndjson")
+        # a server answer listing fewer rejections than its total
+        body = json.dumps({"accepted": 1, "rejected": [{"line": 2, "error": "bad"}],
+                           "rejected_total": 1500, "duplicate": False}).encode()
+        transport = httpx.MockTransport(lambda req: httpx.Response(200, content=body))
+        with httpx.Client(transport=transport) as client:
+            assert sh.send_one(client, path)
+        assert (sh.stats.records_shipped, sh.stats.records_rejected) == (1, 1500)
+    finally:
+        srv.close()

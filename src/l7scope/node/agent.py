@@ -280,6 +280,7 @@ class Agent:
             "records_dropped": sh.records_dropped,
             "batches_duplicate": sh.batches_duplicate,
             "spool_batches": sh.spool_batches,
+            "shipping": self.shipper.url is not None,
             "spool_bytes": sh.spool_bytes,
             "ship_error": sh.last_error,
             "selected_services": cap.selected_services,

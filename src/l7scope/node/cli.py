@@ -79,6 +79,8 @@ def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | Non
         agent = Agent(cfg)
     except SettingsError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot start: {e}") from None
     if use_kube or kubeconfig:
         agent.cfg.feeds.append(_kube_feed(agent, kubeconfig))
     done = threading.Event()

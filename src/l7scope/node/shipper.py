@@ -149,8 +149,9 @@ class Shipper:
                  backoff_base: float = 0.1, backoff_cap: float = 5.0,
                  rng: Callable[[], float] = random.random) -> None:
         self.stats = ShipperStats()
-        self.spool = Spool(spool_dir, max_spool_bytes, self.stats, node_name)
         self.url = server_url.rstrip("/") + bulk.BULK_PATH if server_url else None
+        # no server, no spool: records then only go to l7.log
+        self.spool = Spool(spool_dir, max_spool_bytes, self.stats, node_name) if self.url else None
         self.timeout = timeout
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self._rng = rng
@@ -162,7 +163,7 @@ class Shipper:
 
     def submit(self, records: list[L7Record]) -> None:
         """Spool records (in batches of at most MAX_RECORDS_PER_BATCH) and wake the sender."""
-        if self.url is None:
+        if self.spool is None:
             return
         for i in range(0, len(records), MAX_RECORDS_PER_BATCH):
             chunk = records[i: i + MAX_RECORDS_PER_BATCH]
@@ -194,7 +195,7 @@ class Shipper:
         self._thread = None
 
     def _run(self) -> None:
-        assert self.url is not None
+        assert self.spool is not None
         with httpx.Client(timeout=self.timeout) as client:
             while not self._stop.is_set():
                 path = self.spool.oldest()
@@ -210,7 +211,7 @@ class Shipper:
 
     def send_one(self, client: httpx.Client, path: Path) -> bool:
         """Send one spooled batch; True when it is settled (stored, duplicate or permanently bad)."""
-        assert self.url is not None
+        assert self.url is not None and self.spool is not None
         try:
             body = path.read_bytes()
         except OSError:
@@ -230,13 +231,15 @@ class Shipper:
         if 200 <= resp.status_code < 300:
             try:
                 result = self._decoder.decode(resp.content)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                result = bulk.BulkResult(accepted=records, rejected=[])
+                extra = msgspec.json.decode(resp.content)
+                rejected = int(extra.get("rejected_total", len(result.rejected)))
+            except (msgspec.DecodeError, msgspec.ValidationError, AttributeError, ValueError):
+                result, rejected = bulk.BulkResult(accepted=records, rejected=[]), 0
             if result.duplicate:
                 self.stats.batches_duplicate += 1
             else:
                 self.stats.records_shipped += result.accepted
-                self.stats.records_rejected += len(result.rejected)
+                self.stats.records_rejected += rejected
                 if result.rejected:
                     log.warning("server rejected %d records of batch %s, first: line %d: %s",
                                 len(result.rejected), path.name, result.rejected[0].line,
