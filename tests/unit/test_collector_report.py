@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from collector_recorder import RecorderServer
+from collector_support import RecorderServer
 
 from l7scope.collector.report import GrpcSender, Reporter, requests_in
 from l7scope.contracts.policysync_pb2 import DataplaneStats, Statistic
