@@ -92,3 +92,21 @@ def test_cleanup_stale_removes_leftovers_and_their_processes() -> None:
         sleeper.kill()
         sleeper.wait()
         run(["ip", "netns", "del", f"{prefix}-node"], check=False)
+
+
+def test_cleanup_stale_without_prefix_only_takes_dead_owners() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    dead = 4_000_000 + os.getpid() % 100_000  # above any pid handed out on this machine
+    with open("/proc/sys/kernel/pid_max") as f:
+        assert dead > int(f.read()) or not os.path.exists(f"/proc/{dead}")
+    stale, alive = f"nl{dead}x0-node", f"nl{os.getpid()}x999-node"
+    for ns in (stale, alive):
+        run(["ip", "netns", "add", ns])
+    try:
+        removed = cleanup_stale()
+        assert stale in removed and alive not in removed
+        assert alive in _netns_names() and stale not in _netns_names()
+    finally:
+        for ns in (stale, alive):
+            run(["ip", "netns", "del", ns], check=False)
