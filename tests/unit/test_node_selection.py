@@ -106,3 +106,12 @@ def test_controller_apply_error_is_counted() -> None:
     ctl.set_mode("Enabled", 16001)
     ctl.step()
     assert ctl.stats.state == "error" and ctl.stats.errors == 1 and "nope" in ctl.stats.last_error
+
+
+def test_garbage_addresses_are_skipped() -> None:
+    c = cache_with(service("bad", "x", "not-an-ip", [("", 80, 80), ("", 70000, 1)],
+                           {"l7scope.io/logging": "true"}),
+                   service("v6", "x", "fd00::1", [("", 80, 80)], {"l7scope.io/logging": "true"}))
+    sel = select(c, "Enabled", "node-a")
+    assert ("10.96.0.10", 80) in sel.services
+    assert not any(ip in ("not-an-ip", "fd00::1") for ip, _ in sel.services)

@@ -73,6 +73,8 @@ class AgentStats:
     records_flushed: int = 0
     flushes: int = 0
     last_bad_report: str = ""
+    control_errors: int = 0
+    last_control_error: str = ""
 
 
 class Agent:
@@ -252,8 +254,11 @@ class Agent:
                 self.inventory.poll()
             self.capture.step()
             self.cache.expire()
-        except Exception:  # the control loop must keep running (fail open depends on it)
-            log.exception("control loop step failed")
+        except Exception as e:  # the control loop must keep running (fail open depends on it)
+            self.stats.control_errors += 1
+            if str(e) != self.stats.last_control_error:
+                log.exception("control loop step failed")
+            self.stats.last_control_error = str(e)
 
     # ---- status -----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -267,6 +272,7 @@ class Agent:
             "requests_dropped_at_intake": intake.requests_dropped,
             "intake_queue": self.intake.qsize(),
             "bad_reports": self.stats.bad_reports,
+            "control_errors": self.stats.control_errors,
             "requests_seen": agg.requests_seen,
             "requests_logged": agg.requests_logged,
             "requests_overflow": agg.requests_overflow,

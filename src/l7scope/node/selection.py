@@ -15,6 +15,7 @@ everything. `tproxyMode: Disabled` means no rules.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ def is_selected(svc: Service, mode: str) -> bool:
     return any(svc.annotations.get(a) == "true" for a in ANNOTATIONS)
 
 
+def _ipv4(ip: str) -> bool:
+    try:
+        ipaddress.IPv4Address(ip)
+    except ValueError:
+        return False  # IPv6 (capture.tproxy is IPv4 only) or garbage from the inventory
+    return True
+
+
 def select(cache: MetadataCache, mode: str, node_name: str) -> tproxy.Selection:
     if mode == "Disabled":
         return tproxy.Selection()
@@ -44,15 +53,13 @@ def select(cache: MetadataCache, mode: str, node_name: str) -> tproxy.Selection:
     for svc in cache.services():
         if not is_selected(svc, mode):
             continue
-        for ip in svc.cluster_ips:
-            if ":" in ip:
-                continue  # IPv4 only (capture.tproxy)
-            services.update((ip, p.port) for p in svc.ports if p.protocol == "TCP" and p.port)
+        ports = [p.port for p in svc.ports if p.protocol == "TCP" and 0 < p.port < 65536]
+        services.update((ip, port) for ip in svc.cluster_ips if _ipv4(ip) for port in ports)
         for es in cache.endpoints_of(svc):
-            ports = [p.port for p in es.ports if p.protocol == "TCP" and p.port]
-            services.update((ip, port) for ip in es.addresses if ":" not in ip for port in ports)
+            ports = [p.port for p in es.ports if p.protocol == "TCP" and 0 < p.port < 65536]
+            services.update((ip, port) for ip in es.addresses if _ipv4(ip) for port in ports)
     clients = {ip for pod in cache.pods() if pod.node_name == node_name and not pod.host_network
-               for ip in pod.ips if ":" not in ip}
+               for ip in pod.ips if _ipv4(ip)}
     return tproxy.Selection.of(services, clients)
 
 
