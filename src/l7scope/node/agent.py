@@ -125,6 +125,8 @@ class Agent:
             self._spawn(f"l7scope-feed-{i}", self._feed_runner(feed))
         if self.cfg.status_addr:
             self._start_status(self.cfg.status_addr)
+        if self.cfg.envoy_admin is None and self.settings.tproxy_mode != "Disabled":
+            log.warning("no --envoy-admin: capture cannot fail open when Envoy is down")
         log.info("node agent %s started (tproxyMode %s, flush every %.1fs)",
                  self.cfg.node_name, self.settings.tproxy_mode, self.settings.l7_logs_flush_interval)
 
