@@ -154,8 +154,8 @@ export class Graph {
     cy.on("tap", (evt) => { if (evt.target === cy) this.handlers.onUnselect(); });
     cy.on("dbltap", "node", (evt) => {
       const d = evt.target.data();
-      if (d.type === "namespace" && d.raw?.expandable !== false) this.handlers.onExpand(d.namespace || d.label);
-      else if (d.type === "group") this.handlers.onCollapse(d.namespace);
+      if (d.type === "group" || (d.type === "namespace" && d.raw?.expanded)) this.handlers.onCollapse(d.namespace);
+      else if (d.type === "namespace" && d.raw?.expandable !== false) this.handlers.onExpand(d.namespace || d.label);
     });
     cy.on("cxttap", "node, edge", (evt) => this.handlers.onHideUnrelated(evt.target));
   }
