@@ -1,0 +1,80 @@
+"""The web page's static side: the /vendor route for the npm packages (present, missing, unknown
+name) and a guard that the page's scripts never hand data to an HTML parser."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from l7scope.server import vendor
+
+UI = Path(vendor.__file__).parent / "ui"
+
+
+def _fake_node_modules(root: Path) -> Path:
+    for rel in vendor.VENDOR_FILES.values():
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(f"/* {rel} */\n")
+    (root / "cytoscape" / "package.json").write_text("{}")
+    return root
+
+
+def _client(node_modules: Path) -> httpx.AsyncClient:
+    app = Starlette(routes=[vendor.vendor_route(node_modules)])
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ui")
+
+
+async def test_serves_only_the_listed_files(tmp_path: Path) -> None:
+    nm = _fake_node_modules(tmp_path / "node_modules")
+    (nm / "cytoscape" / "secret.txt").write_text("no")
+    async with _client(nm) as client:
+        r = await client.get("/vendor/cytoscape-fcose.js")
+        assert r.status_code == 200
+        assert r.text == "/* cytoscape-fcose/cytoscape-fcose.js */\n"
+        assert r.headers["content-type"].startswith("application/javascript")
+        assert (await client.get("/vendor/secret.txt")).status_code == 404
+        assert (await client.get("/vendor/..%2Fcytoscape%2Fsecret.txt")).status_code == 404
+
+
+async def test_missing_packages_answer_404_with_the_fix(tmp_path: Path) -> None:
+    async with _client(tmp_path / "nothing") as client:
+        r = await client.get("/vendor/cytoscape.js")
+    assert r.status_code == 404
+    assert "npm ci" in r.text and "make setup" in r.text
+
+
+def test_find_node_modules_env_then_parents(tmp_path: Path) -> None:
+    nm = _fake_node_modules(tmp_path / "repo" / "ui" / "node_modules")
+    assert vendor.find_node_modules({vendor.ENV_VAR: str(nm)}) == nm
+    assert vendor.find_node_modules({vendor.ENV_VAR: str(tmp_path / "nope")}) is None
+    deep = tmp_path / "repo" / "src" / "pkg" / "mod.py"
+    assert vendor.find_node_modules({}, start=deep) == nm
+
+
+def test_the_repository_checkout_finds_its_own_packages() -> None:
+    found = vendor.find_node_modules({})
+    if found is None:
+        pytest.skip("ui/node_modules not installed (scripts/setup.sh runs npm ci)")
+    for rel in vendor.VENDOR_FILES.values():
+        assert (found / rel).is_file(), rel
+
+
+def test_index_loads_every_vendor_file_in_order() -> None:
+    html = (UI / "index.html").read_text()
+    names = re.findall(r'src="/vendor/([^"]+)"', html)
+    assert names == list(vendor.VENDOR_FILES)
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (UI / "js").glob("*.js")))
+def test_scripts_never_parse_html(path: str) -> None:
+    """URLs and user agents are attacker-controlled: the page builds DOM with text nodes only."""
+    code = (UI / "js" / path).read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "DOMParser",
+                 "createContextualFragment", "eval(", "new Function"):
+        hits = [ln for ln in code.splitlines() if sink in ln and "not allowed" not in ln]
+        assert not hits, f"{path} uses {sink}: {hits}"
