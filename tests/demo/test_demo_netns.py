@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from demo_harness import (
 from l7scope.demo import probe
 from l7scope.demo.shop import catalog
 
-pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _netns_with(prefix: str) -> list[str]:
@@ -50,7 +51,7 @@ def test_demo_graph_exact_counts_and_cleanup(require_netns: None, tmp_path: Path
     run = DemoRun(["--duration", "60", "--port", str(port), "--prefix", prefix, "--seed", "11",
                    "--rate", "5"], data, tmp_path / "state.json")
     try:
-        url = run.wait_for_url(180)
+        url = run.wait_for_url(300)
         printed = time.monotonic()
         assert httpx.get(url, timeout=5).status_code == 200  # the page itself
 
@@ -88,3 +89,33 @@ def test_demo_graph_exact_counts_and_cleanup(require_netns: None, tmp_path: Path
     assert _host_nft_tables() == tables_before
     assert processes_mentioning(str(data)) == []
     assert processes_mentioning(f"{prefix}-") == []
+
+
+def test_second_run_cleans_up_after_a_crash(require_netns: None, tmp_path: Path) -> None:
+    prefix = f"dc{os.getpid()}"
+    data = tmp_path / "data"
+    first = DemoRun(["--port", str(free_port()), "--prefix", prefix, "--rate", "2"], data,
+                    tmp_path / "state.json")
+    try:
+        first.wait_for_url(300)
+        server_pid = int((data / "server.pid").read_text())
+        os.kill(first.proc.pid, 9)  # the demo process dies; its children live on
+        first.proc.wait(10)
+        assert _netns_with(prefix), "a crash should leave namespaces behind"
+        assert processes_mentioning(str(data)), "a crash should leave processes behind"
+
+        second = DemoRun(["--duration", "5", "--port", str(free_port()), "--prefix", prefix,
+                          "--rate", "2"], data, tmp_path / "state.json")
+        try:
+            assert second.wait(300) == 0, second.text()[-3000:]
+            assert "stale namespaces of an earlier run" in second.text()
+        finally:
+            second.kill()
+        assert not Path(f"/proc/{server_pid}").exists() or \
+            "Z" in Path(f"/proc/{server_pid}/stat").read_text().split(") ", 1)[1][:1]
+    finally:
+        first.kill()
+        subprocess.run([sys.executable, "-c", "from l7scope.netlab import cleanup_stale; "
+                        f"cleanup_stale({prefix!r})"], check=False)
+    assert _netns_with(prefix) == []
+    assert processes_mentioning(str(data)) == []
