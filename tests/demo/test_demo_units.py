@@ -151,5 +151,5 @@ def test_snapshot_line_names_every_number() -> None:
     line = s.line()
     assert "requests sent 10" in line and "captured 10" in line and "logged 9" in line
     assert "reports_dropped 1" in line
-    assert probe.collector_captured({"lines_read": 5}) == 5
+    assert probe.collector_captured({"requests_batched": 5, "lines_read": 6}) == 5
     assert probe.collector_captured({"nothing": 1}) is None

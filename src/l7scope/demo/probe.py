@@ -17,8 +17,9 @@ from l7scope.demo.shop.counts import Totals, read_totals
 from l7scope.proxy import admin
 
 #: `/stats` keys that count requests dropped (or not reported) on the way; shown when non-zero.
-COLLECTOR_DROP_KEYS = ("lines_bad", "bad_lines", "requests_dropped", "reports_failed",
-                       "requests_unreported", "lines_skipped", "skipped_bytes", "requests_capped")
+COLLECTOR_DROP_KEYS = ("bad_lines", "invalid_lines", "lines_skipped", "bytes_skipped", "lag_skips",
+                       "partial_lines_dropped", "reports_dropped", "requests_dropped",
+                       "reports_rejected")
 NODE_DROP_KEYS = ("reports_dropped", "requests_dropped_at_intake", "bad_reports",
                   "requests_unlogged", "records_dropped", "records_rejected")
 
@@ -33,7 +34,7 @@ def _num(stats: Mapping[str, Any], *keys: str) -> int | None:
 
 def collector_captured(stats: Mapping[str, Any]) -> int | None:
     """Requests a collector read from Envoy's log (the first key it exposes of these)."""
-    return _num(stats, "requests_read", "lines_decoded", "lines_read", "requests", "lines")
+    return _num(stats, "requests_batched", "lines_read")
 
 
 @dataclass
