@@ -202,7 +202,9 @@ class MetadataCache:
         self._svc_by_ep: dict[tuple[str, int], Service] = {}
         self._svc_by_ep_ip: dict[str, Service] = {}
         self._node_by_ip: dict[str, str] = {}
+        self._eps_by_svc: dict[tuple[str, str], list[EndpointSet]] = {}
         self.version = 0
+        self._dirty = False
         self.stats = CacheStats()
 
     # ---- feeding ----------------------------------------------------------------------------
@@ -280,9 +282,15 @@ class MetadataCache:
             self._tombs[ip] = _Tomb(pod, expires)
 
     def _changed(self) -> None:
-        self._reindex()
+        self._dirty = True  # indexes are rebuilt by the next lookup: a burst of events costs one
+        self._count()
         self.version += 1
         self.stats.changes += 1
+
+    def _index(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self._reindex()
 
     def _reindex(self) -> None:
         self._pod_by_ip = {ip: p for p in self._pods.values() if not p.host_network for ip in p.ips}
@@ -293,8 +301,10 @@ class MetadataCache:
                 for p in svc.ports:
                     self._svc_by_vip[(ip, p.port)] = svc
         self._svc_by_ep, self._svc_by_ep_ip = {}, {}
+        self._eps_by_svc = {}
         for sets in self._endpoints.values():
             for es in sets:
+                self._eps_by_svc.setdefault((es.namespace, es.service), []).append(es)
                 owner = self._services.get((es.namespace, es.service))
                 if owner is None:
                     continue
@@ -303,6 +313,8 @@ class MetadataCache:
                     for p in es.ports:
                         self._svc_by_ep.setdefault((ip, p.port), owner)
         self._node_by_ip = {ip: n for n, ips in self._nodes.items() for ip in ips}
+
+    def _count(self) -> None:
         self.stats.counts = {
             "pods": len(self._pods), "services": len(self._services),
             "endpoint_sets": sum(len(v) for v in self._endpoints.values()),
@@ -313,6 +325,7 @@ class MetadataCache:
     # ---- lookups ----------------------------------------------------------------------------
     def pod_by_ip(self, ip: str) -> Pod | None:
         with self._lock:
+            self._index()
             pod = self._pod_by_ip.get(ip)
             if pod is not None:
                 return pod
@@ -326,24 +339,29 @@ class MetadataCache:
 
     def service_by_cluster_ip(self, ip: str, port: int) -> Service | None:
         with self._lock:
+            self._index()
             return self._svc_by_vip.get((ip, port))
 
     def service_with_cluster_ip(self, ip: str) -> Service | None:
         with self._lock:
+            self._index()
             return self._svc_by_ip.get(ip)
 
     def service_by_endpoint(self, ip: str, port: int | None = None) -> Service | None:
         with self._lock:
+            self._index()
             if port is not None:
                 return self._svc_by_ep.get((ip, port))
             return self._svc_by_ep_ip.get(ip)
 
     def service(self, namespace: str, name: str) -> Service | None:
         with self._lock:
+            self._index()
             return self._services.get((namespace, name))
 
     def node_by_ip(self, ip: str) -> str | None:
         with self._lock:
+            self._index()
             return self._node_by_ip.get(ip)
 
     def network_set_by_ip(self, ip: str) -> NetworkSet | None:
@@ -352,6 +370,7 @@ class MetadataCache:
         except ValueError:
             return None
         with self._lock:
+            self._index()
             best: NetworkSet | None = None
             best_len = -1
             for ns in self._netsets.values():
@@ -363,30 +382,30 @@ class MetadataCache:
     def endpoint_pods(self, svc: Service) -> list[Pod]:
         """The pods behind a Service (by endpoint address), for naming a ClusterIP destination."""
         with self._lock:
-            out = []
-            for sets in self._endpoints.values():
-                for es in sets:
-                    if es.namespace == svc.namespace and es.service == svc.name:
-                        out += [p for ip in es.addresses if (p := self._pod_by_ip.get(ip))]
-            return out
+            self._index()
+            return [p for es in self._eps_by_svc.get((svc.namespace, svc.name), ())
+                    for ip in es.addresses if (p := self._pod_by_ip.get(ip))]
 
     # ---- snapshots for traffic selection -----------------------------------------------------
     def services(self) -> list[Service]:
         with self._lock:
+            self._index()
             return list(self._services.values())
 
     def endpoints_of(self, svc: Service) -> list[EndpointSet]:
         with self._lock:
-            return [es for sets in self._endpoints.values() for es in sets
-                    if es.namespace == svc.namespace and es.service == svc.name]
+            self._index()
+            return list(self._eps_by_svc.get((svc.namespace, svc.name), ()))
 
     def pods(self) -> list[Pod]:
         with self._lock:
+            self._index()
             return list(self._pods.values())
 
     def expire(self) -> int:
         """Drop deleted pods whose grace period is over; returns how many were dropped."""
         with self._lock:
+            self._index()
             now = self._clock()
             dead = [ip for ip, t in self._tombs.items() if t.expires <= now]
             for ip in dead:
