@@ -68,9 +68,15 @@ def demo(port: int, rate: float, duration: float, data_dir: Path, no_netns: bool
     opts = DemoOptions(port=port, rate=rate, duration=duration, data_dir=data_dir,
                        no_netns=no_netns, interval=interval, seed=seed, prefix=prefix)
     stop = threading.Event()
+    phase = ["start"]
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        # while running: stop gracefully (drain, summary); while starting or draining (or on
+        # a second Ctrl-C): interrupt right away; `finally` below still removes everything
+        if phase[0] == "run" and not stop.is_set():
+            stop.set()
+        else:
+            raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     d = Demo(opts)
@@ -87,10 +93,13 @@ def demo(port: int, rate: float, duration: float, data_dir: Path, no_netns: bool
         console.print(f"\n[bold green]Service Graph:[/] [link={url}]{url}[/link]", soft_wrap=True)
         console.print(f"[dim]API: {url}api/v1/servicegraph (docs/api.md)[/]", soft_wrap=True)
         console.print("[dim]Ctrl-C stops the demo and removes everything it made.[/]")
+        phase[0] = "run"
         _run(d, console, stop, duration)
         if not console.is_terminal:
             console.line()
-        console.print("stopping: waiting for the last requests to reach the store ...")
+        phase[0] = "finish"
+        console.print("stopping: waiting for the last requests to reach the store "
+                      "(Ctrl-C again to skip) ...")
         snap = d.finish()
         if snap is not None:
             verdict = ("[green]every request accounted for[/]" if snap.stored == snap.sent
@@ -99,13 +108,17 @@ def demo(port: int, rate: float, duration: float, data_dir: Path, no_netns: bool
             console.print(f"summary: {opts.data_dir / 'summary.json'}")
     except DemoError as e:
         raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        console.print("\ninterrupted: removing what the demo made ...")
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             d.close()
         except DemoError as e:
             console.print(f"[red]{e}[/]")
-        for s, h in previous.items():
-            signal.signal(s, h)
+        for sig, h in previous.items():
+            signal.signal(sig, h)
     console.print("cleaned up: namespaces, rules and processes of the demo are gone.")
 
 
