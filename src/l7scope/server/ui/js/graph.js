@@ -46,7 +46,7 @@ function style() {
       "shape": "round-rectangle", "background-color": TYPE_FILL.group, "background-opacity": 0.6,
       "border-width": 1.5, "border-color": "#a59bf0", "border-style": "dashed",
       "label": "data(label)", "text-valign": "top", "text-halign": "center", "text-margin-y": -4,
-      "font-weight": "bold", "color": "#5b4ccf", "padding": 18,
+      "font-weight": "bold", "font-size": 15, "color": "#5b4ccf", "padding": 18,
     } },
     { selector: "edge", style: {
       "width": "data(width)", "line-color": "data(color)", "target-arrow-color": "data(color)",
