@@ -7,6 +7,7 @@ import sys
 import time
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -105,38 +106,46 @@ def _fmt(v: int | None) -> str:
 
 def render(parts: list[PartStatus], services: dict[str, list[str]], notes: list[str],
            console: Console) -> None:
-    t = Table(title="Parts", title_justify="left", show_edge=False, pad_edge=False)
-    for col in ("NODE", "PART", "STATE", "ADDRESS", "NOTES"):
-        t.add_column(col, overflow="fold")
+    t = Table(title="Parts", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    t.add_column("NODE", no_wrap=True)
+    t.add_column("PART", no_wrap=True)
+    t.add_column("STATE", overflow="fold", ratio=2)
+    t.add_column("ADDRESS", overflow="fold", ratio=2)
+    t.add_column("NOTES", overflow="fold", ratio=1)
     for p in parts:
         mark = Text("\u2714 " if p.healthy else "\u2718 ", style="green" if p.healthy else "bold red")
         mark.append(p.state, style="" if p.healthy else "red")
-        addr = f"{p.netns}:{p.addr}" if p.netns else p.addr
+        addr = f"{p.addr} in {p.netns}" if p.netns else p.addr
         t.add_row(p.node, p.part, mark, addr, Text("; ".join(p.warnings), style="yellow"))
     console.print(t)
 
     nodes = _nodes(parts)
     if nodes:
         c = Table(title="Counters (since each process started)", title_justify="left",
-                  show_edge=False, pad_edge=False)
-        c.add_column("NODE")
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        c.add_column("NODE", no_wrap=True)
         for name in COUNTER_NAMES:
-            c.add_column(name.upper(), justify="right")
-        c.add_column("ENVOY REQS", justify="right")
+            c.add_column(name.upper(), justify="right", no_wrap=True, min_width=len(name))
         for node in nodes:
             mine = [p for p in parts if p.node == node]
             values = counters_of(mine)
-            envoy = next((p.stats.get("downstream_rq_total") for p in mine if p.part == "envoy"), None)
-            c.add_row(node, *(_fmt(values[n]) for n in COUNTER_NAMES),
-                      _fmt(envoy if isinstance(envoy, int) else None))
+            c.add_row(node, *(_fmt(values[n]) for n in COUNTER_NAMES))
         console.print()
         console.print(c)
 
     console.print()
-    for where, names in services.items():
-        label = "Annotated Services" + ("" if where == "*" else f" captured on {where}")
-        console.print(Text(f"{label} ({len(names)}): ", style="bold") +
+    listed = {where: sorted(names) for where, names in services.items()}
+    by_list: dict[tuple[str, ...], list[str]] = {}
+    for where, names in listed.items():
+        if where != "*":
+            by_list.setdefault(tuple(names), []).append(where)
+    if "*" in listed and (not by_list or list(by_list) != [tuple(listed["*"])]):
+        names = listed["*"]
+        console.print(Text(f"Annotated Services ({len(names)}): ", style="bold") +
                       Text(", ".join(names) or "none"))
+    for names_t, nodes_with in by_list.items():
+        console.print(Text(f"Annotated Services captured on {', '.join(nodes_with)} ({len(names_t)}): ",
+                           style="bold") + Text(", ".join(names_t) or "none"))
     for p in parts:
         n = p.stats.get("selected_services")
         if p.part == "node-agent" and p.node not in services and isinstance(n, int):

@@ -37,6 +37,10 @@ COUNTERS: Final[dict[str, tuple[tuple[str, tuple[str, ...], str], ...]]] = {
 }
 COUNTER_NAMES: Final[tuple[str, ...]] = tuple(COUNTERS)
 
+#: Batches in the node agent's spool worth a warning without a shipping error (a batch or two
+#: pass through it on their way to the server).
+SPOOL_WARN_BATCHES: Final = 10
+
 Getter = Callable[[str, int, str, str | None, float], tuple[int, bytes]]
 
 
@@ -120,8 +124,9 @@ def node_agent_warnings(stats: Mapping[str, Any]) -> list[str]:
         out.append(f"capture {state}" + (" (fail open: Envoy not ready)" if state == "withdrawn" else ""))
     if stats.get("ship_error"):
         out.append(f"shipping: {str(stats['ship_error'])[:120]}")
-    if int(stats.get("spool_batches") or 0) > 0:
-        out.append(f"{stats['spool_batches']} batches waiting in the spool")
+    spooled = int(stats.get("spool_batches") or 0)
+    if spooled >= SPOOL_WARN_BATCHES or (spooled and stats.get("ship_error")):
+        out.append(f"{spooled} batches waiting in the spool")
     for key in ("records_dropped", "reports_dropped", "requests_dropped_at_intake", "l7log_write_errors"):
         if int(stats.get(key) or 0) > 0:
             out.append(f"{key} = {stats[key]}")
