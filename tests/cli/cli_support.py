@@ -55,11 +55,11 @@ class Server:
         return int(body["accepted"])
 
 
-def start_server(tmp: Path) -> Server:
-    port = free_port()
+def start_server(tmp: Path, port: int | None = None) -> Server:
+    port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "server.log"
-    with open(log, "wb") as f:
+    with open(log, "ab") as f:
         proc = subprocess.Popen(
             [L7SCOPE, "server", "--port", str(port), "--data-dir", str(tmp / "data")],
             stdout=f, stderr=subprocess.STDOUT)

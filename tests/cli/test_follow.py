@@ -1,6 +1,7 @@
 """`l7scope observe --follow` against a real server: records ingested while following appear
 exactly once, in order, including records that share an end_time with ones already printed,
-identical records ingested twice, late records, and a second with more than one page of records."""
+identical records ingested twice, late records, a second with more than one page of records, and
+records ingested after the server restarted under the follower."""
 
 from __future__ import annotations
 
@@ -94,14 +95,24 @@ def test_follow_prints_every_new_record_exactly_once_in_order(tmp_path: Path) ->
         srv.ingest(batch3, "b3")
         follower.wait_for(70 + len(batch3))
         srv.ingest(late, "b4")
-        total = len(batch1) + len(batch2) + len(batch3) + len(late)
+        follower.wait_for(70 + len(batch3) + len(late))
+
+        # the server restarts (same store): the follower waits, then goes on where it was
+        stop(srv.proc)
+        time.sleep(1.0)
+        srv = start_server(tmp_path, port=int(srv.url.rsplit(":", 1)[1]))
+        e5 = int(time.time())
+        batch5 = at(pool[1800:1840], e5)
+        srv.ingest(batch5, "b5")
+        total = len(batch1) + len(batch2) + len(batch3) + len(late) + len(batch5)
         follower.wait_for(total)
         time.sleep(1.5)  # more polls: nothing may be printed twice
         err = follower.stop()
         got = follower.lines
         assert len(got) == total, err
+        assert "retrying every" in err and "server answers again" in err
 
-        segments = [batch1, batch2, batch3, late]
+        segments = [batch1, batch2, batch3, late, batch5]
         start = 0
         for seg in segments:
             part = got[start:start + len(seg)]

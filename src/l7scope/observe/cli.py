@@ -345,9 +345,20 @@ def _follow(client: Client, sel: str, cursor: FollowCursor, interval: float,
 
     old = signal.signal(signal.SIGTERM, on_term)
     polls = 0
+    failing = False
     try:
         while not stop:
-            poll_once(client, sel, cursor, printer)
+            try:
+                poll_once(client, sel, cursor, printer)
+                if failing:
+                    click.echo("server answers again; following on (nothing skipped)", err=True)
+                failing = False
+            except ApiError as e:
+                if e.status is not None and 400 <= e.status < 500:
+                    raise  # our request is wrong: retrying cannot help
+                if not failing:  # the cursor keeps its place: retry until the server is back
+                    click.echo(f"{e}\nretrying every {interval:g}s ...", err=True)
+                failing = True
             polls += 1
             if max_polls is not None and polls >= max_polls:
                 return
