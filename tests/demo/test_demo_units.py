@@ -153,3 +153,46 @@ def test_snapshot_line_names_every_number() -> None:
     assert "reports_dropped 1" in line
     assert probe.collector_captured({"requests_batched": 5, "lines_read": 6}) == 5
     assert probe.collector_captured({"nothing": 1}) is None
+
+
+def test_help_has_examples_and_the_fallback() -> None:
+    from click.testing import CliRunner
+
+    from l7scope.cli import main
+
+    res = CliRunner().invoke(main, ["demo", "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Examples:" in res.output and "--no-netns" in res.output
+    assert "l7scope demo --rate 20 --duration 60" in res.output
+
+
+def test_without_root_the_error_points_to_the_fallback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from l7scope.demo import runner
+
+    monkeypatch.setattr(runner.os, "geteuid", lambda: 1000)
+    d = runner.Demo(runner.DemoOptions(data_dir=tmp_path))
+    with pytest.raises(runner.DemoError, match="--no-netns"):
+        d.start()
+    d.close()
+
+
+def test_a_running_demo_with_the_same_prefix_is_not_cleaned_away(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from l7scope.demo import runner
+    from l7scope.status import discovery
+
+    monkeypatch.setenv(discovery.STATE_ENV, str(tmp_path / "state.json"))
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        discovery.write_state(discovery.State(demo_pid=other.pid, nodes=[
+            discovery.NodeParts(name="node-a", netns="l7demo-node-a")]))
+        with pytest.raises(runner.DemoError, match=f"pid {other.pid}"):
+            runner.refuse_if_running("l7demo")
+        runner.refuse_if_running("otherprefix")  # a different demo: fine
+    finally:
+        other.kill()
+        other.wait()
+    runner.refuse_if_running("l7demo")  # its process is gone: a crash, clean it up

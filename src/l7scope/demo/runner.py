@@ -79,6 +79,20 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float,
     raise DemoError(f"{what} did not come up within {timeout:.0f} s{state}{tail}")
 
 
+def refuse_if_running(prefix: str) -> None:
+    """Do not clean up (and so destroy) a demo that is still running with the same prefix."""
+    try:
+        state = discovery.read_state()
+    except discovery.StateError:
+        return
+    if state is None or state.demo_pid in (None, os.getpid()):
+        return
+    ours = any((n.netns or "").startswith(f"{prefix}-") for n in state.nodes)
+    if ours and state.demo_pid is not None and discovery.pid_alive(state.demo_pid):
+        raise DemoError(f"another demo (pid {state.demo_pid}) is running with the namespaces "
+                        f"{prefix}-*; stop it first (Ctrl-C in its terminal)")
+
+
 def ensure_port_free(host: str, port: int) -> None:
     """Fail early (and clearly) when the page's port is taken: we must not talk to a stranger."""
     import socket
@@ -162,13 +176,14 @@ class Demo:
         if os.geteuid() != 0:
             raise DemoError("the demo needs root for network namespaces and nftables; "
                             "run it as root, or use `l7scope demo --no-netns` (fallback)")
+        refuse_if_running(o.prefix)
+        ensure_port_free(o.host, o.port)
         self.progress("cleaning up what an earlier run left behind")
         gone = cleanup_stale(o.prefix)
         kill_stale_pidfile(self.data / "server.pid", "l7scope")
         if gone:
             self.progress(f"removed {len(gone)} stale namespaces of an earlier run")
         self._fresh_dirs()
-        ensure_port_free(o.host, o.port)
 
         self.progress("starting the server (embedded DuckDB store)")
         t = Topology(prefix=o.prefix, workdir=self.data / "run")
