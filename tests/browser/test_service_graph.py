@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
-from browser_data import HOSTILE_METHOD, HOSTILE_UA, HOSTILE_URL
+from browser_data import HOSTILE_METHOD, HOSTILE_UA, HOSTILE_URL, shop_records
 from browser_support import Server, element_point, focus_on, graph_ids, open_app
 
 pytestmark = pytest.mark.browser
@@ -274,3 +275,37 @@ def test_health_thresholds_recolour_the_graph(page: Any, shop_server: Server) ->
     assert "100000 ms" in page.inner_text("#legend")
     page.click("#settings-btn")
     page.click("#th-reset")
+
+
+def test_column_chooser_adds_and_removes_columns_and_remembers_them(page: Any, shop_server: Server) -> None:
+    open_app(page, shop_server.url)
+    page.wait_for_selector("#http-body tr.rec")
+    assert page.locator("#http-head th[data-key=user_agent]").count() == 0
+    page.click("#columns-btn")
+    page.check("#columns input[data-key=user_agent]")
+    page.uncheck("#columns input[data-key=url]")
+    assert page.locator("#http-head th[data-key=user_agent]").count() == 1
+    assert page.locator("#http-head th[data-key=url]").count() == 0
+    assert page.locator("#http-body td[data-col=user_agent]").count() > 0
+    assert page.locator("#http-body td[data-col=url]").count() == 0
+
+    page.reload()
+    page.wait_for_function("window.l7scope && window.l7scope.ready === true")
+    page.wait_for_selector("#http-body tr.rec")
+    assert page.locator("#http-head th[data-key=user_agent]").count() == 1
+    assert page.locator("#http-head th[data-key=url]").count() == 0
+
+
+def test_missing_front_end_packages_are_explained_and_the_http_tab_still_works(
+        page: Any, tmp_path: Any, browser: Any) -> None:
+    srv = Server(tmp_path, env={"L7SCOPE_UI_NODE_MODULES": str(tmp_path / "no-such-dir")})
+    try:
+        srv.load(shop_records(int(time.time()))[:10])
+        assert srv.client.get("/vendor/cytoscape.js").status_code == 404
+        page.goto(srv.url)
+        page.wait_for_function("window.l7scope && window.l7scope.ready === true")
+        assert page.is_visible("#vendor-missing")
+        assert "npm ci" in page.inner_text("#vendor-missing")
+        wait_showing(page, "Showing 1 - 10 of 10 records")
+    finally:
+        srv.stop()
