@@ -1,5 +1,8 @@
 """Fixtures for the browser tests (marker `browser`): a real `l7scope server` per data set and one
-headless Chromium for the session. Every page fails the test on an uncaught JavaScript error."""
+headless Chromium per test module. Every page fails the test on an uncaught JavaScript error.
+
+Module scope, not session scope: Playwright's sync API keeps an asyncio loop marked as running
+while it is started, which would break the async tests that pytest runs after this directory."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from browser_data import big_graph_records, shop_records
 from browser_support import CHROMIUM, CHROMIUM_ARGS, Server, chromium_available
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     reason = chromium_available()
     if reason:
@@ -28,7 +31,7 @@ def browser() -> Iterator[Any]:
         pw.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def shop_server(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Server]:
     srv = Server(tmp_path_factory.mktemp("shop"))
     try:
@@ -38,7 +41,7 @@ def shop_server(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Itera
         srv.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def big_server(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Server]:
     srv = Server(tmp_path_factory.mktemp("big"))
     try:
