@@ -125,6 +125,10 @@ def test_selector_filters_match_python(store: Store) -> None:
         ('url !~ ".*/cart.*" AND dest_service_name != ""',
          lambda r: "/cart" not in r.url and r.dest_service_name != ""),
         ("response_code NOT IN (200, 201)", lambda r: r.response_code not in ("200", "201")),
+        ('response_code =~ "50[0-9]|404"', lambda r: r.response_code in ("500", "503", "404")),
+        ('url =~ ".*:80/.*"', lambda r: ":80/" in r.url),
+        ('url =~ ".*/cart"', lambda r: r.url.endswith("/cart")),
+        ('dest_service_name =~ "check.*"', lambda r: r.dest_service_name.startswith("check")),
     ]
     for sel, pred in cases:
         res = store.search(q(sel, limit=1000))
@@ -159,6 +163,9 @@ def test_hostile_and_unicode_values_round_trip(store: Store) -> None:
         res = store.search(q(f"url = {quote(u)}"))
         assert res.total_hits == 1 and res.hits[0]["url"] == u and res.hits[0]["user_agent"] == u
     assert store.stats().records == len(urls)
+    store.insert(to_columns([L7Record(start_time=T0, end_time=T0 + 1, count=1, url="zz\nq")]))
+    assert store.search(q('url =~ "zz.*"')).total_hits == 1  # `.` matches a newline too
+    assert store.search(q('url =~ "zz.q"')).total_hits == 1
 
 
 def test_group_sums_and_merged_histograms(store: Store) -> None:

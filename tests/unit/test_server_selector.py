@@ -19,6 +19,9 @@ class Params:
     def regex(self, column_sql: str, placeholder: str) -> str:
         return f"re({column_sql}, {placeholder})"
 
+    def text_match(self, kind: str, column_sql: str, placeholder: str) -> str:
+        return f"{kind}({column_sql}, {placeholder})"
+
 
 def sql(text: str) -> tuple[str, dict[str, object]]:
     node = s.parse(text)
@@ -35,8 +38,22 @@ def err(text: str) -> s.SelectorError:
 
 def test_calico_example() -> None:
     text, values = sql('dest_namespace = "shop" AND response_code =~ "5.*"')
-    assert text == '(("dest_namespace" = $p0) AND re("response_code", $p1))'
-    assert values == {"p0": "shop", "p1": "^(?:5.*)$"}
+    assert text == '(("dest_namespace" = $p0) AND prefix("response_code", $p1))'
+    assert values == {"p0": "shop", "p1": "5"}
+
+
+@pytest.mark.parametrize(("pattern", "want_sql", "value"), [
+    ("5.*", 'prefix("url", $p0)', "5"),
+    (".*/cart.*", 'contains("url", $p0)', "/cart"),
+    (".*.json", 're("url", $p0)', "^(?s:.*.json)$"),
+    (".*\\.json", 'suffix("url", $p0)', ".json"),
+    ("GET", '("url" = $p0)', "GET"),
+    ("50[0-9]", 're("url", $p0)', "^(?s:50[0-9])$"),
+    ("a|b", 're("url", $p0)', "^(?s:a|b)$"),
+])
+def test_regex_literal_shapes_use_string_functions(pattern: str, want_sql: str, value: str) -> None:
+    text, values = sql(f"url =~ {s.quote(pattern)}")
+    assert text == want_sql and values == {"p0": value}
 
 
 def test_precedence_not_and_or_and_parentheses() -> None:

@@ -92,7 +92,19 @@ def namespace_selector(ns: str) -> str:
 # --- stats --------------------------------------------------------------------------------
 
 
-@dataclass
+_MID: dict[int, int] = {}
+
+
+def _mid_ns(bucket: int) -> int:
+    """The reported value of a latency bucket, in ns (cached: few distinct buckets exist)."""
+    v = _MID.get(bucket)
+    if v is None:
+        lo, hi = latency.bucket_bounds(bucket)
+        v = _MID[bucket] = (lo if hi - lo == 1 else (lo + hi) // 2) * 1000
+    return v
+
+
+@dataclass(slots=True)
 class Stats:
     count: int = 0
     bytes_in: int = 0
@@ -125,23 +137,26 @@ class Stats:
         latency.merge_into(self.hist, other.hist)
 
     def p50_p99(self) -> tuple[int | None, int | None]:
-        """Both percentiles (ns) in one pass over the sorted buckets; None without histogram."""
-        total = sum(self.hist.values())
+        """Both percentiles (ns) in one pass over the sorted buckets; None without histogram.
+        Same rule as contracts.latency.quantile (midpoint of the bucket holding the rank)."""
+        h = self.hist
+        total = sum(h.values())
         if total <= 0:
             return None, None
-        out: list[int | None] = [None, None]
+        r50, r99 = 0.5 * total, 0.99 * total
         seen = 0
-        for b in sorted(self.hist):
-            if not self.hist[b]:
+        p50 = -1
+        for b in sorted(h):
+            c = h[b]
+            if not c:
                 continue
-            seen += self.hist[b]
-            for i, q in enumerate((0.5, 0.99)):
-                if out[i] is None and seen >= q * total:
-                    lo, hi = latency.bucket_bounds(b)
-                    out[i] = (lo if hi - lo == 1 else (lo + hi) // 2) * 1000
-            if out[1] is not None:
-                break
-        return out[0], out[1]
+            seen += c
+            if p50 < 0 and seen >= r50:
+                p50 = b
+            if seen >= r99:
+                return _mid_ns(p50), _mid_ns(b)
+        last = max(h)
+        return _mid_ns(p50 if p50 >= 0 else last), _mid_ns(last)
 
     def to_json(self, *, with_errors: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -164,7 +179,7 @@ class _Edge:
     selector: str
     by_class: dict[str, Stats] = field(default_factory=dict)
     total: Stats = field(default_factory=Stats)
-    routes: dict[tuple[str, str], Stats] = field(default_factory=dict)
+    routes: dict[tuple[str, str], list[GroupRow]] = field(default_factory=dict)
 
 
 def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: int,
@@ -212,8 +227,9 @@ def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: in
                 route = (str(g.key[9]), str(g.key[10]))
                 rs = e.routes.get(route)
                 if rs is None:
-                    rs = e.routes[route] = Stats()
-                rs.add(g)
+                    e.routes[route] = [g]
+                else:
+                    rs.append(g)
 
     for e in edges.values():
         for st in e.by_class.values():
@@ -272,16 +288,25 @@ def _node_json(n: NodeRef, s: Stats, expanded: Collection[str]) -> dict[str, Any
     }
 
 
+def _top_routes(e: _Edge, n: int) -> list[dict[str, Any]]:
+    """The n busiest routes; histograms are merged only for those."""
+    counted = sorted(((sum(g.count for g in rows), key, rows) for key, rows in e.routes.items()),
+                     key=lambda t: (-t[0], t[1]))[:n]
+    out = []
+    for count, (method, url), rows in counted:
+        s = Stats()
+        for g in rows:
+            s.add(g)
+        out.append({"method": method, "url": url, "count": count, "errors": s.errors,
+                    "error_rate": s.errors / count if count else 0.0, "p99": s.p50_p99()[1]})
+    return out
+
+
 def _edge_json(e: _Edge, top_routes: int) -> dict[str, Any]:
-    routes = sorted(e.routes.items(), key=lambda kv: (-kv[1].count, kv[0]))[:top_routes]
     return {
         "id": f"{e.source.id}->{e.target.id}", "source": e.source.id, "target": e.target.id,
         "kind": e.kind, "selector": e.selector,
         "totals": e.total.to_json(with_errors=True),
         "stats": {c: (e.by_class[c].to_json() if c in e.by_class else None) for c in CLASSES},
-        "top_routes": [
-            {"method": m, "url": u, "count": s.count, "errors": s.errors,
-             "error_rate": s.errors / s.count if s.count else 0.0, "p99": s.p50_p99()[1]}
-            for (m, u), s in routes
-        ],
+        "top_routes": _top_routes(e, top_routes) if top_routes else [],
     }

@@ -303,6 +303,11 @@ class SqlParams(Protocol):
         """SQL that is true when the column matches the (anchored) regex placeholder."""
         ...
 
+    def text_match(self, kind: Literal["prefix", "suffix", "contains"], column_sql: str,
+                   placeholder: str) -> str:
+        """SQL that is true when the column starts with / ends with / contains the value."""
+        ...
+
 
 def column(name: str) -> str:
     """The quoted SQL name of an allow-listed column."""
@@ -316,7 +321,7 @@ def to_sql(node: Node, params: SqlParams) -> str:
     if isinstance(node, Cmp):
         col = column(node.field)
         if node.op in ("=~", "!~"):
-            expr = params.regex(col, params.add(f"^(?:{node.value})$"))
+            expr = _regex_sql(col, str(node.value), params)
             return expr if node.op == "=~" else f"(NOT {expr})"
         return f"({col} {node.op} {params.add(node.value)})"
     if isinstance(node, In):
@@ -327,6 +332,36 @@ def to_sql(node: Node, params: SqlParams) -> str:
     if isinstance(node, Or):
         return "(" + " OR ".join(to_sql(n, params) for n in node.items) + ")"
     return f"(NOT {to_sql(node.item, params)})"
+
+
+_META: Final = r"\.^$*+?()[]{}|"
+_LITERAL_SHAPE: Final = re.compile(
+    r"(\.\*)?((?:[^\\.^$*+?()\[\]{}|]|\\[\\.^$*+?()\[\]{}|/\-])*)(\.\*)?", re.DOTALL)
+
+
+def literal_shape(pattern: str) -> tuple[str, str] | None:
+    """('exact'|'prefix'|'suffix'|'contains', literal) when a whole-value regex is just a literal
+    with optional `.*` at either end (e.g. `5.*`, `.*/cart.*`); None otherwise."""
+    m = _LITERAL_SHAPE.fullmatch(pattern)
+    if m is None:
+        return None
+    lead, body, tail = m.group(1), m.group(2), m.group(3)
+    literal = re.sub(r"\\(.)", r"\1", body)
+    kind = {(False, False): "exact", (False, True): "prefix", (True, False): "suffix",
+            (True, True): "contains"}[(bool(lead), bool(tail))]
+    return kind, literal
+
+
+def _regex_sql(col: str, pattern: str, params: SqlParams) -> str:
+    """`=~` with whole-value semantics; `.` also matches newlines. Literal shapes use the
+    engines' string functions instead of a regex over every row."""
+    shape = literal_shape(pattern)
+    if shape is not None:
+        kind, literal = shape
+        if kind == "exact":
+            return f"({col} = {params.add(literal)})"
+        return params.text_match(kind, col, params.add(literal))  # type: ignore[arg-type]
+    return params.regex(col, params.add(f"^(?s:{pattern})$"))
 
 
 # --- building selectors (for the service graph's node/edge selectors) -------------------------

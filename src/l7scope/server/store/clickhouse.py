@@ -63,6 +63,12 @@ class _Params:
     def regex(self, column_sql: str, placeholder: str) -> str:
         return f"match({column_sql}, {placeholder})"
 
+    def text_match(self, kind: str, column_sql: str, placeholder: str) -> str:
+        if kind == "contains":
+            return f"(position({column_sql}, {placeholder}) > 0)"
+        fn = {"prefix": "startsWith", "suffix": "endsWith"}[kind]
+        return f"{fn}({column_sql}, {placeholder})"
+
     def int_div(self, expr: str, divisor: int) -> str:
         return f"intDiv({expr}, {int(divisor)})"
 

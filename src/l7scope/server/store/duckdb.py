@@ -62,6 +62,10 @@ class _Params:
     def regex(self, column_sql: str, placeholder: str) -> str:
         return f"regexp_matches({column_sql}, {placeholder})"
 
+    def text_match(self, kind: str, column_sql: str, placeholder: str) -> str:
+        fn = {"prefix": "starts_with", "suffix": "ends_with", "contains": "contains"}[kind]
+        return f"{fn}({column_sql}, {placeholder})"
+
     def int_div(self, expr: str, divisor: int) -> str:
         return f"({expr} // {int(divisor)})"
 
