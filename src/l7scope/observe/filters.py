@@ -37,8 +37,9 @@ FLAGS: Final[dict[str, str]] = {
     "http-path": "Regular expression that must match the whole URL path, e.g. '/api/.*'.",
 }
 
-# Kubernetes' generated-name alphabet (pod-template hashes of ReplicaSets).
-_HASH: Final = "[bcdfghjklmnpqrstvwxz2456789]{4,10}"
+# The pod-template hash of a ReplicaSet's pods (Kubernetes uses its own alphabet; generators
+# such as the demo's use hex, so any 5..10 lower-case letters and digits).
+_HASH: Final = "[a-z0-9]{5,10}"
 _STATUS: Final = re.compile(r"^([1-5][0-9]{0,2})(\+?)$")
 _METHOD: Final = re.compile(r"^[A-Za-z]{1,20}$")
 

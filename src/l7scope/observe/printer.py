@@ -296,12 +296,20 @@ def column_widths(total: int) -> list[int]:
             for c in _COLUMNS]
 
 
-def _fit(text: str, width: int, right: bool, middle: bool = False) -> str:
+def _fit(text: str, width: int, right: bool, name: bool = False) -> str:
+    """`text` padded or cut to `width`. A `name` (ns/name:port) loses its namespace first, then
+    its middle, so the start of the workload or Service name stays readable."""
     if len(text) > width:
         if width <= 1:
             return text[:width]
-        if middle:
-            head = (width - 1) // 3
+        if name:
+            slash = text.find("/")
+            if slash >= 0:
+                text = "\u2026" + text[slash:]
+                if len(text) <= width:
+                    return text.rjust(width) if right else text.ljust(width)
+                text = text[2:]
+            head = (width - 1) * 2 // 3
             tail = width - 1 - head
             return text[:head] + "\u2026" + text[len(text) - tail:]
         return text[: width - 1] + "\u2026"
@@ -324,7 +332,12 @@ class TablePrinter(_HumanPrinter):
     `--follow`) keeps its columns aligned; long cells end in an ellipsis."""
 
     def start(self) -> None:
+        """The header comes with the first rows (nothing is printed before an answer)."""
         self.widths = column_widths(self.console.width)
+        self._header = True
+
+    def _print_header(self) -> None:
+        self._header = False
         header = _Line(self.color)
         first = True
         for i, col in enumerate(_COLUMNS):
@@ -366,12 +379,15 @@ class TablePrinter(_HumanPrinter):
             if not first:
                 t.append(" " * _GAP)
             first = False
-            t.append(_fit(text, self.widths[i], col[4], middle=col[0] in ("SOURCE", "DESTINATION")),
+            t.append(_fit(text, self.widths[i], col[4], name=col[0] in ("SOURCE", "DESTINATION")),
                      style=style)
         return t
 
     def records(self, recs: Iterable[Record]) -> None:
-        self.emit(self.row(r) for r in recs)
+        rows = [self.row(r) for r in recs]
+        if rows and getattr(self, "_header", False):
+            self._print_header()
+        self.emit(rows)
 
 
 def make_printer(
