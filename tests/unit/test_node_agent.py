@@ -125,3 +125,27 @@ def test_stop_flushes_and_leaves_unsent_batches_in_spool(tmp_path: Path) -> None
     spooled = list((tmp_path / "d" / "spool").glob("*.ndjson"))
     assert len(spooled) == 1
     assert sum(json.loads(x)["count"] for x in spooled[0].read_text().splitlines()) == 2
+
+
+def test_feed_and_apply_settings(tmp_path: Path) -> None:
+    from node_factories import pod
+
+    from l7scope.node.metadata import MetadataCache
+    from l7scope.node.settings import from_mapping
+
+    def feed(cache: MetadataCache, stop: object) -> None:
+        cache.upsert(pod("fed-1", "x", "10.9.9.9"))
+
+    settings = tmp_path / "node.yaml"
+    write_settings(settings, tmp_path)
+    agent = Agent(AgentConfig(node_name="n", settings_path=str(settings),
+                              data_dir=str(tmp_path / "d"), feeds=[feed]))
+    agent.start()
+    try:
+        agent.apply_settings(from_mapping({"l7LogsFlushInterval": "3s",
+                                           "policySyncPathPrefix": str(tmp_path / "nodeagent"),
+                                           "tproxyMode": "Disabled"}))
+        wait_for(lambda: agent.snapshot()["settings"]["l7LogsFlushInterval"] == 3.0)
+        wait_for(lambda: agent.snapshot()["metadata"].get("pods") == 1)
+    finally:
+        agent.stop()
