@@ -270,7 +270,6 @@ async function start() {
   } else {
     $("vendor-missing").hidden = false;
   }
-  const table = httpTab.load();
   await loadGraph();
   // cytoscape paints on animation frames: wait until the first frame with the graph is out
   await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
@@ -279,7 +278,7 @@ async function start() {
   performance.mark("l7scope:interactive");
   window.l7scope.ready = true;
   document.documentElement.dataset.ready = "1";
-  await table;
+  await httpTab.load(); // after the graph, so the two do not compete for the first paint
 }
 
 // Handles for tests and for poking at the page from the console.
