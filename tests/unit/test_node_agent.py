@@ -144,7 +144,8 @@ def test_feed_and_apply_settings(tmp_path: Path) -> None:
     try:
         agent.apply_settings(from_mapping({"l7LogsFlushInterval": "3s",
                                            "policySyncPathPrefix": str(tmp_path / "nodeagent"),
-                                           "tproxyMode": "Disabled"}))
+                                           "tproxyMode": "Disabled",
+                                           "l7LogsFileEnabled": False}))
         wait_for(lambda: agent.snapshot()["settings"]["l7LogsFlushInterval"] == 3.0)
         wait_for(lambda: agent.snapshot()["metadata"].get("pods") == 1)
     finally:
