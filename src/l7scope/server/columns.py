@@ -3,37 +3,45 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate, chain
 from typing import Any
 
 from msgspec.structs import astuple
 
 from l7scope.contracts.record import FIELDS, L7Record
-from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, HIST_FIELD, TABLE_COLUMNS
+from l7scope.server.fields import COLUMNS, HIST_FIELD
 
-#: A batch as columns: every name of fields.TABLE_COLUMNS -> one list with a value per record.
+#: A batch as columns: every scalar column name (fields.COLUMNS) -> one list with a value per
+#: record, plus fields.HIST_FIELD -> the records' histograms (wire form, {"bucket": count}).
+#: Each store turns the histograms into its two array columns (hist_lists / hist_flat).
 ColumnBatch = dict[str, list[Any]]
 
 
 def to_columns(records: Sequence[L7Record]) -> ColumnBatch:
-    """Column lists in TABLE_COLUMNS order; the histogram becomes two parallel lists.
-
-    Transposes with msgspec's astuple + zip (C loops), not one getattr per field and record."""
-    n = len(COLUMNS)
+    """Transposes with msgspec's astuple + zip (C loops), not one getattr per field and record."""
     if not records:
-        return {name: [] for name in TABLE_COLUMNS}
-    hist_pos = FIELDS.index(HIST_FIELD)
-    assert tuple(f for f in FIELDS if f != HIST_FIELD) == tuple(COLUMNS)
-    cols = list(zip(*map(astuple, records), strict=True))
-    hists = cols.pop(hist_pos)
-    out: ColumnBatch = {name: list(cols[i]) for i, name in enumerate(COLUMNS)}
-    assert len(out) == n
-    out[HIST_BUCKETS] = [[int(k) for k in h] if h else [] for h in hists]
-    out[HIST_COUNTS] = [list(h.values()) if h else [] for h in hists]
-    return out
+        return {name: [] for name in FIELDS}
+    cols = zip(*map(astuple, records), strict=True)
+    return {name: list(col) for name, col in zip(FIELDS, cols, strict=True)}
+
+
+def hist_lists(batch: ColumnBatch) -> tuple[list[list[int]], list[list[int]]]:
+    """Per record: bucket indexes and counts (for engines that take nested lists)."""
+    hists: list[dict[str, int]] = batch[HIST_FIELD]
+    return ([[int(k) for k in h] for h in hists], [list(h.values()) for h in hists])
+
+
+def hist_flat(batch: ColumnBatch) -> tuple[list[int], list[int], list[int]]:
+    """Offsets (len n+1), flat bucket indexes and flat counts: list arrays without nesting."""
+    hists: list[dict[str, int]] = batch[HIST_FIELD]
+    offsets = [0, *accumulate(map(len, hists))]
+    buckets = list(map(int, chain.from_iterable(hists)))
+    counts = list(chain.from_iterable(map(dict.values, hists)))
+    return offsets, buckets, counts
 
 
 def batch_len(batch: ColumnBatch) -> int:
-    return len(batch[TABLE_COLUMNS[0]])
+    return len(batch[FIELDS[0]])
 
 
 def row_to_record(row: Sequence[Any]) -> dict[str, Any]:

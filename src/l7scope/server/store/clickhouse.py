@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlparse
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
-from l7scope.server.columns import ColumnBatch, batch_len, row_to_record
+from l7scope.server.columns import ColumnBatch, batch_len, hist_lists, row_to_record
 from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
 from l7scope.server.store import sql
 from l7scope.server.store.base import (
@@ -200,7 +200,7 @@ class ClickHouseStore:
         with self._errors("insert"):
             self._client().execute(
                 f"INSERT INTO {self.table} ({', '.join(TABLE_COLUMNS)}) VALUES",
-                [list(batch[c]) for c in TABLE_COLUMNS], columnar=True,
+                [*(batch[c] for c in COLUMNS), *hist_lists(batch)], columnar=True,
                 settings={"insert_distributed_sync": 1},
             )
 

@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from l7scope.server.columns import ColumnBatch, batch_len, row_to_record
+from l7scope.server.columns import ColumnBatch, batch_len, hist_flat, row_to_record
 from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
 from l7scope.server.store import sql
 from l7scope.server.store.base import (
@@ -71,7 +71,11 @@ class _Params:
 
 
 def to_arrow(batch: ColumnBatch) -> pa.Table:
-    return pa.table([batch[c] for c in TABLE_COLUMNS], schema=ARROW_SCHEMA)
+    offsets, buckets, counts = hist_flat(batch)
+    off = pa.array(offsets, type=pa.int32())
+    hist_b = pa.ListArray.from_arrays(off, pa.array(buckets, type=pa.uint16()))
+    hist_c = pa.ListArray.from_arrays(off, pa.array(counts, type=pa.uint64()))
+    return pa.table([*(batch[c] for c in COLUMNS), hist_b, hist_c], schema=ARROW_SCHEMA)
 
 
 class DuckDBStore:
