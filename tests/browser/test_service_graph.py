@@ -247,6 +247,10 @@ def test_search_hide_unrelated_legend_and_zoom(page: Any, shop_server: Server) -
     page.wait_for_selector("#show-all", state="visible")
     visible = set(graph_ids(page, "node"))
     assert visible == {"svc/shop/checkout", "wep/shop/frontend-6b7c-*", "wep/shop/checkout-55aa-*", "namespace/shop"}
+    with page.expect_response(lambda r: r.url.endswith(GRAPH)):
+        page.click("#refresh")  # a refresh keeps the view as it is
+    page.wait_for_timeout(200)
+    assert set(graph_ids(page, "node")) == visible
     page.click("#show-all")
     assert "namespace/catalog" in graph_ids(page, "node")
 

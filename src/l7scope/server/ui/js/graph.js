@@ -166,7 +166,9 @@ export class Graph {
     const els = toElements(answer, expanded, thresholds, seconds, showLabels);
     const signature = els.map((e) => e.data.id).sort().join("\n");
     if (signature === this.signature && cy.elements().length) {
-      cy.batch(() => { for (const el of els) cy.getElementById(el.data.id).data(el.data).classes(el.classes || ""); });
+      // same elements: update their numbers and colours, keep positions and view state classes
+      cy.batch(() => { for (const el of els) cy.getElementById(el.data.id).data(el.data); });
+      this.setLabels(showLabels);
       return;
     }
     const old = new Map(cy.nodes().map((n) => [n.id(), { ...n.position() }]));
@@ -178,14 +180,15 @@ export class Graph {
       for (const id of selected) cy.getElementById(id).select();
     });
     const known = cy.nodes().filter((n) => old.has(n.id()));
-    known.forEach((n) => n.position(old.get(n.id())));
+    known.forEach((n) => n.position(old.get(n.id())).scratch("_placed", true));
     await this.layout(known.length > 0 && known.length >= cy.nodes().length * 0.6);
+    cy.nodes().scratch("_placed", true);
   }
 
   layout(incremental) {
     const cy = this.cy;
     if (!cy.nodes().length) return Promise.resolve();
-    if (cy.nodes().length > BIG_GRAPH && !incremental) return this.bigLayout();
+    if (cy.nodes().length > BIG_GRAPH) return incremental ? this.placeNewNodes() : this.bigLayout();
     // fcose registers itself when its script loads; without it fall back to the built-in cose.
     const opts = typeof window.cytoscapeFcose === "function"
       ? { ...FCOSE, name: "fcose", animate: false, randomize: !incremental, fit: true, padding: 40 }
@@ -206,7 +209,21 @@ export class Graph {
     this.refineInWorker();
   }
 
-  refineInWorker() {
+  /** Large graph, mostly known nodes: put new ones next to their neighbours, then refine. */
+  placeNewNodes() {
+    const cy = this.cy;
+    const fresh = cy.nodes().filter((n) => !n.isParent() && n.scratch("_placed") !== true);
+    fresh.forEach((n) => {
+      const known = n.neighborhood("node").filter((m) => m.scratch("_placed") === true);
+      const c = known.length ? known.boundingBox() : cy.nodes().boundingBox();
+      n.position({ x: (c.x1 + c.x2) / 2 + (Math.random() - 0.5) * 60, y: (c.y1 + c.y2) / 2 + (Math.random() - 0.5) * 60 });
+    });
+    cy.nodes().scratch("_placed", true);
+    this.refineInWorker(false);
+    return Promise.resolve();
+  }
+
+  refineInWorker(randomize = true) {
     if (typeof Worker !== "function") return;
     this.worker = this.worker || new Worker("js/layout-worker.js");
     const seq = (this.seq = (this.seq || 0) + 1);
@@ -224,7 +241,7 @@ export class Graph {
       seq,
       nodes: cy.nodes().map((n) => ({ id: n.id(), parent: n.data("parent"), w: n.width(), h: n.height(), ...n.position() })),
       edges: cy.edges().map((e) => ({ id: e.id(), source: e.data("source"), target: e.data("target") })),
-      options: { ...FCOSE, randomize: true },
+      options: { ...FCOSE, randomize },
     });
   }
 
@@ -243,7 +260,7 @@ export class Graph {
   unselect() { this.cy.$(":selected").unselect(); }
 
   /** Show only `ele` and its direct neighbours (plus their namespace boxes). */
-  hideUnrelated(ele) {
+  hideUnrelated(ele, fit = true) {
     const cy = this.cy;
     let keep = ele.isNode() ? ele.closedNeighborhood() : ele.union(ele.connectedNodes());
     if (ele.isNode() && ele.isParent()) keep = keep.union(ele.descendants()).union(ele.descendants().closedNeighborhood());
@@ -252,7 +269,7 @@ export class Graph {
       cy.elements().removeClass("hidden");
       cy.elements().not(keep).addClass("hidden");
     });
-    cy.fit(keep, 50);
+    if (fit) cy.fit(keep, 50);
   }
 
   showAll() {

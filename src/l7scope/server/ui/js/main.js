@@ -73,6 +73,10 @@ async function loadGraph() {
     await graph.render(answer, state.expanded, state.thresholds, state.seconds, $("labels-toggle").checked);
     if ($("search").value) graph.search($("search").value);
     if (state.selection && !graph.select(state.selection.id)) clearSelection();
+    if (state.hiddenUnrelated) {
+      const sel = state.selection && graph.cy.getElementById(state.selection.id);
+      if (sel && sel.nonempty()) graph.hideUnrelated(sel, false); else showAll();
+    }
   }
   refreshSide();
   return true;
