@@ -84,6 +84,9 @@ def test_demo_graph_exact_counts_and_cleanup(require_netns: None, tmp_path: Path
     print(f"shop's own count {summary['sent']}, sum(count) in the store {stored}, "
           f"drops {summary['drops']}")
     assert stored == summary["sent"] == summary["stored"], summary
+    # and per caller -> callee: the store's records name the right pods and Services
+    assert summary["edge_mismatches"] == {}, summary
+    assert set(summary["store_edges"]) == {f"{a}->{b}" for a, b in catalog.edges()}
 
     assert _netns_with(prefix) == []
     assert _host_nft_tables() == tables_before

@@ -51,4 +51,5 @@ def test_no_netns_fallback(tmp_path: Path) -> None:
     summary = json.loads((data / "summary.json").read_text())
     assert summary["sent"] > 100 and summary["failed"] == 0
     assert summary["stored"] == summary["sent"], summary
+    assert summary["edge_mismatches"] == {}, summary
     assert processes_mentioning(str(data)) == []

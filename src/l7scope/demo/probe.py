@@ -96,6 +96,16 @@ class ServerApi:
         r.raise_for_status()
         return int(r.json()["total_requests"])
 
+    def edge_counts(self) -> dict[tuple[str, str], int]:
+        """Sum of `count` per (src_name_aggr, dest_service_name) in the store."""
+        r = self._http.post(f"{self.base}/api/v1/l7/logs/aggregation",
+                            json={"selector": "", "time_range": self._time_range(),
+                                  "group_by": ["src_name_aggr", "dest_service_name"],
+                                  "limit": 10000})
+        r.raise_for_status()
+        return {(str(g["key"]["src_name_aggr"]), str(g["key"]["dest_service_name"])):
+                int(g["count"]) for g in r.json()["groups"]}
+
     def service_graph(self) -> dict[str, Any]:
         r = self._http.post(f"{self.base}/api/v1/servicegraph",
                             json={"time_range": self._time_range(), "expand": ["*"]})

@@ -342,10 +342,29 @@ class Demo:
             self.close()
         return snap
 
+    def store_edges(self) -> dict[str, int]:
+        """The store's sum of `count` per caller -> callee, named like the shop's counts."""
+        out: dict[str, int] = {}
+        for (src, dst), n in self.api.edge_counts().items():
+            key = f"{self.app_of(src) or src}->{dst or '?'}"
+            out[key] = out.get(key, 0) + n
+        return dict(sorted(out.items()))
+
     def write_summary(self, snap: Snapshot) -> None:
-        out = {"started_at": self.started_at, "finished_at": time.time(), "url": self.url,
-               "mode": "loopback" if self.o.no_netns else "netns", **snap.to_dict(),
-               "timeline": self.timeline}
+        out: dict[str, Any] = {
+            "started_at": self.started_at, "finished_at": time.time(), "url": self.url,
+            "mode": "loopback" if self.o.no_netns else "netns", **snap.to_dict(),
+            "timeline": self.timeline}
+        try:
+            store = self.store_edges()
+            shop = snap.totals.to_dict()["edges"]
+            assert isinstance(shop, dict)
+            out["store_edges"] = store
+            out["edge_mismatches"] = {k: {"shop": shop.get(k, 0), "store": store.get(k, 0)}
+                                      for k in sorted(set(shop) | set(store))
+                                      if shop.get(k, 0) != store.get(k, 0)}
+        except (httpx.HTTPError, KeyError, ValueError, TypeError) as e:
+            out["store_edges_error"] = str(e)
         (self.data / "summary.json").write_text(json.dumps(out, indent=2, sort_keys=True))
 
     def close(self) -> None:
