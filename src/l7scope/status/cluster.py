@@ -12,6 +12,7 @@ The counters are not available in this mode: the status ports listen on each nod
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from l7scope.kube.client import KubeError, connect
@@ -85,6 +86,15 @@ def annotated(services: list[dict[str, Any]]) -> list[str]:
 
 def cluster_status(kubeconfig: str, namespace: str, server_url: str | None, timeout: float
                    ) -> tuple[list[PartStatus], dict[str, list[str]], list[str]]:
+    # A kubeconfig with insecure-skip-tls-verify is the user's explicit choice (kubectl does not
+    # warn either): keep urllib3's per-request warning out of the report.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+        return _cluster_status(kubeconfig, namespace, server_url, timeout)
+
+
+def _cluster_status(kubeconfig: str, namespace: str, server_url: str | None, timeout: float
+                    ) -> tuple[list[PartStatus], dict[str, list[str]], list[str]]:
     try:
         kube = connect(kubeconfig)
     except KubeError as e:
