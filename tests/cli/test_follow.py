@@ -25,9 +25,9 @@ def canon(r: dict[str, Any]) -> bytes:
 
 
 class Follower:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [L7SCOPE, "observe", "--follow", "-o", "jsonl", "--interval", "0.2"],
+            [L7SCOPE, "observe", "--follow", "-o", "jsonl", "--interval", "0.2", *extra],
             env=cli_env(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: list[dict[str, Any]] = []
         assert self.proc.stderr is not None
@@ -121,6 +121,34 @@ def test_follow_prints_every_new_record_exactly_once_in_order(tmp_path: Path) ->
             assert ends == sorted(ends)
             start += len(seg)
         assert "late" not in err and "Traceback" not in err
+    finally:
+        if follower is not None and follower.proc.poll() is None:
+            follower.stop()
+        stop(srv.proc)
+
+
+@pytest.mark.slow
+def test_records_later_than_the_window_are_counted_not_lost_silently(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    pool = dataset(0, n=20, seed=12)
+    follower: Follower | None = None
+    try:
+        follower = Follower(srv.url, "--follow-window", "10")
+        while int(time.time()) <= follower.start + 1:
+            time.sleep(0.05)
+        on_time = at(pool[:5], follower.start + 1)
+        srv.ingest(on_time, "on-time")
+        follower.wait_for(5)
+        while int(time.time()) < follower.start + 14:  # second start+1 leaves the 10 s window
+            time.sleep(0.1)
+        srv.ingest(at(pool[5:8], follower.start + 1), "too-late")
+        srv.ingest(at(pool[8:10], int(time.time())), "fresh")
+        follower.wait_for(7)
+        time.sleep(3.0)  # a late check runs every 10 polls (0.2 s apart)
+        err = follower.stop()
+        assert Counter(map(canon, follower.lines)) == Counter(
+            canon(to_dict(r)) for r in on_time + at(pool[8:10], follower.lines[-1]["end_time"]))
+        assert "3 records arrived more than --follow-window seconds after their end_time" in err, err
     finally:
         if follower is not None and follower.proc.poll() is None:
             follower.stop()

@@ -21,6 +21,7 @@ from l7scope.server.timerange import TimeRangeError, parse_time
 
 Record = dict[str, Any]
 DEFAULT_LAST = 20
+LATE_CHECK_POLLS = 10
 
 _EPILOG = """\b
 Examples:
@@ -387,7 +388,9 @@ def poll_once(client: Client, sel: str, cursor: FollowCursor, printer: Printer) 
     lo, _ = cursor.range(now)
     if lo > cursor.low:
         cursor.advance(lo)
-    if cursor.low > cursor.start:
+    cursor.polls += 1
+    # the late check scans everything since the start: every LATE_CHECK_POLLS polls is enough
+    if cursor.low > cursor.start and cursor.polls % LATE_CHECK_POLLS == 0:
         left = client.aggregation(sel, {"from": cursor.start, "to": cursor.low}, [], limit=1)
         groups = left.get("groups") or []
         n = int(groups[0]["records"]) if groups else 0

@@ -64,6 +64,7 @@ class FollowCursor:
     low: int = 0  # seconds <= low have left the window
     left_window: int = 0  # records counted in seconds that left the window
     late: int = 0  # records found after their second left the window (reported, not shown)
+    polls: int = 0
 
     def __post_init__(self) -> None:
         self.low = self.start
