@@ -306,3 +306,28 @@ def test_duckdb_migration_adds_missing_columns(tmp_path: Path) -> None:
         assert store.search(q('tls_sni = ""')).total_hits == 5
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("expanded", [set(), {"shop"}, {"shop", "payments", "-"}, {"*"}])
+def test_graph_node_ids_in_sql_match_the_python_rules(store: Store, expanded: set[str]) -> None:
+    from l7scope.server import graph
+
+    recs = sample(300)
+    odd = [  # hep/net endpoints, service unknown, half-known service, "-" namespaces
+        L7Record(start_time=T0, end_time=T0 + 1, count=1, src_type="hep", src_namespace="-",
+                 src_name_aggr="node-1", dest_type="net", dest_namespace="-", dest_name_aggr="pub"),
+        L7Record(start_time=T0, end_time=T0 + 1, count=1, src_namespace="shop", src_name_aggr="a-*",
+                 dest_namespace="payments", dest_name_aggr="p-*", dest_service_name="pay"),
+        L7Record(start_time=T0, end_time=T0 + 1, count=1, src_namespace="", src_name_aggr="pvt",
+                 src_type="net", dest_namespace="shop", dest_name_aggr="w-*"),
+        L7Record(start_time=T0, end_time=T0 + 1, count=1, dest_type="hep", dest_name_aggr="h1",
+                 dest_service_namespace="-", dest_service_name="x"),
+    ]
+    store.insert(to_columns(recs + odd))
+    rows = store.group(Filter(ALL, parse('type != "unlogged"')), graph.graph_keys(expanded), False)
+    got = {(str(g.key[0]), str(g.key[1])) for g in rows}
+    want = {(graph.source_node(r.src_type, r.src_namespace, r.src_name_aggr, expanded).id,
+             graph.dest_node(r.dest_type, r.dest_namespace, r.dest_name_aggr, r.dest_service_namespace,
+                             r.dest_service_name, expanded).id)
+            for r in recs + odd if r.type != "unlogged"}
+    assert got == want

@@ -1,10 +1,11 @@
 """The service graph: grouped store rows -> nodes, edges, per-class L7 stats, top routes.
 
-Pure logic. `GRAPH_KEYS` / `ROUTE_KEYS` are the store groupings it needs; `build()` maps every
-group to a source and destination node (namespace level, or services/workloads inside expanded
-namespaces), sums the stats per edge and response class, merges latency histograms for the
-percentiles, and gives every node and edge a selector that matches exactly its records.
-Node-id rules are documented in docs/api.md.
+`graph_keys()` is the one store grouping it needs: the source and destination node ids are
+computed in SQL (`source_id_sql` / `dest_id_sql`, the same rules as the Python reference
+`source_node` / `dest_node`, checked against each other by the contract tests), then response
+class, method and url. `build()` turns the groups into nodes and edges, sums the stats per edge
+and response class, merges latency histograms for the percentiles, and gives every node and
+edge a selector that matches exactly its records. Node-id rules: docs/api.md.
 """
 
 from __future__ import annotations
@@ -14,16 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from l7scope.contracts import latency
-from l7scope.server.selector import quote
-from l7scope.server.store.base import GroupRow
+from l7scope.server.selector import SqlParams, quote
+from l7scope.server.store.base import ExprKey, GroupKey, GroupRow
 
 CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "no_response")
 MAX_EDGES: Final = 20_000
 
-#: The one store grouping the graph needs: endpoint fields, response class, route.
-GRAPH_KEYS: Final = ["src_type", "src_namespace", "src_name_aggr", "dest_type", "dest_namespace",
-                     "dest_name_aggr", "dest_service_namespace", "dest_service_name",
-                     "response_class", "method", "url"]
 _NONE: Final = ("", "-")
 
 
@@ -87,6 +84,93 @@ def dest_node(dest_type: str, dest_ns: str, name: str, svc_ns: str, svc: str,
 def namespace_selector(ns: str) -> str:
     return (f"src_namespace = {quote(ns)} OR dest_namespace = {quote(ns)} OR "
             f"dest_service_namespace = {quote(ns)}")
+
+
+# --- node ids in SQL (the same rules as source_node / dest_node) -------------------------------
+
+_DNS_SQL: Final = ("(CASE WHEN \"dest_service_namespace\" != '' AND \"dest_service_name\" != '' "
+                   "THEN \"dest_service_namespace\" ELSE \"dest_namespace\" END)")
+_KNOWN_SQL: Final = "(\"dest_service_namespace\" != '' AND \"dest_service_name\" != '')"
+
+
+def _in_expanded(expr: str, expanded: Collection[str], p: SqlParams) -> str | None:
+    """SQL: `expr` is an expanded namespace; None when nothing is expanded."""
+    if "*" in expanded:
+        return "1 = 1"
+    names = sorted(expanded)
+    if not names:
+        return None
+    return f"{expr} IN ({', '.join(p.add(n) for n in names)})"
+
+
+def source_id_sql(expanded: Collection[str], p: SqlParams) -> str:
+    ns, name = '"src_namespace"', '"src_name_aggr"'
+    exp = _in_expanded(ns, expanded, p)
+    return (
+        f"CASE WHEN {ns} IN ('', '-') THEN concat(CASE WHEN \"src_type\" = 'hep' THEN 'hep/' "
+        f"ELSE 'net/' END, {name}) "
+        + (f"WHEN {exp} THEN concat('wep/', {ns}, '/', {name}) " if exp else "")
+        + f"ELSE concat('namespace/', {ns}) END"
+    )
+
+
+def dest_id_sql(expanded: Collection[str], p: SqlParams) -> str:
+    name = '"dest_name_aggr"'
+    exp = _in_expanded(_DNS_SQL, expanded, p)
+    inside = (f"CASE WHEN {_KNOWN_SQL} THEN concat('svc/', {_DNS_SQL}, '/', \"dest_service_name\") "
+              f"ELSE concat('wep/', {_DNS_SQL}, '/', {name}) END")
+    return (
+        f"CASE WHEN {_DNS_SQL} IN ('', '-') THEN concat(CASE WHEN \"dest_type\" = 'hep' THEN 'hep/' "
+        f"ELSE 'net/' END, {name}) "
+        + (f"WHEN {exp} THEN {inside} " if exp else "")
+        + f"ELSE concat('namespace/', {_DNS_SQL}) END"
+    )
+
+
+def backend_sql(expanded: Collection[str], p: SqlParams) -> str:
+    """`dest_namespace/dest_name_aggr` of records whose destination node is a service, else ''."""
+    exp = _in_expanded(_DNS_SQL, expanded, p)
+    return (f"CASE WHEN {_KNOWN_SQL} AND {_DNS_SQL} NOT IN ('', '-') AND {exp} "
+            f"THEN concat(\"dest_namespace\", '/', \"dest_name_aggr\") ELSE '' END")
+
+
+def graph_keys(expanded: Collection[str]) -> list[GroupKey]:
+    """The store grouping of the graph: src id, dst id, [backend], class, method, url."""
+    exp = frozenset(expanded)
+    keys: list[GroupKey] = [ExprKey("src_id", lambda p: source_id_sql(exp, p)),
+                            ExprKey("dst_id", lambda p: dest_id_sql(exp, p))]
+    if exp:
+        keys.append(ExprKey("backend", lambda p: backend_sql(exp, p)))
+    return [*keys, "response_class", "method", "url"]
+
+
+def _none_sel(side: str, name: str, kind: str) -> str:
+    return (f"{side}_namespace IN {_none_set()} AND {side}_name_aggr = {quote(name)} AND "
+            f"{side}_type {'=' if kind == 'hep' else '!='} \"hep\"")
+
+
+def node_from_id(node_id: str, side: str) -> NodeRef:
+    """The node of an id built by source_id_sql (side "src") or dest_id_sql (side "dst")."""
+    kind, _, rest = node_id.partition("/")
+    if kind == "namespace":
+        if side == "src":
+            return NodeRef(node_id, kind, rest, rest, f"src_namespace = {quote(rest)}")
+        return NodeRef(node_id, kind, rest, rest,
+                       f"(dest_service_namespace = {quote(rest)} AND dest_service_name != \"\") OR "
+                       f"(dest_namespace = {quote(rest)} AND {_SVC_UNKNOWN})")
+    if kind in ("wep", "svc"):
+        ns, _, name = rest.partition("/")
+        if kind == "svc":
+            return NodeRef(node_id, kind, name, ns,
+                           f"dest_service_namespace = {quote(ns)} AND dest_service_name = {quote(name)}")
+        if side == "src":
+            return NodeRef(node_id, kind, name, ns,
+                           f"src_namespace = {quote(ns)} AND src_name_aggr = {quote(name)}")
+        return NodeRef(node_id, kind, name, ns,
+                       f"dest_namespace = {quote(ns)} AND dest_name_aggr = {quote(name)} AND {_SVC_UNKNOWN}")
+    if side == "src":
+        return NodeRef(node_id, kind, rest, None, _none_sel("src", rest, kind))
+    return NodeRef(node_id, kind, rest, None, f"{_SVC_UNKNOWN} AND {_none_sel('dest', rest, kind)}")
 
 
 # --- stats --------------------------------------------------------------------------------
@@ -184,7 +268,7 @@ class _Edge:
 
 def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: int,
           unlogged: int) -> dict[str, Any]:
-    """`rows` grouped by GRAPH_KEYS."""
+    """`rows` grouped by graph_keys(expanded)."""
     edges: dict[str, _Edge] = {}
     nodes: dict[str, NodeRef] = {}
     endpoints: dict[tuple[Any, ...], tuple[_Edge, _Edge | None]] = {}
@@ -199,23 +283,24 @@ def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: in
         return e
 
     def edges_of(key: tuple[Any, ...]) -> tuple[_Edge, _Edge | None]:
-        st, sns, sname, dt, dns, dname, svc_ns, svc = (str(k) for k in key)
-        src = source_node(st, sns, sname, expanded)
-        dst = dest_node(dt, dns, dname, svc_ns, svc, expanded)
+        src = node_from_id(str(key[0]), "src")
+        dst = node_from_id(str(key[1]), "dst")
         e = edge(src, dst, "traffic", f"({src.selector}) AND ({dst.selector})")
         backend = None
-        if dst.type == "svc":  # service -> the workloads that answered for it
+        if dst.type == "svc" and len(key) > 2 and key[2]:  # service -> workloads that answered
+            dns, _, dname = str(key[2]).partition("/")
             wep = NodeRef(f"wep/{dst.namespace}/{dname}", "wep", dname, dst.namespace,
                           f"dest_namespace = {quote(dns)} AND dest_name_aggr = {quote(dname)}")
             backend = edge(dst, wep, "backend", f"({dst.selector}) AND dest_name_aggr = {quote(dname)}")
         return e, backend
 
+    nk = 3 if expanded else 2  # endpoint part of the key
     for g in rows:
-        k = g.key[:8]
+        k = g.key[:nk]
         pair = endpoints.get(k)
         if pair is None:
             pair = endpoints[k] = edges_of(k)
-        cls = str(g.key[8])
+        cls = str(g.key[nk])
         for e in pair:
             if e is None:
                 continue
@@ -224,7 +309,7 @@ def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: in
                 st = e.by_class[cls] = Stats()
             st.add(g)
             if top_routes and e.kind == "traffic":
-                route = (str(g.key[9]), str(g.key[10]))
+                route = (str(g.key[nk + 1]), str(g.key[nk + 2]))
                 rs = e.routes.get(route)
                 if rs is None:
                     e.routes[route] = [g]

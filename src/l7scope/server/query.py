@@ -192,7 +192,7 @@ class QueryService:
         tr = self._time_range(req.time_range)
         sel = self._selector(req.selector)
         flt = Filter(tr, sel, exclude_unlogged=True)
-        rows = self._run(lambda: self.store.group(flt, list(graph.GRAPH_KEYS), True))
+        rows = self._run(lambda: self.store.group(flt, graph.graph_keys(set(req.expand)), True))
         unl_sel: selector.Node = selector.Cmp("type", "=", TYPE_UNLOGGED)
         if sel is not None:
             unl_sel = selector.And((sel, unl_sel))

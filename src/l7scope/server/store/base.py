@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from l7scope.server.columns import ColumnBatch
-from l7scope.server.selector import Node
+from l7scope.server.selector import Node, SqlParams
 from l7scope.server.timerange import TimeRange
 
 
@@ -44,8 +45,17 @@ class SearchResult:
     hits: list[dict[str, Any]]
 
 
-#: A grouping key: a column name, "response_class", or "time:<interval seconds>".
-GroupKey = str
+@dataclass(frozen=True)
+class ExprKey:
+    """A grouping key computed in SQL from allow-listed columns (e.g. a service-graph node id).
+    `render` returns the SQL text, binding any values through the given SqlParams."""
+
+    name: str
+    render: Callable[[SqlParams], str]
+
+
+#: A grouping key: a column name, "response_class", "time:<interval seconds>", or an ExprKey.
+GroupKey = str | ExprKey
 
 
 @dataclass
@@ -87,7 +97,7 @@ class Store(Protocol):
 
     def search(self, q: SearchQuery) -> SearchResult: ...
 
-    def group(self, flt: Filter, keys: list[GroupKey], with_hist: bool) -> list[GroupRow]:
+    def group(self, flt: Filter, keys: Sequence[GroupKey], with_hist: bool) -> list[GroupRow]:
         """Sums per group of `keys` (all groups; callers sort and cut)."""
         ...
 

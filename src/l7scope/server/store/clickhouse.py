@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -256,7 +256,7 @@ class ClickHouseStore:
         rows = self._query(sql.search_page(self.table, q, p), p) if total[0] else []
         return SearchResult(int(total[0]), int(total[1] or 0), [row_to_record(r) for r in rows])
 
-    def group(self, flt: Filter, keys: list[GroupKey], with_hist: bool) -> list[GroupRow]:
+    def group(self, flt: Filter, keys: Sequence[GroupKey], with_hist: bool) -> list[GroupRow]:
         p = _Params()
         extra = f', sumMap("{HIST_BUCKETS}", "{HIST_COUNTS}") AS n_hist' if with_hist else ""
         rows = self._query(sql.group_sums(self.table, flt, keys, p, extra), p)

@@ -8,6 +8,7 @@ serialised by a lock. Batch ids live in a table next to the records, in the same
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -182,15 +183,16 @@ class DuckDBStore:
         rows = self._query(sql.search_page(TABLE, q, p), p) if total[0] else []
         return SearchResult(int(total[0]), int(total[1] or 0), [row_to_record(r) for r in rows])
 
-    def group(self, flt: Filter, keys: list[GroupKey], with_hist: bool) -> list[GroupRow]:
+    def group(self, flt: Filter, keys: Sequence[GroupKey], with_hist: bool) -> list[GroupRow]:
         p = _Params()
         n = len(keys)
-        # With histograms, each group also gets a hash of its key so the (exploded) histogram
-        # query can group on one integer instead of n text columns.
-        key_exprs = [sql.key_sql(k, p) for k in keys]
-        hash_sql = f"hash({', '.join(key_exprs)})" if keys else "0"
-        extra = f", {hash_sql} AS n_hash" if with_hist else ""
-        rows = self._query(sql.group_sums(TABLE, flt, keys, p, extra), p)
+        # With histograms, each group also gets a hash of its key values so the (exploded)
+        # histogram query can group on one integer instead of n text columns.
+        text = sql.group_sums(TABLE, flt, keys, p)
+        if with_hist:
+            ks = ", ".join(f"k{i}" for i in range(n))
+            text = f"SELECT *, {f'hash({ks})' if keys else '0'} AS n_hash FROM ({text})"
+        rows = self._query(text, p)
         out: dict[Any, GroupRow] = {}
         for r in rows:
             if not r[n]:
@@ -203,10 +205,11 @@ class DuckDBStore:
             )
         if with_hist and out:
             p = _Params()
-            key_exprs = [sql.key_sql(k, p) for k in keys]
-            hash_sql = f"hash({', '.join(key_exprs)})" if keys else "0"
+            key_cols = ", ".join(f"{sql.key_sql(k, p)} AS k{i}" for i, k in enumerate(keys))
+            hash_sql = f"hash({', '.join(f'k{i}' for i in range(n))})" if keys else "0"
             text = (
-                f"SELECT hk, b, sum(c) FROM (SELECT {hash_sql} AS hk, unnest(\"{HIST_BUCKETS}\") AS b, "
+                f"SELECT {hash_sql} AS hk, b, sum(c) FROM (SELECT {key_cols + ', ' if keys else ''}"
+                f"unnest(\"{HIST_BUCKETS}\") AS b, "
                 f"unnest(\"{HIST_COUNTS}\") AS c FROM {TABLE} WHERE {sql.where(flt, p)}) GROUP BY hk, b"
             )
             for hk, b, c in self._query(text, p):

@@ -8,12 +8,13 @@ explicit GROUP BY expressions, `substring`/`concat`, LIMIT/OFFSET. The few diale
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, Protocol
 
 from l7scope.contracts.record import TYPE_UNLOGGED
 from l7scope.server.fields import COLUMNS, TABLE_COLUMNS
 from l7scope.server.selector import SqlParams, column, to_sql
-from l7scope.server.store.base import Filter, GroupKey, SearchQuery
+from l7scope.server.store.base import ExprKey, Filter, GroupKey, SearchQuery
 
 RESPONSE_CLASS_SQL: Final = (
     "(CASE WHEN length(\"response_code\") = 3 AND substring(\"response_code\", 1, 1) "
@@ -58,6 +59,8 @@ def search_total(table: str, q: SearchQuery, d: Dialect) -> str:
 
 
 def key_sql(key: GroupKey, d: Dialect) -> str:
+    if isinstance(key, ExprKey):
+        return f"({key.render(d)})"
     if key == "response_class":
         return RESPONSE_CLASS_SQL
     if key.startswith("time:"):
@@ -68,7 +71,7 @@ def key_sql(key: GroupKey, d: Dialect) -> str:
     raise ValueError(f"not a group key: {key!r}")
 
 
-def group_sums(table: str, flt: Filter, keys: list[GroupKey], d: Dialect,
+def group_sums(table: str, flt: Filter, keys: Sequence[GroupKey], d: Dialect,
                extra_aggregates: str = "") -> str:
     """One row per group: k0..kn, records, count, bytes_in, bytes_out, weighted duration sum,
     min(duration_mean), max(duration_max), errors[, extra]."""
