@@ -168,9 +168,12 @@ def start(node_names: tuple[str, ...] = ("node-a", "node-b"), with_kubelet: bool
             f"--service-account-signing-key-file={workdir / 'sa.key'}",
             "--service-cluster-ip-range=10.96.0.0/12", "--endpoint-reconciler-type=none",
             "--disable-admission-plugins=ServiceAccount", "--profiling=false"])
+        # The API server's self-signed certificate (written to --cert-dir with its own CA
+        # appended) is the kubeconfig's certificate authority: TLS is verified.
         cp.kubeconfig.write_text(
             "apiVersion: v1\nkind: Config\n"
-            f"clusters:\n- name: t\n  cluster:\n    server: {cp.server}\n    insecure-skip-tls-verify: true\n"
+            f"clusters:\n- name: t\n  cluster:\n    server: {cp.server}\n"
+            f"    certificate-authority: {workdir / 'certs' / 'apiserver.crt'}\n"
             f"users:\n- name: admin\n  user:\n    token: {TOKEN}\n"
             "contexts:\n- name: t\n  context:\n    cluster: t\n    user: admin\n"
             "current-context: t\n")

@@ -49,7 +49,8 @@ def service_account_kubeconfig(cp: ControlPlane, kube: Kube, ns: str, sa: str, p
     token = answer["status"]["token"]
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "t", "cluster": {"server": cp.server, "insecure-skip-tls-verify": True}}],
+        "clusters": [{"name": "t", "cluster": {
+            "server": cp.server, "certificate-authority": str(cp.workdir / "certs" / "apiserver.crt")}}],
         "users": [{"name": sa, "user": {"token": token}}],
         "contexts": [{"name": "sa", "context": {"cluster": "t", "user": sa}}]}))
     return path

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote
 
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -102,6 +103,9 @@ class Kube:
     def __init__(self, configuration: k8s_client.Configuration, timeout: float = 30.0) -> None:
         self.configuration = configuration
         self.timeout = timeout
+        if not configuration.verify_ssl:
+            # The kubeconfig says insecure-skip-tls-verify: the user chose it, once is enough.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self._api = k8s_client.ApiClient(configuration)
         self._api.user_agent = "l7scope"
         self._resources: dict[str, dict[str, Resource]] = {}

@@ -223,7 +223,7 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
                         "name": "server", "image": ctx.image, "imagePullPolicy": ctx.image_pull_policy,
                         "command": ["l7scope", "server", "--host", "0.0.0.0", "--port", str(SERVER_PORT),
                                     "--data-dir", "/var/lib/l7scope"],
-                        "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+                        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
                         "readinessProbe": probe, "livenessProbe": {**probe, "failureThreshold": 6},
                         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
                         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/l7scope"}],
@@ -237,7 +237,8 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
         "apiVersion": "v1", "kind": "Service",
         "metadata": _meta(SERVER, ctx, SERVER),
         "spec": {"selector": labels,
-                 "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": SERVER_PORT}]},
+                 "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": SERVER_PORT,
+                            "protocol": "TCP"}]},  # server-side apply needs every list-map key
     }
     return [deployment, service]
 
