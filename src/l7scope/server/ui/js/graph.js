@@ -206,7 +206,8 @@ export class Graph {
       name: "grid", animate: false, fit: true, padding: 30, avoidOverlap: false,
       sort: (x, y) => (y.data("count") || 0) - (x.data("count") || 0),
     });
-    this.refineInWorker();
+    // start the worker once the grid is on screen, so it does not compete with the first paint
+    requestAnimationFrame(() => setTimeout(() => this.refineInWorker(), 0));
   }
 
   /** Large graph, mostly known nodes: put new ones next to their neighbours, then refine. */
