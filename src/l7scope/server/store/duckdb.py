@@ -205,11 +205,9 @@ class DuckDBStore:
             )
         if with_hist and out:
             p = _Params()
-            key_cols = ", ".join(f"{sql.key_sql(k, p)} AS k{i}" for i, k in enumerate(keys))
-            hash_sql = f"hash({', '.join(f'k{i}' for i in range(n))})" if keys else "0"
+            hash_sql = f"hash({', '.join(sql.key_sql(k, p) for k in keys)})" if keys else "0"
             text = (
-                f"SELECT {hash_sql} AS hk, b, sum(c) FROM (SELECT {key_cols + ', ' if keys else ''}"
-                f"unnest(\"{HIST_BUCKETS}\") AS b, "
+                f"SELECT hk, b, sum(c) FROM (SELECT {hash_sql} AS hk, unnest(\"{HIST_BUCKETS}\") AS b, "
                 f"unnest(\"{HIST_COUNTS}\") AS c FROM {TABLE} WHERE {sql.where(flt, p)}) GROUP BY hk, b"
             )
             for hk, b, c in self._query(text, p):
