@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -70,6 +71,11 @@ def status(state_file: str | None, server: str | None, kubeconfig: str | None,
         parts = probe_all(state, timeout=timeout)
         services = {"*": list(state.annotated_services)} if state.annotated_services else {}
         notes = []
+        in_netns = any(n.netns or any(p is not None and p.netns for p in (n.envoy_admin, n.collector, n.node_agent))
+                       for n in state.nodes)
+        if in_netns and os.geteuid() != 0:
+            notes.append("parts inside network namespaces can only be reached as root "
+                         "(run `sudo l7scope status`)")
         if state.demo_pid is not None and not discovery.pid_alive(state.demo_pid):
             notes.append(f"the demo process {state.demo_pid} that wrote the state file has exited")
     for p in parts:  # what each node agent captures (the Services annotated for logging)

@@ -168,7 +168,9 @@ def _get(getter: Getter, addr: str, path: str, netns: str | None, timeout: float
     try:
         host, port = split_addr(addr)
         return getter(host, port, path, netns, timeout)
-    except Exception as e:  # reported as the part's state
+    except admin.AdminError as e:  # reported as the part's state, without the "admin" wording
+        return e.__cause__ if isinstance(e.__cause__, Exception) else e
+    except Exception as e:
         return e
 
 
