@@ -79,7 +79,8 @@ def test_agent_fed_by_watches_and_cluster_settings(control_plane: ControlPlane, 
         # the NodeAgentConfiguration replaces the file's settings
         kube.create({**nodeconfig.empty(),
                      "spec": {"l7LogsFlushInterval": "3s",
-                              "policySyncPathPrefix": str(tmp_path / "ps")}})
+                              "policySyncPathPrefix": str(tmp_path / "ps"),
+                              "l7LogsFileDirectory": str(tmp_path / "logs")}})
         wait_for(lambda: (s := stats()) and s["settings"]["l7LogsFlushInterval"] == 3.0, 30, 0.2,
                  "cluster settings in /stats")
 
