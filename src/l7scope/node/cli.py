@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 _EXAMPLE = """
 \b
-Example (node agent of node-a, demo inventory, server on :8080):
+Example (node agent of node-a, demo inventory, server on :8686):
   l7scope node --settings node.yaml --inventory ./inventory --node-name node-a \\
-      --server http://127.0.0.1:8080 --envoy-admin http://127.0.0.1:9901 \\
+      --server http://127.0.0.1:8686 --envoy-admin http://127.0.0.1:9901 \\
       --status-addr 127.0.0.1:9102
 \b
 node.yaml holds FelixConfiguration fields (docs/node.md), e.g.:
@@ -50,7 +50,7 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
               help="Directory of Kubernetes YAML (pods, Services, EndpointSlices) re-read on change.")
 @click.option("--node-name", default=socket.gethostname, show_default="hostname",
               help="This node's name (pods with this spec.nodeName are local clients).")
-@click.option("--server", "server_url", help="Server base URL for shipping, e.g. http://127.0.0.1:8080.")
+@click.option("--server", "server_url", help="Server base URL for shipping, e.g. http://127.0.0.1:8686.")
 @click.option("--envoy-admin", help="Envoy admin URL; capture is withdrawn while its /ready fails.")
 @click.option("--status-addr", help="HOST:PORT for GET /healthz and GET /stats.")
 @click.option("--data-dir", default="/var/lib/l7scope/node", show_default=True,
@@ -132,7 +132,8 @@ def _reports(line: str) -> list[pb.DataplaneStats]:
 Example:
   l7scope collector replay envoy.log | l7scope node aggregate --settings node.yaml
 """)
-@click.option("--settings", "settings_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--settings", "settings_path", type=click.Path(exists=True, dir_okay=False),
+              help="The agent's settings file (aggregation settings, per-node limit).")
 @click.option("--inventory", "inventory_dir", type=click.Path(exists=True, file_okay=False),
               help="Kubernetes YAML directory for enrichment.")
 @click.option("--node-name", default=socket.gethostname, show_default="hostname")
