@@ -34,7 +34,8 @@ class DemoRun:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "l7scope", "--log-level", "warning", "demo",
              "--data-dir", str(data_dir), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            bufsize=0)  # unbuffered: select() must see every line that readline() has not
         self.output: list[str] = []
 
     def wait_for_url(self, timeout: float) -> str:

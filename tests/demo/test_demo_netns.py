@@ -122,3 +122,23 @@ def test_second_run_cleans_up_after_a_crash(require_netns: None, tmp_path: Path)
                         f"cleanup_stale({prefix!r})"], check=False)
     assert _netns_with(prefix) == []
     assert processes_mentioning(str(data)) == []
+
+
+def test_ctrl_c_stops_drains_and_cleans_up(require_netns: None, tmp_path: Path) -> None:
+    prefix = f"di{os.getpid()}"
+    data = tmp_path / "data"
+    run = DemoRun(["--port", str(free_port()), "--prefix", prefix, "--rate", "5"], data,
+                  tmp_path / "state.json")
+    try:
+        run.wait_for_url(300)
+        time.sleep(10)
+        os.killpg(run.proc.pid, 2)  # Ctrl-C in the terminal
+        assert run.wait(180) == 0, run.text()[-3000:]
+    finally:
+        run.kill()
+    assert "every request accounted for" in run.text()
+    summary = json.loads((data / "summary.json").read_text())
+    assert summary["sent"] > 0 and summary["stored"] == summary["sent"], summary
+    assert _netns_with(prefix) == []
+    assert processes_mentioning(str(data)) == []
+    assert not (tmp_path / "state.json").exists()  # `l7scope status` no longer sees it
