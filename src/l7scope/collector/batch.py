@@ -14,16 +14,22 @@ The rules are Calico's l7-collector (spec section 5):
 `flush()` returns one DataplaneStats per tuple (see `l7scope.contracts.policysync`), including
 the tuples whose lines were all over the cap.
 
-Speed: `add()` is the hot path: one C-level `attrgetter` call builds the key, one dict lookup
-finds its entry (a plain list, the cheapest mutable record), and a few integer updates merge the
-line. Memory is bounded by the number of keys, not lines. No clock is read here: the caller
-decides when an interval ends.
+Speed: `add()` is the hot path. Per line it does three C-level calls (`attrgetter` for the key,
+`hash`, `attrgetter` for the five numbers), one dict lookup by the key's hash (an int: comparing
+two ints is far cheaper than comparing two 11-field tuples whose strings lie all over memory) and
+one `list.append` of the numbers. The numbers are folded per key later (`_fold`: whole-column
+`sum`/`max`/`map` passes in C), when the interval ends or when more than `compact_lines` lines are
+held, which bounds memory. Keys are told apart by their 64-bit hash: Python's string hash is
+keyed per process (SipHash), so two distinct keys of one interval collide with a probability
+around n^2 / 2^65 (n keys), which we accept. No clock is read here: the caller decides when an
+interval ends.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Final
@@ -48,8 +54,12 @@ _K_UA, _K_PATH, _K_METHOD, _K_CODE, _K_DOMAIN, _K_GRPC, _K_FLAGS, _K_REPORTER = 
 Key = tuple[object, ...]
 TupleKey = tuple[object, ...]
 
-# Entry layout (a list, indexed by these constants).
-COUNT, DUR_SUM, DUR_MAX, LAT_SUM, SENT, RECEIVED, US_SUM, US_MAX, HIST, FIRST = range(10)
+_num_of: Final = attrgetter("duration", "duration_us", "upstream_service_time", "bytes_sent",
+                            "bytes_received")
+Nums = tuple[int | None, int | None, str | None, int | None, int | None]
+
+# Aggregate layout (a list, indexed by these constants).
+COUNT, DUR_SUM, DUR_MAX, LAT_SUM, SENT, RECEIVED, US_SUM, US_MAX, HIST = range(9)
 
 _bucket_table: list[int] = []
 
@@ -63,6 +73,49 @@ def _buckets() -> list[int]:
 
 def _int32(v: int) -> int:
     return v if v <= INT32_MAX else INT32_MAX
+
+
+def _latency_ms(duration: int, ust: str | None) -> int:
+    """Calico: latency = duration - upstream_service_time, when that header value parses."""
+    if not ust:
+        return 0
+    try:
+        return duration - int(ust)
+    except ValueError:
+        return 0
+
+
+def _fold(agg: list[Any], nums: list[Nums]) -> None:
+    """Merge the numbers of one key's lines into its aggregate, column by column in C."""
+    durs, uss, usts, sent, received = zip(*nums, strict=True)
+    if None in durs:
+        durs = tuple(d or 0 for d in durs)
+    dsum: int = sum(durs)
+    lat: int | None = None
+    if None not in usts:
+        try:
+            lat = dsum - sum(map(int, usts))
+        except ValueError:
+            lat = None
+    if lat is None:
+        lat = sum(map(_latency_ms, durs, usts))
+    if None in uss:
+        uss = tuple(u if u is not None else d * 1000 for u, d in zip(uss, durs, strict=True))
+    us_max: int = max(uss)
+    table = _buckets()
+    hist: Counter[int] = agg[HIST]
+    if min(uss) >= 0 and us_max < len(table):
+        hist.update(map(table.__getitem__, uss))
+    else:
+        hist.update(map(latency.bucket_of, uss))
+    agg[COUNT] += len(nums)
+    agg[DUR_SUM] += dsum
+    agg[DUR_MAX] = max(agg[DUR_MAX], max(durs))
+    agg[LAT_SUM] += lat
+    agg[SENT] += sum(filter(None, sent))
+    agg[RECEIVED] += sum(filter(None, received))
+    agg[US_SUM] += sum(uss)
+    agg[US_MAX] = max(agg[US_MAX], us_max)
 
 
 @dataclass
@@ -80,79 +133,74 @@ class Batcher:
     """Collects decoded lines for one interval; `flush()` turns them into DataplaneStats."""
 
     def __init__(self, requests_per_interval: int = -1, *, node_name: str = "",
-                 collector_name: str = COLLECTOR_NAME) -> None:
+                 collector_name: str = COLLECTOR_NAME, compact_lines: int = 150_000) -> None:
         self.cap = requests_per_interval if requests_per_interval > 0 else sys.maxsize
         self.node_name = node_name
         self.collector_name = collector_name
-        self._entries: dict[Key, list[Any]] = {}
-        self._over: dict[TupleKey, int] = {}
+        self.compact_lines = compact_lines
+        self._nums: dict[int, list[Nums]] = {}  # key hash -> numbers of lines not folded yet
+        self._keys: dict[int, Key] = {}  # key hash -> key
+        self._first: dict[int, EnvoyLogLine] = {}  # key hash -> its first line (SNI, upstream)
+        self._aggs: dict[int, list[Any]] = {}  # key hash -> folded numbers
+        self._over: dict[TupleKey, int] = {}  # tuple -> requests over the cap
+        self._held = 0
         self.pending_requests = 0  # lines added since the last flush
 
-    def add(self, lines: Iterable[EnvoyLogLine]) -> int:
+    def add(self, lines: Sequence[EnvoyLogLine]) -> int:
         """Add decoded lines; returns how many of them were over the unique-key cap."""
-        entries = self._entries
-        get = entries.get
-        key_of = _key_of
+        nums = self._nums
+        get = nums.get
         cap = self.cap
-        over = self._over
-        table = _buckets()
-        table_len = len(table)
-        bucket_of = latency.bucket_of
-        n = 0
         n_over = 0
-        for ln in lines:
-            n += 1
-            k = key_of(ln)
-            e = get(k)
-            if e is None:
-                if len(entries) >= cap:
+        for ln, h, v in zip(lines, map(hash, map(_key_of, lines)), map(_num_of, lines),
+                            strict=True):
+            lst = get(h)
+            if lst is None:
+                k = _key_of(ln)
+                if len(nums) >= cap:
                     t = k[:_TUPLE_LEN]
-                    over[t] = over.get(t, 0) + 1
+                    self._over[t] = self._over.get(t, 0) + 1
                     n_over += 1
                     continue
-                e = entries[k] = [0, 0, 0, 0, 0, 0, 0, 0, {}, ln]
-            d = ln.duration or 0
-            us = ln.duration_us
-            if us is None:
-                us = d * 1000
-            e[0] += 1
-            e[1] += d
-            if d > e[2]:
-                e[2] = d
-            ust = ln.upstream_service_time
-            if ust:
-                try:  # noqa: SIM105 (contextlib.suppress is slower on this hot path)
-                    e[3] += d - int(ust)
-                except ValueError:
-                    pass
-            e[4] += ln.bytes_sent or 0
-            e[5] += ln.bytes_received or 0
-            e[6] += us
-            if us > e[7]:
-                e[7] = us
-            b = table[us] if 0 <= us < table_len else bucket_of(us)
-            h = e[8]
-            h[b] = h.get(b, 0) + 1
+                lst = nums[h] = []
+                self._keys[h] = k
+                self._first[h] = ln
+            lst.append(v)
+        n = len(lines)
         self.pending_requests += n
+        self._held += n - n_over
+        if self._held >= self.compact_lines:
+            self._compact()
         return n_over
+
+    def _compact(self) -> None:
+        aggs = self._aggs
+        for h, lst in self._nums.items():
+            if lst:
+                agg = aggs.get(h)
+                if agg is None:
+                    agg = aggs[h] = [0, 0, 0, 0, 0, 0, 0, 0, Counter()]
+                _fold(agg, lst)
+                lst.clear()
+        self._held = 0
 
     def flush(self) -> FlushResult:
         """End the interval: one DataplaneStats per tuple, and reset."""
-        entries, over = self._entries, self._over
-        self._entries, self._over = {}, {}
+        self._compact()
+        aggs, keys, first, over = self._aggs, self._keys, self._first, self._over
+        self._nums, self._keys, self._first, self._aggs, self._over = {}, {}, {}, {}, {}
         self.pending_requests = 0
         res = FlushResult()
-        by_tuple: dict[TupleKey, list[tuple[Key, list[Any]]]] = {}
-        for k, e in entries.items():
-            by_tuple.setdefault(k[:_TUPLE_LEN], []).append((k, e))
+        by_tuple: dict[TupleKey, list[int]] = {}
+        for h in aggs:
+            by_tuple.setdefault(keys[h][:_TUPLE_LEN], []).append(h)
         for t in over:
             by_tuple.setdefault(t, [])
         for t, group in by_tuple.items():
             n_over = over.get(t, 0)
-            valid = [(k, e) for k, e in group
-                     if k[_K_REPORTER] is None or k[_K_REPORTER] == REPORTER_DESTINATION]
-            kept = sum(e[COUNT] for _, e in valid)
-            res.invalid += sum(e[COUNT] for _, e in group) - kept
+            valid = [h for h in group if keys[h][_K_REPORTER] in (None, REPORTER_DESTINATION)]
+            kept = sum(aggs[h][COUNT] for h in valid)
+            res.invalid += sum(aggs[h][COUNT] for h in group) - kept
             src_ip, src_port = split_address(t[0])  # type: ignore[arg-type]
             dst_ip, dst_port = split_address(t[1])  # type: ignore[arg-type]
             if not src_ip or not dst_ip or (not valid and not n_over):
@@ -164,8 +212,8 @@ class Batcher:
             msg.stats.append(Statistic(
                 direction=Statistic.IN, relativity=Statistic.DELTA, kind=Statistic.HTTP_DATA,
                 value=kept + n_over))
-            for k, e in valid:
-                msg.http_data.append(self._http_data(k, e))
+            for h in valid:
+                msg.http_data.append(self._http_data(keys[h], aggs[h], first[h]))
             if not valid:  # every request of this tuple was over the cap
                 msg.http_data.append(HTTPData(type=str(t[2] or ""), count=0,
                                               collector_type=COLLECTOR_TYPE,
@@ -176,10 +224,9 @@ class Batcher:
             res.over_cap += n_over
         return res
 
-    def _http_data(self, k: Key, e: list[Any]) -> HTTPData:
+    def _http_data(self, k: Key, e: list[Any], first: EnvoyLogLine) -> HTTPData:
         grpc = k[_K_GRPC]
         flags = k[_K_FLAGS]
-        first: EnvoyLogLine = e[FIRST]
         hd = HTTPData(
             duration=_int32(e[DUR_SUM]), duration_max=_int32(e[DUR_MAX]),
             latency=_int32(max(e[LAT_SUM], 0)),

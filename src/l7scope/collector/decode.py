@@ -17,14 +17,19 @@ from l7scope.contracts.envoy_log import EnvoyLogLine, decode_lines
 _block_decoder: Final = msgspec.json.Decoder(list[EnvoyLogLine])
 
 
-def decode_block(block: bytes) -> tuple[list[EnvoyLogLine], int]:
-    """(decoded lines, number of bad lines) of `block`: whole lines, each ending in a newline."""
+def decode_block(block: bytes, n_lines: int | None = None) -> tuple[list[EnvoyLogLine], int]:
+    """(decoded lines, number of bad lines) of `block`: whole lines, each ending in a newline.
+
+    `n_lines` is the number of newlines in `block` when the caller knows it (Tail counts them).
+    """
     if not block:
         return [], 0
     body = block[:-1] if block.endswith(b"\n") else block
+    if n_lines is None or not block.endswith(b"\n"):
+        n_lines = body.count(b"\n") + 1
     try:
         out = _block_decoder.decode(b"[" + body.replace(b"\n", b",") + b"]")
-        if len(out) == body.count(b"\n") + 1:
+        if len(out) == n_lines:
             return out, 0
     except (msgspec.DecodeError, msgspec.ValidationError):
         pass

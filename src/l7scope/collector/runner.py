@@ -112,7 +112,7 @@ class Collector:
         if not block:
             self._pos = tail.position()
             return False
-        lines, bad = decode_block(block)
+        lines, bad = decode_block(block, tail.last_lines)
         with self.lock:
             self.counters["bad_lines"] += bad
             self.counters["requests_over_cap"] += self.batcher.add(lines)

@@ -74,12 +74,13 @@ class _File:
 
 class Tail:
     def __init__(self, path: str | Path, *, max_lag_bytes: int = 1_000_000,
-                 chunk_bytes: int = 1 << 20, start_at_end: bool = True,
+                 chunk_bytes: int = 1 << 16, start_at_end: bool = True,
                  resume: Position | None = None) -> None:
         self.path = Path(path)
         self.max_lag_bytes = max_lag_bytes
         self.chunk_bytes = chunk_bytes
         self.counters = TailCounters()
+        self.last_lines = 0  # lines in the block the last read() returned
         self._cur: _File | None = None
         self._draining: list[_File] = []
         self._first_open = True
@@ -243,8 +244,9 @@ class Tail:
         if cut + 1 < len(data):
             self._keep_partial(f, data[cut + 1:])
             data = data[:cut + 1]
+        self.last_lines = data.count(b"\n")
         self.counters.bytes_read += len(data)
-        self.counters.lines_read += data.count(b"\n")
+        self.counters.lines_read += self.last_lines
         return data
 
     def _keep_partial(self, f: _File, tail: bytes) -> None:
