@@ -1,0 +1,80 @@
+"""The Service Graph page: time until it is interactive with 200 nodes and 1,000 edges (target
+< 1.5 s), in Debian's headless Chromium against a real `l7scope server`.
+
+"Interactive" is the page's own performance mark `l7scope:interactive` (js/main.js). It is set
+once the first graph is laid out and painted and its handlers are bound. It counts from the start
+of navigation, so it includes loading the page and the graph library and the servicegraph query.
+Each load uses a fresh browser context (cold HTTP cache); the row reports the median.
+Baseline in the same run: the same page against an empty server (page + library, no graph).
+The 1-minute load average is printed with the rows because the CPU may be shared.
+
+Uses the browser tests' harness (tests/browser: server subprocess, data, Chromium flags).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.row import Row
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"))
+from browser_data import big_graph_records
+from browser_support import CHROMIUM, CHROMIUM_ARGS, Server, chromium_available, open_app
+
+TARGET_MS = 1500.0
+
+
+def _load(browser: Any, url: str) -> dict[str, float]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)
+    try:
+        page = context.new_page()
+        open_app(page, url)
+        marks: dict[str, float] = page.evaluate(
+            "Object.fromEntries(performance.getEntriesByType('mark').map((m) => [m.name, m.startTime]))")
+        marks["nodes"], marks["edges"] = page.evaluate(
+            "[window.l7scope.graph.cy.nodes().length, window.l7scope.graph.cy.edges().length]")
+        marks["server_ms"] = page.evaluate("window.l7scope.state.answer?.took_ms ?? 0")
+        return marks
+    finally:
+        context.close()
+
+
+def run(quick: bool) -> list[Row]:
+    reason = chromium_available()
+    if reason:
+        return [Row("UI: interactive, 200 nodes / 1,000 edges", f"skipped: {reason}")]
+    from playwright.sync_api import sync_playwright
+
+    loads = 3 if quick else 5
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
+        big = Server(Path(tmp) / "big")
+        empty = Server(Path(tmp) / "empty")
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            big.load(big_graph_records(int(time.time())))
+            _load(browser, big.url)  # warm the server's caches and the OS page cache once
+            runs = [_load(browser, big.url) for _ in range(loads)]
+            base = [_load(browser, empty.url) for _ in range(loads)]
+        finally:
+            browser.close()
+            big.stop()
+            empty.stop()
+    assert all((r["nodes"], r["edges"]) == (200, 1000) for r in runs), runs
+    interactive = statistics.median(r["l7scope:interactive"] for r in runs)
+    baseline = statistics.median(r["l7scope:interactive"] for r in base)
+    draw = statistics.median(r["l7scope:graph-drawn"] - r["l7scope:graph-data"] for r in runs)
+    server = statistics.median(r["server_ms"] for r in runs)
+    load1 = os.getloadavg()[0]
+    return [
+        Row(f"UI: interactive, 200 nodes / 1,000 edges (median of {loads} cold loads, load avg {load1:.1f})",
+            f"{interactive:.0f} ms", f"{baseline:.0f} ms (empty graph)", f"< {TARGET_MS:.0f} ms",
+            interactive < TARGET_MS),
+        Row("UI: of which layout + first paint (client)", f"{draw:.0f} ms"),
+        Row("UI: of which servicegraph query (server took_ms)", f"{server:.0f} ms"),
+    ]
