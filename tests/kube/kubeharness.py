@@ -10,6 +10,7 @@ available and roll. Nothing is actually run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -342,3 +344,28 @@ class OperatorProcess:
     def assert_alive(self) -> None:
         assert self.proc is not None and self.proc.poll() is None, \
             f"operator exited:\n{self.log_tail()}"
+
+
+@contextlib.contextmanager
+def restoring_node_config(kube: Kube) -> Iterator[None]:
+    """Put the cluster-scoped NodeAgentConfiguration `default` back as it was (absent, or its
+    spec) when the block ends: tests in one session share the control plane."""
+    from l7scope.operator import nodeconfig
+
+    try:
+        before = kube.get(nodeconfig.PATH)
+    except KubeError as e:
+        if e.status != 404:
+            raise
+        before = None
+    try:
+        yield
+    finally:
+        if before is None:
+            kube.delete(nodeconfig.PATH)
+        elif kube.exists(nodeconfig.PATH):
+            kube.request("PUT", nodeconfig.PATH, body={**kube.get(nodeconfig.PATH),
+                                                       "spec": before.get("spec") or {}})
+        else:
+            kube.create({k: v for k, v in before.items() if k != "metadata"}
+                        | {"metadata": {"name": nodeconfig.NAME}})

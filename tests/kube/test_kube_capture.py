@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubeharness import ControlPlane, wait_for
+from kubeharness import ControlPlane, restoring_node_config, wait_for
 
 from l7scope.capture import tproxy
 from l7scope.kube.client import Kube
@@ -52,9 +52,10 @@ def service(control_plane: ControlPlane, kube: Kube) -> Iterator[dict[str, Any]]
     svc = kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cartservice", "namespace": ns},
                        "spec": {"selector": {"app": "cart"},
                                 "ports": [{"name": "grpc", "port": 7070, "targetPort": 7070}]}})
-    if not kube.exists(nodeconfig.PATH):
-        kube.create(nodeconfig.empty())
-    yield {"ns": ns, "cluster_ip": svc["spec"]["clusterIP"]}
+    with restoring_node_config(kube):
+        if not kube.exists(nodeconfig.PATH):
+            kube.create(nodeconfig.empty())
+        yield {"ns": ns, "cluster_ip": svc["spec"]["clusterIP"]}
     for pod in ("client-0", "cart-0"):
         kube.delete(f"/api/v1/namespaces/{ns}/pods/{pod}", grace_period_seconds=0)
     kube.delete(f"/api/v1/namespaces/{ns}")
@@ -115,7 +116,4 @@ def test_annotation_changes_the_node_agents_nft_set_within_2s(
               f"{off_after * 1000:.0f} ms after removing it (kubectl start-up included)")
     finally:
         agent.stop()
-        control_plane.kubectl("patch", "nodeagentconfiguration", "default", "--type=merge", "-p",
-                              '{"spec":{"tproxyMode":"Disabled","policySyncPathPrefix":"/var/run/nodeagent"}}',
-                              check=False)
     assert tproxy.installed(netns=netns) is None  # the agent removed its table on stop

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubeharness
 import pytest
 import yaml
 from kubeharness import ControlPlane, OperatorProcess, wait_for
@@ -100,6 +101,12 @@ class Scenario:
 @pytest.fixture(scope="module")
 def scenario(control_plane: ControlPlane, kube: Kube, tmp_path_factory: pytest.TempPathFactory,
              request: pytest.FixtureRequest) -> Iterator[Scenario]:
+    with kubeharness.restoring_node_config(kube):
+        yield from _installed(control_plane, kube, tmp_path_factory, request)
+
+
+def _installed(control_plane: ControlPlane, kube: Kube, tmp_path_factory: pytest.TempPathFactory,
+               request: pytest.FixtureRequest) -> Iterator[Scenario]:
     ns = f"l7scope-{uuid.uuid4().hex[:6]}"
     docs = chart.render(namespace=ns)
     # CRDs first (and established), then everything else but the operator's own Deployment

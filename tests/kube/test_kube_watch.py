@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubeharness import ControlPlane, wait_for
+from kubeharness import ControlPlane, restoring_node_config, wait_for
 
 from l7scope.kube.client import Kube
 from l7scope.kube.feed import Watches, endpoint_source, start_watches
@@ -96,6 +96,12 @@ def test_node_agent_configuration_is_read_live(
         control_plane: ControlPlane, kube: Kube,
         feed: tuple[MetadataCache, Watches, list[NodeSettings]]) -> None:
     _, watches, got = feed
+    with restoring_node_config(kube):
+        _settings_follow_edits(control_plane, kube, watches, got)
+
+
+def _settings_follow_edits(control_plane: ControlPlane, kube: Kube, watches: Watches,
+                           got: list[NodeSettings]) -> None:
     if not kube.exists(nodeconfig.PATH):
         kube.create(nodeconfig.empty())
     control_plane.kubectl("patch", "nodeagentconfiguration", "default", "--type=merge",
