@@ -97,7 +97,8 @@ def test_demo_graph_exact_counts_and_cleanup(require_netns: None, tmp_path: Path
 def test_second_run_cleans_up_after_a_crash(require_netns: None, tmp_path: Path) -> None:
     prefix = f"dc{os.getpid()}"
     data = tmp_path / "data"
-    first = DemoRun(["--port", str(free_port()), "--prefix", prefix, "--rate", "2"], data,
+    port = free_port()
+    first = DemoRun(["--port", str(port), "--prefix", prefix, "--rate", "2"], data,
                     tmp_path / "state.json")
     try:
         first.wait_for_url(300)
@@ -107,7 +108,7 @@ def test_second_run_cleans_up_after_a_crash(require_netns: None, tmp_path: Path)
         assert _netns_with(prefix), "a crash should leave namespaces behind"
         assert processes_mentioning(str(data)), "a crash should leave processes behind"
 
-        second = DemoRun(["--duration", "5", "--port", str(free_port()), "--prefix", prefix,
+        second = DemoRun(["--duration", "5", "--port", str(port), "--prefix", prefix,
                           "--rate", "2"], data, tmp_path / "state.json")
         try:
             assert second.wait(300) == 0, second.text()[-3000:]

@@ -118,7 +118,18 @@ def kill_stale_pidfile(path: Path, must_contain: str) -> None:
             os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10  # its listening socket goes when it has exited
+        while time.monotonic() < deadline and _running(pid):
+            time.sleep(0.05)
     path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 class Demo:
@@ -177,12 +188,12 @@ class Demo:
             raise DemoError("the demo needs root for network namespaces and nftables; "
                             "run it as root, or use `l7scope demo --no-netns` (fallback)")
         refuse_if_running(o.prefix)
-        ensure_port_free(o.host, o.port)
         self.progress("cleaning up what an earlier run left behind")
         gone = cleanup_stale(o.prefix)
         kill_stale_pidfile(self.data / "server.pid", "l7scope")
         if gone:
             self.progress(f"removed {len(gone)} stale namespaces of an earlier run")
+        ensure_port_free(o.host, o.port)  # after the cleanup: a crashed run's server held it
         self._fresh_dirs()
 
         self.progress("starting the server (embedded DuckDB store)")
