@@ -4,10 +4,13 @@ cache and the settings callback; watches survive the server ending their streams
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +116,32 @@ def _settings_follow_edits(control_plane: ControlPlane, kube: Kube, watches: Wat
                           "-p", '{"spec":{"tproxyMode":"Disabled","l7LogsFlushInterval":null}}')
     wait_for(lambda: got[-1].tproxy_mode == "Disabled", 2.0, 0.02, "disabled within 2 s")
     assert watches.settings is not None and watches.settings.errors == 0
+
+
+def test_node_agent_starts_with_the_clusters_policy_sync_prefix(
+        control_plane: ControlPlane, kube: Kube, tmp_path: Path) -> None:
+    """`l7scope node --kube`: settings that only apply at start (the Policy Sync socket's
+    directory) come from the NodeAgentConfiguration before the agent starts."""
+    crds = [d for d in chart.render() if d["kind"] == "CustomResourceDefinition"]
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(crds))
+    control_plane.kubectl("wait", "--for", "condition=established", "--timeout=60s",
+                          *[f"crd/{d['metadata']['name']}" for d in crds])
+    prefix = tmp_path / "nodeagent"
+    with restoring_node_config(kube):
+        if not kube.exists(nodeconfig.PATH):
+            kube.create(nodeconfig.empty())
+        kube.merge_patch(nodeconfig.PATH, {"spec": {"policySyncPathPrefix": str(prefix),
+                                                    "l7LogsFileEnabled": False, "tproxyMode": "Disabled"}})
+        log = tmp_path / "agent.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "l7scope", "node", "--kube", "--kubeconfig",
+                 str(control_plane.kubeconfig), "--node-name", "node-a",
+                 "--data-dir", str(tmp_path / "data")], stdout=out, stderr=out)
+        try:
+            wait_for(lambda: (prefix / "socket").exists(), 30, 0.1, f"Policy Sync socket in {prefix}")
+            assert proc.poll() is None, log.read_text()
+            assert "takes effect after a restart" not in log.read_text()
+        finally:
+            proc.terminate()
+            proc.wait(15)

@@ -20,7 +20,10 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+
+import yaml
 
 from l7scope.kube.client import JSON, Kube, KubeError
 from l7scope.kube.watch import ResourceWatch, WatchStats
@@ -217,3 +220,13 @@ def current_settings(kube: Kube) -> NodeSettings:
     except SettingsError as e:
         log.error("%s; node agent defaults until it is fixed", e)
         return NodeSettings()
+
+
+def write_current_settings(kube: Kube, path: str | Path) -> Path:
+    """`current_settings()` as a settings file (Felix field names) for the node agent's start."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(yaml.safe_dump(current_settings(kube).model_dump(by_alias=True), sort_keys=True))
+    tmp.replace(p)
+    return p

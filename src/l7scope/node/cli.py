@@ -71,6 +71,9 @@ def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | Non
         return
     from l7scope.node.agent import Agent, AgentConfig
 
+    if (use_kube or kubeconfig) and settings_path is None:
+        # start with the cluster's settings: policySyncPathPrefix only applies at start
+        settings_path = _cluster_settings(kubeconfig, data_dir)
     cfg = AgentConfig(node_name=node_name, settings_path=settings_path,
                       inventory_dir=inventory_dir, server_url=server_url,
                       envoy_admin=envoy_admin, status_addr=status_addr, data_dir=data_dir,
@@ -94,6 +97,18 @@ def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | Non
     while not done.wait(1.0):
         pass
     agent.stop()
+
+
+def _cluster_settings(kubeconfig: str | None, data_dir: str) -> str:
+    from pathlib import Path
+
+    from l7scope.kube.client import KubeError, connect
+    from l7scope.kube.feed import write_current_settings
+
+    try:
+        return str(write_current_settings(connect(kubeconfig), Path(data_dir) / "cluster-settings.yaml"))
+    except KubeError as e:
+        raise click.ClickException(f"cannot read the NodeAgentConfiguration: {e}") from None
 
 
 def _kube_feed(agent: Agent, kubeconfig: str | None) -> MetadataFeed:
