@@ -53,3 +53,25 @@ def test_no_netns_fallback(tmp_path: Path) -> None:
     assert summary["stored"] == summary["sent"], summary
     assert summary["edge_mismatches"] == {}, summary
     assert processes_mentioning(str(data)) == []
+
+
+def test_no_netns_second_run_cleans_up_after_a_crash(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    args = ["--no-netns", "--port", str(port), "--prefix", f"nc{os.getpid()}", "--rate", "2"]
+    first = DemoRun(args, data, tmp_path / "state.json")
+    try:
+        first.wait_for_url(300)
+        os.kill(first.proc.pid, 9)  # the demo dies; server, Envoy, pods live on
+        first.proc.wait(10)
+        assert processes_mentioning(str(data))
+        second = DemoRun([*args, "--duration", "5"], data, tmp_path / "state.json")
+        try:
+            assert second.wait(300) == 0, second.text()[-3000:]
+        finally:
+            second.kill()
+    finally:
+        first.kill()
+    summary = json.loads((data / "summary.json").read_text())
+    assert summary["stored"] == summary["sent"] > 0, summary
+    assert processes_mentioning(str(data)) == []

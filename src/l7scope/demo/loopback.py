@@ -150,6 +150,8 @@ def start_loopback(d: Demo) -> None:
     envoy = ExplicitEnvoy(settings, bootstrap, workdir=d.data / "envoy")
     envoy.workdir.mkdir(parents=True, exist_ok=True)
     envoy.start()
+    if envoy.pid is not None:
+        procs.record("envoy", envoy.pid)
 
     def stop_envoy() -> None:
         envoy.stop()

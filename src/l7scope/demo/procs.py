@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ class Processes:
         self.logdir = logdir
         self.pidfile = pidfile
         self.procs: list[tuple[str, subprocess.Popen[Any]]] = []
+        self.others: list[tuple[str, int]] = []  # started elsewhere (Envoy), recorded here
         logdir.mkdir(parents=True, exist_ok=True)
 
     def log_path(self, name: str) -> Path:
@@ -31,8 +33,14 @@ class Processes:
         self._record()
         return proc
 
+    def record(self, name: str, pid: int) -> None:
+        """Remember a process another owner started and stops (for the crash cleanup)."""
+        self.others.append((name, pid))
+        self._record()
+
     def _record(self) -> None:
         data = [{"name": n, "pid": p.pid} for n, p in self.procs]
+        data += [{"name": n, "pid": pid} for n, pid in self.others]
         self.pidfile.write_text(json.dumps(data))
 
     def close(self, grace: float = 5.0) -> None:
@@ -57,7 +65,7 @@ def kill_recorded(pidfile: Path, marker: str = "l7scope") -> int:
         entries = json.loads(pidfile.read_text())
     except (OSError, ValueError):
         return 0
-    killed = 0
+    killed: list[int] = []
     for e in entries if isinstance(entries, list) else []:
         try:
             pid = int(e["pid"])
@@ -67,6 +75,17 @@ def kill_recorded(pidfile: Path, marker: str = "l7scope") -> int:
         if marker in cmd or "envoy" in cmd:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-                killed += 1
+                killed.append(pid)
+    deadline = time.monotonic() + 10  # their listening sockets go when they have exited
+    while time.monotonic() < deadline and any(_running(p) for p in killed):
+        time.sleep(0.05)
     pidfile.unlink(missing_ok=True)
-    return killed
+    return len(killed)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
