@@ -198,16 +198,34 @@ class Stats:
     dmax: int = 0
     errors: int = 0
     hist: dict[int, int] = field(default_factory=dict)
+    borrowed: bool = False  # hist is another object's dict: copy before changing it
+
+    def _merge_hist(self, other: dict[int, int]) -> None:
+        # Copy-on-write: the first histogram is borrowed (most groups have one row), and
+        # copied only before another one is added into it. build() finishes adding to a
+        # Stats before anything borrows from it (rows -> classes/routes, then classes -> total).
+        if not other:
+            return
+        if not self.hist:
+            self.hist = other
+            self.borrowed = True
+            return
+        if self.borrowed:
+            self.hist = dict(self.hist)
+            self.borrowed = False
+        latency.merge_into(self.hist, other)
 
     def add(self, g: GroupRow) -> None:
         self.count += g.count
         self.bytes_in += g.bytes_in
         self.bytes_out += g.bytes_out
         self.weighted += g.duration_weighted_sum
-        self.dmin = g.duration_min if self.dmin is None else min(self.dmin, g.duration_min)
-        self.dmax = max(self.dmax, g.duration_max)
+        if self.dmin is None or g.duration_min < self.dmin:
+            self.dmin = g.duration_min
+        if g.duration_max > self.dmax:
+            self.dmax = g.duration_max
         self.errors += g.errors
-        latency.merge_into(self.hist, g.hist)
+        self._merge_hist(g.hist)
 
     def merge(self, other: Stats) -> None:
         self.count += other.count
@@ -218,7 +236,7 @@ class Stats:
             self.dmin = other.dmin if self.dmin is None else min(self.dmin, other.dmin)
         self.dmax = max(self.dmax, other.dmax)
         self.errors += other.errors
-        latency.merge_into(self.hist, other.hist)
+        self._merge_hist(other.hist)
 
     def p50_p99(self) -> tuple[int | None, int | None]:
         """Both percentiles (ns) in one pass over the sorted buckets; None without histogram.

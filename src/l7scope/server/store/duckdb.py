@@ -210,10 +210,10 @@ class DuckDBStore:
                 f"SELECT hk, b, sum(c) FROM (SELECT {hash_sql} AS hk, unnest(\"{HIST_BUCKETS}\") AS b, "
                 f"unnest(\"{HIST_COUNTS}\") AS c FROM {TABLE} WHERE {sql.where(flt, p)}) GROUP BY hk, b"
             )
-            for hk, b, c in self._query(text, p):
+            for hk, b, c in self._query(text, p):  # (hk, b) is unique: one row per bucket
                 g = out.get(hk)
                 if g is not None and b is not None:
-                    g.hist[int(b)] = g.hist.get(int(b), 0) + int(c)
+                    g.hist[b] = int(c)
         return list(out.values())
 
     def stats(self) -> StoreStats:
