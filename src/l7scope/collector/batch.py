@@ -28,15 +28,21 @@ interval ends.
 from __future__ import annotations
 
 import sys
-from collections import Counter
-from collections.abc import Sequence
+
+try:  # the C helper behind Counter.update, without its per-call Mapping isinstance check
+    from collections import _count_elements as _count_into  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover (other Pythons)
+    def _count_into(mapping: dict[int, int], iterable: Iterable[int]) -> None:
+        for x in iterable:
+            mapping[x] = mapping.get(x, 0) + 1
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Final
 
 from l7scope.contracts import latency
 from l7scope.contracts.envoy_log import REPORTER_DESTINATION, EnvoyLogLine, split_address
-from l7scope.contracts.policysync_pb2 import DataplaneStats, HTTPData, Protocol, Statistic
+from l7scope.contracts.policysync_pb2 import DataplaneStats, Protocol, Statistic
 
 INT32_MAX: Final = 2**31 - 1
 COLLECTOR_TYPE: Final = "envoy-access-log"
@@ -103,11 +109,11 @@ def _fold(agg: list[Any], nums: list[Nums]) -> None:
         uss = tuple(u if u is not None else d * 1000 for u, d in zip(uss, durs, strict=True))
     us_max: int = max(uss)
     table = _buckets()
-    hist: Counter[int] = agg[HIST]
+    hist: dict[int, int] = agg[HIST]
     if min(uss) >= 0 and us_max < len(table):
-        hist.update(map(table.__getitem__, uss))
+        _count_into(hist, map(table.__getitem__, uss))
     else:
-        hist.update(map(latency.bucket_of, uss))
+        _count_into(hist, map(latency.bucket_of, uss))
     agg[COUNT] += len(nums)
     agg[DUR_SUM] += dsum
     agg[DUR_MAX] = max(agg[DUR_MAX], max(durs))
@@ -179,7 +185,7 @@ class Batcher:
             if lst:
                 agg = aggs.get(h)
                 if agg is None:
-                    agg = aggs[h] = [0, 0, 0, 0, 0, 0, 0, 0, Counter()]
+                    agg = aggs[h] = [0, 0, 0, 0, 0, 0, 0, 0, {}]
                 _fold(agg, lst)
                 lst.clear()
         self._held = 0
@@ -209,25 +215,25 @@ class Batcher:
             msg = DataplaneStats(
                 src_ip=src_ip, dst_ip=dst_ip, src_port=src_port, dst_port=dst_port,
                 protocol=Protocol(name="tcp"), reporter_node=self.node_name)
-            msg.stats.append(Statistic(
-                direction=Statistic.IN, relativity=Statistic.DELTA, kind=Statistic.HTTP_DATA,
-                value=kept + n_over))
+            msg.stats.add(direction=Statistic.IN, relativity=Statistic.DELTA,
+                          kind=Statistic.HTTP_DATA, value=kept + n_over)
+            entries = msg.http_data
             for h in valid:
-                msg.http_data.append(self._http_data(keys[h], aggs[h], first[h]))
+                self._add_http_data(entries, keys[h], aggs[h], first[h])
             if not valid:  # every request of this tuple was over the cap
-                msg.http_data.append(HTTPData(type=str(t[2] or ""), count=0,
-                                              collector_type=COLLECTOR_TYPE,
-                                              collector_name=self.collector_name))
+                entries.add(type=str(t[2] or ""), count=0, collector_type=COLLECTOR_TYPE,
+                            collector_name=self.collector_name)
             res.messages.append(msg)
             res.requests += kept + n_over
             res.entries += len(valid)
             res.over_cap += n_over
         return res
 
-    def _http_data(self, k: Key, e: list[Any], first: EnvoyLogLine) -> HTTPData:
+    def _add_http_data(self, entries: Any, k: Key, e: list[Any], first: EnvoyLogLine) -> None:
+        """Append one HTTPData (`add()` builds it in place: no copy)."""
         grpc = k[_K_GRPC]
         flags = k[_K_FLAGS]
-        hd = HTTPData(
+        entries.add(
             duration=_int32(e[DUR_SUM]), duration_max=_int32(e[DUR_MAX]),
             latency=_int32(max(e[LAT_SUM], 0)),
             response_code=_int32(k[_K_CODE] or 0),  # type: ignore[arg-type]
@@ -242,6 +248,5 @@ class Batcher:
             response_flags="" if flags in (None, "-") else str(flags),
             grpc_status="" if grpc is None or grpc == "-" else str(grpc),
             collector_type=COLLECTOR_TYPE, collector_name=self.collector_name,
+            duration_hist=e[HIST],
         )
-        hd.duration_hist.update(e[HIST])
-        return hd
