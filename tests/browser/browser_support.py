@@ -40,6 +40,7 @@ class Server:
     """`l7scope server` on 127.0.0.1:<free port> with a DuckDB store in `data_dir`."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir / "server.log"

@@ -32,14 +32,15 @@ function runLayout(cy, opts) {
 function style() {
   return [
     { selector: "node", style: {
-      "shape": (n) => TYPE_SHAPE[n.data("type")] || "ellipse",
-      "background-color": (n) => TYPE_FILL[n.data("type")] || "#eef",
+      "shape": "ellipse", "background-color": "#eef",
       "border-width": 3, "border-color": "data(color)",
       "width": "data(size)", "height": "data(size)",
       "label": "data(label)", "font-size": 11, "color": "#1d2430",
       "text-valign": "bottom", "text-margin-y": 4, "text-max-width": 140, "text-wrap": "ellipsis",
       "min-zoomed-font-size": 6,
     } },
+    // per-type shape and fill as plain selectors (function-valued styles defeat style caching)
+    ...Object.keys(TYPE_SHAPE).map((t) => ({ selector: `node[type = '${t}']`, style: { "shape": TYPE_SHAPE[t], "background-color": TYPE_FILL[t] } })),
     { selector: "node[type = 'namespace']", style: { "width": "data(wsize)", "font-weight": "bold", "text-valign": "center", "text-margin-y": 0 } },
     { selector: "node[type = 'net'], node[type = 'hep']", style: { "border-style": "dashed" } },
     { selector: ":parent", style: {
