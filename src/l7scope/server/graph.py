@@ -260,13 +260,14 @@ class Stats:
         last = max(h)
         return _mid_ns(p50 if p50 >= 0 else last), _mid_ns(last)
 
-    def to_json(self, *, with_errors: bool = False) -> dict[str, Any]:
+    def to_json(self, *, with_errors: bool = False,
+                percentiles: tuple[int | None, int | None] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "count": self.count, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "mean_duration": self.weighted // self.count if self.count else 0,
             "min_duration": self.dmin or 0, "max_duration": self.dmax,
         }
-        out["p50"], out["p99"] = self.p50_p99()
+        out["p50"], out["p99"] = percentiles if percentiles is not None else self.p50_p99()
         if with_errors:
             out["errors"] = self.errors
             out["error_rate"] = self.errors / self.count if self.count else 0.0
@@ -406,10 +407,14 @@ def _top_routes(e: _Edge, n: int) -> list[dict[str, Any]]:
 
 
 def _edge_json(e: _Edge, top_routes: int) -> dict[str, Any]:
+    stats = {c: (e.by_class[c].to_json() if c in e.by_class else None) for c in CLASSES}
+    if len(e.by_class) == 1:  # the total is that one class: reuse its percentiles
+        only = next(v for v in stats.values() if v is not None)
+        totals = e.total.to_json(with_errors=True, percentiles=(only["p50"], only["p99"]))
+    else:
+        totals = e.total.to_json(with_errors=True)
     return {
         "id": f"{e.source.id}->{e.target.id}", "source": e.source.id, "target": e.target.id,
-        "kind": e.kind, "selector": e.selector,
-        "totals": e.total.to_json(with_errors=True),
-        "stats": {c: (e.by_class[c].to_json() if c in e.by_class else None) for c in CLASSES},
+        "kind": e.kind, "selector": e.selector, "totals": totals, "stats": stats,
         "top_routes": _top_routes(e, top_routes) if top_routes else [],
     }
