@@ -145,8 +145,13 @@ class Collector:
             elif now - self._rotate_pending_since >= 1.0:
                 self._reopen(now)  # retry the admin call
             return
-        if self.tail.backlog_bytes() == 0 and self.tail.current_size() >= s.rotate_bytes:
-            rotate_file(s.envoy_log)
+        # Rotate only the file we are reading: renaming a newer file that we have not opened
+        # yet (someone else rotated it meanwhile) would hide its lines from us.
+        if self.tail.current_size() >= s.rotate_bytes and self.tail.reading_path():
+            try:
+                rotate_file(s.envoy_log)
+            except FileNotFoundError:  # rotated by someone else just now
+                return
             self.counters["rotations_by_collector"] += 1
             log.info("rotated %s at %d bytes", s.envoy_log, s.rotate_bytes)
             self._reopen(now)

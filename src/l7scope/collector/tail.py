@@ -123,6 +123,14 @@ class Tail:
         except OSError:
             return 0
 
+    def reading_path(self) -> bool:
+        """True when `path` names the file being read (not rotated away, no newer file)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return self._cur is not None and self._cur.same(st) and not self._draining
+
     def backlog_bytes(self) -> int:
         """Bytes written but not read yet (current file)."""
         cur = self._cur
