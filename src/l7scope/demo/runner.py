@@ -93,16 +93,27 @@ def refuse_if_running(prefix: str) -> None:
                         f"{prefix}-*; stop it first (Ctrl-C in its terminal)")
 
 
-def ensure_port_free(host: str, port: int) -> None:
-    """Fail early (and clearly) when the page's port is taken: we must not talk to a stranger."""
+def ensure_port_free(host: str, port: int, wait_s: float = 15.0) -> None:
+    """Fail early (and clearly) when the page's port is taken: we must not talk to a stranger.
+
+    Waits up to `wait_s` first: a crashed run's server that was just killed may still be
+    exiting (a busy machine can keep it a few seconds in uninterruptible I/O)."""
     import socket
 
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise DemoError(f"{host}:{port} is in use ({e.strerror}); choose another --port") from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
+            try:
+                s.bind((host, port))
+                return
+            except OSError as e:
+                if time.monotonic() >= deadline:
+                    owner = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"],
+                                           capture_output=True, text=True, check=False).stdout
+                    raise DemoError(f"{host}:{port} is in use ({e.strerror}); choose another "
+                                    f"--port{': ' + owner.strip() if owner.strip() else ''}") from None
+        time.sleep(0.25)
 
 
 def kill_stale_pidfile(path: Path, must_contain: str) -> None:
@@ -118,7 +129,7 @@ def kill_stale_pidfile(path: Path, must_contain: str) -> None:
             os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10  # its listening socket goes when it has exited
+        deadline = time.monotonic() + 20  # its listening socket goes when it has exited
         while time.monotonic() < deadline and _running(pid):
             time.sleep(0.05)
     path.unlink(missing_ok=True)
