@@ -92,35 +92,48 @@ def _latency_ms(duration: int, ust: str | None) -> int:
 
 
 def _fold(agg: list[Any], nums: list[Nums]) -> None:
-    """Merge the numbers of one key's lines into its aggregate, column by column in C."""
-    durs, uss, usts, sent, received = zip(*nums, strict=True)
-    if None in durs:
+    """Merge the numbers of one key's lines into its aggregate, column by column in C.
+
+    The common case (no nulls, numeric upstream_service_time) takes one C-level pass per
+    column; a TypeError/ValueError from a null or odd value switches that column to the slow way.
+    """
+    durs, uss, usts, sent, received = zip(*nums, strict=False)
+    try:
+        dsum: int = sum(durs)
+    except TypeError:  # a null duration
         durs = tuple(d or 0 for d in durs)
-    dsum: int = sum(durs)
-    lat: int | None = None
-    if None not in usts:
-        try:
-            lat = dsum - sum(map(int, usts))
-        except ValueError:
-            lat = None
-    if lat is None:
+        dsum = sum(durs)
+    try:
+        lat: int = dsum - sum(map(int, usts))
+    except (TypeError, ValueError):  # a missing or non-numeric upstream_service_time
         lat = sum(map(_latency_ms, durs, usts))
-    if None in uss:
+    try:
+        us_sum: int = sum(uss)
+    except TypeError:  # no duration_us: the millisecond duration stands in
         uss = tuple(u if u is not None else d * 1000 for u, d in zip(uss, durs, strict=True))
+        us_sum = sum(uss)
     us_max: int = max(uss)
     table = _buckets()
     hist: dict[int, int] = agg[HIST]
-    if min(uss) >= 0 and us_max < len(table):
+    if us_max < len(table) and min(uss) >= 0:
         _count_into(hist, map(table.__getitem__, uss))
     else:
         _count_into(hist, map(latency.bucket_of, uss))
+    try:
+        n_sent: int = sum(sent)
+    except TypeError:
+        n_sent = sum(filter(None, sent))
+    try:
+        n_received: int = sum(received)
+    except TypeError:
+        n_received = sum(filter(None, received))
     agg[COUNT] += len(nums)
     agg[DUR_SUM] += dsum
     agg[DUR_MAX] = max(agg[DUR_MAX], max(durs))
     agg[LAT_SUM] += lat
-    agg[SENT] += sum(filter(None, sent))
-    agg[RECEIVED] += sum(filter(None, received))
-    agg[US_SUM] += sum(uss)
+    agg[SENT] += n_sent
+    agg[RECEIVED] += n_received
+    agg[US_SUM] += us_sum
     agg[US_MAX] = max(agg[US_MAX], us_max)
 
 
