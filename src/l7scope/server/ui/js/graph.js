@@ -22,6 +22,9 @@ const FCOSE = {
   idealEdgeLength: 100, numIter: 1500, packComponents: true, tile: true,
 };
 
+// small graphs: room for the labels, shorter edges so the fit zoom keeps the text readable
+const SMALL = { nodeDimensionsIncludeLabels: true, idealEdgeLength: 60, nodeRepulsion: 6000 };
+
 function runLayout(cy, opts) {
   const layout = cy.layout(opts);
   const done = new Promise((resolve) => layout.one("layoutstop", resolve));
@@ -35,9 +38,9 @@ function style() {
       "shape": "ellipse", "background-color": "#eef",
       "border-width": 3, "border-color": "data(color)",
       "width": "data(size)", "height": "data(size)",
-      "label": "data(label)", "font-size": 11, "color": "#1d2430",
-      "text-valign": "bottom", "text-margin-y": 4, "text-max-width": 140, "text-wrap": "ellipsis",
-      "min-zoomed-font-size": 6,
+      "label": "data(label)", "font-size": 12, "color": "#1d2430",
+      "text-valign": "bottom", "text-margin-y": 4, "text-max-width": 160, "text-wrap": "ellipsis",
+      "min-zoomed-font-size": 5,
     } },
     // per-type shape and fill as plain selectors (function-valued styles defeat style caching)
     ...Object.keys(TYPE_SHAPE).map((t) => ({ selector: `node[type = '${t}']`, style: { "shape": TYPE_SHAPE[t], "background-color": TYPE_FILL[t] } })),
@@ -192,7 +195,7 @@ export class Graph {
     if (cy.nodes().length > BIG_GRAPH) return incremental ? this.placeNewNodes() : this.bigLayout();
     // fcose registers itself when its script loads; without it fall back to the built-in cose.
     const opts = typeof window.cytoscapeFcose === "function"
-      ? { ...FCOSE, name: "fcose", animate: false, randomize: !incremental, fit: true, padding: 40 }
+      ? { ...FCOSE, ...SMALL, name: "fcose", animate: false, randomize: !incremental, fit: true, padding: 40 }
       : { name: "cose", animate: false };
     return runLayout(cy, opts);
   }
