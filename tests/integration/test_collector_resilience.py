@@ -255,6 +255,21 @@ def test_collector_restart_loses_nothing(env: dict[str, Any]) -> None:
     assert c2.stop() == 0
 
 
+def test_hard_kill_loses_nothing_and_may_repeat(env: dict[str, Any]) -> None:
+    writer: Writer = env["writer"]
+    c = env["collector"]()
+    writer.requests(300)
+    assert env["rec"].wait_requests(300) == 300
+    time.sleep(1.0)  # a few intervals: the read position is saved
+    c.kill()  # SIGKILL: no final flush
+    writer.requests(200, start=300)
+    c2 = env["collector"]()
+    writer.requests(100, start=500)
+    wait_for(lambda: set(reported_paths(env["rec"])) >= {f"/r/{i:08d}" for i in range(600)}, 20,
+             "every request reported at least once")
+    assert c2.stop() == 0
+
+
 def test_sigterm_flushes_what_is_pending(env: dict[str, Any]) -> None:
     writer: Writer = env["writer"]
     c = env["collector"]("--interval", "3600")  # no tick before the stop
