@@ -86,8 +86,8 @@ def test_selecting_an_edge_filters_the_http_tab_and_fills_the_side_panel(page: A
     busiest = max(graph["edges"], key=lambda e: e["totals"]["count"])["id"]
     assert widest == busiest
 
-    # clicking the background clears the selection and the filter it set
-    page.evaluate("window.l7scope.graph.cy.emit('tap')")
+    # Escape (or a click on the background) clears the selection and the filter it set
+    page.keyboard.press("Escape")
     page.wait_for_function("document.getElementById('filter').value === ''")
     assert page.is_hidden("#side")
 
@@ -292,6 +292,9 @@ def test_column_chooser_adds_and_removes_columns_and_remembers_them(page: Any, s
     assert page.locator("#http-head th[data-key=url]").count() == 0
     assert page.locator("#http-body td[data-col=user_agent]").count() > 0
     assert page.locator("#http-body td[data-col=url]").count() == 0
+
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#columns")
 
     page.reload()
     page.wait_for_function("window.l7scope && window.l7scope.ready === true")

@@ -244,6 +244,22 @@ function bindControls() {
   $("th-reset").addEventListener("click", () => { showThresholds(DEFAULT_THRESHOLDS); apply({ ...DEFAULT_THRESHOLDS }); });
 }
 
+/** Popovers close on Escape or a click outside; Escape with none open clears the selection. */
+function bindDismiss() {
+  const popovers = [["settings", "settings-btn"], ["columns", "columns-btn"]];
+  document.addEventListener("click", (e) => {
+    for (const [id, button] of popovers) {
+      if (!$(id).hidden && !$(id).contains(e.target) && !$(button).contains(e.target)) $(id).hidden = true;
+    }
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape") return;
+    const open = popovers.filter(([id]) => !$(id).hidden);
+    if (open.length) open.forEach(([id]) => { $(id).hidden = true; });
+    else if (state.selection && document.activeElement?.id !== "filter") clearSelection();
+  });
+}
+
 function setAutoRefresh() {
   clearInterval(state.timer);
   const seconds = Number($("autorefresh").value);
@@ -261,6 +277,7 @@ async function start() {
   renderBreadcrumb();
   renderLegend();
   bindControls();
+  bindDismiss();
   if (typeof window.cytoscape === "function") {
     graph = new Graph($("graph"), {
       onSelect, onUnselect: clearSelection,
