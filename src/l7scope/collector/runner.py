@@ -25,7 +25,6 @@ import time
 import urllib.request
 from collections import deque
 from dataclasses import asdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -39,6 +38,7 @@ from l7scope.collector.decode import decode_block
 from l7scope.collector.report import GrpcSender, Reporter, Send
 from l7scope.collector.tail import Position, Tail, rotate_file
 from l7scope.contracts.envoy_log import EnvoyLogLine
+from l7scope.status.endpoint import StatusEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Collector:
         self._rotate_pending_since: float | None = None
         self._threads: list[threading.Thread] = []
         self._als_server: grpc.Server | None = None
-        self._http: ThreadingHTTPServer | None = None
+        self._status: StatusEndpoint | None = None
         self.started = time.monotonic()
 
     # --- feeding the batcher ------------------------------------------------------------
@@ -244,34 +244,6 @@ class Collector:
     def healthy(self) -> bool:
         return not self.stop_event.is_set()
 
-    def _start_status(self, addr: str) -> None:
-        host, _, port = addr.rpartition(":")
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body: dict[str, Any]
-                if self.path == "/healthz":
-                    code, body = (200, {"ok": True}) if collector.healthy() else (503, {"ok": False})
-                elif self.path == "/stats":
-                    code, body = 200, collector.stats()
-                else:
-                    code, body = 404, {"error": "not found; try /healthz or /stats"}
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._http = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-        self._http.daemon_threads = True
-        self._spawn(self._http.serve_forever, "status")
-        log.info("status on http://%s:%d/stats", *self._http.server_address[:2])
-
     # --- lifecycle --------------------------------------------------------------------------
 
     def _spawn(self, fn: Any, name: str) -> None:
@@ -287,7 +259,7 @@ class Collector:
         if s.als_listen:
             self._als_server, _ = als.serve(s.als_listen, self.add_lines, self.als_counters)
         if s.status_addr:
-            self._start_status(s.status_addr)
+            self._status = StatusEndpoint(s.status_addr, self.healthy, self.stats)
         log.info("collector: log %s -> %s every %.1f s (cap %s, node %s)", s.envoy_log,
                  s.dial_target, s.interval, s.requests_per_interval, s.node_name)
 
@@ -340,9 +312,8 @@ class Collector:
                 n = self.reporter.drop_all()
                 log.warning("%d messages (%d requests) undelivered at exit: dropped", left, n)
         log.info("collector stopped: %s", json.dumps(self.stats()))
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+        if self._status is not None:
+            self._status.close()
         if self.tail is not None:
             self.tail.close()
         if self._sender is not None:

@@ -18,14 +18,12 @@ next start.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from l7scope.node.policysync_server import PolicySyncServer
 from l7scope.node.selection import CaptureController, envoy_ready_probe
 from l7scope.node.settings import NodeSettings, SettingsFile
 from l7scope.node.shipper import Shipper
+from l7scope.status.endpoint import StatusEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ class Agent:
         self._pending_settings: NodeSettings | None = None  # taken by the flush loop
         self._pending_capture: NodeSettings | None = None  # taken by the control loop
         self._settings_lock = threading.Lock()
-        self._status: ThreadingHTTPServer | None = None
+        self._status: StatusEndpoint | None = None
 
     @staticmethod
     def _l7log(s: NodeSettings) -> L7LogFile | None:
@@ -124,7 +123,7 @@ class Agent:
         for i, feed in enumerate(self.cfg.feeds):
             self._spawn(f"l7scope-feed-{i}", self._feed_runner(feed))
         if self.cfg.status_addr:
-            self._start_status(self.cfg.status_addr)
+            self._status = StatusEndpoint(self.cfg.status_addr, lambda: True, self.snapshot)
         if self.cfg.envoy_admin is None and self.settings.tproxy_mode != "Disabled":
             log.warning("no --envoy-admin: capture cannot fail open when Envoy is down")
         log.info("node agent %s started (tproxyMode %s, flush every %.1fs)",
@@ -147,8 +146,7 @@ class Agent:
         self.server.stop()
         self._stop.set()
         if self._status is not None:
-            self._status.shutdown()
-            self._status.server_close()
+            self._status.close()
         for t in self._threads:
             t.join(timeout=5)
         self._drain()
@@ -303,31 +301,3 @@ class Agent:
             "inventory": ({"reloads": self.inventory.reloads, "errors": self.inventory.errors,
                            "last_error": self.inventory.last_error} if self.inventory else None),
         }
-
-    def _start_status(self, addr: str) -> None:
-        host, _, port = addr.rpartition(":")
-        agent = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body: dict[str, Any]
-                if self.path == "/healthz":
-                    body, code = {"ok": True}, 200
-                elif self.path == "/stats":
-                    body, code = agent.snapshot(), 200
-                else:
-                    body, code = {"error": "not found; try /healthz or /stats"}, 404
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._status = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-        self._status.daemon_threads = True
-        self._spawn("l7scope-status", self._status.serve_forever)
-        log.info("status on http://%s/stats", addr)
