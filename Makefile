@@ -9,6 +9,8 @@ PYTEST_ARGS ?=
 setup:
 	@bash scripts/setup.sh
 
+# The demo needs no Kubernetes control plane: skip its (first-time, several-minute) build.
+demo: export L7SCOPE_SKIP_KUBE_BUILD = 1
 demo: setup
 	$(VENV)/l7scope demo $(DEMO_ARGS)
 
