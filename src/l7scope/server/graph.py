@@ -134,6 +134,14 @@ def backend_sql(expanded: Collection[str], p: SqlParams) -> str:
             f"THEN concat(\"dest_namespace\", '/', \"dest_name_aggr\") ELSE '' END")
 
 
+def backend_edge_sql(expanded: Collection[str], p: SqlParams) -> str:
+    """The far end of a backend edge as `Edges.backend` names it: `<service namespace>/<dest_name_aggr>`
+    for records whose destination node is a service, else ''. (Backends of a service live in its
+    namespace, so this is backend_sql's value; records claiming another namespace share the edge.)"""
+    return (f"CASE WHEN ({backend_sql(expanded, p)}) != '' "
+            f"THEN concat({_DNS_SQL}, '/', \"dest_name_aggr\") ELSE '' END")
+
+
 def graph_keys(expanded: Collection[str]) -> list[GroupKey]:
     """The store grouping of the graph: src id, dst id, [backend], class, method, url."""
     exp = frozenset(expanded)
@@ -199,6 +207,7 @@ class Stats:
     errors: int = 0
     hist: dict[int, int] = field(default_factory=dict)
     borrowed: bool = False  # hist is another object's dict: copy before changing it
+    pct: tuple[int | None, int | None] | None = None  # p50/p99 (ns) computed by the store
 
     def _merge_hist(self, other: dict[int, int]) -> None:
         # Copy-on-write: the first histogram is borrowed (most groups have one row), and
@@ -241,6 +250,8 @@ class Stats:
     def p50_p99(self) -> tuple[int | None, int | None]:
         """Both percentiles (ns) in one pass over the sorted buckets; None without histogram.
         Same rule as contracts.latency.quantile (midpoint of the bucket holding the rank)."""
+        if self.pct is not None:
+            return self.pct
         h = self.hist
         total = sum(h.values())
         if total <= 0:
@@ -283,34 +294,63 @@ class _Edge:
     by_class: dict[str, Stats] = field(default_factory=dict)
     total: Stats = field(default_factory=Stats)
     routes: dict[tuple[str, str], list[GroupRow]] = field(default_factory=dict)
+    top: list[dict[str, Any]] | None = None  # top routes computed by the store (build_merged)
+
+
+class _Edges:
+    """Edges and nodes by id, created from the endpoint part of a graph key."""
+
+    def __init__(self) -> None:
+        self.edges: dict[str, _Edge] = {}
+        self.nodes: dict[str, NodeRef] = {}
+        self._src: dict[str, NodeRef] = {}
+        self._dst: dict[str, NodeRef] = {}
+
+    def edge(self, src: NodeRef, dst: NodeRef, kind: str, selector: str) -> _Edge:
+        eid = f"{src.id}->{dst.id}"
+        e = self.edges.get(eid)
+        if e is None:
+            e = self.edges[eid] = _Edge(src, dst, kind, selector)
+            self.nodes.setdefault(src.id, src)
+            self.nodes.setdefault(dst.id, dst)
+        return e
+
+    def src_node(self, node_id: str) -> NodeRef:
+        n = self._src.get(node_id)
+        if n is None:
+            n = self._src[node_id] = node_from_id(node_id, "src")
+        return n
+
+    def dst_node(self, node_id: str) -> NodeRef:
+        n = self._dst.get(node_id)
+        if n is None:
+            n = self._dst[node_id] = node_from_id(node_id, "dst")
+        return n
+
+    def traffic(self, src_id: str, dst_id: str) -> _Edge:
+        src, dst = self.src_node(src_id), self.dst_node(dst_id)
+        return self.edge(src, dst, "traffic", f"({src.selector}) AND ({dst.selector})")
+
+    def backend(self, dst_id: str, backend: str) -> _Edge | None:
+        """service -> the workloads that answered (`backend` is dest_namespace/dest_name_aggr)."""
+        dst = self.dst_node(dst_id)
+        if dst.type != "svc" or not backend:
+            return None
+        dns, _, dname = backend.partition("/")
+        wep = NodeRef(f"wep/{dst.namespace}/{dname}", "wep", dname, dst.namespace,
+                      f"dest_namespace = {quote(dns)} AND dest_name_aggr = {quote(dname)}")
+        return self.edge(dst, wep, "backend", f"({dst.selector}) AND dest_name_aggr = {quote(dname)}")
 
 
 def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: int,
           unlogged: int) -> dict[str, Any]:
     """`rows` grouped by graph_keys(expanded)."""
-    edges: dict[str, _Edge] = {}
-    nodes: dict[str, NodeRef] = {}
+    eds = _Edges()
     endpoints: dict[tuple[Any, ...], tuple[_Edge, _Edge | None]] = {}
 
-    def edge(src: NodeRef, dst: NodeRef, kind: str, selector: str) -> _Edge:
-        eid = f"{src.id}->{dst.id}"
-        e = edges.get(eid)
-        if e is None:
-            e = edges[eid] = _Edge(src, dst, kind, selector)
-            nodes.setdefault(src.id, src)
-            nodes.setdefault(dst.id, dst)
-        return e
-
     def edges_of(key: tuple[Any, ...]) -> tuple[_Edge, _Edge | None]:
-        src = node_from_id(str(key[0]), "src")
-        dst = node_from_id(str(key[1]), "dst")
-        e = edge(src, dst, "traffic", f"({src.selector}) AND ({dst.selector})")
-        backend = None
-        if dst.type == "svc" and len(key) > 2 and key[2]:  # service -> workloads that answered
-            dns, _, dname = str(key[2]).partition("/")
-            wep = NodeRef(f"wep/{dst.namespace}/{dname}", "wep", dname, dst.namespace,
-                          f"dest_namespace = {quote(dns)} AND dest_name_aggr = {quote(dname)}")
-            backend = edge(dst, wep, "backend", f"({dst.selector}) AND dest_name_aggr = {quote(dname)}")
+        e = eds.traffic(str(key[0]), str(key[1]))
+        backend = eds.backend(str(key[1]), str(key[2])) if len(key) > 2 else None
         return e, backend
 
     nk = 3 if expanded else 2  # endpoint part of the key
@@ -335,9 +375,62 @@ def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: in
                 else:
                     rs.append(g)
 
-    for e in edges.values():
+    for e in eds.edges.values():
         for st in e.by_class.values():
             e.total.merge(st)
+    return _finish(eds, expanded=expanded, top_routes=top_routes, unlogged=unlogged)
+
+
+#: Column layout of the rows `build_merged` takes (a store computes them, see
+#: DuckDBStore.graph_stats): the grouping level, the edge's two ends (node ids for a traffic
+#: edge; service node id and backend for a backend edge), the edge kind (0 traffic, 1 backend),
+#: response class, method, url, then the sums and the p50/p99 latency *bucket* indexes.
+MERGED_CLASS: Final = 0  # one row per edge and response class
+MERGED_TOTAL: Final = 1  # one row per edge
+MERGED_ROUTE: Final = 2  # one row per traffic edge and (method, url)
+
+MergedRow = tuple[Any, ...]
+
+
+def _merged_stats(r: MergedRow) -> Stats:
+    # r[7:] = records, count, bytes_in, bytes_out, weighted sum, min mean, max, errors, p50 b, p99 b
+    b50, b99 = r[15], r[16]
+    return Stats(count=int(r[8] or 0), bytes_in=int(r[9] or 0), bytes_out=int(r[10] or 0),
+                 weighted=int(r[11] or 0), dmin=None if r[12] is None else int(r[12]),
+                 dmax=int(r[13] or 0), errors=int(r[14] or 0),
+                 pct=(None if b50 is None else _mid_ns(int(b50)), None if b99 is None else _mid_ns(int(b99))))
+
+
+def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_routes: int,
+                 unlogged: int) -> dict[str, Any]:
+    """The same answer as `build`, from rows the store already summed per edge and class, per
+    edge and per route, with the percentile buckets (so the work here is per edge, not per
+    record group)."""
+    eds = _Edges()
+    routes: dict[int, list[tuple[int, str, str, int, int | None]]] = {}
+    for r in rows:
+        level, a, b, kind = r[0], str(r[1]), str(r[2]), r[3]
+        e = eds.traffic(a, b) if kind == 0 else eds.backend(a, b)
+        if e is None:
+            continue
+        if level == MERGED_CLASS:
+            e.by_class[str(r[4])] = _merged_stats(r)
+        elif level == MERGED_TOTAL:
+            e.total = _merged_stats(r)
+        elif top_routes and kind == 0:
+            count = int(r[8] or 0)
+            routes.setdefault(id(e), []).append(
+                (count, str(r[5]), str(r[6]), int(r[14] or 0), None if r[16] is None else _mid_ns(int(r[16]))))
+    for e in eds.edges.values():
+        if e.kind == "traffic" and top_routes:
+            top = sorted(routes.get(id(e), ()), key=lambda t: (-t[0], t[1], t[2]))[:top_routes]
+            e.top = [{"method": m, "url": u, "count": c, "errors": err,
+                      "error_rate": err / c if c else 0.0, "p99": p99} for c, m, u, err, p99 in top]
+    return _finish(eds, expanded=expanded, top_routes=top_routes, unlogged=unlogged)
+
+
+def _finish(eds: _Edges, *, expanded: Collection[str], top_routes: int, unlogged: int) -> dict[str, Any]:
+    edges, nodes = eds.edges, eds.nodes
     kept = list(edges.values())
     truncated = len(kept) > MAX_EDGES
     if truncated:
@@ -416,5 +509,5 @@ def _edge_json(e: _Edge, top_routes: int) -> dict[str, Any]:
     return {
         "id": f"{e.source.id}->{e.target.id}", "source": e.source.id, "target": e.target.id,
         "kind": e.kind, "selector": e.selector, "totals": totals, "stats": stats,
-        "top_routes": _top_routes(e, top_routes) if top_routes else [],
+        "top_routes": (e.top if e.top is not None else _top_routes(e, top_routes)) if top_routes else [],
     }

@@ -192,11 +192,19 @@ class QueryService:
         tr = self._time_range(req.time_range)
         sel = self._selector(req.selector)
         flt = Filter(tr, sel, exclude_unlogged=True)
-        rows = self._run(lambda: self.store.group(flt, graph.graph_keys(set(req.expand)), True))
+        expanded = set(req.expand)
+        merged = getattr(self.store, "graph_stats", None)  # a store that sums the graph itself
+        if merged is not None:
+            mrows = self._run(lambda: merged(flt, expanded))
+        else:
+            rows = self._run(lambda: self.store.group(flt, graph.graph_keys(expanded), True))
         unl_sel: selector.Node = selector.Cmp("type", "=", TYPE_UNLOGGED)
         if sel is not None:
             unl_sel = selector.And((sel, unl_sel))
         unl = self._run(lambda: self.store.group(Filter(tr, unl_sel), [], False))
-        out = graph.build(rows, expanded=set(req.expand), top_routes=req.top_routes,
-                          unlogged=sum(g.count for g in unl))
+        unlogged = sum(g.count for g in unl)
+        if merged is not None:
+            out = graph.build_merged(mrows, expanded=expanded, top_routes=req.top_routes, unlogged=unlogged)
+        else:
+            out = graph.build(rows, expanded=expanded, top_routes=req.top_routes, unlogged=unlogged)
         return {"time_range": tr.to_json(), "took_ms": round((time.perf_counter() - t0) * 1000, 2), **out}

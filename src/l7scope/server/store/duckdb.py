@@ -8,7 +8,7 @@ serialised by a lock. Batch ids live in a table next to the records, in the same
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from l7scope.server import graph
 from l7scope.server.columns import ColumnBatch, batch_len, hist_flat, row_to_record
 from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
 from l7scope.server.store import sql
@@ -215,6 +216,78 @@ class DuckDBStore:
                 if g is not None and b is not None:
                     g.hist[b] = int(c)
         return list(out.values())
+
+    def graph_stats(self, flt: Filter, expanded: Collection[str]) -> list[tuple[Any, ...]]:
+        """The service graph summed in one statement: rows in graph.build_merged's layout.
+
+        Node ids come from graph.source_id_sql / dest_id_sql, computed per group of equal raw
+        keys; backend edges are the groups of an expanded service again, keyed by service and
+        answering workload. Grouping sets give per-class, per-edge and per-route sums;
+        histograms are summed per set and bucket, and p50/p99 are the first buckets whose
+        running count reaches the rank (contracts.latency's rule). Groups are matched by 64-bit
+        hashes in two places (raw key -> histogram, set -> running count), as `group` does."""
+        p = _Params()
+        exp = frozenset(expanded)
+        w = sql.where(flt, p)
+        backend = graph.backend_edge_sql(exp, p) if exp else "''"
+        cols = "cls, m, u, hbk, c, recs, n, bi, bo, ws, dmin, dmax, er"
+        backend_rows = (f" UNION ALL SELECT d AS a, bk AS b, 1 AS kind, {cols} FROM fine "
+                        f"WHERE bk != '' AND starts_with(d, 'svc/')") if exp else ""
+        sets = "GROUPING SETS ((a, b, kind, cls{x}), (a, b, kind{x}), (a, b, kind, m, u{x}))"
+        level = "CASE grouping(cls, m, u) WHEN 3 THEN 0 WHEN 7 THEN 1 ELSE 2 END"
+        # Records are summed per distinct raw key (exact GROUP BY); node ids are computed on
+        # those few groups. Histograms are summed per (hash of the raw key, bucket) from the
+        # exploded integer columns only, and joined back on that hash.
+        raw = ", ".join(f'"{c}"' for c in (
+            "src_type", "src_namespace", "src_name_aggr", "dest_type", "dest_namespace", "dest_name_aggr",
+            "dest_service_namespace", "dest_service_name", "response_code", "method", "url"))
+        errors = "CASE WHEN substring(\"response_code\", 1, 1) IN ('4', '5') THEN \"count\" ELSE 0 END"
+        w2 = sql.where(flt, p)
+        text = f"""
+WITH grp AS (
+  SELECT {raw}, hash({raw}) AS gk, count(*) AS recs, sum("count") AS n, sum("bytes_in") AS bi,
+         sum("bytes_out") AS bo, sum("duration_mean" * "count") AS ws, min("duration_mean") AS dmin,
+         max("duration_max") AS dmax, sum({errors}) AS er
+  FROM {TABLE} WHERE {w} GROUP BY {raw}
+), ids AS MATERIALIZED (
+  SELECT gk, {graph.source_id_sql(exp, p)} AS s, {graph.dest_id_sql(exp, p)} AS d, {backend} AS bk,
+         {sql.RESPONSE_CLASS_SQL} AS cls, "method" AS m, "url" AS u, recs, n, bi, bo, ws, dmin, dmax, er
+  FROM grp
+), gh AS (
+  SELECT gk, hbk, sum(c) AS c FROM (
+    SELECT hash({raw}) AS gk, unnest("{HIST_BUCKETS}") AS hbk, unnest("{HIST_COUNTS}") AS c
+    FROM {TABLE} WHERE {w2}) WHERE c > 0 GROUP BY gk, hbk
+), fine AS (
+  SELECT ids.*, NULL::USMALLINT AS hbk, NULL::HUGEINT AS c FROM ids
+  UNION ALL
+  SELECT ids.gk, s, d, bk, cls, m, u, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, gh.hbk, gh.c
+  FROM gh JOIN ids ON gh.gk = ids.gk
+), e AS MATERIALIZED (
+  SELECT s AS a, d AS b, 0 AS kind, {cols} FROM fine{backend_rows}
+), sums AS (
+  SELECT {level} AS lv, a, b, kind, coalesce(cls, '') AS cls, coalesce(m, '') AS m, coalesce(u, '') AS u,
+         sum(recs) AS recs, sum(n) AS n, sum(bi) AS bi, sum(bo) AS bo, sum(ws) AS ws,
+         min(dmin) AS dmin, max(dmax) AS dmax, sum(er) AS er
+  FROM e GROUP BY {sets.format(x="")}
+), hist AS (
+  SELECT hash({level}, a, b, kind, cls, m, u) AS gid, {level} AS lv, a, b, kind,
+         coalesce(cls, '') AS cls, coalesce(m, '') AS m, coalesce(u, '') AS u, hbk, sum(c) AS c
+  FROM e WHERE hbk IS NOT NULL GROUP BY {sets.format(x=", hbk")}
+), pct AS (
+  SELECT any_value(lv) AS lv, any_value(a) AS a, any_value(b) AS b, any_value(kind) AS kind,
+         any_value(cls) AS cls, any_value(m) AS m, any_value(u) AS u,
+         min(hbk) FILTER (WHERE cum >= 0.5 * tot) AS p50, min(hbk) FILTER (WHERE cum >= 0.99 * tot) AS p99
+  FROM (SELECT *, sum(c) OVER (PARTITION BY gid ORDER BY hbk) AS cum,
+               sum(c) OVER (PARTITION BY gid) AS tot FROM hist)
+  GROUP BY gid
+)
+SELECT sums.lv, sums.a, sums.b, sums.kind, sums.cls, sums.m, sums.u, recs, n, bi, bo, ws, dmin, dmax, er,
+       p50, p99
+FROM sums LEFT JOIN pct ON sums.lv = pct.lv AND sums.a = pct.a AND sums.b = pct.b AND sums.kind = pct.kind
+  AND sums.cls = pct.cls AND sums.m = pct.m AND sums.u = pct.u
+WHERE NOT (sums.lv = 2 AND sums.kind = 1)
+"""
+        return self._query(text, p)
 
     def stats(self) -> StoreStats:
         p = _Params()
