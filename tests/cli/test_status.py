@@ -67,7 +67,8 @@ def test_status_every_part_healthy_then_reports_the_stopped_one(require_netns: N
         prefix = tmp_path / "policysync"
         prefix.mkdir()
         settings = tmp_path / "node.yaml"
-        settings.write_text(f"policySyncPathPrefix: {prefix}\nl7LogsFlushInterval: 1s\ntproxyMode: Enabled\n")
+        settings.write_text(f"policySyncPathPrefix: {prefix}\nl7LogsFlushInterval: 1s\ntproxyMode: Enabled\n"
+                            f"l7LogsFileDirectory: {tmp_path / 'l7logs'}\n")
         inventory = tmp_path / "inventory"
         inventory.mkdir()
         (inventory / "services.yaml").write_text(yaml.safe_dump_all([
