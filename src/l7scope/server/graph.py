@@ -295,6 +295,7 @@ class _Edge:
     total: Stats = field(default_factory=Stats)
     routes: dict[tuple[str, str], list[GroupRow]] = field(default_factory=dict)
     top: list[dict[str, Any]] | None = None  # top routes computed by the store (build_merged)
+    class_json: dict[str, dict[str, Any]] | None = None  # per-class stats, ditto
 
 
 class _Edges:
@@ -392,40 +393,50 @@ MERGED_ROUTE: Final = 2  # one row per traffic edge and (method, url)
 MergedRow = tuple[Any, ...]
 
 
-def _merged_stats(r: MergedRow) -> Stats:
-    # r[7:] = records, count, bytes_in, bytes_out, weighted sum, min mean, max, errors, p50 b, p99 b
-    b50, b99 = r[15], r[16]
-    return Stats(count=int(r[8] or 0), bytes_in=int(r[9] or 0), bytes_out=int(r[10] or 0),
-                 weighted=int(r[11] or 0), dmin=None if r[12] is None else int(r[12]),
-                 dmax=int(r[13] or 0), errors=int(r[14] or 0),
-                 pct=(None if b50 is None else _mid_ns(int(b50)), None if b99 is None else _mid_ns(int(b99))))
+def _mid_or_none(bucket: int | None) -> int | None:
+    return None if bucket is None else _mid_ns(bucket)
 
 
 def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_routes: int,
                  unlogged: int) -> dict[str, Any]:
     """The same answer as `build`, from rows the store already summed per edge and class, per
     edge and per route, with the percentile buckets (so the work here is per edge, not per
-    record group)."""
+    record group). Row: level, a, b, kind, class, method, url, records, count, bytes_in,
+    bytes_out, weighted duration sum, min duration_mean, max duration_max, errors, p50 and p99
+    bucket."""
     eds = _Edges()
     routes: dict[int, list[tuple[int, str, str, int, int | None]]] = {}
-    for r in rows:
-        level, a, b, kind = r[0], str(r[1]), str(r[2]), r[3]
-        e = eds.traffic(a, b) if kind == 0 else eds.backend(a, b)
+    by_key: dict[tuple[Any, Any, Any], _Edge | None] = {}
+    for (level, a, b, kind, cls, m, u, _recs, n, bi, bo, ws, dmin, dmax, er, b50, b99) in rows:
+        key = (kind, a, b)
+        try:
+            e = by_key[key]
+        except KeyError:
+            e = by_key[key] = eds.traffic(str(a), str(b)) if kind == 0 else eds.backend(str(a), str(b))
         if e is None:
             continue
         if level == MERGED_CLASS:
-            e.by_class[str(r[4])] = _merged_stats(r)
+            if e.class_json is None:
+                e.class_json = {}
+            e.class_json[cls] = {
+                "count": n, "bytes_in": bi, "bytes_out": bo, "mean_duration": ws // n if n else 0,
+                "min_duration": dmin or 0, "max_duration": dmax or 0,
+                "p50": _mid_or_none(b50), "p99": _mid_or_none(b99)}
         elif level == MERGED_TOTAL:
-            e.total = _merged_stats(r)
+            e.total = Stats(count=n, bytes_in=bi, bytes_out=bo, weighted=ws, dmin=dmin, dmax=dmax or 0,
+                            errors=er, pct=(_mid_or_none(b50), _mid_or_none(b99)))
         elif top_routes and kind == 0:
-            count = int(r[8] or 0)
-            routes.setdefault(id(e), []).append(
-                (count, str(r[5]), str(r[6]), int(r[14] or 0), None if r[16] is None else _mid_ns(int(r[16]))))
-    for e in eds.edges.values():
-        if e.kind == "traffic" and top_routes:
-            top = sorted(routes.get(id(e), ()), key=lambda t: (-t[0], t[1], t[2]))[:top_routes]
-            e.top = [{"method": m, "url": u, "count": c, "errors": err,
-                      "error_rate": err / c if c else 0.0, "p99": p99} for c, m, u, err, p99 in top]
+            rs = routes.get(id(e))
+            if rs is None:
+                rs = routes[id(e)] = []
+            rs.append((n, m, u, er, b99))
+    if top_routes:
+        for e in eds.edges.values():
+            if e.kind == "traffic":
+                top = sorted(routes.get(id(e), ()), key=lambda t: (-t[0], t[1], t[2]))[:top_routes]
+                e.top = [{"method": m, "url": u, "count": c, "errors": err,
+                          "error_rate": err / c if c else 0.0, "p99": _mid_or_none(b99)}
+                         for c, m, u, err, b99 in top]
     return _finish(eds, expanded=expanded, top_routes=top_routes, unlogged=unlogged)
 
 
@@ -500,6 +511,13 @@ def _top_routes(e: _Edge, n: int) -> list[dict[str, Any]]:
 
 
 def _edge_json(e: _Edge, top_routes: int) -> dict[str, Any]:
+    if e.class_json is not None:  # from build_merged: the total has its own percentiles
+        cj = e.class_json
+        return {
+            "id": f"{e.source.id}->{e.target.id}", "source": e.source.id, "target": e.target.id,
+            "kind": e.kind, "selector": e.selector, "totals": e.total.to_json(with_errors=True),
+            "stats": {c: cj.get(c) for c in CLASSES}, "top_routes": e.top if top_routes and e.top else [],
+        }
     stats = {c: (e.by_class[c].to_json() if c in e.by_class else None) for c in CLASSES}
     if len(e.by_class) == 1:  # the total is that one class: reuse its percentiles
         only = next(v for v in stats.values() if v is not None)

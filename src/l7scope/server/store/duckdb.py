@@ -231,9 +231,9 @@ class DuckDBStore:
         w = sql.where(flt, p)
         backend = graph.backend_edge_sql(exp, p) if exp else "''"
         cols = "cls, m, u, hbk, c, recs, n, bi, bo, ws, dmin, dmax, er"
-        backend_rows = (f" UNION ALL SELECT d AS a, bk AS b, 1 AS kind, {cols} FROM fine "
+        backend_rows = (f" UNION ALL SELECT hash(1, d, bk), d, bk, 1, {cols} FROM fine "
                         f"WHERE bk != '' AND starts_with(d, 'svc/')") if exp else ""
-        sets = "GROUPING SETS ((a, b, kind, cls{x}), (a, b, kind{x}), (a, b, kind, m, u{x}))"
+        sets = "GROUPING SETS ((eid, cls{x}), (eid{x}), (eid, m, u{x}))"
         level = "CASE grouping(cls, m, u) WHEN 3 THEN 0 WHEN 7 THEN 1 ELSE 2 END"
         # Records are summed per distinct raw key (exact GROUP BY); node ids are computed on
         # those few groups. Histograms are summed per (hash of the raw key, bucket) from the
@@ -263,29 +263,26 @@ WITH grp AS (
   SELECT ids.gk, s, d, bk, cls, m, u, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, gh.hbk, gh.c
   FROM gh JOIN ids ON gh.gk = ids.gk
 ), e AS MATERIALIZED (
-  SELECT s AS a, d AS b, 0 AS kind, {cols} FROM fine{backend_rows}
+  SELECT hash(0, s, d) AS eid, s AS a, d AS b, 0 AS kind, {cols} FROM fine{backend_rows}
 ), sums AS (
-  SELECT {level} AS lv, a, b, kind, coalesce(cls, '') AS cls, coalesce(m, '') AS m, coalesce(u, '') AS u,
+  SELECT hash({level}, eid, cls, m, u) AS gid, {level} AS lv, any_value(a) AS a, any_value(b) AS b,
+         any_value(kind) AS kind, coalesce(cls, '') AS cls, coalesce(m, '') AS m, coalesce(u, '') AS u,
          sum(recs) AS recs, sum(n) AS n, sum(bi) AS bi, sum(bo) AS bo, sum(ws) AS ws,
          min(dmin) AS dmin, max(dmax) AS dmax, sum(er) AS er
   FROM e GROUP BY {sets.format(x="")}
 ), hist AS (
-  SELECT hash({level}, a, b, kind, cls, m, u) AS gid, {level} AS lv, a, b, kind,
-         coalesce(cls, '') AS cls, coalesce(m, '') AS m, coalesce(u, '') AS u, hbk, sum(c) AS c
+  SELECT hash({level}, eid, cls, m, u) AS gid, hbk, sum(c) AS c
   FROM e WHERE hbk IS NOT NULL GROUP BY {sets.format(x=", hbk")}
 ), pct AS (
-  SELECT any_value(lv) AS lv, any_value(a) AS a, any_value(b) AS b, any_value(kind) AS kind,
-         any_value(cls) AS cls, any_value(m) AS m, any_value(u) AS u,
-         min(hbk) FILTER (WHERE cum >= 0.5 * tot) AS p50, min(hbk) FILTER (WHERE cum >= 0.99 * tot) AS p99
-  FROM (SELECT *, sum(c) OVER (PARTITION BY gid ORDER BY hbk) AS cum,
-               sum(c) OVER (PARTITION BY gid) AS tot FROM hist)
-  GROUP BY gid
+  SELECT gid,
+         hs[list_position(list_transform(cs, lambda x, i: list_sum(cs[1:i]) >= 0.5 * t), true)] AS p50,
+         hs[list_position(list_transform(cs, lambda x, i: list_sum(cs[1:i]) >= 0.99 * t), true)] AS p99
+  FROM (SELECT gid, list(hbk ORDER BY hbk) AS hs, list(c ORDER BY hbk) AS cs, sum(c) AS t
+        FROM hist GROUP BY gid)
 )
-SELECT sums.lv, sums.a, sums.b, sums.kind, sums.cls, sums.m, sums.u, recs, n, bi, bo, ws, dmin, dmax, er,
-       p50, p99
-FROM sums LEFT JOIN pct ON sums.lv = pct.lv AND sums.a = pct.a AND sums.b = pct.b AND sums.kind = pct.kind
-  AND sums.cls = pct.cls AND sums.m = pct.m AND sums.u = pct.u
-WHERE NOT (sums.lv = 2 AND sums.kind = 1)
+SELECT lv, a, b, kind, cls, m, u, recs, n, bi, bo, ws, dmin, dmax, er, p50, p99
+FROM sums LEFT JOIN pct ON sums.gid = pct.gid
+WHERE NOT (lv = 2 AND kind = 1)
 """
         return self._query(text, p)
 
