@@ -17,7 +17,8 @@ the tuples whose lines were all over the cap.
 Speed: `add()` is the hot path. Per line it does three C-level calls (`attrgetter` for the key,
 `hash`, `attrgetter` for the five numbers), one dict lookup by the key's hash (an int: comparing
 two ints is far cheaper than comparing two 11-field tuples whose strings lie all over memory) and
-one `list.append` of the numbers. The numbers are folded per key later (`_fold`: whole-column
+one `list +=` of the numbers onto a flat per-key list (no per-line tuple is kept, so the garbage
+collector has nothing new to scan). The numbers are folded per key later (`_fold`: whole-column
 `sum`/`max`/`map` passes in C), when the interval ends or when more than `compact_lines` lines are
 held, which bounds memory. Keys are told apart by their 64-bit hash: Python's string hash is
 keyed per process (SipHash), so two distinct keys of one interval collide with a probability
@@ -63,6 +64,7 @@ TupleKey = tuple[object, ...]
 _num_of: Final = attrgetter("duration", "duration_us", "upstream_service_time", "bytes_sent",
                             "bytes_received")
 Nums = tuple[int | None, int | None, str | None, int | None, int | None]
+_NUMS: Final = 5  # values per line in a key's flat list of numbers (the fields of _num_of)
 
 # Aggregate layout (a list, indexed by these constants).
 COUNT, DUR_SUM, DUR_MAX, LAT_SUM, SENT, RECEIVED, US_SUM, US_MAX, HIST = range(9)
@@ -91,17 +93,19 @@ def _latency_ms(duration: int, ust: str | None) -> int:
         return 0
 
 
-def _fold(agg: list[Any], nums: list[Nums]) -> None:
+def _fold(agg: list[Any], nums: list[Any]) -> None:
     """Merge the numbers of one key's lines into its aggregate, column by column in C.
 
-    The common case (no nulls, numeric upstream_service_time) takes one C-level pass per
-    column; a TypeError/ValueError from a null or odd value switches that column to the slow way.
+    `nums` is flat: the five `_num_of` values of each line one after the other (a slice with
+    step 5 is one column). The common case (no nulls, numeric upstream_service_time) takes one
+    C-level pass per column; a TypeError/ValueError from a null or odd value switches that
+    column to the slow way.
     """
-    durs, uss, usts, sent, received = zip(*nums, strict=False)
+    durs, uss, usts, sent, received = (nums[i::_NUMS] for i in range(_NUMS))
     try:
         dsum: int = sum(durs)
     except TypeError:  # a null duration
-        durs = tuple(d or 0 for d in durs)
+        durs = [d or 0 for d in durs]
         dsum = sum(durs)
     try:
         lat: int = dsum - sum(map(int, usts))
@@ -110,7 +114,7 @@ def _fold(agg: list[Any], nums: list[Nums]) -> None:
     try:
         us_sum: int = sum(uss)
     except TypeError:  # no duration_us: the millisecond duration stands in
-        uss = tuple(u if u is not None else d * 1000 for u, d in zip(uss, durs, strict=True))
+        uss = [u if u is not None else d * 1000 for u, d in zip(uss, durs, strict=True)]
         us_sum = sum(uss)
     us_max: int = max(uss)
     table = _buckets()
@@ -127,7 +131,7 @@ def _fold(agg: list[Any], nums: list[Nums]) -> None:
         n_received: int = sum(received)
     except TypeError:
         n_received = sum(filter(None, received))
-    agg[COUNT] += len(nums)
+    agg[COUNT] += len(durs)
     agg[DUR_SUM] += dsum
     agg[DUR_MAX] = max(agg[DUR_MAX], max(durs))
     agg[LAT_SUM] += lat
@@ -157,7 +161,9 @@ class Batcher:
         self.node_name = node_name
         self.collector_name = collector_name
         self.compact_lines = compact_lines
-        self._nums: dict[int, list[Nums]] = {}  # key hash -> numbers of lines not folded yet
+        # key hash -> numbers of the lines not folded yet, flat (_NUMS values per line): a flat
+        # list holds no per-line tuple, so the garbage collector has nothing new to scan
+        self._nums: dict[int, list[Any]] = {}
         self._keys: dict[int, Key] = {}  # key hash -> key
         self._first: dict[int, EnvoyLogLine] = {}  # key hash -> its first line (SNI, upstream)
         self._aggs: dict[int, list[Any]] = {}  # key hash -> folded numbers
@@ -184,7 +190,7 @@ class Batcher:
                 lst = nums[h] = []
                 self._keys[h] = k
                 self._first[h] = ln
-            lst.append(v)
+            lst += v
         n = len(lines)
         self.pending_requests += n
         self._held += n - n_over
