@@ -208,6 +208,7 @@ class Stats:
     hist: dict[int, int] = field(default_factory=dict)
     borrowed: bool = False  # hist is another object's dict: copy before changing it
     pct: tuple[int | None, int | None] | None = None  # p50/p99 (ns) computed by the store
+    mean: int | None = None  # mean duration (ns) computed by the store
 
     def _merge_hist(self, other: dict[int, int]) -> None:
         # Copy-on-write: the first histogram is borrowed (most groups have one row), and
@@ -275,7 +276,8 @@ class Stats:
                 percentiles: tuple[int | None, int | None] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "count": self.count, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-            "mean_duration": self.weighted // self.count if self.count else 0,
+            "mean_duration": (self.mean if self.mean is not None
+                              else self.weighted // self.count if self.count else 0),
             "min_duration": self.dmin or 0, "max_duration": self.dmax,
         }
         out["p50"], out["p99"] = percentiles if percentiles is not None else self.p50_p99()
@@ -402,12 +404,12 @@ def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_ro
     """The same answer as `build`, from rows the store already summed per edge and class, per
     edge and per route, with the percentile buckets (so the work here is per edge, not per
     record group). Row: level, a, b, kind, class, method, url, records, count, bytes_in,
-    bytes_out, weighted duration sum, min duration_mean, max duration_max, errors, p50 and p99
-    bucket."""
+    bytes_out, mean duration (sum(duration_mean * count) // count), min duration_mean,
+    max duration_max, errors, p50 and p99 bucket."""
     eds = _Edges()
     routes: dict[int, list[tuple[int, str, str, int, int | None]]] = {}
     by_key: dict[tuple[Any, Any, Any], _Edge | None] = {}
-    for (level, a, b, kind, cls, m, u, _recs, n, bi, bo, ws, dmin, dmax, er, b50, b99) in rows:
+    for (level, a, b, kind, cls, m, u, _recs, n, bi, bo, mean, dmin, dmax, er, b50, b99) in rows:
         key = (kind, a, b)
         try:
             e = by_key[key]
@@ -419,11 +421,11 @@ def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_ro
             if e.class_json is None:
                 e.class_json = {}
             e.class_json[cls] = {
-                "count": n, "bytes_in": bi, "bytes_out": bo, "mean_duration": ws // n if n else 0,
+                "count": n, "bytes_in": bi, "bytes_out": bo, "mean_duration": mean,
                 "min_duration": dmin or 0, "max_duration": dmax or 0,
                 "p50": _mid_or_none(b50), "p99": _mid_or_none(b99)}
         elif level == MERGED_TOTAL:
-            e.total = Stats(count=n, bytes_in=bi, bytes_out=bo, weighted=ws, dmin=dmin, dmax=dmax or 0,
+            e.total = Stats(count=n, bytes_in=bi, bytes_out=bo, mean=mean, dmin=dmin, dmax=dmax or 0,
                             errors=er, pct=(_mid_or_none(b50), _mid_or_none(b99)))
         elif top_routes and kind == 0:
             rs = routes.get(id(e))

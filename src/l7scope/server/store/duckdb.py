@@ -280,7 +280,8 @@ WITH grp AS (
   FROM (SELECT gid, list(hbk ORDER BY hbk) AS hs, list(c ORDER BY hbk) AS cs, sum(c) AS t
         FROM hist GROUP BY gid)
 )
-SELECT lv, a, b, kind, cls, m, u, recs, n, bi, bo, ws, dmin, dmax, er, p50, p99
+SELECT lv, a, b, kind, cls, m, u, recs, n::UBIGINT, bi::UBIGINT, bo::UBIGINT,
+       CASE WHEN n > 0 THEN (ws // n)::UBIGINT ELSE 0 END, dmin, dmax, er::UBIGINT, p50, p99
 FROM sums LEFT JOIN pct ON sums.gid = pct.gid
 WHERE NOT (lv = 2 AND kind = 1)
 """
