@@ -31,7 +31,7 @@ def test_merged_graph_equals_reference(tmp_path: Path, expanded: set[str], top_r
         flt = Filter(TimeRange(T0, T0 + 600), None, exclude_unlogged=True)
         want = graph.build(store.group(flt, graph.graph_keys(expanded), True), expanded=expanded,
                            top_routes=top_routes, unlogged=7)
-        got = graph.build_merged(store.graph_stats(flt, expanded), expanded=expanded,
+        got = graph.build_merged(store.graph_stats(flt, expanded, top_routes), expanded=expanded,
                                  top_routes=top_routes, unlogged=7)
         assert want["edges"], "the generated traffic must give edges"
         if "*" in expanded:

@@ -195,7 +195,7 @@ class QueryService:
         expanded = set(req.expand)
         merged = getattr(self.store, "graph_stats", None)  # a store that sums the graph itself
         if merged is not None:
-            mrows = self._run(lambda: merged(flt, expanded))
+            mrows = self._run(lambda: merged(flt, expanded, req.top_routes))
         else:
             rows = self._run(lambda: self.store.group(flt, graph.graph_keys(expanded), True))
         unl_sel: selector.Node = selector.Cmp("type", "=", TYPE_UNLOGGED)

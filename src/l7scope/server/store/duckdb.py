@@ -217,7 +217,7 @@ class DuckDBStore:
                     g.hist[b] = int(c)
         return list(out.values())
 
-    def graph_stats(self, flt: Filter, expanded: Collection[str]) -> list[tuple[Any, ...]]:
+    def graph_stats(self, flt: Filter, expanded: Collection[str], top_routes: int) -> list[tuple[Any, ...]]:
         """The service graph summed in one statement: rows in graph.build_merged's layout.
 
         Node ids come from graph.source_id_sql / dest_id_sql, computed per group of equal raw
@@ -225,7 +225,7 @@ class DuckDBStore:
         answering workload. Grouping sets give per-class, per-edge and per-route sums;
         histograms are summed per set and bucket, and p50/p99 are the first buckets whose
         running count reaches the rank (contracts.latency's rule). Groups are matched by 64-bit
-        hashes in two places (raw key -> histogram, set -> running count), as `group` does."""
+        hashes (raw key -> histogram, edge, set -> percentiles), as `group` does."""
         p = _Params()
         exp = frozenset(expanded)
         w = sql.where(flt, p)
@@ -233,8 +233,14 @@ class DuckDBStore:
         cols = "cls, m, u, hbk, c, recs, n, bi, bo, ws, dmin, dmax, er"
         backend_rows = (f" UNION ALL SELECT hash(1, d, bk), d, bk, 1, {cols} FROM fine "
                         f"WHERE bk != '' AND starts_with(d, 'svc/')") if exp else ""
-        sets = "GROUPING SETS ((eid, cls{x}), (eid{x}), (eid, m, u{x}))"
-        level = "CASE grouping(cls, m, u) WHEN 3 THEN 0 WHEN 7 THEN 1 ELSE 2 END"
+        # Routes only when asked for, and only each edge's `top_routes` busiest (count, then
+        # method and url: the order build_merged sorts them in) leave the store.
+        sets = "GROUPING SETS ((eid, cls{x}), (eid{x})" + (", (eid, m, u{x}))" if top_routes else ")")
+        top = int(top_routes)
+        mu = "m, u" if top_routes else "''"
+        mu_cols = "coalesce(m, '') AS m, coalesce(u, '') AS u" if top_routes else "'' AS m, '' AS u"
+        level = ("CASE grouping(cls, m, u) WHEN 3 THEN 0 WHEN 7 THEN 1 ELSE 2 END" if top_routes
+                 else "grouping(cls)")  # 0 per class, 1 per edge, 2 per route
         # Records are summed per distinct raw key (exact GROUP BY); node ids are computed on
         # those few groups. Histograms are summed per (hash of the raw key, bucket) from the
         # exploded integer columns only, and joined back on that hash.
@@ -265,13 +271,13 @@ WITH grp AS (
 ), e AS MATERIALIZED (
   SELECT hash(0, s, d) AS eid, s AS a, d AS b, 0 AS kind, {cols} FROM fine{backend_rows}
 ), sums AS (
-  SELECT hash({level}, eid, cls, m, u) AS gid, {level} AS lv, any_value(a) AS a, any_value(b) AS b,
-         any_value(kind) AS kind, coalesce(cls, '') AS cls, coalesce(m, '') AS m, coalesce(u, '') AS u,
+  SELECT hash({level}, eid, cls, {mu}) AS gid, {level} AS lv, any_value(a) AS a, any_value(b) AS b,
+         any_value(kind) AS kind, coalesce(cls, '') AS cls, {mu_cols},
          sum(recs) AS recs, sum(n) AS n, sum(bi) AS bi, sum(bo) AS bo, sum(ws) AS ws,
          min(dmin) AS dmin, max(dmax) AS dmax, sum(er) AS er
   FROM e GROUP BY {sets.format(x="")}
 ), hist AS (
-  SELECT hash({level}, eid, cls, m, u) AS gid, hbk, sum(c) AS c
+  SELECT hash({level}, eid, cls, {mu}) AS gid, hbk, sum(c) AS c
   FROM e WHERE hbk IS NOT NULL GROUP BY {sets.format(x=", hbk")}
 ), pct AS (
   SELECT gid,
@@ -284,6 +290,7 @@ SELECT lv, a, b, kind, cls, m, u, recs, n::UBIGINT, bi::UBIGINT, bo::UBIGINT,
        CASE WHEN n > 0 THEN (ws // n)::UBIGINT ELSE 0 END, dmin, dmax, er::UBIGINT, p50, p99
 FROM sums LEFT JOIN pct ON sums.gid = pct.gid
 WHERE NOT (lv = 2 AND kind = 1)
+QUALIFY lv != 2 OR row_number() OVER (PARTITION BY lv, a, b ORDER BY n DESC, m, u) <= {top}
 """
         return self._query(text, p)
 
