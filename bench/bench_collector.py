@@ -7,7 +7,7 @@ of this single-threaded process, pinned to one CPU):
 * baseline, raw decode: msgspec decodes the lines (in memory, in blocks of whole lines of the
   collector's read size, `Decoder.decode_lines`) into the contract's `EnvoyLogLine`, and nothing
   else. This is the fastest plain decode we measured: joining 1 MiB blocks into one JSON array
-  (the baseline until 2026-11) decoded the same file 1.5-2.5x slower (the decoded objects of a
+  (the baseline until 2026-11) decoded the same file 2-3x slower (the decoded objects of a
   MiB no longer fit the CPU cache), which flattered the ratio;
 * collector: `Tail` reads the file from disk (64 KiB reads), `decode_block` decodes,
   `Batcher.add` batches;
