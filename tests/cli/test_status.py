@@ -116,7 +116,12 @@ def test_status_every_part_healthy_then_reports_the_stopped_one(require_netns: N
         while True:
             code, report = status(state_file)
             counters = report["counters"]["node-a"]
-            if counters["shipped"] and counters["reported"] == n or time.monotonic() > deadline:
+            settled = (counters["shipped"] and counters["reported"] == n
+                       and (counters["logged"] or 0) + (counters["unlogged"] or 0) == n
+                       and all(p["healthy"] for p in report["parts"])
+                       and next(p for p in report["parts"] if p["part"] == "server")
+                       ["stats"]["store"]["records"] == counters["shipped"])
+            if settled or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
 
