@@ -32,7 +32,7 @@ def main() -> int:
                    if m.name.startswith("bench_"))
     if args.names:
         names = [n for n in names if n in args.names]
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)
     rows: list[Row] = []
     failed = False
     for name in names:
