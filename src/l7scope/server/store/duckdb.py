@@ -224,7 +224,7 @@ class DuckDBStore:
         keys; backend edges are the groups of an expanded service again, keyed by service and
         answering workload. Grouping sets give per-class, per-edge and per-route sums;
         histograms are summed per set and bucket, and p50/p99 are the first buckets whose
-        running count reaches the rank (contracts.latency's rule). Groups are matched by 64-bit
+        running count (a window sum, linear in buckets) reaches the rank (contracts.latency's rule). Groups are matched by 64-bit
         hashes (raw key -> histogram, edge, set -> percentiles), as `group` does."""
         p = _Params()
         exp = frozenset(expanded)
@@ -279,12 +279,12 @@ WITH grp AS (
 ), hist AS (
   SELECT hash({level}, eid, cls, {mu}) AS gid, hbk, sum(c) AS c
   FROM e WHERE hbk IS NOT NULL GROUP BY {sets.format(x=", hbk")}
+), cum AS (
+  SELECT gid, hbk, sum(c) OVER (PARTITION BY gid ORDER BY hbk ROWS UNBOUNDED PRECEDING) AS rc,
+         sum(c) OVER (PARTITION BY gid) AS t FROM hist
 ), pct AS (
-  SELECT gid,
-         hs[list_position(list_transform(cs, lambda x, i: list_sum(cs[1:i]) >= 0.5 * t), true)] AS p50,
-         hs[list_position(list_transform(cs, lambda x, i: list_sum(cs[1:i]) >= 0.99 * t), true)] AS p99
-  FROM (SELECT gid, list(hbk ORDER BY hbk) AS hs, list(c ORDER BY hbk) AS cs, sum(c) AS t
-        FROM hist GROUP BY gid)
+  SELECT gid, min(hbk) FILTER (WHERE rc >= 0.5 * t) AS p50, min(hbk) FILTER (WHERE rc >= 0.99 * t) AS p99
+  FROM cum GROUP BY gid
 )
 SELECT lv, a, b, kind, cls, m, u, recs, n::UBIGINT, bi::UBIGINT, bo::UBIGINT,
        CASE WHEN n > 0 THEN (ws // n)::UBIGINT ELSE 0 END, dmin, dmax, er::UBIGINT, p50, p99
