@@ -275,7 +275,7 @@ WITH grp AS (
          any_value(kind) AS kind, coalesce(cls, '') AS cls, {mu_cols},
          sum(recs) AS recs, sum(n) AS n, sum(bi) AS bi, sum(bo) AS bo, sum(ws) AS ws,
          min(dmin) AS dmin, max(dmax) AS dmax, sum(er) AS er
-  FROM e GROUP BY {sets.format(x="")}
+  FROM e WHERE hbk IS NULL GROUP BY {sets.format(x="")}
 ), hist AS (
   SELECT hash({level}, eid, cls, {mu}) AS gid, hbk, sum(c) AS c
   FROM e WHERE hbk IS NOT NULL GROUP BY {sets.format(x=", hbk")}
