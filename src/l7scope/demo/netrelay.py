@@ -43,9 +43,9 @@ class NetnsRelay:
         up.settimeout(None)
         with self._lock:
             self._conns.update((conn, up))
-        t = threading.Thread(target=_pump, args=(up, conn), daemon=True)
+        t = threading.Thread(target=pump, args=(up, conn), daemon=True)
         t.start()
-        _pump(conn, up)
+        pump(conn, up)
         t.join()
         with self._lock:
             self._conns.difference_update((conn, up))
@@ -63,7 +63,8 @@ class NetnsRelay:
                     c.close()
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def pump(src: socket.socket, dst: socket.socket, close_src: bool = False) -> None:
+    """Copy bytes from src to dst until EOF or an error, then half-close dst (and close src)."""
     try:
         while True:
             data = src.recv(65536)
@@ -75,3 +76,6 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
     finally:
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+        if close_src:
+            with contextlib.suppress(OSError):
+                src.close()

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from l7scope.demo.netrelay import pump
 from l7scope.demo.shop.counts import CallCounts
 
 T = TypeVar("T")
@@ -71,30 +72,14 @@ class Relay:
             return
         up.settimeout(None)
         up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=_pump, args=(up, conn), daemon=True).start()
-        _pump(conn, up)
+        threading.Thread(target=pump, args=(up, conn, True), daemon=True).start()
+        pump(conn, up, close_src=True)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-        with contextlib.suppress(OSError):
-            src.close()
 
 
 class Backend:
