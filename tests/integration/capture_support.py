@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,13 @@ def topology(request: pytest.FixtureRequest) -> Topology:
     topo = Topology()
     request.addfinalizer(topo.close)
     return topo
+
+
+def self_signed_cert(workdir: Path, name: str) -> tuple[Path, Path]:
+    """A throwaway EC certificate for `name` (CN and SAN): (cert.pem, key.pem) in workdir."""
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    return cert, key

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from capture_support import read_log, topology, wait_log
+from capture_support import read_log, self_signed_cert, topology, wait_log
 
 from l7scope.netlab import Pod, Service, Topology
 from l7scope.proxy import admin
@@ -67,11 +66,7 @@ def lab(request: pytest.FixtureRequest) -> Lab:
     client = topo.add_pod(n1, "client")
     grpc_pod, tls_pod, tcp_pod = (topo.add_pod(n2, "grpc"), topo.add_pod(n1, "tls"),
                                   topo.add_pod(n2, "tcp"))
-    cert, key = topo.workdir / "cert.pem", topo.workdir / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", f"/CN={SNI}",
-                    "-addext", f"subjectAltName=DNS:{SNI}", "-keyout", str(key),
-                    "-out", str(cert)], check=True, capture_output=True)
+    cert, key = self_signed_cert(topo.workdir, SNI)
     topo.start_server(grpc_pod, "grpc", 50051)
     topo.start_server(tls_pod, "https", 8443, "--cert", str(cert), "--key", str(key))
     topo.start_server(tcp_pod, "echo", 9000)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from capture_support import topology
+from capture_support import self_signed_cert, topology
 from collector_support import RecorderServer
 
 from l7scope.proxy import admin
@@ -47,11 +46,7 @@ def test_h2c_grpc_tls_and_tcp_are_reported(request: pytest.FixtureRequest) -> No
     client = topo.add_pod(n1, "client")
     grpc_pod, tls_pod, tcp_pod = (topo.add_pod(n2, "grpc"), topo.add_pod(n1, "tls"),
                                   topo.add_pod(n2, "tcp"))
-    cert, key = topo.workdir / "cert.pem", topo.workdir / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", f"/CN={SNI}",
-                    "-addext", f"subjectAltName=DNS:{SNI}", "-keyout", str(key),
-                    "-out", str(cert)], check=True, capture_output=True)
+    cert, key = self_signed_cert(topo.workdir, SNI)
     topo.start_server(grpc_pod, "grpc", 50051)
     topo.start_server(tls_pod, "https", 8443, "--cert", str(cert), "--key", str(key))
     topo.start_server(tcp_pod, "echo", 9000)
