@@ -210,9 +210,12 @@ export class Graph {
   async bigLayout() {
     const cy = this.cy;
     await runLayout(cy, {
-      name: "grid", animate: false, fit: true, padding: 30, avoidOverlap: false,
+      name: "grid", animate: false, fit: false, avoidOverlap: false,
       sort: (x, y) => (y.data("count") || 0) - (x.data("count") || 0),
     });
+    // Fit to the nodes only: straight edges between grid cells stay inside their box, and the
+    // edges' bounds (a style pass and projections for 1,000 edges) are left to the first draw.
+    cy.fit(cy.nodes(), 30);
     // start the worker once the grid is on screen, so it does not compete with the first paint
     requestAnimationFrame(() => setTimeout(() => this.refineInWorker(), 0));
   }
