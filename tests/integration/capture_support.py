@@ -53,3 +53,19 @@ def self_signed_cert(workdir: Path, name: str) -> tuple[Path, Path]:
                     "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key),
                     "-out", str(cert)], check=True, capture_output=True)
     return cert, key
+
+
+# A grpcio client run inside a pod: argv[1] = target, argv[2:] = payloads; prints
+# [[grpc status code, reply or details], ...] as JSON. Path /package.Service/Method.
+GRPC_CLIENT = """
+import json, sys, grpc
+ch = grpc.insecure_channel(sys.argv[1], options=[("grpc.enable_http_proxy", 0)])
+call = ch.unary_unary("/package.Service/Method")
+out = []
+for payload in sys.argv[2:]:
+    try:
+        out.append([0, call(payload.encode(), timeout=10).decode()])
+    except grpc.RpcError as e:
+        out.append([e.code().value[0], e.details()])
+print(json.dumps(out))
+"""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from capture_support import read_log, self_signed_cert, topology, wait_log
+from capture_support import GRPC_CLIENT, read_log, self_signed_cert, topology, wait_log
 
 from l7scope.netlab import Pod, Service, Topology
 from l7scope.proxy import admin
@@ -26,19 +26,6 @@ from l7scope.proxy.supervisor import EnvoySupervisor
 pytestmark = [pytest.mark.netns, pytest.mark.envoy]
 
 SNI = "shop.example"
-
-GRPC_CLIENT = """
-import json, sys, grpc
-ch = grpc.insecure_channel(sys.argv[1], options=[("grpc.enable_http_proxy", 0)])
-call = ch.unary_unary("/package.Service/Method")
-out = []
-for payload in sys.argv[2:]:
-    try:
-        out.append([0, call(payload.encode(), timeout=10).decode()])
-    except grpc.RpcError as e:
-        out.append([e.code().value[0], e.details()])
-print(json.dumps(out))
-"""
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from capture_support import self_signed_cert, topology
+from capture_support import GRPC_CLIENT, self_signed_cert, topology
 from collector_support import RecorderServer
 
 from l7scope.proxy import admin
@@ -25,19 +25,6 @@ pytestmark = [pytest.mark.netns, pytest.mark.envoy]
 
 SNI = "shop.example"
 STATUS_PORT = 19931
-
-GRPC_CLIENT = """
-import json, sys, grpc
-ch = grpc.insecure_channel(sys.argv[1], options=[("grpc.enable_http_proxy", 0)])
-call = ch.unary_unary("/package.Service/Method")
-out = []
-for payload in sys.argv[2:]:
-    try:
-        out.append([0, call(payload.encode(), timeout=10).decode()])
-    except grpc.RpcError as e:
-        out.append([e.code().value[0], e.details()])
-print(json.dumps(out))
-"""
 
 
 def test_h2c_grpc_tls_and_tcp_are_reported(request: pytest.FixtureRequest) -> None:
