@@ -23,10 +23,15 @@ def test_200_nodes_1000_edges_drawn_usable_and_refined(page: Any, big_server: Se
     interactive = page.evaluate("performance.getEntriesByName('l7scope:interactive')[0].startTime")
     print(f"\ninteractive after {interactive:.0f} ms (not asserted here; see bench/bench_ui.py)")
     assert not page.is_checked("#labels-toggle")  # labels start off above 400 edges
+    # the first grid is drawn without cytoscape's texture caches (fast first frame) ...
+    assert page.evaluate("Array.isArray(window.l7scope.graph.cachesBypassed)")
+    # ... and plain-line edges without arrowheads
+    assert page.evaluate("window.l7scope.graph.cy.edges()[0].style('target-arrow-shape')") == "none"
 
     grid = page.evaluate("window.l7scope.graph.cy.$id('namespace/ns000').position()")
     page.wait_for_function("window.l7scope.graph.refined >= 1", timeout=60_000)
     assert page.evaluate("window.l7scope.graph.cy.$id('namespace/ns000').position()") != grid
+    assert page.evaluate("window.l7scope.graph.cachesBypassed") is None  # back for pan and zoom
 
     page.select_option("#autorefresh", "0")  # nothing redraws under the click below
     page.wait_for_function("window.l7scope.graph.refined === window.l7scope.graph.seq", timeout=60_000)
@@ -51,3 +56,10 @@ def test_200_nodes_1000_edges_drawn_usable_and_refined(page: Any, big_server: Se
     page.wait_for_function(
         f"document.getElementById('filter').value.includes('\"{name}\"')", timeout=60_000)
     page.wait_for_selector("#side-body table")
+    # the selected node's edges get their arrowheads back; the others stay plain lines
+    arrows = page.evaluate(f"""() => {{
+      const cy = window.l7scope.graph.cy, n = cy.$id("{target}");
+      const shape = (es) => [...new Set(es.map((e) => e.style('target-arrow-shape')))];
+      return [shape(n.connectedEdges()), shape(cy.edges().difference(n.connectedEdges()))];
+    }}""")
+    assert arrows == [["triangle"], ["none"]]

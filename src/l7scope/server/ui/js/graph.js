@@ -15,7 +15,7 @@ export const TYPE_NAME = {
   namespace: "namespace", svc: "service", wep: "workload", net: "network", hep: "host endpoint",
 };
 const BIG_GRAPH = 120; // nodes; above this the force-directed layout runs in a worker
-const BIG_EDGES = 400; // edges; above this (or BIG_GRAPH nodes) edges are drawn straight
+const BIG_EDGES = 400; // edges; above this (or BIG_GRAPH nodes) edges are plain lines
 export const LABELS_BY_DEFAULT_UP_TO = BIG_EDGES; // edge labels start off on larger graphs
 const FCOSE = {
   quality: "default", nodeDimensionsIncludeLabels: false, nodeRepulsion: 12000,
@@ -64,7 +64,10 @@ function style() {
       "min-zoomed-font-size": 7,
     } },
     { selector: "edge[kind = 'backend']", style: { "line-style": "dashed", "opacity": 0.6 } },
-    { selector: "edge.fast", style: { "curve-style": "straight", "arrow-scale": 0.7 } },
+    // Large graphs: plain lines (no arrowhead maths per edge); the edges of the selection get
+    // their arrowheads back (class "focus"), so direction is one click away.
+    { selector: "edge.fast", style: { "curve-style": "haystack", "haystack-radius": 0, "target-arrow-shape": "none" } },
+    { selector: "edge.fast.focus", style: { "curve-style": "straight", "target-arrow-shape": "triangle", "arrow-scale": 0.8 } },
     { selector: "node:selected", style: { "border-color": "#5b4ccf", "border-width": 5, "overlay-opacity": 0.08, "overlay-color": "#5b4ccf" } },
     { selector: "edge:selected", style: { "line-color": "#5b4ccf", "target-arrow-color": "#5b4ccf", "opacity": 1, "z-index": 10 } },
     { selector: ".faded", style: { "opacity": 0.12 } },
@@ -88,7 +91,7 @@ export function toElements(answer, expanded, thresholds, seconds, showLabels = t
   const maxEdge = Math.max(0, ...edges.map((e) => e.totals?.count || 0));
   const els = [];
   const groups = new Set();
-  // Large graphs draw straight edges (no bundling maths); labels follow the "Edge labels" box.
+  // Large graphs draw plain-line edges; labels follow the "Edge labels" box.
   const edgeClasses = [nodes.length > BIG_GRAPH || edges.length > BIG_EDGES ? "fast" : "", showLabels ? "labelled" : ""].join(" ").trim();
   // Inner nodes of an expanded namespace sit in a box named after it (a compound node), unless
   // the server already sends that namespace as an expanded parent node.
@@ -165,6 +168,10 @@ export class Graph {
       else if (d.type === "namespace" && d.raw?.expandable !== false) this.handlers.onExpand(d.namespace || d.label);
     });
     cy.on("cxttap", "node, edge", (evt) => this.handlers.onHideUnrelated(evt.target));
+    // arrowheads for the selection's edges (they are off on large graphs, see style())
+    const focus = (ele) => (ele.isNode() ? ele.connectedEdges() : ele);
+    cy.on("select", "node, edge", (evt) => focus(evt.target).addClass("focus"));
+    cy.on("unselect", "node, edge", (evt) => focus(evt.target).removeClass("focus"));
   }
 
   /** Draw an answer. Keeps positions when the same nodes come back (auto-refresh). */
@@ -216,8 +223,35 @@ export class Graph {
     // Fit to the nodes only: straight edges between grid cells stay inside their box, and the
     // edges' bounds (a style pass and projections for 1,000 edges) are left to the first draw.
     cy.fit(cy.nodes(), 30);
+    // Draw the grid without the texture caches; they come back with the refined layout.
+    this.cachesOff();
     // start the worker once the grid is on screen, so it does not compete with the first paint
     requestAnimationFrame(() => setTimeout(() => this.refineInWorker(), 0));
+  }
+
+  /**
+   * Cytoscape draws nodes and labels through per-element texture caches. They make later frames
+   * (pan, zoom) about twice as cheap, but filling them makes the first frame of a large graph
+   * much dearer on a software-rendered canvas (40 % more main-thread time for 200 nodes and
+   * 1,000 edges). So a new large graph is first drawn directly and the caches are filled by
+   * the redraw that applies the worker's layout. Uses renderer internals of the pinned
+   * cytoscape version (ui/package.json); does nothing if they are not there.
+   */
+  cachesOff() {
+    if (this.cachesBypassed) return;
+    const data = this.cy.renderer()?.data || {};
+    const caches = ["eleTxrCache", "lblTxrCache", "slbTxrCache", "tlbTxrCache"].map((k) => data[k]);
+    const layers = data.lyrTxrCache;
+    if (!caches.every((c) => c && typeof c.getElement === "function") || typeof layers?.getLayers !== "function") return;
+    for (const c of caches) c.getElement = () => null; // direct draw instead of a texture
+    layers.getLayers = () => null; // no layer textures either
+    this.cachesBypassed = [...caches, layers];
+  }
+
+  /** Put the texture caches back (the own properties set by cachesOff shadow the methods). */
+  cachesOn() {
+    for (const c of this.cachesBypassed || []) { delete c.getElement; delete c.getLayers; }
+    this.cachesBypassed = null;
   }
 
   /** Large graph, mostly known nodes: put new ones next to their neighbours, then refine. */
@@ -235,14 +269,15 @@ export class Graph {
   }
 
   refineInWorker(randomize = true) {
-    if (typeof Worker !== "function") return;
+    if (typeof Worker !== "function") { this.cachesOn(); return; }
     this.worker = this.worker || new Worker("js/layout-worker.js");
     const seq = (this.seq = (this.seq || 0) + 1);
     const cy = this.cy;
     this.worker.onmessage = (event) => {
       const { seq: got, positions, error } = event.data;
       if (got !== this.seq) return; // a newer graph replaced this one
-      if (error) { console.warn("layout worker:", error); return; }
+      this.cachesOn(); // the redraw below fills them
+      if (error) { console.warn("layout worker:", error); cy.forceRender(); return; }
       cy.batch(() => cy.nodes().forEach((n) => { if (!n.isParent() && positions[n.id()]) n.position(positions[n.id()]); }));
       if (!cy.$(":selected").length) cy.fit(undefined, 40);
       this.refined = seq;
