@@ -207,8 +207,6 @@ class Stats:
     errors: int = 0
     hist: dict[int, int] = field(default_factory=dict)
     borrowed: bool = False  # hist is another object's dict: copy before changing it
-    pct: tuple[int | None, int | None] | None = None  # p50/p99 (ns) computed by the store
-    mean: int | None = None  # mean duration (ns) computed by the store
 
     def _merge_hist(self, other: dict[int, int]) -> None:
         # Copy-on-write: the first histogram is borrowed (most groups have one row), and
@@ -251,8 +249,6 @@ class Stats:
     def p50_p99(self) -> tuple[int | None, int | None]:
         """Both percentiles (ns) in one pass over the sorted buckets; None without histogram.
         Same rule as contracts.latency.quantile (midpoint of the bucket holding the rank)."""
-        if self.pct is not None:
-            return self.pct
         h = self.hist
         total = sum(h.values())
         if total <= 0:
@@ -276,8 +272,7 @@ class Stats:
                 percentiles: tuple[int | None, int | None] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "count": self.count, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-            "mean_duration": (self.mean if self.mean is not None
-                              else self.weighted // self.count if self.count else 0),
+            "mean_duration": self.weighted // self.count if self.count else 0,
             "min_duration": self.dmin or 0, "max_duration": self.dmax,
         }
         out["p50"], out["p99"] = percentiles if percentiles is not None else self.p50_p99()
@@ -296,8 +291,6 @@ class _Edge:
     by_class: dict[str, Stats] = field(default_factory=dict)
     total: Stats = field(default_factory=Stats)
     routes: dict[tuple[str, str], list[GroupRow]] = field(default_factory=dict)
-    top: list[dict[str, Any]] | None = None  # top routes computed by the store (build_merged)
-    class_json: dict[str, dict[str, Any]] | None = None  # per-class stats, ditto
 
 
 class _Edges:
@@ -381,85 +374,125 @@ def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: in
     for e in eds.edges.values():
         for st in e.by_class.values():
             e.total.merge(st)
-    return _finish(eds, expanded=expanded, top_routes=top_routes, unlogged=unlogged)
+    kept = list(eds.edges.values())
+    truncated = len(kept) > MAX_EDGES
+    if truncated:
+        kept = sorted(kept, key=lambda e: e.total.count, reverse=True)[:MAX_EDGES]
+    logged = sum(e.total.count for e in eds.edges.values() if e.kind == "traffic")
+    return _finish([_edge_json(e, top_routes) for e in kept], eds.nodes, logged=logged,
+                   truncated=truncated, expanded=expanded, unlogged=unlogged)
 
 
 #: Column layout of the rows `build_merged` takes (a store computes them, see
-#: DuckDBStore.graph_stats): the grouping level, the edge's two ends (node ids for a traffic
-#: edge; service node id and backend for a backend edge), the edge kind (0 traffic, 1 backend),
-#: response class, method, url, then the sums and the p50/p99 latency *bucket* indexes.
+#: DuckDBStore.graph_stats): the grouping level, an integer edge key, the edge's two ends (node ids
+#: for a traffic edge; service node id and backend for a backend edge; only on MERGED_TOTAL rows),
+#: the edge kind (0 traffic, 1 backend), response class, method, url, then the sums, the mean
+#: duration (sum(duration_mean * count) // count) and the p50/p99 latency *bucket* indexes.
 MERGED_CLASS: Final = 0  # one row per edge and response class
 MERGED_TOTAL: Final = 1  # one row per edge
-MERGED_ROUTE: Final = 2  # one row per traffic edge and (method, url)
+MERGED_ROUTE: Final = 2  # one row per traffic edge and (method, url): its busiest top_routes only
 
 MergedRow = tuple[Any, ...]
 
 
-def _mid_or_none(bucket: int | None) -> int | None:
-    return None if bucket is None else _mid_ns(bucket)
+class _Mids(dict[int | None, int | None]):
+    """Bucket index -> reported value in ns (None -> None), filled on first use."""
+
+    def __missing__(self, bucket: int | None) -> int | None:
+        v = self[bucket] = None if bucket is None else _mid_ns(bucket)
+        return v
+
+
+_MIDS: Final = _Mids()
 
 
 def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_routes: int,
                  unlogged: int) -> dict[str, Any]:
     """The same answer as `build`, from rows the store already summed per edge and class, per
     edge and per route, with the percentile buckets (so the work here is per edge, not per
-    record group). Row: level, a, b, kind, class, method, url, records, count, bytes_in,
-    bytes_out, mean duration (sum(duration_mean * count) // count), min duration_mean,
-    max duration_max, errors, p50 and p99 bucket."""
+    record group). Row: level, edge key, a, b, kind, class, method, url, count, bytes_in,
+    bytes_out, mean duration, min duration_mean, max duration_max, errors, p50 and p99 bucket."""
+    mids = _MIDS
+    classes: dict[Any, dict[str, dict[str, Any]]] = {}
+    routes: dict[Any, list[tuple[int, str, str, int, int | None]]] = {}
+    totals: list[MergedRow] = []
+    for row in rows:
+        level = row[0]
+        if level == MERGED_TOTAL:
+            totals.append(row)
+        elif level == MERGED_CLASS:
+            (_, key, _, _, _, cls, _, _, n, bi, bo, mean, dmin, dmax, _, b50, b99) = row
+            one = {"count": n, "bytes_in": bi, "bytes_out": bo, "mean_duration": mean,
+                   "min_duration": dmin or 0, "max_duration": dmax or 0,
+                   "p50": mids[b50], "p99": mids[b99]}
+            try:
+                classes[key][cls] = one
+            except KeyError:
+                classes[key] = {cls: one}
+        elif top_routes and row[4] == 0:
+            (_, key, _, _, _, _, m, u, n, _, _, _, _, _, er, _, b99) = row
+            try:
+                routes[key].append((n, m, u, er, b99))
+            except KeyError:
+                routes[key] = [(n, m, u, er, b99)]
+
     eds = _Edges()
-    routes: dict[int, list[tuple[int, str, str, int, int | None]]] = {}
-    by_key: dict[tuple[Any, Any, Any], _Edge | None] = {}
-    for (level, a, b, kind, cls, m, u, _recs, n, bi, bo, mean, dmin, dmax, er, b50, b99) in rows:
-        key = (kind, a, b)
-        try:
-            e = by_key[key]
-        except KeyError:
-            e = by_key[key] = eds.traffic(str(a), str(b)) if kind == 0 else eds.backend(str(a), str(b))
+    out: list[dict[str, Any]] = []
+    no_class: dict[str, dict[str, Any]] = {}
+    for (_, key, a, b, kind, _, _, _, n, bi, bo, mean, dmin, dmax, er, b50, b99) in totals:
+        e = eds.traffic(str(a), str(b)) if kind == 0 else eds.backend(str(a), str(b))
         if e is None:
             continue
-        if level == MERGED_CLASS:
-            if e.class_json is None:
-                e.class_json = {}
-            e.class_json[cls] = {
-                "count": n, "bytes_in": bi, "bytes_out": bo, "mean_duration": mean,
-                "min_duration": dmin or 0, "max_duration": dmax or 0,
-                "p50": _mid_or_none(b50), "p99": _mid_or_none(b99)}
-        elif level == MERGED_TOTAL:
-            e.total = Stats(count=n, bytes_in=bi, bytes_out=bo, mean=mean, dmin=dmin, dmax=dmax or 0,
-                            errors=er, pct=(_mid_or_none(b50), _mid_or_none(b99)))
-        elif top_routes and kind == 0:
-            rs = routes.get(id(e))
-            if rs is None:
-                rs = routes[id(e)] = []
-            rs.append((n, m, u, er, b99))
-    if top_routes:
-        for e in eds.edges.values():
-            if e.kind == "traffic":
-                top = sorted(routes.get(id(e), ()), key=lambda t: (-t[0], t[1], t[2]))[:top_routes]
-                e.top = [{"method": m, "url": u, "count": c, "errors": err,
-                          "error_rate": err / c if c else 0.0, "p99": _mid_or_none(b99)}
-                         for c, m, u, err, b99 in top]
-    return _finish(eds, expanded=expanded, top_routes=top_routes, unlogged=unlogged)
+        cj = classes.get(key, no_class)
+        top: list[dict[str, Any]] = []
+        if top_routes and kind == 0:
+            rs = routes.get(key)
+            if rs:
+                if len(rs) > 1:
+                    rs.sort(key=lambda t: (-t[0], t[1], t[2]))
+                top = [{"method": m, "url": u, "count": c, "errors": err,
+                        "error_rate": err / c if c else 0.0, "p99": mids[r99]}
+                       for c, m, u, err, r99 in rs[:top_routes]]
+        out.append({
+            "id": f"{e.source.id}->{e.target.id}", "source": e.source.id, "target": e.target.id,
+            "kind": e.kind, "selector": e.selector,
+            "totals": {"count": n, "bytes_in": bi, "bytes_out": bo, "mean_duration": mean,
+                       "min_duration": dmin or 0, "max_duration": dmax or 0,
+                       "p50": mids[b50], "p99": mids[b99],
+                       "errors": er, "error_rate": er / n if n else 0.0},
+            "stats": {c: cj.get(c) for c in CLASSES}, "top_routes": top,
+        })
+    truncated = len(out) > MAX_EDGES
+    kept = sorted(out, key=lambda e: int(e["totals"]["count"]), reverse=True)[:MAX_EDGES] if truncated else out
+    logged = sum(e["totals"]["count"] for e in out if e["kind"] == "traffic")
+    return _finish(kept, eds.nodes, logged=logged, truncated=truncated, expanded=expanded,
+                   unlogged=unlogged)
 
 
-def _finish(eds: _Edges, *, expanded: Collection[str], top_routes: int, unlogged: int) -> dict[str, Any]:
-    edges, nodes = eds.edges, eds.nodes
-    kept = list(edges.values())
-    truncated = len(kept) > MAX_EDGES
-    if truncated:
-        kept = sorted(kept, key=lambda e: e.total.count, reverse=True)[:MAX_EDGES]
+def _finish(kept: list[dict[str, Any]], nodes: dict[str, NodeRef], *, logged: int, truncated: bool,
+            expanded: Collection[str], unlogged: int) -> dict[str, Any]:
+    """The answer from the JSON of the kept edges and every node any edge named (`logged`:
+    requests of all traffic edges, kept or not)."""
 
-    node_stats: dict[str, Stats] = {}
+    node_stats: dict[str, list[int]] = {}
+    used: set[str] = set()
     for e in kept:
-        if e.kind == "traffic":
-            for nid in {e.source.id, e.target.id}:
-                s = node_stats.setdefault(nid, Stats())
-                s.count += e.total.count
-                s.errors += e.total.errors
-                s.bytes_in += e.total.bytes_in
-                s.bytes_out += e.total.bytes_out
-    used = {e.source.id for e in kept} | {e.target.id for e in kept}
-    out_nodes = [_node_json(nodes[nid], node_stats.get(nid, Stats()), expanded) for nid in sorted(used)]
+        src, dst = e["source"], e["target"]
+        used.add(src)
+        used.add(dst)
+        if e["kind"] == "traffic":
+            t = e["totals"]
+            for nid in ((src,) if src == dst else (src, dst)):
+                s = node_stats.get(nid)
+                if s is None:
+                    node_stats[nid] = [t["count"], t["errors"], t["bytes_in"], t["bytes_out"]]
+                else:
+                    s[0] += t["count"]
+                    s[1] += t["errors"]
+                    s[2] += t["bytes_in"]
+                    s[3] += t["bytes_out"]
+    zero = [0, 0, 0, 0]
+    out_nodes = [_node_json(nodes[nid], node_stats.get(nid, zero), expanded) for nid in sorted(used)]
     parents = sorted({n.namespace for n in nodes.values() if n.type in ("svc", "wep") and n.namespace})
     for ns in parents:  # compound parent of an expanded namespace's services and workloads
         out_nodes.append({
@@ -467,18 +500,17 @@ def _finish(eds: _Edges, *, expanded: Collection[str], top_routes: int, unlogged
             "expandable": True, "expanded": True, "selector": namespace_selector(ns),
             "stats": {"count": 0, "errors": 0, "bytes_in": 0, "bytes_out": 0},
         })
-    logged = sum(e.total.count for e in edges.values() if e.kind == "traffic")
     seen = logged + unlogged
     return {
         "nodes": out_nodes,
-        "edges": [_edge_json(e, top_routes) for e in kept],
+        "edges": kept,
         "completeness": {"requests_logged": logged, "requests_unlogged": unlogged,
                          "requests_seen": seen, "ratio": logged / seen if seen else 1.0},
         "truncated": truncated,
     }
 
 
-def _node_json(n: NodeRef, s: Stats, expanded: Collection[str]) -> dict[str, Any]:
+def _node_json(n: NodeRef, s: list[int], expanded: Collection[str]) -> dict[str, Any]:
     if n.type == "namespace":
         selector = namespace_selector(n.name)
     elif n.type == "svc":
@@ -494,7 +526,7 @@ def _node_json(n: NodeRef, s: Stats, expanded: Collection[str]) -> dict[str, Any
         "id": n.id, "type": n.type, "name": n.name, "namespace": n.namespace,
         "parent_id": _ns_node(n.namespace) if n.type in ("svc", "wep") and n.namespace else None,
         "expandable": n.type == "namespace", "expanded": False, "selector": selector,
-        "stats": {"count": s.count, "errors": s.errors, "bytes_in": s.bytes_in, "bytes_out": s.bytes_out},
+        "stats": {"count": s[0], "errors": s[1], "bytes_in": s[2], "bytes_out": s[3]},
     }
 
 
@@ -513,13 +545,6 @@ def _top_routes(e: _Edge, n: int) -> list[dict[str, Any]]:
 
 
 def _edge_json(e: _Edge, top_routes: int) -> dict[str, Any]:
-    if e.class_json is not None:  # from build_merged: the total has its own percentiles
-        cj = e.class_json
-        return {
-            "id": f"{e.source.id}->{e.target.id}", "source": e.source.id, "target": e.target.id,
-            "kind": e.kind, "selector": e.selector, "totals": e.total.to_json(with_errors=True),
-            "stats": {c: cj.get(c) for c in CLASSES}, "top_routes": e.top if top_routes and e.top else [],
-        }
     stats = {c: (e.by_class[c].to_json() if c in e.by_class else None) for c in CLASSES}
     if len(e.by_class) == 1:  # the total is that one class: reuse its percentiles
         only = next(v for v in stats.values() if v is not None)
@@ -529,5 +554,5 @@ def _edge_json(e: _Edge, top_routes: int) -> dict[str, Any]:
     return {
         "id": f"{e.source.id}->{e.target.id}", "source": e.source.id, "target": e.target.id,
         "kind": e.kind, "selector": e.selector, "totals": totals, "stats": stats,
-        "top_routes": (e.top if e.top is not None else _top_routes(e, top_routes)) if top_routes else [],
+        "top_routes": _top_routes(e, top_routes) if top_routes else [],
     }

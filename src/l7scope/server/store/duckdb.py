@@ -220,77 +220,88 @@ class DuckDBStore:
     def graph_stats(self, flt: Filter, expanded: Collection[str], top_routes: int) -> list[tuple[Any, ...]]:
         """The service graph summed in one statement: rows in graph.build_merged's layout.
 
-        Node ids come from graph.source_id_sql / dest_id_sql, computed per group of equal raw
-        keys; backend edges are the groups of an expanded service again, keyed by service and
-        answering workload. Grouping sets give per-class, per-edge and per-route sums;
-        histograms are summed per set and bucket, and p50/p99 are the first buckets whose
-        running count (a window sum, linear in buckets) reaches the rank (contracts.latency's rule). Groups are matched by 64-bit
-        hashes (raw key -> histogram, edge, set -> percentiles), as `group` does."""
+        Records are summed per distinct raw key (an exact GROUP BY); node ids (graph.source_id_sql
+        / dest_id_sql) are computed on those few groups, and backend edges are the groups of an
+        expanded service again, keyed by service and answering workload. Sums per edge and class,
+        per edge, and per route (only each edge's `top_routes` busiest: count, then method and
+        url, the order build_merged sorts them in) come from these groups. Histograms are summed
+        per (hash of the raw key, bucket) from the exploded integer columns, joined back on that
+        hash to integer group keys, and summed per class, per edge and per kept route (each only
+        when it differs from a smaller one: an edge with one class has that class's histogram, a
+        route that is its edge's only one has the edge's); p50/p99
+        are the first buckets whose running count (a window sum) reaches the rank
+        (contracts.latency's rule)."""
         p = _Params()
         exp = frozenset(expanded)
         w = sql.where(flt, p)
-        backend = graph.backend_edge_sql(exp, p) if exp else "''"
-        cols = "cls, m, u, hbk, c, recs, n, bi, bo, ws, dmin, dmax, er"
-        backend_rows = (f" UNION ALL SELECT hash(1, d, bk), d, bk, 1, {cols} FROM fine "
-                        f"WHERE bk != '' AND starts_with(d, 'svc/')") if exp else ""
-        # Routes only when asked for, and only each edge's `top_routes` busiest (count, then
-        # method and url: the order build_merged sorts them in) leave the store.
-        sets = "GROUPING SETS ((eid, cls{x}), (eid{x})" + (", (eid, m, u{x}))" if top_routes else ")")
-        top = int(top_routes)
-        mu = "m, u" if top_routes else "''"
-        mu_cols = "coalesce(m, '') AS m, coalesce(u, '') AS u" if top_routes else "'' AS m, '' AS u"
-        level = ("CASE grouping(cls, m, u) WHEN 3 THEN 0 WHEN 7 THEN 1 ELSE 2 END" if top_routes
-                 else "grouping(cls)")  # 0 per class, 1 per edge, 2 per route
-        # Records are summed per distinct raw key (exact GROUP BY); node ids are computed on
-        # those few groups. Histograms are summed per (hash of the raw key, bucket) from the
-        # exploded integer columns only, and joined back on that hash.
         raw = ", ".join(f'"{c}"' for c in (
             "src_type", "src_namespace", "src_name_aggr", "dest_type", "dest_namespace", "dest_name_aggr",
             "dest_service_namespace", "dest_service_name", "response_code", "method", "url"))
         errors = "CASE WHEN substring(\"response_code\", 1, 1) IN ('4', '5') THEN \"count\" ELSE 0 END"
+        cols = "n, bi, bo, ws, dmin, dmax, er"
+        sums = ("sum(n) AS n, sum(bi) AS bi, sum(bo) AS bo, sum(ws) AS ws, min(dmin) AS dmin, "
+                "max(dmax) AS dmax, sum(er) AS er")
+        ends = f"SELECT gk, hash(0, s, d) AS eid, s AS a, d AS b, 0 AS kind, cls, m, u, {cols} FROM ids0"
+        if exp:  # a backend edge per expanded service and answering workload
+            ends += (f" UNION ALL SELECT gk, hash(1, d, bk), d, bk, 1, cls, m, u, {cols} FROM ids0 "
+                     "WHERE bk != '' AND starts_with(d, 'svc/')")
+        top = int(top_routes)
+        route_sums = (f"""
+  UNION ALL
+  SELECT 2, CASE WHEN count(*) OVER (PARTITION BY eid) > 1 THEN any_value(rg)
+                 WHEN count(DISTINCT cls) = 1 THEN any_value(cg) ELSE hash(1, eid) END,
+         eid, NULL, NULL, 0, '', m, u, {sums}
+  FROM ids WHERE kind = 0 GROUP BY eid, m, u
+  QUALIFY row_number() OVER (PARTITION BY eid ORDER BY sum(n) DESC, m, u) <= {top}""" if top else "")
+        route_hist = ("""
+  UNION ALL
+  SELECT rg, hbk, sum(c) FROM hf WHERE rg IN (SELECT pg FROM sums WHERE lv = 2) GROUP BY rg, hbk"""
+                      if top else "")
+        ids0 = (f"SELECT gk, {graph.source_id_sql(exp, p)} AS s, {graph.dest_id_sql(exp, p)} AS d, "
+                f"{graph.backend_edge_sql(exp, p) if exp else chr(39) * 2} AS bk, "
+                f"{sql.RESPONSE_CLASS_SQL} AS cls, \"method\" AS m, \"url\" AS u, {cols} FROM grp")
         w2 = sql.where(flt, p)
+        # pg: the group whose histogram gives a row's percentiles; gk/cg/rg/eid: 64-bit hashes of
+        # the raw key, (edge, class), (edge, route) and the edge's ends, as `group` matches groups.
         text = f"""
 WITH grp AS (
-  SELECT {raw}, hash({raw}) AS gk, count(*) AS recs, sum("count") AS n, sum("bytes_in") AS bi,
-         sum("bytes_out") AS bo, sum("duration_mean" * "count") AS ws, min("duration_mean") AS dmin,
-         max("duration_max") AS dmax, sum({errors}) AS er
+  SELECT {raw}, hash({raw}) AS gk, sum("count") AS n, sum("bytes_in") AS bi, sum("bytes_out") AS bo,
+         sum("duration_mean" * "count") AS ws, min("duration_mean") AS dmin, max("duration_max") AS dmax,
+         sum({errors}) AS er
   FROM {TABLE} WHERE {w} GROUP BY {raw}
+), ids0 AS (
+  {ids0}
 ), ids AS MATERIALIZED (
-  SELECT gk, {graph.source_id_sql(exp, p)} AS s, {graph.dest_id_sql(exp, p)} AS d, {backend} AS bk,
-         {sql.RESPONSE_CLASS_SQL} AS cls, "method" AS m, "url" AS u, recs, n, bi, bo, ws, dmin, dmax, er
-  FROM grp
+  SELECT *, hash(0, eid, cls) AS cg, hash(2, eid, m, u) AS rg FROM ({ends})
+), sums AS MATERIALIZED (
+  SELECT 0 AS lv, cg AS pg, eid, NULL AS a, NULL AS b, any_value(kind) AS kind, cls, '' AS m, '' AS u, {sums}
+  FROM ids GROUP BY eid, cls, cg
+  UNION ALL
+  SELECT 1, CASE WHEN count(DISTINCT cls) = 1 THEN any_value(cg) ELSE hash(1, eid) END,
+         eid, any_value(a), any_value(b), any_value(kind), '', '', '', {sums}
+  FROM ids GROUP BY eid{route_sums}
 ), gh AS (
   SELECT gk, hbk, sum(c) AS c FROM (
     SELECT hash({raw}) AS gk, unnest("{HIST_BUCKETS}") AS hbk, unnest("{HIST_COUNTS}") AS c
     FROM {TABLE} WHERE {w2}) WHERE c > 0 GROUP BY gk, hbk
-), fine AS (
-  SELECT ids.*, NULL::USMALLINT AS hbk, NULL::HUGEINT AS c FROM ids
+), hf AS MATERIALIZED (
+  SELECT cg, eid, rg, hbk, c FROM gh JOIN ids ON gh.gk = ids.gk
+), hist AS MATERIALIZED (
+  SELECT cg AS g, hbk, sum(c) AS c FROM hf GROUP BY cg, hbk
   UNION ALL
-  SELECT ids.gk, s, d, bk, cls, m, u, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, gh.hbk, gh.c
-  FROM gh JOIN ids ON gh.gk = ids.gk
-), e AS MATERIALIZED (
-  SELECT hash(0, s, d) AS eid, s AS a, d AS b, 0 AS kind, {cols} FROM fine{backend_rows}
-), sums AS (
-  SELECT hash({level}, eid, cls, {mu}) AS gid, {level} AS lv, any_value(a) AS a, any_value(b) AS b,
-         any_value(kind) AS kind, coalesce(cls, '') AS cls, {mu_cols},
-         sum(recs) AS recs, sum(n) AS n, sum(bi) AS bi, sum(bo) AS bo, sum(ws) AS ws,
-         min(dmin) AS dmin, max(dmax) AS dmax, sum(er) AS er
-  FROM e WHERE hbk IS NULL GROUP BY {sets.format(x="")}
-), hist AS (
-  SELECT hash({level}, eid, cls, {mu}) AS gid, hbk, sum(c) AS c
-  FROM e WHERE hbk IS NOT NULL GROUP BY {sets.format(x=", hbk")}
+  SELECT hash(1, eid), hbk, sum(c) FROM hf
+  WHERE hash(1, eid) IN (SELECT pg FROM sums WHERE lv = 1) GROUP BY eid, hbk{route_hist}
+), tot AS (
+  SELECT g, sum(c) AS t FROM hist GROUP BY g
 ), cum AS (
-  SELECT gid, hbk, sum(c) OVER (PARTITION BY gid ORDER BY hbk ROWS UNBOUNDED PRECEDING) AS rc,
-         sum(c) OVER (PARTITION BY gid) AS t FROM hist
+  SELECT g, hbk, sum(c) OVER (PARTITION BY g ORDER BY hbk ROWS UNBOUNDED PRECEDING) AS rc FROM hist
 ), pct AS (
-  SELECT gid, min(hbk) FILTER (WHERE rc >= 0.5 * t) AS p50, min(hbk) FILTER (WHERE rc >= 0.99 * t) AS p99
-  FROM cum GROUP BY gid
+  SELECT g, min(hbk) FILTER (WHERE rc >= 0.5 * t) AS p50, min(hbk) FILTER (WHERE rc >= 0.99 * t) AS p99
+  FROM cum JOIN tot USING (g) GROUP BY g
 )
-SELECT lv, a, b, kind, cls, m, u, recs, n::UBIGINT, bi::UBIGINT, bo::UBIGINT,
+SELECT lv, eid, a, b, kind, cls, m, u, n::UBIGINT, bi::UBIGINT, bo::UBIGINT,
        CASE WHEN n > 0 THEN (ws // n)::UBIGINT ELSE 0 END, dmin, dmax, er::UBIGINT, p50, p99
-FROM sums LEFT JOIN pct ON sums.gid = pct.gid
-WHERE NOT (lv = 2 AND kind = 1)
-QUALIFY lv != 2 OR row_number() OVER (PARTITION BY lv, a, b ORDER BY n DESC, m, u) <= {top}
+FROM sums LEFT JOIN pct ON sums.pg = pct.g
 """
         return self._query(text, p)
 
