@@ -220,7 +220,8 @@ class DuckDBStore:
     def graph_stats(self, flt: Filter, expanded: Collection[str], top_routes: int) -> list[tuple[Any, ...]]:
         """The service graph summed in one statement: rows in graph.build_merged's layout.
 
-        Records are summed per distinct raw key (an exact GROUP BY); node ids (graph.source_id_sql
+        Records are summed per distinct raw key (grouped on its 64-bit hash, the key the
+        histograms are joined back on); node ids (graph.source_id_sql
         / dest_id_sql) are computed on those few groups, and backend edges are the groups of an
         expanded service again, keyed by service and answering workload. Sums per edge and class,
         per edge, and per route (only each edge's `top_routes` busiest: count, then method and
@@ -237,6 +238,7 @@ class DuckDBStore:
         raw = ", ".join(f'"{c}"' for c in (
             "src_type", "src_namespace", "src_name_aggr", "dest_type", "dest_namespace", "dest_name_aggr",
             "dest_service_namespace", "dest_service_name", "response_code", "method", "url"))
+        any_raw = ", ".join(f"any_value({c}) AS {c}" for c in raw.split(", "))
         errors = "CASE WHEN substring(\"response_code\", 1, 1) IN ('4', '5') THEN \"count\" ELSE 0 END"
         cols = "n, bi, bo, ws, dmin, dmax, er"
         sums = ("sum(n) AS n, sum(bi) AS bi, sum(bo) AS bo, sum(ws) AS ws, min(dmin) AS dmin, "
@@ -265,10 +267,10 @@ class DuckDBStore:
         # the raw key, (edge, class), (edge, route) and the edge's ends, as `group` matches groups.
         text = f"""
 WITH grp AS (
-  SELECT {raw}, hash({raw}) AS gk, sum("count") AS n, sum("bytes_in") AS bi, sum("bytes_out") AS bo,
+  SELECT gk, {any_raw}, sum("count") AS n, sum("bytes_in") AS bi, sum("bytes_out") AS bo,
          sum("duration_mean" * "count") AS ws, min("duration_mean") AS dmin, max("duration_max") AS dmax,
          sum({errors}) AS er
-  FROM {TABLE} WHERE {w} GROUP BY {raw}
+  FROM (SELECT *, hash({raw}) AS gk FROM {TABLE} WHERE {w}) GROUP BY gk
 ), ids0 AS (
   {ids0}
 ), ids AS MATERIALIZED (
