@@ -324,10 +324,24 @@ class _Edges:
         return n
 
     def traffic(self, src_id: str, dst_id: str) -> _Edge:
-        src, dst = self.src_node(src_id), self.dst_node(dst_id)
-        return self.edge(src, dst, "traffic", f"({src.selector}) AND ({dst.selector})")
+        return self.edge(*self.traffic_ends(src_id, dst_id))
 
     def backend(self, dst_id: str, backend: str) -> _Edge | None:
+        ends = self.backend_ends(dst_id, backend)
+        return None if ends is None else self.edge(*ends)
+
+    def traffic_ends(self, src_id: str, dst_id: str) -> tuple[NodeRef, NodeRef, str, str]:
+        """The two nodes (registered), kind and selector of a traffic edge."""
+        src = self._src.get(src_id) or self.src_node(src_id)
+        dst = self._dst.get(dst_id) or self.dst_node(dst_id)
+        nodes = self.nodes
+        if src_id not in nodes:
+            nodes[src_id] = src
+        if dst_id not in nodes:
+            nodes[dst_id] = dst
+        return src, dst, "traffic", f"({src.selector}) AND ({dst.selector})"
+
+    def backend_ends(self, dst_id: str, backend: str) -> tuple[NodeRef, NodeRef, str, str] | None:
         """service -> the workloads that answered (`backend` is dest_namespace/dest_name_aggr)."""
         dst = self.dst_node(dst_id)
         if dst.type != "svc" or not backend:
@@ -335,7 +349,9 @@ class _Edges:
         dns, _, dname = backend.partition("/")
         wep = NodeRef(f"wep/{dst.namespace}/{dname}", "wep", dname, dst.namespace,
                       f"dest_namespace = {quote(dns)} AND dest_name_aggr = {quote(dname)}")
-        return self.edge(dst, wep, "backend", f"({dst.selector}) AND dest_name_aggr = {quote(dname)}")
+        self.nodes.setdefault(dst.id, dst)
+        self.nodes.setdefault(wep.id, wep)
+        return dst, wep, "backend", f"({dst.selector}) AND dest_name_aggr = {quote(dname)}"
 
 
 def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: int,
@@ -406,6 +422,10 @@ class _Mids(dict[int | None, int | None]):
 _MIDS: Final = _Mids()
 
 
+def _route_order(t: tuple[int, str, str, int, int | None]) -> tuple[int, str, str]:
+    return -t[0], t[1], t[2]
+
+
 def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_routes: int,
                  unlogged: int) -> dict[str, Any]:
     """The same answer as `build`, from rows the store already summed per edge and class, per
@@ -439,28 +459,31 @@ def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_ro
     eds = _Edges()
     out: list[dict[str, Any]] = []
     no_class: dict[str, dict[str, Any]] = {}
+    no_stats = dict.fromkeys(CLASSES)
     for (_, key, a, b, kind, _, _, _, n, bi, bo, mean, dmin, dmax, er, b50, b99) in totals:
-        e = eds.traffic(str(a), str(b)) if kind == 0 else eds.backend(str(a), str(b))
-        if e is None:
+        ends = eds.traffic_ends(a, b) if kind == 0 else eds.backend_ends(a, b)
+        if ends is None:
             continue
-        cj = classes.get(key, no_class)
+        src, dst, kind_name, sel = ends
+        stats = no_stats.copy()
+        stats.update(classes.get(key, no_class))
         top: list[dict[str, Any]] = []
         if top_routes and kind == 0:
             rs = routes.get(key)
             if rs:
                 if len(rs) > 1:
-                    rs.sort(key=lambda t: (-t[0], t[1], t[2]))
+                    rs.sort(key=_route_order)
                 top = [{"method": m, "url": u, "count": c, "errors": err,
                         "error_rate": err / c if c else 0.0, "p99": mids[r99]}
                        for c, m, u, err, r99 in rs[:top_routes]]
         out.append({
-            "id": f"{e.source.id}->{e.target.id}", "source": e.source.id, "target": e.target.id,
-            "kind": e.kind, "selector": e.selector,
+            "id": f"{src.id}->{dst.id}", "source": src.id, "target": dst.id,
+            "kind": kind_name, "selector": sel,
             "totals": {"count": n, "bytes_in": bi, "bytes_out": bo, "mean_duration": mean,
                        "min_duration": dmin or 0, "max_duration": dmax or 0,
                        "p50": mids[b50], "p99": mids[b99],
                        "errors": er, "error_rate": er / n if n else 0.0},
-            "stats": {c: cj.get(c) for c in CLASSES}, "top_routes": top,
+            "stats": stats, "top_routes": top,
         })
     truncated = len(out) > MAX_EDGES
     kept = sorted(out, key=lambda e: int(e["totals"]["count"]), reverse=True)[:MAX_EDGES] if truncated else out
