@@ -239,7 +239,8 @@ class DuckDBStore:
             "src_type", "src_namespace", "src_name_aggr", "dest_type", "dest_namespace", "dest_name_aggr",
             "dest_service_namespace", "dest_service_name", "response_code", "method", "url"))
         any_raw = ", ".join(f"any_value({c}) AS {c}" for c in raw.split(", "))
-        errors = "CASE WHEN substring(\"response_code\", 1, 1) IN ('4', '5') THEN \"count\" ELSE 0 END"
+        # A group's response code is part of its key: its errors are all or none of its requests.
+        errors = "CASE WHEN substring(\"response_code\", 1, 1) IN ('4', '5') THEN n ELSE 0 END"
         cols = "n, bi, bo, ws, dmin, dmax, er"
         sums = ("sum(n) AS n, sum(bi) AS bi, sum(bo) AS bo, sum(ws) AS ws, min(dmin) AS dmin, "
                 "max(dmax) AS dmax, sum(er) AS er")
@@ -261,15 +262,16 @@ class DuckDBStore:
                       if top else "")
         ids0 = (f"SELECT gk, {graph.source_id_sql(exp, p)} AS s, {graph.dest_id_sql(exp, p)} AS d, "
                 f"{graph.backend_edge_sql(exp, p) if exp else chr(39) * 2} AS bk, "
-                f"{sql.RESPONSE_CLASS_SQL} AS cls, \"method\" AS m, \"url\" AS u, {cols} FROM grp")
+                f"{sql.RESPONSE_CLASS_SQL} AS cls, \"method\" AS m, \"url\" AS u, n, bi, bo, ws, dmin, dmax, "
+                f"{errors} AS er FROM grp")
         w2 = sql.where(flt, p)
         # pg: the group whose histogram gives a row's percentiles; gk/cg/rg/eid: 64-bit hashes of
         # the raw key, (edge, class), (edge, route) and the edge's ends, as `group` matches groups.
         text = f"""
 WITH grp AS (
-  SELECT gk, {any_raw}, sum("count") AS n, sum("bytes_in") AS bi, sum("bytes_out") AS bo,
-         sum("duration_mean" * "count") AS ws, min("duration_mean") AS dmin, max("duration_max") AS dmax,
-         sum({errors}) AS er
+  SELECT gk, {any_raw}, sum("count"::BIGINT) AS n, sum("bytes_in"::BIGINT) AS bi,
+         sum("bytes_out"::BIGINT) AS bo, sum("duration_mean" * "count") AS ws, min("duration_mean") AS dmin,
+         max("duration_max") AS dmax
   FROM (SELECT *, hash({raw}) AS gk FROM {TABLE} WHERE {w}) GROUP BY gk
 ), ids0 AS (
   {ids0}
