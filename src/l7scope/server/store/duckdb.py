@@ -252,7 +252,7 @@ class DuckDBStore:
         route_sums = (f"""
   UNION ALL
   SELECT 2, CASE WHEN count(*) OVER (PARTITION BY eid) > 1 THEN any_value(rg)
-                 WHEN count(DISTINCT cls) = 1 THEN any_value(cg) ELSE hash(1, eid) END,
+                 WHEN min(cls) = max(cls) THEN any_value(cg) ELSE hash(1, eid) END,
          eid, NULL, NULL, 0, '', m, u, {sums}
   FROM ids WHERE kind = 0 GROUP BY eid, m, u
   QUALIFY row_number() OVER (PARTITION BY eid ORDER BY sum(n) DESC, m, u) <= {top}""" if top else "")
@@ -281,7 +281,7 @@ WITH grp AS (
   SELECT 0 AS lv, cg AS pg, eid, NULL AS a, NULL AS b, any_value(kind) AS kind, cls, '' AS m, '' AS u, {sums}
   FROM ids GROUP BY eid, cls, cg
   UNION ALL
-  SELECT 1, CASE WHEN count(DISTINCT cls) = 1 THEN any_value(cg) ELSE hash(1, eid) END,
+  SELECT 1, CASE WHEN min(cls) = max(cls) THEN any_value(cg) ELSE hash(1, eid) END,
          eid, any_value(a), any_value(b), any_value(kind), '', '', '', {sums}
   FROM ids GROUP BY eid{route_sums}
 ), gh AS (
