@@ -251,11 +251,15 @@ class DuckDBStore:
         top = int(top_routes)
         route_sums = (f"""
   UNION ALL
-  SELECT 2, CASE WHEN count(*) OVER (PARTITION BY eid) > 1 THEN any_value(rg)
-                 WHEN min(cls) = max(cls) THEN any_value(cg) ELSE hash(1, eid) END,
-         eid, NULL, NULL, 0, '', m, u, {sums}
+  SELECT 2, CASE WHEN nr > 1 THEN rg ELSE one END, eid, NULL, NULL, 0, '', m, u, {cols}
+  FROM rs JOIN rtop USING (eid) WHERE list_contains(keep, rg)""" if top else "")
+        route_ctes = (f"""
+), rs AS (
+  SELECT eid, m, u, any_value(rg) AS rg,
+         CASE WHEN min(cls) = max(cls) THEN any_value(cg) ELSE hash(1, eid) END AS one, {sums}
   FROM ids WHERE kind = 0 GROUP BY eid, m, u
-  QUALIFY row_number() OVER (PARTITION BY eid ORDER BY sum(n) DESC, m, u) <= {top}""" if top else "")
+), rtop AS (
+  SELECT eid, count(*) AS nr, min_by(rg, {{'n': -n, 'm': m, 'u': u}}, {top}) AS keep FROM rs GROUP BY eid""" if top else "")
         route_hist = ("""
   UNION ALL
   SELECT rg, hbk, sum(c) FROM hf WHERE rg IN (SELECT pg FROM sums WHERE lv = 2) GROUP BY rg, hbk"""
@@ -276,7 +280,7 @@ WITH grp AS (
 ), ids0 AS (
   {ids0}
 ), ids AS MATERIALIZED (
-  SELECT *, hash(0, eid, cls) AS cg, hash(2, eid, m, u) AS rg FROM ({ends})
+  SELECT *, hash(0, eid, cls) AS cg, hash(2, eid, m, u) AS rg FROM ({ends}){route_ctes}
 ), sums AS MATERIALIZED (
   SELECT 0 AS lv, cg AS pg, eid, NULL AS a, NULL AS b, any_value(kind) AS kind, cls, '' AS m, '' AS u, {sums}
   FROM ids GROUP BY eid, cls, cg
