@@ -400,13 +400,16 @@ def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: in
 
 
 #: Column layout of the rows `build_merged` takes (a store computes them, see
-#: DuckDBStore.graph_stats): the grouping level, an integer edge key, the edge's two ends (node ids
-#: for a traffic edge; service node id and backend for a backend edge; only on MERGED_TOTAL rows),
-#: the edge kind (0 traffic, 1 backend), response class, method, url, then the sums, the mean
-#: duration (sum(duration_mean * count) // count) and the p50/p99 latency *bucket* indexes.
-MERGED_CLASS: Final = 0  # one row per edge and response class
+#: DuckDBStore.graph_stats): the row kind (below), an integer edge key, the edge's two ends (node
+#: ids for a traffic edge; service node id and backend for a backend edge; only on the edge's own
+#: row), the edge kind (0 traffic, 1 backend), response class, method, url, then the sums, the
+#: mean duration (sum(duration_mean * count) // count) and the p50/p99 latency *bucket* indexes.
+#: An edge's own row names its class when it has only one (else NULL), and its route when it has
+#: only one (MERGED_TOTAL_ROUTE): that class's or route's stats are the edge's, so they get no row.
+MERGED_CLASS: Final = 0  # one row per edge and response class, for edges with several classes
 MERGED_TOTAL: Final = 1  # one row per edge
 MERGED_ROUTE: Final = 2  # one row per traffic edge and (method, url): its busiest top_routes only
+MERGED_TOTAL_ROUTE: Final = 3  # the row of an edge with exactly one route (method, url)
 
 MergedRow = tuple[Any, ...]
 
@@ -431,14 +434,15 @@ def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_ro
     """The same answer as `build`, from rows the store already summed per edge and class, per
     edge and per route, with the percentile buckets (so the work here is per edge, not per
     record group). Row: level, edge key, a, b, kind, class, method, url, count, bytes_in,
-    bytes_out, mean duration, min duration_mean, max duration_max, errors, p50 and p99 bucket."""
+    bytes_out, mean duration, min duration_mean, max duration_max, errors, p50 and p99 bucket
+    (see MERGED_CLASS and the lines above it)."""
     mids = _MIDS
     classes: dict[Any, dict[str, dict[str, Any]]] = {}
     routes: dict[Any, list[tuple[int, str, str, int, int | None]]] = {}
     totals: list[MergedRow] = []
     for row in rows:
         level = row[0]
-        if level == MERGED_TOTAL:
+        if level in (MERGED_TOTAL, MERGED_TOTAL_ROUTE):
             totals.append(row)
         elif level == MERGED_CLASS:
             (_, key, _, _, _, cls, _, _, n, bi, bo, mean, dmin, dmax, _, b50, b99) = row
@@ -460,28 +464,36 @@ def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_ro
     out: list[dict[str, Any]] = []
     no_class: dict[str, dict[str, Any]] = {}
     no_stats = dict.fromkeys(CLASSES)
-    for (_, key, a, b, kind, _, _, _, n, bi, bo, mean, dmin, dmax, er, b50, b99) in totals:
+    for (level, key, a, b, kind, cls, m, u, n, bi, bo, mean, dmin, dmax, er, b50, b99) in totals:
         ends = eds.traffic_ends(a, b) if kind == 0 else eds.backend_ends(a, b)
         if ends is None:
             continue
         src, dst, kind_name, sel = ends
+        p50, p99 = mids[b50], mids[b99]
         stats = no_stats.copy()
-        stats.update(classes.get(key, no_class))
+        if cls is None:
+            stats.update(classes.get(key, no_class))
+        else:  # the edge's one class: its stats are the edge's
+            stats[cls] = {"count": n, "bytes_in": bi, "bytes_out": bo, "mean_duration": mean,
+                          "min_duration": dmin or 0, "max_duration": dmax or 0, "p50": p50, "p99": p99}
         top: list[dict[str, Any]] = []
         if top_routes and kind == 0:
-            rs = routes.get(key)
-            if rs:
-                if len(rs) > 1:
-                    rs.sort(key=_route_order)
-                top = [{"method": m, "url": u, "count": c, "errors": err,
-                        "error_rate": err / c if c else 0.0, "p99": mids[r99]}
-                       for c, m, u, err, r99 in rs[:top_routes]]
+            if level == MERGED_TOTAL_ROUTE:  # the edge's one route
+                top = [{"method": m, "url": u, "count": n, "errors": er,
+                        "error_rate": er / n if n else 0.0, "p99": p99}]
+            else:
+                rs = routes.get(key)
+                if rs:
+                    if len(rs) > 1:
+                        rs.sort(key=_route_order)
+                    top = [{"method": rm, "url": ru, "count": c, "errors": err,
+                            "error_rate": err / c if c else 0.0, "p99": mids[r99]}
+                           for c, rm, ru, err, r99 in rs[:top_routes]]
         out.append({
             "id": f"{src.id}->{dst.id}", "source": src.id, "target": dst.id,
             "kind": kind_name, "selector": sel,
             "totals": {"count": n, "bytes_in": bi, "bytes_out": bo, "mean_duration": mean,
-                       "min_duration": dmin or 0, "max_duration": dmax or 0,
-                       "p50": mids[b50], "p99": mids[b99],
+                       "min_duration": dmin or 0, "max_duration": dmax or 0, "p50": p50, "p99": p99,
                        "errors": er, "error_rate": er / n if n else 0.0},
             "stats": stats, "top_routes": top,
         })

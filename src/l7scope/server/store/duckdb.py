@@ -221,17 +221,16 @@ class DuckDBStore:
         """The service graph summed in one statement: rows in graph.build_merged's layout.
 
         Records are summed per distinct raw key (grouped on its 64-bit hash, the key the
-        histograms are joined back on); node ids (graph.source_id_sql
-        / dest_id_sql) are computed on those few groups, and backend edges are the groups of an
-        expanded service again, keyed by service and answering workload. Sums per edge and class,
-        per edge, and per route (only each edge's `top_routes` busiest: count, then method and
-        url, the order build_merged sorts them in) come from these groups. Histograms are summed
-        per (hash of the raw key, bucket) from the exploded integer columns, joined back on that
-        hash to integer group keys, and summed per class, per edge and per kept route (each only
-        when it differs from a smaller one: an edge with one class has that class's histogram, a
-        route that is its edge's only one has the edge's); p50/p99
-        are the first buckets whose running count (a window sum) reaches the rank
-        (contracts.latency's rule)."""
+        histograms are joined back on); node ids (graph.source_id_sql / dest_id_sql) are computed
+        on those few groups, and backend edges are the groups of an expanded service again, keyed
+        by service and answering workload. From these groups come the sums per edge, per edge and
+        class (only for edges with several classes: otherwise the edge's row names its one class)
+        and per route (only each edge's `top_routes` busiest, by count, then method and url, the
+        order build_merged keeps; an edge's only route is named on the edge's row). Histograms
+        are summed per (raw-key hash, bucket) from the exploded integer columns, joined back to
+        integer group keys, and summed per class, per edge with several classes and per kept
+        route of an edge with several routes; p50/p99 are the first buckets whose running count
+        (a window sum) reaches the rank (contracts.latency's rule)."""
         p = _Params()
         exp = frozenset(expanded)
         w = sql.where(flt, p)
@@ -248,29 +247,36 @@ class DuckDBStore:
         if exp:  # a backend edge per expanded service and answering workload
             ends += (f" UNION ALL SELECT gk, hash(1, d, bk), d, bk, 1, cls, m, u, {cols} FROM ids0 "
                      "WHERE bk != '' AND starts_with(d, 'svc/')")
-        top = int(top_routes)
-        route_sums = (f"""
-  UNION ALL
-  SELECT 2, CASE WHEN nr > 1 THEN rg ELSE one END, eid, NULL, NULL, 0, '', m, u, {cols}
-  FROM rs JOIN rtop USING (eid) WHERE list_contains(keep, rg)""" if top else "")
-        route_ctes = (f"""
-), rs AS (
-  SELECT eid, m, u, any_value(rg) AS rg,
-         CASE WHEN min(cls) = max(cls) THEN any_value(cg) ELSE hash(1, eid) END AS one, {sums}
-  FROM ids WHERE kind = 0 GROUP BY eid, m, u
-), rtop AS (
-  SELECT eid, count(*) AS nr, min_by(rg, {{'n': -n, 'm': m, 'u': u}}, {top}) AS keep FROM rs GROUP BY eid""" if top else "")
-        route_hist = ("""
-  UNION ALL
-  SELECT rg, hbk, sum(c) FROM hf WHERE rg IN (SELECT pg FROM sums WHERE lv = 2) GROUP BY rg, hbk"""
-                      if top else "")
         ids0 = (f"SELECT gk, {graph.source_id_sql(exp, p)} AS s, {graph.dest_id_sql(exp, p)} AS d, "
                 f"{graph.backend_edge_sql(exp, p) if exp else chr(39) * 2} AS bk, "
                 f"{sql.RESPONSE_CLASS_SQL} AS cls, \"method\" AS m, \"url\" AS u, n, bi, bo, ws, dmin, dmax, "
                 f"{errors} AS er FROM grp")
+        top = int(top_routes)
+        if top:
+            route_ctes = f"""
+), rs AS (
+  SELECT eid, m, u, any_value(rg) AS rg, {sums} FROM ids WHERE kind = 0 GROUP BY eid, m, u
+), rtop AS (
+  SELECT eid, count(*) AS nr, min_by(rg, {{'n': -n, 'm': m, 'u': u}}, {top}) AS keep,
+         any_value(m) AS m1, any_value(u) AS u1
+  FROM rs GROUP BY eid"""
+            edge_rows = (f"SELECT CASE WHEN nr = 1 THEN {graph.MERGED_TOTAL_ROUTE} ELSE {graph.MERGED_TOTAL} END, "
+                         f"pg, eid, a, b, kind, cls1, CASE WHEN nr = 1 THEN m1 END, CASE WHEN nr = 1 THEN u1 END, "
+                         f"{cols} FROM et LEFT JOIN rtop USING (eid)")
+            route_rows = f"""
+  UNION ALL
+  SELECT {graph.MERGED_ROUTE}, rg, eid, NULL, NULL, 0, NULL, m, u, {cols}
+  FROM rs JOIN rtop USING (eid) WHERE nr > 1 AND list_contains(keep, rg)"""
+            route_hist = f"""
+  UNION ALL
+  SELECT rg, hbk, sum(c) FROM hf WHERE rg IN (SELECT pg FROM sums WHERE lv = {graph.MERGED_ROUTE})
+  GROUP BY rg, hbk"""
+        else:
+            route_ctes = route_rows = route_hist = ""
+            edge_rows = f"SELECT {graph.MERGED_TOTAL}, pg, eid, a, b, kind, cls1, NULL, NULL, {cols} FROM et"
         w2 = sql.where(flt, p)
-        # pg: the group whose histogram gives a row's percentiles; gk/cg/rg/eid: 64-bit hashes of
-        # the raw key, (edge, class), (edge, route) and the edge's ends, as `group` matches groups.
+        # gk/eid/cg/rg: 64-bit hashes of the raw key, the edge's ends, (edge, class), (edge, route),
+        # as `group` matches groups. pg: the group whose histogram gives a row's percentiles.
         text = f"""
 WITH grp AS (
   SELECT gk, {any_raw}, sum("count"::BIGINT) AS n, sum("bytes_in"::BIGINT) AS bi,
@@ -280,14 +286,18 @@ WITH grp AS (
 ), ids0 AS (
   {ids0}
 ), ids AS MATERIALIZED (
-  SELECT *, hash(0, eid, cls) AS cg, hash(2, eid, m, u) AS rg FROM ({ends}){route_ctes}
+  SELECT *, hash(0, eid, cls) AS cg, hash(2, eid, m, u) AS rg FROM ({ends})
+), et AS MATERIALIZED (
+  SELECT eid, any_value(a) AS a, any_value(b) AS b, any_value(kind) AS kind,
+         CASE WHEN min(cls) = max(cls) THEN any_value(cg) ELSE hash(1, eid) END AS pg,
+         CASE WHEN min(cls) = max(cls) THEN any_value(cls) END AS cls1, {sums}
+  FROM ids GROUP BY eid{route_ctes}
 ), sums AS MATERIALIZED (
-  SELECT 0 AS lv, cg AS pg, eid, NULL AS a, NULL AS b, any_value(kind) AS kind, cls, '' AS m, '' AS u, {sums}
-  FROM ids GROUP BY eid, cls, cg
+  SELECT {graph.MERGED_CLASS} AS lv, cg AS pg, eid, NULL AS a, NULL AS b, any_value(kind) AS kind, cls,
+         NULL AS m, NULL AS u, {sums}
+  FROM ids WHERE eid IN (SELECT eid FROM et WHERE cls1 IS NULL) GROUP BY eid, cls, cg
   UNION ALL
-  SELECT 1, CASE WHEN min(cls) = max(cls) THEN any_value(cg) ELSE hash(1, eid) END,
-         eid, any_value(a), any_value(b), any_value(kind), '', '', '', {sums}
-  FROM ids GROUP BY eid{route_sums}
+  {edge_rows}{route_rows}
 ), gh AS (
   SELECT gk, hbk, sum(c) AS c FROM (
     SELECT hash({raw}) AS gk, unnest("{HIST_BUCKETS}") AS hbk, unnest("{HIST_COUNTS}") AS c
@@ -298,7 +308,7 @@ WITH grp AS (
   SELECT cg AS g, hbk, sum(c) AS c FROM hf GROUP BY cg, hbk
   UNION ALL
   SELECT hash(1, eid), hbk, sum(c) FROM hf
-  WHERE hash(1, eid) IN (SELECT pg FROM sums WHERE lv = 1) GROUP BY eid, hbk{route_hist}
+  WHERE eid IN (SELECT eid FROM et WHERE cls1 IS NULL) GROUP BY eid, hbk{route_hist}
 ), tot AS (
   SELECT g, sum(c) AS t FROM hist GROUP BY g
 ), cum AS (
