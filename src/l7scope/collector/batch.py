@@ -156,7 +156,7 @@ class Batcher:
     """Collects decoded lines for one interval; `flush()` turns them into DataplaneStats."""
 
     def __init__(self, requests_per_interval: int = -1, *, node_name: str = "",
-                 collector_name: str = COLLECTOR_NAME, compact_lines: int = 150_000) -> None:
+                 collector_name: str = COLLECTOR_NAME, compact_lines: int = 25_000) -> None:
         self.cap = requests_per_interval if requests_per_interval > 0 else sys.maxsize
         self.node_name = node_name
         self.collector_name = collector_name
@@ -165,7 +165,9 @@ class Batcher:
         # list holds no per-line tuple, so the garbage collector has nothing new to scan
         self._nums: dict[int, list[Any]] = {}
         self._keys: dict[int, Key] = {}  # key hash -> key
-        self._first: dict[int, EnvoyLogLine] = {}  # key hash -> its first line (SNI, upstream)
+        # key hash -> (SNI, upstream host, protocol) of its first line; only these three, so the
+        # decoded line (about 2 KB with its strings) is not held for the whole interval
+        self._first: dict[int, tuple[str | None, str | None, str | None]] = {}
         self._aggs: dict[int, list[Any]] = {}  # key hash -> folded numbers
         self._over: dict[TupleKey, int] = {}  # tuple -> requests over the cap
         self._held = 0
@@ -189,7 +191,7 @@ class Batcher:
                     continue
                 lst = nums[h] = []
                 self._keys[h] = k
-                self._first[h] = ln
+                self._first[h] = (ln.requested_server_name, ln.upstream_host, ln.protocol)
             lst += v
         n = len(lines)
         self.pending_requests += n
@@ -248,7 +250,8 @@ class Batcher:
             res.over_cap += n_over
         return res
 
-    def _add_http_data(self, entries: Any, k: Key, e: list[Any], first: EnvoyLogLine) -> None:
+    def _add_http_data(self, entries: Any, k: Key, e: list[Any],
+                       first: tuple[str | None, str | None, str | None]) -> None:
         """Append one HTTPData (`add()` builds it in place: no copy)."""
         grpc = k[_K_GRPC]
         flags = k[_K_FLAGS]
@@ -262,8 +265,7 @@ class Batcher:
             request_method=str(k[_K_METHOD] or ""), domain=str(k[_K_DOMAIN] or ""),
             type=str(k[2] or ""), count=_int32(e[COUNT]),
             duration_us_sum=e[US_SUM], duration_us_max=e[US_MAX],
-            tls_sni=first.requested_server_name or "", upstream_host=first.upstream_host or "",
-            protocol=first.protocol or "",
+            tls_sni=first[0] or "", upstream_host=first[1] or "", protocol=first[2] or "",
             response_flags="" if flags in (None, "-") else str(flags),
             grpc_status="" if grpc is None or grpc == "-" else str(grpc),
             collector_type=COLLECTOR_TYPE, collector_name=self.collector_name,
