@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from l7scope.server import graph
-from l7scope.server.columns import ColumnBatch, batch_len, hist_flat, row_to_record
+from l7scope.server.columns import ColumnBatch, batch_len, row_to_record
 from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
 from l7scope.server.store import sql
+from l7scope.server.store.arrow_batch import to_arrow
 from l7scope.server.store.base import (
     Filter,
     GroupKey,
@@ -32,9 +32,9 @@ from l7scope.server.store.base import (
 
 TABLE = "l7"
 BATCHES = "l7_batches"
+CHECKPOINT_WAL = "64MB"
 
 _DUCK_INT = {"u16": "USMALLINT", "u32": "UINTEGER", "u64": "UBIGINT"}
-_ARROW_INT = {"u16": pa.uint16(), "u32": pa.uint32(), "u64": pa.uint64()}
 
 
 def _column_types() -> dict[str, str]:
@@ -42,12 +42,6 @@ def _column_types() -> dict[str, str]:
     out[HIST_BUCKETS] = "USMALLINT[]"
     out[HIST_COUNTS] = "UBIGINT[]"
     return out
-
-
-ARROW_SCHEMA = pa.schema(
-    [(c, pa.string() if k == "text" else _ARROW_INT[int_width(c)]) for c, k in COLUMNS.items()]
-    + [(HIST_BUCKETS, pa.list_(pa.uint16())), (HIST_COUNTS, pa.list_(pa.uint64()))]
-)
 
 
 class _Params:
@@ -72,14 +66,6 @@ class _Params:
         return f"({expr} // {int(divisor)})"
 
 
-def to_arrow(batch: ColumnBatch) -> pa.Table:
-    offsets, buckets, counts = hist_flat(batch)
-    off = pa.array(offsets, type=pa.int32())
-    hist_b = pa.ListArray.from_arrays(off, pa.array(buckets, type=pa.uint16()))
-    hist_c = pa.ListArray.from_arrays(off, pa.array(counts, type=pa.uint64()))
-    return pa.table([*(batch[c] for c in COLUMNS), hist_b, hist_c], schema=ARROW_SCHEMA)
-
-
 class DuckDBStore:
     kind = "duckdb"
 
@@ -88,7 +74,11 @@ class DuckDBStore:
         self.location = str(path)
         if self.location != ":memory:":
             Path(self.location).parent.mkdir(parents=True, exist_ok=True)
-        config: dict[str, Any] = {}
+        # Checkpoint (compress the WAL's rows into the file) every 64 MB of WAL instead of
+        # DuckDB's 16 MB: ~160k records, more than a row group (122,880 rows), so a row group
+        # is compressed about once instead of being re-compressed at every checkpoint while it
+        # fills. Costs up to 64 MB of WAL to replay after a crash.
+        config: dict[str, Any] = {"checkpoint_threshold": CHECKPOINT_WAL}
         if memory_limit:
             config["memory_limit"] = memory_limit
         if threads:
@@ -265,8 +255,8 @@ class DuckDBStore:
                          f"{cols} FROM et LEFT JOIN rtop USING (eid)")
             route_rows = f"""
   UNION ALL
-  SELECT {graph.MERGED_ROUTE}, rg, eid, NULL, NULL, 0, NULL, m, u, {cols}
-  FROM rs JOIN rtop USING (eid) WHERE nr > 1 AND list_contains(keep, rg)"""
+  SELECT {graph.MERGED_ROUTE}, rg, eid, NULL, NULL, 0, NULL, m, u, n, NULL, NULL, NULL, NULL, NULL, er
+  FROM rs JOIN rtop USING (eid) WHERE nr > 1 AND list_contains(keep, rg)"""  # (the columns a route shows)
             route_hist = f"""
   UNION ALL
   SELECT rg, hbk, sum(c) FROM hf WHERE rg IN (SELECT pg FROM sums WHERE lv = {graph.MERGED_ROUTE})
@@ -318,7 +308,8 @@ WITH grp AS (
   FROM cum JOIN tot USING (g) GROUP BY g
 )
 SELECT lv, eid, a, b, kind, cls, m, u, n::UBIGINT, bi::UBIGINT, bo::UBIGINT,
-       CASE WHEN n > 0 THEN (ws // n)::UBIGINT ELSE 0 END, dmin, dmax, er::UBIGINT, p50, p99
+       CASE WHEN n > 0 THEN (ws // n)::UBIGINT ELSE 0 END, dmin, dmax, er::UBIGINT,
+       CASE WHEN lv != {graph.MERGED_ROUTE} THEN p50 END, p99
 FROM sums LEFT JOIN pct ON sums.pg = pct.g
 """
         return self._query(text, p)
