@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate, chain
-from operator import attrgetter
 from typing import Any, Final
 
 from l7scope.contracts.record import FIELDS, L7Record
@@ -16,13 +15,26 @@ from l7scope.server.fields import COLUMNS, HIST_FIELD
 ColumnBatch = dict[str, list[Any]]
 
 
-_GETTERS: Final = tuple((name, attrgetter(name)) for name in FIELDS)
+def _columns_function() -> Callable[[Sequence[L7Record]], ColumnBatch]:
+    """`to_columns` written out: one list comprehension per field, `[r.<field> for r in rs]`,
+    generated from FIELDS. A literal attribute load in a comprehension is specialised by the
+    interpreter to a direct slot read; it is about 1.5x faster than `map(attrgetter(name), rs)`
+    per field (and 3x faster than astuple + zip(*))."""
+    for name in FIELDS:
+        if not name.isidentifier():
+            raise AssertionError(f"field name {name!r} is not an identifier")
+    body = "".join(f"        {name!r}: [r.{name} for r in rs],\n" for name in FIELDS)
+    namespace: dict[str, Any] = {}
+    exec(f"def to_columns(rs):\n    return {{\n{body}    }}\n", namespace)
+    fn: Callable[[Sequence[L7Record]], ColumnBatch] = namespace["to_columns"]
+    return fn
+
+
+_to_columns: Final = _columns_function()
 
 
 def to_columns(records: Sequence[L7Record]) -> ColumnBatch:
-    """One C-level `map(attrgetter)` pass per field (about twice as fast as astuple + zip(*),
-    whose zip over thousands of row iterators dominates)."""
-    return {name: list(map(get, records)) for name, get in _GETTERS}
+    return _to_columns(records)
 
 
 def hist_lists(batch: ColumnBatch) -> tuple[list[list[int]], list[list[int]]]:
