@@ -64,10 +64,25 @@ def test_the_repository_checkout_finds_its_own_packages() -> None:
         assert (found / rel).is_file(), rel
 
 
-def test_index_loads_every_vendor_file_in_order() -> None:
+def test_index_and_worker_load_the_bundle() -> None:
     html = (UI / "index.html").read_text()
-    names = re.findall(r'src="/vendor/([^"]+)"', html)
-    assert names == list(vendor.VENDOR_FILES)
+    assert re.findall(r'src="/vendor/([^"]+)"', html) == [vendor.BUNDLE]
+    worker = (UI / "js" / "layout-worker.js").read_text()
+    assert re.findall(r'importScripts\("/vendor/([^"]+)"\)', worker) == [vendor.BUNDLE]
+
+
+async def test_bundle_joins_every_file_in_order(tmp_path: Path) -> None:
+    nm = _fake_node_modules(tmp_path / "node_modules")
+    async with _client(nm) as client:
+        r = await client.get(f"/vendor/{vendor.BUNDLE}")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/javascript")
+        at = [r.text.index(f"/* {rel} */") for rel in vendor.VENDOR_FILES.values()]
+        assert at == sorted(at)
+        (nm / "cytoscape-fcose" / "cytoscape-fcose.js").unlink()
+        assert (await client.get(f"/vendor/{vendor.BUNDLE}")).text == r.text  # built once
+    async with _client(nm) as client:  # a new server with a package missing: the fix, not half a bundle
+        r = await client.get(f"/vendor/{vendor.BUNDLE}")
+        assert r.status_code == 404 and "npm ci" in r.text
 
 
 @pytest.mark.parametrize("path", sorted(p.name for p in (UI / "js").glob("*.js")))

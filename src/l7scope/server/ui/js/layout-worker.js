@@ -2,7 +2,7 @@
 // while it runs. Input: {seq, nodes: [{id, parent, w, h, x, y}], edges: [{id, source, target}],
 // options}; output: {seq, positions: {id: {x, y}}} or {seq, error}.
 /* global cytoscape */
-importScripts("/vendor/cytoscape.js", "/vendor/layout-base.js", "/vendor/cose-base.js", "/vendor/cytoscape-fcose.js");
+importScripts("/vendor/bundle.js"); // cytoscape and fcose (server/vendor.py)
 
 self.onmessage = (event) => {
   const { seq, nodes, edges, options } = event.data;
