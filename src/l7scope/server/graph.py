@@ -408,7 +408,7 @@ def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: in
 #: only one (MERGED_TOTAL_ROUTE): that class's or route's stats are the edge's, so they get no row.
 MERGED_CLASS: Final = 0  # one row per edge and response class, for edges with several classes
 MERGED_TOTAL: Final = 1  # one row per edge
-MERGED_ROUTE: Final = 2  # one row per traffic edge and (method, url): its busiest top_routes only
+MERGED_ROUTE: Final = 2  # per traffic edge and (method, url): its top_routes busiest, busiest first
 MERGED_TOTAL_ROUTE: Final = 3  # the row of an edge with exactly one route (method, url)
 
 MergedRow = tuple[Any, ...]
@@ -425,10 +425,6 @@ class _Mids(dict[int | None, int | None]):
 _MIDS: Final = _Mids()
 
 
-def _route_order(t: tuple[int, str, str, int, int | None]) -> tuple[int, str, str]:
-    return -t[0], t[1], t[2]
-
-
 def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_routes: int,
                  unlogged: int) -> dict[str, Any]:
     """The same answer as `build`, from rows the store already summed per edge and class, per
@@ -438,7 +434,7 @@ def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_ro
     (see MERGED_CLASS and the lines above it)."""
     mids = _MIDS
     classes: dict[Any, dict[str, dict[str, Any]]] = {}
-    routes: dict[Any, list[tuple[int, str, str, int, int | None]]] = {}
+    routes: dict[Any, list[dict[str, Any]]] = {}
     totals: list[MergedRow] = []
     for row in rows:
         level = row[0]
@@ -453,12 +449,14 @@ def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_ro
                 classes[key][cls] = one
             except KeyError:
                 classes[key] = {cls: one}
-        elif top_routes and row[4] == 0:
+        elif top_routes and row[4] == 0:  # the store gives an edge's routes busiest first
             (_, key, _, _, _, _, m, u, n, _, _, _, _, _, er, _, b99) = row
+            route = {"method": m, "url": u, "count": n, "errors": er,
+                     "error_rate": er / n if n else 0.0, "p99": mids[b99]}
             try:
-                routes[key].append((n, m, u, er, b99))
+                routes[key].append(route)
             except KeyError:
-                routes[key] = [(n, m, u, er, b99)]
+                routes[key] = [route]
 
     eds = _Edges()
     out: list[dict[str, Any]] = []
@@ -482,13 +480,7 @@ def build_merged(rows: Iterable[MergedRow], *, expanded: Collection[str], top_ro
                 top = [{"method": m, "url": u, "count": n, "errors": er,
                         "error_rate": er / n if n else 0.0, "p99": p99}]
             else:
-                rs = routes.get(key)
-                if rs:
-                    if len(rs) > 1:
-                        rs.sort(key=_route_order)
-                    top = [{"method": rm, "url": ru, "count": c, "errors": err,
-                            "error_rate": err / c if c else 0.0, "p99": mids[r99]}
-                           for c, rm, ru, err, r99 in rs[:top_routes]]
+                top = routes.get(key, top)[:top_routes]
         out.append({
             "id": f"{src.id}->{dst.id}", "source": src.id, "target": dst.id,
             "kind": kind_name, "selector": sel,

@@ -215,8 +215,8 @@ class DuckDBStore:
         on those few groups, and backend edges are the groups of an expanded service again, keyed
         by service and answering workload. From these groups come the sums per edge, per edge and
         class (only for edges with several classes: otherwise the edge's row names its one class)
-        and per route (only each edge's `top_routes` busiest, by count, then method and url, the
-        order build_merged keeps; an edge's only route is named on the edge's row). Histograms
+        and per route (only each edge's `top_routes` busiest, by count, then method and url, in
+        that order; an edge's only route is named on the edge's row). Histograms
         are summed per (raw-key hash, bucket) from the exploded integer columns, joined back to
         integer group keys, and summed per class, per edge with several classes and per kept
         route of an edge with several routes; p50/p99 are the first buckets whose running count
@@ -311,6 +311,7 @@ SELECT lv, eid, a, b, kind, cls, m, u, n::UBIGINT, bi::UBIGINT, bo::UBIGINT,
        CASE WHEN n > 0 THEN (ws // n)::UBIGINT ELSE 0 END, dmin, dmax, er::UBIGINT,
        CASE WHEN lv != {graph.MERGED_ROUTE} THEN p50 END, p99
 FROM sums LEFT JOIN pct ON sums.pg = pct.g
+ORDER BY lv, eid, n DESC, m, u
 """
         return self._query(text, p)
 
