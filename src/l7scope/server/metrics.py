@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
-from typing import Final
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final
 
 from l7scope.contracts.record import TYPE_UNLOGGED, L7Record
 
@@ -64,6 +64,32 @@ class Metrics:
                 if key not in self.edges and len(self.edges) >= MAX_EDGE_SERIES:
                     key = (OTHER, OTHER, key[2])
                 self.edges[key] = self.edges.get(key, 0) + n
+
+    def observe_columns(self, cols: Mapping[str, Sequence[Any]]) -> None:
+        """`observe_records` for a batch in column form (server.columns.ColumnBatch): counts are
+        summed per distinct raw key first, so the per-record work is one dict update."""
+        keys = zip(cols["type"], cols["src_namespace"], cols["src_name_aggr"], cols["src_type"],
+                   cols["dest_service_namespace"], cols["dest_service_name"], cols["dest_namespace"],
+                   cols["dest_name_aggr"], cols["dest_type"], cols["response_code"], strict=True)
+        raw: dict[tuple[str, ...], int] = {}
+        for key, n in zip(keys, cols["count"], strict=True):
+            raw[key] = raw.get(key, 0) + n
+        local: dict[tuple[str, str, str], int] = {}
+        unlogged = 0
+        for (typ, sns, sname, stype, dsns, dsname, dns, dname, dtype, code), n in raw.items():
+            if typ == TYPE_UNLOGGED:
+                unlogged += n
+                continue
+            known = dsns != "" and dsname != ""
+            edge = (namespace_node(sns, sname, stype),
+                    namespace_node(dsns if known else dns, dname, dtype), _class(code))
+            local[edge] = local.get(edge, 0) + n
+        with self._lock:
+            self.counters["unlogged_requests"] += unlogged
+            for edge, n in local.items():
+                if edge not in self.edges and len(self.edges) >= MAX_EDGE_SERIES:
+                    edge = (OTHER, OTHER, edge[2])
+                self.edges[edge] = self.edges.get(edge, 0) + n
 
     def query(self, kind: str, ok: bool, seconds: float) -> None:
         with self._lock:

@@ -116,7 +116,10 @@ class DuckDBStore:
         con.register(name, to_arrow(batch))
         try:
             cols = sql.select_columns()
-            con.execute(f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM {name}")
+            # RETURNING (its rows are never fetched) makes DuckDB plan a plain insert: without
+            # it, with threads > 1 it plans its batch-index insert, which for a 5,000-row batch
+            # costs an extra copy (measured: ~15% less CPU for the whole insert + commit).
+            con.execute(f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM {name} RETURNING 0")
         finally:
             con.unregister(name)
 
