@@ -219,11 +219,11 @@ class DuckDBStore:
         by service and answering workload. From these groups come the sums per edge, per edge and
         class (only for edges with several classes: otherwise the edge's row names its one class)
         and per route (only each edge's `top_routes` busiest, by count, then method and url, in
-        that order; an edge's only route is named on the edge's row). Histograms
-        are summed per (raw-key hash, bucket) from the exploded integer columns, joined back to
-        integer group keys, and summed per class, per edge with several classes and per kept
-        route of an edge with several routes; p50/p99 are the first buckets whose running count
-        (a window sum) reaches the rank (contracts.latency's rule)."""
+        that order; an edge's only route is named on the edge's row). Histograms are summed per
+        (raw-key hash, bucket) from the exploded integer columns, joined back to integer group
+        keys, and summed per class, per edge with several classes and per kept route of an edge
+        with several routes; p50/p99 are the first buckets whose running count (a window sum)
+        reaches the rank (contracts.latency's rule)."""
         p = _Params()
         exp = frozenset(expanded)
         w = sql.where(flt, p)
