@@ -29,6 +29,12 @@ def test_200_nodes_1000_edges_drawn_usable_and_refined(page: Any, big_server: Se
     assert page.evaluate("window.l7scope.graph.cy.edges()[0].style('target-arrow-shape')") == "none"
 
     grid = page.evaluate("window.l7scope.graph.cy.$id('namespace/ns000').position()")
+    if not page.evaluate("window.l7scope.graph.refined"):  # still the first grid: busiest node first
+        busiest = page.evaluate("""() => {
+          const nodes = window.l7scope.graph.cy.nodes().sort((a, b) => b.data('count') - a.data('count'));
+          return [nodes[0].position(), nodes[1].position()];
+        }""")
+        assert busiest == [{"x": 0, "y": 0}, {"x": 100, "y": 0}]
     page.wait_for_function("window.l7scope.graph.refined >= 1", timeout=60_000)
     assert page.evaluate("window.l7scope.graph.cy.$id('namespace/ns000').position()") != grid
     assert page.evaluate("window.l7scope.graph.cachesBypassed") is None  # back for pan and zoom

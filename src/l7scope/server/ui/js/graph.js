@@ -130,6 +130,20 @@ export function toElements(answer, expanded, thresholds, seconds, showLabels = t
   return els;
 }
 
+/**
+ * Grid positions for the leaf nodes among `nodeEls` (element definitions; sets their
+ * `position`), busiest first, row by row, in cells of 100 px and about the aspect ratio of a
+ * `width` x `height` box. Pure apart from that; exported for tests.
+ */
+export function gridPositions(nodeEls, width, height) {
+  const parents = new Set(nodeEls.map((e) => e.data.parent).filter(Boolean));
+  const leaves = nodeEls.filter((e) => !parents.has(e.data.id))
+    .sort((a, b) => (b.data.count || 0) - (a.data.count || 0));
+  const cols = Math.max(1, Math.round(Math.sqrt(leaves.length * (width || 4) / (height || 3))));
+  leaves.forEach((e, i) => { e.position = { x: (i % cols) * 100, y: Math.floor(i / cols) * 100 }; });
+  return cols;
+}
+
 export function edgeLabel(totals, errRatio, seconds) {
   const parts = [fmt.rate(seconds > 0 ? (totals.count || 0) / seconds : 0), fmt.pct(errRatio)];
   if (totals.p99 !== null && totals.p99 !== undefined) parts.push("p99 " + fmt.duration(totals.p99));
@@ -188,14 +202,20 @@ export class Graph {
     const old = new Map(cy.nodes().map((n) => [n.id(), { ...n.position() }]));
     this.signature = signature;
     const selected = cy.$(":selected").map((e) => e.id());
+    const nodeEls = els.filter((e) => e.group === "nodes");
+    const knownCount = nodeEls.filter((e) => old.has(e.data.id)).length;
+    const incremental = knownCount > 0 && knownCount >= nodeEls.length * 0.6;
+    // a new large graph arrives already placed on a grid (no layout run, no position events)
+    if (!incremental && nodeEls.length > BIG_GRAPH) gridPositions(nodeEls, cy.width(), cy.height());
     cy.batch(() => {
       cy.elements().remove();
       cy.add(els);
       for (const id of selected) cy.getElementById(id).select();
     });
-    const known = cy.nodes().filter((n) => old.has(n.id()));
-    known.forEach((n) => n.position(old.get(n.id())).scratch("_placed", true));
-    await this.layout(known.length > 0 && known.length >= cy.nodes().length * 0.6);
+    if (incremental) {  // keep the known nodes where they were
+      cy.nodes().filter((n) => old.has(n.id())).forEach((n) => n.position(old.get(n.id())).scratch("_placed", true));
+    }
+    await this.layout(incremental);
     cy.nodes().scratch("_placed", true);
   }
 
@@ -211,15 +231,12 @@ export class Graph {
   }
 
   /**
-   * Large graphs: an instant grid ordered by traffic (busiest first) so the page is usable at
-   * once, then the force-directed layout computed in a worker replaces it.
+   * Large graphs: an instant grid ordered by traffic (busiest first, set by `render` through
+   * gridPositions) so the page is usable at once, then the force-directed layout computed in a
+   * worker replaces it.
    */
-  async bigLayout() {
+  bigLayout() {
     const cy = this.cy;
-    await runLayout(cy, {
-      name: "grid", animate: false, fit: false, avoidOverlap: false,
-      sort: (x, y) => (y.data("count") || 0) - (x.data("count") || 0),
-    });
     // Fit to the nodes only: straight edges between grid cells stay inside their box, and the
     // edges' bounds (a style pass and projections for 1,000 edges) are left to the first draw.
     cy.fit(cy.nodes(), 30);
@@ -227,6 +244,7 @@ export class Graph {
     this.cachesOff();
     // start the worker once the grid is on screen, so it does not compete with the first paint
     requestAnimationFrame(() => setTimeout(() => this.refineInWorker(), 0));
+    return Promise.resolve();
   }
 
   /**
