@@ -3,6 +3,8 @@ name) and a guard that the page's scripts never hand data to an HTML parser."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from pathlib import Path
 
@@ -83,6 +85,20 @@ async def test_bundle_joins_every_file_in_order(tmp_path: Path) -> None:
     async with _client(nm) as client:  # a new server with a package missing: the fix, not half a bundle
         r = await client.get(f"/vendor/{vendor.BUNDLE}")
         assert r.status_code == 404 and "npm ci" in r.text
+
+
+def test_the_one_inline_script_is_admitted_by_its_hash() -> None:
+    """index.html has one inline script (the first query) and the CSP admits exactly its text."""
+    html = (UI / "index.html").read_text()
+    inline = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
+    assert len(inline) == 1
+    digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+    csp = re.search(r'http-equiv="Content-Security-Policy"\s+content="([^"]+)"', html)
+    assert csp is not None
+    script_src = next(d for d in csp.group(1).split(";") if d.strip().startswith("script-src"))
+    assert script_src.split()[1:] == ["'self'", f"'sha256-{digest}'"]
+    for sink in ("innerHTML", "eval(", "new Function"):
+        assert sink not in inline[0]
 
 
 @pytest.mark.parametrize("path", sorted(p.name for p in (UI / "js").glob("*.js")))

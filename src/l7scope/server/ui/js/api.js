@@ -55,7 +55,7 @@ export class Api {
 
   async serviceGraph({ timeRange, expand, selector = "", topRoutes = 5 }) {
     const body = { time_range: timeRange, expand, selector, top_routes: topRoutes };
-    // The first query may already be on its way (js/prefetch.js); use it once if it matches.
+    // The first query may already be on its way (inline script in index.html); use it once if it matches.
     const pre = window.l7scopePrefetch;
     if (pre) {
       window.l7scopePrefetch = null;
