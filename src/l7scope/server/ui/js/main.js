@@ -292,8 +292,14 @@ async function start() {
     $("vendor-missing").hidden = false;
   }
   await loadGraph();
-  // cytoscape paints on animation frames: wait until the first frame with the graph is out
-  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  // cytoscape draws in its animation-frame callback, which runs before ours in the next frame;
+  // a message posted from ours runs once that frame has been committed for display (the usual
+  // "after next paint" measure; a second animation frame would also wait for the next frame)
+  await new Promise((resolve) => requestAnimationFrame(() => {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = resolve;
+    ch.port2.postMessage(null);
+  }));
   performance.mark("l7scope:graph-drawn");
   setAutoRefresh();
   performance.mark("l7scope:interactive");
