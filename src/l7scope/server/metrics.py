@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from l7scope.contracts.record import TYPE_UNLOGGED, L7Record
+from l7scope.contracts.record import TYPE_UNLOGGED
 
 MAX_EDGE_SERIES: Final = 10_000
 OTHER: Final = "other"
@@ -45,29 +45,10 @@ class Metrics:
         with self._lock:
             self.counters[name] += n
 
-    def observe_records(self, records: Iterable[L7Record]) -> None:
-        local: dict[tuple[str, str, str], int] = {}
-        unlogged = 0
-        for r in records:
-            if r.type == TYPE_UNLOGGED:
-                unlogged += r.count
-                continue
-            known = r.dest_service_namespace != "" and r.dest_service_name != ""
-            key = (namespace_node(r.src_namespace, r.src_name_aggr, r.src_type),
-                   namespace_node(r.dest_service_namespace if known else r.dest_namespace,
-                                  r.dest_name_aggr, r.dest_type),
-                   _class(r.response_code))
-            local[key] = local.get(key, 0) + r.count
-        with self._lock:
-            self.counters["unlogged_requests"] += unlogged
-            for key, n in local.items():
-                if key not in self.edges and len(self.edges) >= MAX_EDGE_SERIES:
-                    key = (OTHER, OTHER, key[2])
-                self.edges[key] = self.edges.get(key, 0) + n
-
     def observe_columns(self, cols: Mapping[str, Sequence[Any]]) -> None:
-        """`observe_records` for a batch in column form (server.columns.ColumnBatch): counts are
-        summed per distinct raw key first, so the per-record work is one dict update."""
+        """Count a batch (server.columns.ColumnBatch) into the per-edge counters: requests per
+        namespace-level edge and status class, and unlogged requests. Counts are summed per
+        distinct raw key first, so the per-record work is one dict update."""
         keys = zip(cols["type"], cols["src_namespace"], cols["src_name_aggr"], cols["src_type"],
                    cols["dest_service_namespace"], cols["dest_service_name"], cols["dest_namespace"],
                    cols["dest_name_aggr"], cols["dest_type"], cols["response_code"], strict=True)
