@@ -9,11 +9,9 @@ de-duplication (remembered by the store, so across restarts) and the counters.
 
 from __future__ import annotations
 
-import gc
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain, repeat
 from typing import Final
@@ -24,6 +22,7 @@ from l7scope.contracts.bulk import MAX_LINE_BYTES, BulkResult, Rejection
 from l7scope.contracts.record import L7Record, RecordError, decode_record
 from l7scope.server.columns import ColumnBatch, to_columns
 from l7scope.server.fields import COLUMNS, HIST_FIELD, int_width
+from l7scope.server.gcpause import gc_paused
 from l7scope.server.metrics import Metrics
 from l7scope.server.store.base import Store
 
@@ -49,23 +48,6 @@ class Parsed:
     rejected: list[Rejection]
     rejected_total: int
     columns: ColumnBatch  # the records as columns (server.columns.to_columns)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic-GC passes while a body is decoded. Decoding allocates thousands of containers
-    (a record and its histogram dict per line), which triggers collections that walk every
-    tracked object of the process: with 200k live records that tripled the decode time. The
-    decoded objects hold no cycles, and a body is bounded (MAX_BODY_BYTES), so the pause is
-    short and frees nothing late. GC is switched back on only by whoever switched it off, so
-    concurrent requests leave it as it was."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _bucket_ok(k: str) -> bool:
@@ -119,7 +101,7 @@ def _parse_fast(body: bytes) -> Parsed | None:
 
 
 def parse_body(body: bytes) -> Parsed:
-    with _gc_paused():
+    with gc_paused():
         fast = _parse_fast(body)
         return fast if fast is not None else _parse_lines(body)
 
@@ -175,7 +157,7 @@ class Ingestor:
         Raises store.base.StoreError when the store fails (nothing was stored: retry)."""
         # GC stays paused until the batch's records are freed again (by reference counting, on
         # return from _ingest), so the pause ends with nothing new for a collection to walk.
-        with _gc_paused():
+        with gc_paused():
             return self._ingest(body, batch_id)
 
     def _ingest(self, body: bytes, batch_id: str | None) -> tuple[BulkResult, int]:

@@ -6,10 +6,8 @@ error code, message and, for selectors, the position and field of docs/api.md.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -18,6 +16,7 @@ from l7scope.contracts import latency
 from l7scope.contracts.record import TYPE_UNLOGGED
 from l7scope.server import graph, selector
 from l7scope.server.fields import resolve
+from l7scope.server.gcpause import gc_paused
 from l7scope.server.store.base import Filter, SearchQuery, Sort, Store
 from l7scope.server.timerange import TimeRange, TimeRangeError
 from l7scope.server.timerange import resolve as resolve_time
@@ -94,22 +93,6 @@ def _validate(model: type[M], body: object) -> M:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "body"
         raise RequestError("bad_request", f"{loc}: {first['msg']}") from None
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a large answer is built: the service graph makes
-    tens of thousands of tuples and dicts (none of them cyclic), and the collector's passes over
-    the growing answer cost about a third of that work. Reference counting still frees everything
-    meanwhile; the collector runs again at its next threshold. (Process-wide: a request overlapping
-    another one may see it paused or not; either is correct.)"""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class QueryService:
@@ -217,7 +200,7 @@ class QueryService:
         unl = self._run(lambda: self.store.group(Filter(tr, unl_sel), [], False))
         unlogged = sum(g.count for g in unl)
         merged = getattr(self.store, "graph_stats", None)  # a store that sums the graph itself
-        with _gc_paused():
+        with gc_paused():
             if merged is not None:
                 mrows = self._run(lambda: merged(flt, expanded, req.top_routes))
                 out = graph.build_merged(mrows, expanded=expanded, top_routes=req.top_routes,
