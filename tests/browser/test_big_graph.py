@@ -69,3 +69,19 @@ def test_200_nodes_1000_edges_drawn_usable_and_refined(page: Any, big_server: Se
       return [shape(n.connectedEdges()), shape(cy.edges().difference(n.connectedEdges()))];
     }}""")
     assert arrows == [["triangle"], ["none"]]
+
+
+def test_a_smaller_graph_after_a_big_one_gets_the_caches_back(page: Any, big_server: Server) -> None:
+    """A worker that never answers keeps the big graph's texture caches off; the next, small
+    graph must switch them back on (and an answer for the big one must no longer apply)."""
+    page.add_init_script("window.Worker = class { postMessage() {} terminate() {} };")
+    open_app(page, big_server.url)
+    assert page.evaluate("Array.isArray(window.l7scope.graph.cachesBypassed)")
+    seq = page.evaluate("window.l7scope.graph.seq")
+    page.evaluate("""async () => {
+      const { graph, state } = window.l7scope;
+      const small = { nodes: [{ id: "namespace/a", type: "namespace", name: "a", namespace: "a", stats: { count: 1 } }], edges: [] };
+      await graph.render(small, [], state.thresholds, 900, false);
+    }""")
+    assert page.evaluate("window.l7scope.graph.cachesBypassed") is None
+    assert page.evaluate("window.l7scope.graph.seq") > seq

@@ -221,8 +221,12 @@ export class Graph {
 
   layout(incremental) {
     const cy = this.cy;
-    if (!cy.nodes().length) return Promise.resolve();
     if (cy.nodes().length > BIG_GRAPH) return incremental ? this.placeNewNodes() : this.bigLayout();
+    // a small graph: a worker still busy with an earlier large one must not move it, and the
+    // texture caches that graph switched off come back
+    this.seq = (this.seq || 0) + 1;
+    this.cachesOn();
+    if (!cy.nodes().length) return Promise.resolve();
     // fcose registers itself when its script loads; without it fall back to the built-in cose.
     const opts = typeof window.cytoscapeFcose === "function"
       ? { ...FCOSE, ...SMALL, name: "fcose", animate: false, randomize: !incremental, fit: true, padding: 40 }
