@@ -36,7 +36,7 @@ def test_envoy_validates_envoy_config_output(tmp_path: Path, als: bool) -> None:
     cfg = tmp_path / "envoy.yaml"
     cfg.write_text(out)
     res = subprocess.run([str(envoy_path()), "--mode", "validate", "-c", str(cfg),
-                          "--use-dynamic-base-id", "-l", "warning"],
+                          "--disable-hot-restart", "-l", "warning"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "OK" in res.stdout + res.stderr

@@ -2,8 +2,10 @@
 
 Used by the tests, the demo and the node agent. Envoy runs as a child process, optionally
 inside a network namespace (`ip netns exec NS envoy ...`, which execs, so the child's pid is
-Envoy's own). Every Envoy gets `--use-dynamic-base-id`, so any number run side by side, and a
-short `--file-flush-interval-msec` so the collector sees lines within a fraction of a second.
+Envoy's own). Every Envoy gets `--disable-hot-restart`: no shared-memory segment (an Envoy
+stopped by a signal used to leave one behind in /dev/shm) and no base id, so any number run
+side by side. A short `--file-flush-interval-msec` lets the collector see lines within a
+fraction of a second.
 
 Readiness and health go through the admin endpoint (`/ready` answers 200 `LIVE`), which is on
 loopback inside Envoy's namespace (see `l7scope.proxy.admin`).
@@ -87,7 +89,7 @@ class EnvoySupervisor:
     def command(self) -> list[str]:
         cmd = [
             str(envoy_path()), "-c", str(self.config_path),
-            "--use-dynamic-base-id",
+            "--disable-hot-restart",
             "--concurrency", str(self.concurrency),
             "--file-flush-interval-msec", str(self.flush_interval_ms),
             "-l", self.log_level,
