@@ -77,13 +77,14 @@ def kill_recorded(pidfile: Path, marker: str = "l7scope") -> int:
                 os.killpg(pid, signal.SIGKILL)
                 killed.append(pid)
     deadline = time.monotonic() + 10  # their listening sockets go when they have exited
-    while time.monotonic() < deadline and any(_running(p) for p in killed):
+    while time.monotonic() < deadline and any(running(p) for p in killed):
         time.sleep(0.05)
     pidfile.unlink(missing_ok=True)
     return len(killed)
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie counts as gone)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
     except (OSError, IndexError):

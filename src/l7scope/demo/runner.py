@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from l7scope.demo import pipeline, topology
+from l7scope.demo import pipeline, procs, topology
 from l7scope.demo.netrelay import NetnsRelay
 from l7scope.demo.probe import Probe, ServerApi, Snapshot, netns_stats
 from l7scope.demo.shop import catalog
@@ -130,17 +130,9 @@ def kill_stale_pidfile(path: Path, must_contain: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 20  # its listening socket goes when it has exited
-        while time.monotonic() < deadline and _running(pid):
+        while time.monotonic() < deadline and procs.running(pid):
             time.sleep(0.05)
     path.unlink(missing_ok=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 class Demo:
@@ -280,20 +272,20 @@ class Demo:
                      collectors[name], t.log_path(nodes[name], pipeline.l7scope()))
 
         peers = [f"--peer={s.name}={services[s.name].address}" for s in catalog.SERVICES]
-        procs = {}
+        shop_procs = {}
         for p in plans:
             if p.app == catalog.LOADGEN:
                 continue
             self.progress(f"starting {p.app} in pod {p.name}")
-            procs[p.name] = t.popen(pods[p.name], [
+            shop_procs[p.name] = t.popen(pods[p.name], [
                 *t.python("l7scope.demo.shop.pod"), "--service", p.app, *peers,
                 "--counts-dir", str(self.counts_dir),
                 "--ready-file", str(self.ready_dir / p.app),
                 *(["--seed", str(o.seed)] if o.seed is not None else [])])
         for p in plans:
-            if p.name in procs:
+            if p.name in shop_procs:
                 wait_for(f"{p.app} in pod {p.name}", (self.ready_dir / p.app).exists, 30,
-                         procs[p.name])
+                         shop_procs[p.name])
         lg = by_app[catalog.LOADGEN]
         self.progress(f"starting the load generator in pod {lg.name} ({o.rate:g} requests/s)")
         self.loadgen = t.popen(pods[lg.name], [
