@@ -7,12 +7,13 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from l7scope.netlab import Topology, cleanup_stale
+from l7scope.netlab import Node, Pod, Service, Topology, cleanup_stale
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
@@ -53,6 +54,34 @@ def self_signed_cert(workdir: Path, name: str) -> tuple[Path, Path]:
                     "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key),
                     "-out", str(cert)], check=True, capture_output=True)
     return cert, key
+
+
+@dataclass
+class ProtocolPods:
+    """A client pod and the non-HTTP/1 servers of `protocol_pods`, each behind a Service."""
+
+    client: Pod
+    grpc: Service
+    tls: Service
+    tcp: Service
+    tcp_pod: Pod
+    cert: Path  # the TLS server's certificate, for the client to verify
+
+
+def protocol_pods(topo: Topology, n1: Node, n2: Node, sni: str) -> ProtocolPods:
+    """A client pod on n1; a gRPC server (h2c, n2, :50051), a TLS server (n1, :8443, a
+    certificate for `sni`) and a TCP echo server (n2, :9000), started and behind the Services
+    grpc:50051, tls:443 and tcp:9000."""
+    client = topo.add_pod(n1, "client")
+    grpc_pod, tls_pod, tcp_pod = (topo.add_pod(n2, "grpc"), topo.add_pod(n1, "tls"),
+                                  topo.add_pod(n2, "tcp"))
+    cert, key = self_signed_cert(topo.workdir, sni)
+    topo.start_server(grpc_pod, "grpc", 50051)
+    topo.start_server(tls_pod, "https", 8443, "--cert", str(cert), "--key", str(key))
+    topo.start_server(tcp_pod, "echo", 9000)
+    return ProtocolPods(client, topo.add_service("grpc", 50051, [(grpc_pod, 50051)]),
+                        topo.add_service("tls", 443, [(tls_pod, 8443)]),
+                        topo.add_service("tcp", 9000, [(tcp_pod, 9000)]), tcp_pod, cert)
 
 
 # A grpcio client run inside a pod: argv[1] = target, argv[2:] = payloads; prints

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from capture_support import GRPC_CLIENT, read_log, self_signed_cert, topology, wait_log
+from capture_support import GRPC_CLIENT, protocol_pods, read_log, topology, wait_log
 
 from l7scope.netlab import Pod, Service, Topology
 from l7scope.proxy import admin
@@ -50,22 +50,14 @@ class Lab:
 def lab(request: pytest.FixtureRequest) -> Lab:
     topo = topology(request)
     n1, n2 = topo.add_node("n1"), topo.add_node("n2")
-    client = topo.add_pod(n1, "client")
-    grpc_pod, tls_pod, tcp_pod = (topo.add_pod(n2, "grpc"), topo.add_pod(n1, "tls"),
-                                  topo.add_pod(n2, "tcp"))
-    cert, key = self_signed_cert(topo.workdir, SNI)
-    topo.start_server(grpc_pod, "grpc", 50051)
-    topo.start_server(tls_pod, "https", 8443, "--cert", str(cert), "--key", str(key))
-    topo.start_server(tcp_pod, "echo", 9000)
+    pods = protocol_pods(topo, n1, n2, SNI)
     web_pod = topo.add_pod(n2, "web")
     topo.start_server(web_pod, "http", 8080)
-    grpc = topo.add_service("grpc", 50051, [(grpc_pod, 50051)])
-    tls = topo.add_service("tls", 443, [(tls_pod, 8443)])
-    tcp = topo.add_service("tcp", 9000, [(tcp_pod, 9000)])
     web = topo.add_service("web", 80, [(web_pod, 8080)])
-    topo.capture(n1, [grpc, tls, tcp, web])
+    topo.capture(n1, [pods.grpc, pods.tls, pods.tcp, web])
     envoy = topo.start_envoy(n1)
-    return Lab(topo, client, envoy, grpc, tls, tcp, tcp_pod, cert, web, web_pod)
+    return Lab(topo, pods.client, envoy, pods.grpc, pods.tls, pods.tcp, pods.tcp_pod, pods.cert,
+               web, web_pod)
 
 
 def _new_lines(lab: Lab, action: Callable[[], Any], n: int) -> tuple[Any, list[dict[str, Any]]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from capture_support import GRPC_CLIENT, self_signed_cert, topology
+from capture_support import GRPC_CLIENT, protocol_pods, topology
 from collector_support import RecorderServer
 
 from l7scope.proxy import admin
@@ -30,16 +30,9 @@ STATUS_PORT = 19931
 def test_h2c_grpc_tls_and_tcp_are_reported(request: pytest.FixtureRequest) -> None:
     topo = topology(request)
     n1, n2 = topo.add_node("n1"), topo.add_node("n2")
-    client = topo.add_pod(n1, "client")
-    grpc_pod, tls_pod, tcp_pod = (topo.add_pod(n2, "grpc"), topo.add_pod(n1, "tls"),
-                                  topo.add_pod(n2, "tcp"))
-    cert, key = self_signed_cert(topo.workdir, SNI)
-    topo.start_server(grpc_pod, "grpc", 50051)
-    topo.start_server(tls_pod, "https", 8443, "--cert", str(cert), "--key", str(key))
-    topo.start_server(tcp_pod, "echo", 9000)
-    grpc_svc = topo.add_service("grpc", 50051, [(grpc_pod, 50051)])
-    tls_svc = topo.add_service("tls", 443, [(tls_pod, 8443)])
-    tcp_svc = topo.add_service("tcp", 9000, [(tcp_pod, 9000)])
+    pods = protocol_pods(topo, n1, n2, SNI)
+    client, cert = pods.client, pods.cert
+    grpc_svc, tls_svc, tcp_svc = pods.grpc, pods.tls, pods.tcp
     topo.capture(n1, [grpc_svc, tls_svc, tcp_svc])
     envoy = topo.start_envoy(n1)
 
