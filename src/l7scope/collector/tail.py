@@ -131,11 +131,6 @@ class Tail:
             return False
         return self._cur is not None and self._cur.same(st) and not self._draining
 
-    def backlog_bytes(self) -> int:
-        """Bytes written but not read yet (current file)."""
-        cur = self._cur
-        return max(self.current_size() - cur.offset, 0) if cur else 0
-
     def close(self) -> None:
         for f in self._draining:
             self._close(f, finished=False)
