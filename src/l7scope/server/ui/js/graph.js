@@ -141,7 +141,6 @@ export function gridPositions(nodeEls, width, height) {
     .sort((a, b) => (b.data.count || 0) - (a.data.count || 0));
   const cols = Math.max(1, Math.round(Math.sqrt(leaves.length * (width || 4) / (height || 3))));
   leaves.forEach((e, i) => { e.position = { x: (i % cols) * 100, y: Math.floor(i / cols) * 100 }; });
-  return cols;
 }
 
 export function edgeLabel(totals, errRatio, seconds) {
