@@ -17,7 +17,7 @@ from l7scope.contracts.record import TYPE_UNLOGGED
 from l7scope.server import graph, selector
 from l7scope.server.fields import resolve
 from l7scope.server.gcpause import gc_paused
-from l7scope.server.store.base import Filter, SearchQuery, Sort, Store
+from l7scope.server.store.base import Filter, GraphStore, SearchQuery, Sort, Store
 from l7scope.server.timerange import TimeRange, TimeRangeError
 from l7scope.server.timerange import resolve as resolve_time
 
@@ -199,10 +199,10 @@ class QueryService:
             unl_sel = selector.And((sel, unl_sel))
         unl = self._run(lambda: self.store.group(Filter(tr, unl_sel), [], False))
         unlogged = sum(g.count for g in unl)
-        merged = getattr(self.store, "graph_stats", None)  # a store that sums the graph itself
+        store = self.store
         with gc_paused():
-            if merged is not None:
-                mrows = self._run(lambda: merged(flt, expanded, req.top_routes))
+            if isinstance(store, GraphStore):  # a store that sums the graph itself
+                mrows = self._run(lambda: store.graph_stats(flt, expanded, req.top_routes))
                 out = graph.build_merged(mrows, expanded=expanded, top_routes=req.top_routes,
                                          unlogged=unlogged)
             else:
