@@ -9,12 +9,12 @@ import pytest
 
 from l7scope.contracts import latency
 from l7scope.contracts.record import L7Record
+from l7scope.contracts.timerange import TimeRange
 from l7scope.server import gen, graph
 from l7scope.server.columns import to_columns
 from l7scope.server.store import base
 from l7scope.server.store.base import Filter
 from l7scope.server.store.duckdb import DuckDBStore
-from l7scope.server.timerange import TimeRange
 
 T0 = 1_700_000_000
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from l7scope.contracts.fields import COLUMNS
 from l7scope.contracts.record import FIELDS, TYPE_UNLOGGED, L7Record, encode_record
 from l7scope.server.columns import hist_flat, to_columns
-from l7scope.server.fields import COLUMNS
 from l7scope.server.ingest import Ingestor, _parse_fast, parse_body
 from l7scope.server.metrics import Metrics, namespace_node
 from l7scope.server.store.arrow_batch import ARROW_SCHEMA, to_arrow

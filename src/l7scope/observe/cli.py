@@ -12,12 +12,12 @@ from typing import IO, Any
 import click
 import msgspec
 
+from l7scope.contracts.timerange import TimeRangeError, parse_time
 from l7scope.observe import filters
 from l7scope.observe.client import ApiError, Client, default_server
 from l7scope.observe.filters import FilterError, FilterSpec
 from l7scope.observe.follow import SERVER_ORDER, FollowCursor, order_key
 from l7scope.observe.printer import FORMATS, Printer, make_printer
-from l7scope.server.timerange import TimeRangeError, parse_time
 
 Record = dict[str, Any]
 DEFAULT_LAST = 20

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from l7scope.contracts import latency
-from l7scope.server.selector import quote
+from l7scope.contracts.selector import quote
 from l7scope.server.store.base import (
     MERGED_CLASS,
     MERGED_TOTAL,

@@ -12,14 +12,14 @@ from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from l7scope.contracts import latency
+from l7scope.contracts import latency, selector
+from l7scope.contracts.fields import resolve
 from l7scope.contracts.record import TYPE_UNLOGGED
-from l7scope.server import graph, selector
-from l7scope.server.fields import resolve
+from l7scope.contracts.timerange import TimeRange, TimeRangeError
+from l7scope.contracts.timerange import resolve as resolve_time
+from l7scope.server import graph
 from l7scope.server.gcpause import gc_paused
 from l7scope.server.store.base import Filter, GraphStore, SearchQuery, Sort, Store
-from l7scope.server.timerange import TimeRange, TimeRangeError
-from l7scope.server.timerange import resolve as resolve_time
 
 MAX_GROUP_KEYS: Final = 8
 PSEUDO_KEYS: Final = ("time", "response_class")

@@ -6,9 +6,10 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
+from l7scope.contracts.selector import Node
+from l7scope.contracts.timerange import TimeRange
 from l7scope.server.columns import ColumnBatch
-from l7scope.server.selector import Node, SqlParams
-from l7scope.server.timerange import TimeRange
+from l7scope.server.store.selector_sql import SqlParams
 
 
 class StoreError(RuntimeError):

@@ -15,8 +15,9 @@ from typing import Any
 
 import duckdb
 
+from l7scope.contracts.fields import COLUMNS
 from l7scope.server.columns import ColumnBatch, batch_len, row_to_record
-from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
+from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
 from l7scope.server.store import graph_ids, sql
 from l7scope.server.store.arrow_batch import to_arrow
 from l7scope.server.store.base import (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Final
 
-from l7scope.server.selector import SqlParams
+from l7scope.server.store.selector_sql import SqlParams
 
 _DNS_SQL: Final = ("(CASE WHEN \"dest_service_namespace\" != '' AND \"dest_service_name\" != '' "
                    "THEN \"dest_service_namespace\" ELSE \"dest_namespace\" END)")
