@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from l7scope.contracts import api
 from l7scope.demo.shop.counts import Totals, read_totals
 from l7scope.proxy import admin
 
@@ -90,7 +91,7 @@ class ServerApi:
         return {"from": self.since, "to": int(time.time()) + 3600}
 
     def stored_requests(self) -> int:
-        r = self._http.post(f"{self.base}/api/v1/l7/logs/search",
+        r = self._http.post(self.base + api.SEARCH_PATH,
                             json={"selector": "", "time_range": self._time_range(),
                                   "page_size": 1})
         r.raise_for_status()
@@ -98,7 +99,7 @@ class ServerApi:
 
     def edge_counts(self) -> dict[tuple[str, str], int]:
         """Sum of `count` per (src_name_aggr, dest_service_name) in the store."""
-        r = self._http.post(f"{self.base}/api/v1/l7/logs/aggregation",
+        r = self._http.post(self.base + api.AGGREGATION_PATH,
                             json={"selector": "", "time_range": self._time_range(),
                                   "group_by": ["src_name_aggr", "dest_service_name"],
                                   "limit": 10000})
@@ -107,7 +108,7 @@ class ServerApi:
                 int(g["count"]) for g in r.json()["groups"]}
 
     def service_graph(self) -> dict[str, Any]:
-        r = self._http.post(f"{self.base}/api/v1/servicegraph",
+        r = self._http.post(self.base + api.SERVICEGRAPH_PATH,
                             json={"time_range": self._time_range(), "expand": ["*"]})
         r.raise_for_status()
         data: dict[str, Any] = r.json()
@@ -115,7 +116,7 @@ class ServerApi:
 
     def healthy(self) -> bool:
         try:
-            return self._http.get(f"{self.base}/healthz").status_code == 200
+            return self._http.get(self.base + api.HEALTHZ_PATH).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from l7scope.contracts import api
 from l7scope.demo import pipeline, procs, topology
 from l7scope.demo.netrelay import NetnsRelay
 from l7scope.demo.probe import Probe, ServerApi, Snapshot, netns_stats
@@ -45,8 +46,8 @@ class DemoError(RuntimeError):
 
 @dataclass
 class DemoOptions:
-    port: int = 8686
-    host: str = "127.0.0.1"
+    port: int = api.DEFAULT_PORT
+    host: str = api.DEFAULT_HOST
     rate: float = 5.0
     duration: float = 0.0  # 0 = until Ctrl-C
     data_dir: Path = field(default_factory=lambda: default_data_dir())

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from l7scope import __version__
+from l7scope.contracts import api as paths
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
 from l7scope.server.ingest import BadBatchId, Ingestor, check_batch_id
 from l7scope.server.metrics import Metrics
@@ -70,8 +71,8 @@ class _StoreDown(Exception):
         self.response = response
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> JSON:
-    return JSON({"error": {"code": code, "message": message, **extra}}, status_code=status)
+def _error(status: int, code: str, message: str) -> JSON:
+    return JSON(paths.error_body(code, message), status_code=status)
 
 
 async def _store_call(fn: Callable[[], T]) -> T:
@@ -123,9 +124,7 @@ async def bulk(request: Request) -> Response:
     except _StoreDown as e:
         log.warning("bulk ingest failed: %s", e.__cause__)
         return e.response
-    out = msgspec.to_builtins(result)
-    out["rejected_total"] = rejected_total
-    return JSON(out)
+    return JSON(msgspec.structs.replace(result, rejected_total=rejected_total))
 
 
 async def _query(request: Request, kind: str, fn: Callable[[QueryService, object], dict[str, Any]]) -> Response:
@@ -229,13 +228,13 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 ROUTES: list[BaseRoute] = [
     Route(BULK_PATH, bulk, methods=["POST"]),
-    Route("/api/v1/l7/logs/search", search, methods=["POST"]),
-    Route("/api/v1/l7/logs/aggregation", aggregation, methods=["POST"]),
-    Route("/api/v1/servicegraph", servicegraph, methods=["POST"]),
-    Route("/api/v1/status", status, methods=["GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/metrics", prometheus, methods=["GET"]),
-    Route("/openapi.json", openapi, methods=["GET"]),
+    Route(paths.SEARCH_PATH, search, methods=["POST"]),
+    Route(paths.AGGREGATION_PATH, aggregation, methods=["POST"]),
+    Route(paths.SERVICEGRAPH_PATH, servicegraph, methods=["POST"]),
+    Route(paths.STATUS_PATH, status, methods=["GET"]),
+    Route(paths.HEALTHZ_PATH, healthz, methods=["GET"]),
+    Route(paths.METRICS_PATH, prometheus, methods=["GET"]),
+    Route(paths.OPENAPI_PATH, openapi, methods=["GET"]),
 ]
 
 

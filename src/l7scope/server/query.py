@@ -13,6 +13,7 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from l7scope.contracts import latency, selector
+from l7scope.contracts.api import error_body
 from l7scope.contracts.fields import resolve
 from l7scope.contracts.record import TYPE_UNLOGGED
 from l7scope.contracts.timerange import TimeRange, TimeRangeError
@@ -32,12 +33,7 @@ class RequestError(ValueError):
         self.code, self.message, self.position, self.field, self.status = code, message, position, field, status
 
     def to_json(self) -> dict[str, Any]:
-        err: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.position is not None:
-            err["position"] = self.position
-        if self.field is not None:
-            err["field"] = self.field
-        return {"error": err}
+        return error_body(self.code, self.message, self.position, self.field)
 
 
 class _Model(BaseModel):
