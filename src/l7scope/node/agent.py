@@ -30,6 +30,7 @@ from typing import Any
 from l7scope.capture import tproxy
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts.record import L7Record, encode_records
+from l7scope.contracts.status import StatusEndpoint
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.enrich import Enricher
@@ -40,7 +41,6 @@ from l7scope.node.policysync_server import PolicySyncServer
 from l7scope.node.selection import CaptureController, envoy_ready_probe
 from l7scope.node.settings import NodeSettings, SettingsFile
 from l7scope.node.shipper import Shipper
-from l7scope.status.endpoint import StatusEndpoint
 
 log = logging.getLogger(__name__)
 
