@@ -236,7 +236,7 @@ class Agent:
 
     def apply_settings(self, new: NodeSettings) -> None:
         """Use new settings (from the settings file, or a cluster feed such as H5's
-        `l7scope.kube.feed.start_watches(kube, agent.cache, agent.apply_settings)`)."""
+        `l7scope.node.cluster_feed.start_watches(kube, agent.cache, agent.apply_settings)`)."""
         with self._settings_lock:
             self._pending_settings = new
             self._pending_capture = new
