@@ -14,6 +14,8 @@ from typing import Any, Final
 
 import httpx
 
+from l7scope.contracts.auth import TOKEN_ENV, bearer
+
 DEFAULT_SERVER: Final = "http://127.0.0.1:8686"
 SERVER_ENV: Final = "L7SCOPE_SERVER"
 SEARCH_PATH: Final = "/api/v1/l7/logs/search"
@@ -40,13 +42,15 @@ class ApiError(RuntimeError):
 
 
 class Client:
-    def __init__(self, server: str | None = None, *, timeout: float = 10.0,
+    def __init__(self, server: str | None = None, *, token: str | None = None, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None) -> None:
         base = (server or default_server()).rstrip("/")
         if "://" not in base:
             base = "http://" + base
         self.base = base
-        self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport)
+        self.has_token = token is not None
+        self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport,
+                                  headers=bearer(token) if token is not None else None)
 
     def close(self) -> None:
         self._http.close()
@@ -75,6 +79,12 @@ class Client:
             data = resp.json()
         except ValueError:
             data = None
+        if resp.status_code == 401:
+            hint = ("the token was refused; check --token-file / $" + TOKEN_ENV) if self.has_token else (
+                "no token found: pass --token-file PATH (the server's <data-dir>/token) or set $"
+                + TOKEN_ENV)
+            raise ApiError(f"the l7scope server at {self.base} wants a credential: {hint}",
+                           code="unauthorized", status=401)
         if resp.status_code >= 400:
             err = data.get("error") if isinstance(data, dict) else None
             if isinstance(err, dict):

@@ -16,6 +16,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -23,6 +24,9 @@ from starlette.staticfiles import StaticFiles
 
 from l7scope import __version__
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
+from l7scope.server import login
+from l7scope.server.access import DEFAULT_ALLOWED_HOSTS, AccessMiddleware, HostPolicy
+from l7scope.server.auth import Authenticator, Sessions
 from l7scope.server.ingest import BadBatchId, Ingestor, check_batch_id
 from l7scope.server.metrics import Metrics
 from l7scope.server.openapi import schema as openapi_schema
@@ -68,10 +72,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(store: Store, *, retention_s: int | None = None, metrics: Metrics | None = None,
-               clock: Callable[[], float] = time.time, ui_dir: Path | None = UI_DIR,
-               on_shutdown: Callable[[], None] | None = None) -> Starlette:
+def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = None,
+               metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
+               ui_dir: Path | None = UI_DIR, on_shutdown: Callable[[], None] | None = None,
+               allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
+               sessions: Sessions | None = None, blocking_auth: bool = False) -> Starlette:
+    """The server's ASGI app. `auth` decides who may call it (server/auth.py); every route but
+    /healthz, the login routes and the page's files needs a credential (server/access.py)."""
     metrics = metrics or Metrics()
+    sessions = sessions or Sessions()
     queries = QueryService(store, clock)
     ingestor = Ingestor(store, metrics, clock)
     started = clock()
@@ -173,6 +182,7 @@ def create_app(store: Store, *, retention_s: int | None = None, metrics: Metrics
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *login.routes(auth, sessions, blocking_auth=blocking_auth),
     ]
     if ui_dir is not None and ui_dir.is_dir():
         routes.append(vendor_route())  # the page's npm packages at /vendor/ (l7scope.server.vendor)
@@ -185,5 +195,7 @@ def create_app(store: Store, *, retention_s: int | None = None, metrics: Metrics
             if on_shutdown is not None:
                 on_shutdown()
 
-    return Starlette(routes=routes, lifespan=lifespan,
+    access = Middleware(AccessMiddleware, authenticator=auth, sessions=sessions,
+                        hosts=HostPolicy(allowed_hosts), blocking_auth=blocking_auth)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[access],
                      exception_handlers={HTTPException: not_found, Exception: internal})

@@ -6,8 +6,12 @@ import logging
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
-from l7scope.server.config import ServerConfig, default_data_dir, open_store
+from l7scope.contracts.auth import TokenFileError, default_data_dir, ensure_token
+from l7scope.server.access import DEFAULT_ALLOWED_HOSTS
+from l7scope.server.auth import Authenticator, NoAuth, SharedToken
+from l7scope.server.config import ServerConfig, open_store
 from l7scope.server.metrics import Metrics
 from l7scope.server.retention import Retention, parse_duration
 from l7scope.server.store.base import StoreError
@@ -37,9 +41,22 @@ API: docs/api.md (also GET /openapi.json).""",
 @click.option("--retention", default="24h", show_default=True,
               help="Remove records older than this (90m, 24h, 7d).")
 @click.option("--duckdb-memory-limit", default=None, help="DuckDB memory_limit, e.g. 512MB.")
+@click.option("--auth", "auth_kind", type=click.Choice(["token", "none"]), default="token", show_default=True,
+              help="token: every API call needs the bearer token of --token-file (created on first "
+                   "start); none: no credential asked (only on a loopback --host; prints a warning).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The shared bearer token [default: <data-dir>/token, mode 0600].")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A host name the server may be reached by (Host header), besides IP addresses "
+                   "and localhost; repeatable; '*' allows any (not recommended).")
 def server(host: str, port: int, store_kind: str, data_dir: Path | None, clickhouse_url: str,
-           clickhouse_cluster: str | None, retention: str, duckdb_memory_limit: str | None) -> None:
-    """Store L7 records and serve the query API, /metrics and the Service Graph page."""
+           clickhouse_cluster: str | None, retention: str, duckdb_memory_limit: str | None,
+           auth_kind: str, token_file: Path | None, allowed_hosts: tuple[str, ...]) -> None:
+    """Store L7 records and serve the query API, /metrics and the Service Graph page.
+
+    Every API call needs `Authorization: Bearer <token>` (the token is in --token-file) or the
+    page's login; `observe`, `top` and `status` read the same file (docs/security.md).
+    """
     import uvicorn
 
     from l7scope.server.api import create_app
@@ -48,12 +65,18 @@ def server(host: str, port: int, store_kind: str, data_dir: Path | None, clickho
         retention_s = parse_duration(retention)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--retention") from None
-    cfg = ServerConfig(
-        host=host, port=port, store=store_kind,  # type: ignore[arg-type]
-        data_dir=data_dir or default_data_dir(), clickhouse_url=clickhouse_url,
-        clickhouse_cluster=clickhouse_cluster, retention_s=retention_s,
-        duckdb_memory_limit=duckdb_memory_limit,
-    )
+    try:
+        cfg = ServerConfig(
+            host=host, port=port, store=store_kind,  # type: ignore[arg-type]
+            data_dir=data_dir or default_data_dir(), clickhouse_url=clickhouse_url,
+            clickhouse_cluster=clickhouse_cluster, retention_s=retention_s,
+            duckdb_memory_limit=duckdb_memory_limit, auth=auth_kind,  # type: ignore[arg-type]
+            token_file=token_file, allowed_hosts=(*DEFAULT_ALLOWED_HOSTS, *allowed_hosts),
+        )
+    except ValidationError as e:
+        raise click.UsageError("; ".join(str(err["msg"]).removeprefix("Value error, ")
+                                         for err in e.errors())) from None
+    authenticator = _authenticator(cfg)
     try:
         store = open_store(cfg)
     except (StoreError, ValueError) as e:
@@ -66,6 +89,22 @@ def server(host: str, port: int, store_kind: str, data_dir: Path | None, clickho
         ret.stop()
         store.close()
 
-    app = create_app(store, retention_s=cfg.retention_s, metrics=metrics, on_shutdown=shutdown)
+    app = create_app(store, auth=authenticator, retention_s=cfg.retention_s, metrics=metrics,
+                     on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts)
     log.info("l7scope server: store %s, http://%s:%d", store_kind, cfg.host, cfg.port)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+
+
+def _authenticator(cfg: ServerConfig) -> Authenticator:
+    if cfg.auth == "none":
+        click.echo(f"WARNING: --auth none: anyone who can reach {cfg.host}:{cfg.port} may read and "
+                   "write every record", err=True)
+        return NoAuth()
+    path = cfg.token_path()
+    try:
+        token, created = ensure_token(path)
+    except (TokenFileError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    if created:
+        log.warning("created the API token file %s (mode 0600)", path)
+    return SharedToken(token)
