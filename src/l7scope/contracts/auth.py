@@ -89,15 +89,15 @@ def ensure_token(path: Path) -> tuple[str, bool]:
     """The token in `path`, creating the file (random token, mode 0600) when absent.
 
     Returns (token, created). Creation is atomic (O_EXCL), so two processes starting at once
-    agree on one token. An existing file readable by group or others is refused: the token is
-    a password.
+    agree on one token. An existing file readable by every user is refused: the token is a
+    password (group-readable is allowed: a Kubernetes Secret volume with fsGroup is 0440).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     token = new_token()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        mode = path.stat().st_mode & 0o077
+        mode = path.stat().st_mode & 0o007
         if mode:
             raise TokenFileError(f"the token file {path} is readable by others (mode "
                                  f"{oct(path.stat().st_mode & 0o777)}); run `chmod 600 {path}`") from None
