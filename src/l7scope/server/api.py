@@ -134,7 +134,8 @@ def create_app(store: Store, *, retention_s: int | None = None, metrics: Metrics
             "retention_s": retention_s,
             "ingest": {"requests": c["ingest_requests"], "records_accepted": c["records_accepted"],
                        "records_rejected": c["records_rejected"], "duplicate_batches": c["duplicate_batches"],
-                       "bodies_rejected": c["bodies_rejected"], "unlogged_requests": c["unlogged_requests"]},
+                       "bodies_rejected": c["bodies_rejected"], "unlogged_requests": c["unlogged_requests"],
+                       "unknown_fields_ignored": c["unknown_fields_ignored"]},
             "queries": {
                 **{k: sum(n for (kk, _), n in q.items() if kk == k) for k in ("search", "aggregation", "servicegraph")},
                 "errors": sum(n for (_, r), n in q.items() if r == "error"),
