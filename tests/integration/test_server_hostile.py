@@ -4,6 +4,8 @@ no stored record can break a later query."""
 
 from __future__ import annotations
 
+import gzip
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import httpx
 import pytest
 from contract.harness import serve
 
-from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH
+from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
 from l7scope.contracts.record import (
     MAX_DURATION_SUM_NS,
     MAX_FUTURE_S,
@@ -20,7 +22,9 @@ from l7scope.contracts.record import (
     L7Record,
     encode_record,
 )
+from l7scope.node.shipper import Shipper
 from l7scope.server.api import create_app
+from l7scope.server.limits import MAX_JSON_DEPTH
 from l7scope.server.store.duckdb import DuckDBStore
 
 NOW = 1_790_000_000
@@ -149,3 +153,78 @@ def test_a_duplicate_batch_does_not_break_later_bulk_requests(api: httpx.Client)
         r = bulk(api, line(10 + i))
         assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
     assert hits(api) == 4
+
+
+# --- body encodings and nesting -----------------------------------------------------------
+
+def test_gzip_bodies_are_accepted(api: httpx.Client) -> None:
+    body = b"".join(line(i) + b"\n" for i in range(50))
+    r = bulk(api, gzip.compress(body), **{"Content-Encoding": "gzip"})
+    assert r.status_code == 200 and r.json()["accepted"] == 50, r.text
+    # Two gzip members (as `cat a.gz b.gz` or a streaming writer produce) are one body.
+    two = gzip.compress(line(100) + b"\n") + gzip.compress(line(101) + b"\n")
+    r = bulk(api, two, **{"Content-Encoding": "gzip"})
+    assert r.status_code == 200 and r.json()["accepted"] == 2, r.text
+    assert hits(api) == 52
+
+
+def test_gzip_bomb_is_413_and_costs_only_its_limit(api: httpx.Client) -> None:
+    bomb = gzip.compress(b"\n" * (MAX_BODY_BYTES + 1), compresslevel=9)
+    assert len(bomb) < 200_000
+    r = bulk(api, bomb, **{"Content-Encoding": "gzip"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large", r.text
+    assert "decompressed" in r.json()["error"]["message"]
+    assert api.get("/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(("encoding", "body", "status", "code"), [
+    ("br", b"whatever", 415, "unsupported_encoding"),
+    ("deflate", b"whatever", 415, "unsupported_encoding"),
+    ("gzip", b"not gzip at all", 400, "bad_request"),
+    ("gzip", gzip.compress(b"{}\n" * 1000)[:-20], 400, "bad_request"),  # truncated
+])
+def test_other_encodings_and_broken_gzip_are_refused(api: httpx.Client, encoding: str, body: bytes,
+                                                     status: int, code: str) -> None:
+    r = bulk(api, body, **{"Content-Encoding": encoding})
+    assert r.status_code == status and r.json()["error"]["code"] == code, r.text
+    assert api.get("/api/v1/status").json()["ingest"]["bodies_rejected"] == 1
+
+
+def test_deep_json_in_a_query_body_is_400(api: httpx.Client) -> None:
+    for depth in (MAX_JSON_DEPTH + 1, 100_000):  # 100,000 levels used to raise RecursionError: 500
+        body = b'{"selector": ' + b"[" * depth + b"]" * depth + b"}"
+        r = api.post("/api/v1/l7/logs/search", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "levels deep" in r.json()["error"]["message"], r.text
+    r = api.post("/api/v1/l7/logs/search", content=b'{"selector": "url = \\"\xc0\xaf\\""}')
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", r.text
+
+
+def test_deep_json_in_a_newer_schema_line_is_one_rejected_line(api: httpx.Client) -> None:
+    deep = b"[" * 20_000 + b"]" * 20_000
+    newer = line(3, schema_version=SCHEMA_VERSION + 1)[:-1] + b',"future":' + deep + b"}"
+    assert_only_line_2_rejected(bulk(api, good_around(newer)), "nested", str(MAX_JSON_DEPTH))
+    same = line(3)[:-1] + b',"future":' + deep + b"}"
+    assert_only_line_2_rejected(bulk(api, good_around(same)))
+    shallow = line(3, schema_version=SCHEMA_VERSION + 1)[:-1] + b',"future":' + b"[" * 40 + b"]" * 40 + b"}"
+    assert_only_line_2_rejected(bulk(api, good_around(shallow)), "nested")
+
+
+# --- the node agent's shipper against the real server ---------------------------------------
+
+def test_shipper_drops_a_batch_the_server_refuses_with_4xx_and_ships_the_next(
+        api: httpx.Client, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    shipper = Shipper(str(api.base_url), tmp_path / "spool", "node-1", max_spool_bytes=1 << 30)
+    assert shipper.spool is not None
+    shipper.spool.put(line(1) + b"\n", 1)
+    shipper.spool.put(b"x" * (MAX_BODY_BYTES + 1), 7)  # the server answers 413
+    shipper.spool.put(line(2) + b"\n", 1)
+    with caplog.at_level(logging.ERROR, logger="l7scope.node.shipper"), httpx.Client(timeout=60) as client:
+        for _ in range(3):
+            path = shipper.spool.oldest()
+            assert path is not None
+            assert shipper.send_one(client, path) is True  # settled: never retried
+    assert shipper.spool.oldest() is None
+    s = shipper.stats
+    assert (s.batches_shipped, s.records_shipped, s.batches_dropped, s.records_dropped) == (2, 2, 1, 7)
+    assert any("HTTP 413" in r.getMessage() and "dropped 7 records" in r.getMessage() for r in caplog.records)
+    assert hits(api) == 2

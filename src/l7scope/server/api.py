@@ -24,6 +24,14 @@ from starlette.staticfiles import StaticFiles
 from l7scope import __version__
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
 from l7scope.server.ingest import BadBatchId, Ingestor, check_batch_id
+from l7scope.server.limits import (
+    MAX_JSON_DEPTH,
+    MAX_QUERY_BODY_BYTES,
+    BodyError,
+    check_encoding,
+    gunzip,
+    too_deep,
+)
 from l7scope.server.metrics import Metrics
 from l7scope.server.openapi import schema as openapi_schema
 from l7scope.server.query import QueryService, RequestError
@@ -46,11 +54,13 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSON:
     return JSON({"error": {"code": code, "message": message, **extra}}, status_code=status)
 
 
-async def _json_body(request: Request, limit: int = 1024 * 1024) -> object:
+async def _json_body(request: Request, limit: int = MAX_QUERY_BODY_BYTES) -> object:
     body = await _read_body(request, limit)
+    if too_deep(body):
+        raise RequestError("bad_request", f"the body nests JSON more than {MAX_JSON_DEPTH} levels deep")
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError as e:
+    except ValueError as e:  # msgspec.DecodeError, UnicodeDecodeError
         raise RequestError("bad_request", f"the body is not valid JSON: {e}") from None
 
 
@@ -79,10 +89,16 @@ def create_app(store: Store, *, retention_s: int | None = None, metrics: Metrics
     async def bulk(request: Request) -> Response:
         try:
             batch_id = check_batch_id(request.headers.get(BATCH_ID_HEADER))
+            encoding = check_encoding(request.headers.get("content-encoding"))
             body = await _read_body(request, MAX_BODY_BYTES)
+            if encoding == "gzip":
+                body = await run_in_threadpool(gunzip, body, MAX_BODY_BYTES)
         except BadBatchId as e:
             metrics.inc("bodies_rejected")
             return _error(400, "bad_request", str(e))
+        except BodyError as e:
+            metrics.inc("bodies_rejected")
+            return _error(e.status, e.code, e.message)
         except RequestError as e:
             metrics.inc("bodies_rejected")
             return JSON(e.to_json(), status_code=e.status)

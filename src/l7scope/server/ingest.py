@@ -152,15 +152,18 @@ def decode_line(line: bytes) -> tuple[L7Record, int]:
         if "unknown field" not in str(e):
             raise
         strict = e
-    if too_deep(line, MAX_JSON_DEPTH):
-        raise RecordError(f"JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+    nested = RecordError(f"JSON is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         obj = _raw_object.decode(line)
         version = msgspec.json.decode(obj.get("schema_version", b"0"))
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise nested from None
+    except ValueError:
         raise strict from None
     if not isinstance(version, int) or version <= SCHEMA_VERSION:
         raise strict
+    if too_deep(line, MAX_JSON_DEPTH):
+        raise nested
     unknown = obj.keys() - _KNOWN
     rec = decode_record(_raw_encoder.encode({k: v for k, v in obj.items() if k in _KNOWN}))
     return rec, len(unknown)
