@@ -88,6 +88,7 @@ class NetnsMode:
             s.progress(f"removed {len(gone)} stale namespaces of an earlier run")
         ensure_port_free(o.host, o.port)  # after the cleanup: a crashed run's server held it
         s.fresh_dirs()
+        s.new_token()
 
         s.progress("starting the server (embedded DuckDB store)")
         t = Topology(prefix=o.prefix, workdir=s.data / "run")
@@ -131,7 +132,7 @@ class NetnsMode:
             agents[name] = t.popen(node, pipeline.node_argv(
                 files, name, f"http://127.0.0.1:{pipeline.RELAY_PORT}",
                 f"http://127.0.0.1:{pipeline.ENVOY_ADMIN_PORT}",
-                f"127.0.0.1:{pipeline.NODE_STATUS_PORT}"))
+                f"127.0.0.1:{pipeline.NODE_STATUS_PORT}", s.token_file))
             collectors[name] = t.popen(node, pipeline.collector_argv(
                 files, name, o.interval, f"127.0.0.1:{pipeline.COLLECTOR_STATUS_PORT}"))
 

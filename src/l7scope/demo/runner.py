@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,10 +49,23 @@ class Demo:
     def loadgen(self) -> subprocess.Popen[Any] | None:
         return self.s.loadgen
 
+    @property
+    def token_file(self) -> Path:
+        return self.s.token_file
+
+    @property
+    def login_url(self) -> str:
+        return self.s.login_url
+
     def start(self) -> str:
+        """Start everything; returns the page's one-time login URL."""
         self.mode.start(self.s)
+        try:
+            self.s.login_url = self.s.api.login_url()
+        except (httpx.HTTPError, KeyError, ValueError) as e:
+            raise DemoError(f"the server did not give a login link: {e}") from None
         self.s.timeline["url_printed"] = time.time()
-        return self.s.url
+        return self.s.login_url
 
     # -- run -----------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from l7scope.contracts import api, demo_state
-from l7scope.demo import topology
+from l7scope.contracts.auth import ensure_token
+from l7scope.demo import pipeline, topology
 from l7scope.demo.probe import Probe, ServerApi
 from l7scope.demo.shop import catalog
 
@@ -110,12 +111,19 @@ class Session:
         self.ready_dir = self.data / "ready"
         self.started_at = time.time()
         self.url = f"http://{opts.host}:{opts.port}/"
+        self.login_url = self.url
+        self.token_file = pipeline.token_file(self.data / "server")
         self.api = ServerApi(f"http://{opts.host}:{opts.port}", self.started_at)
         self.probe: Probe | None = None
         self.loadgen: subprocess.Popen[Any] | None = None
         self.pods: dict[str, topology.PodPlan] = {}
         self.timeline: dict[str, float] = {}
         self._closers: list[Callable[[], None]] = []
+
+    def new_token(self) -> None:
+        """A fresh bearer token for this run's server, its node agents and the demo itself."""
+        token, _ = ensure_token(self.token_file)
+        self.api.use_token(token)
 
     def on_close(self, fn: Callable[[], None], *, first: bool = False) -> None:
         """Run `fn` at close() (errors ignored); `first` puts it before the others."""
@@ -143,7 +151,8 @@ class Session:
         """The state file `l7scope status` reads (removed again by close())."""
         state = demo_state.State(
             demo_pid=os.getpid(),
-            server=demo_state.ServerPart(url=self.url.rstrip("/"), pid=server_pid), nodes=nodes,
+            server=demo_state.ServerPart(url=self.url.rstrip("/"), pid=server_pid,
+                                         token_file=str(self.token_file)), nodes=nodes,
             annotated_services=[f"{topology.NAMESPACE}/{s.name}" for s in catalog.SERVICES])
         path = demo_state.write_state(state)
         self.on_close(lambda: demo_state.remove_state(path))
