@@ -17,9 +17,9 @@ from l7scope.contracts import latency
 from l7scope.contracts.record import L7Record
 from l7scope.contracts.selector import parse
 from l7scope.contracts.timerange import TimeRange
-from l7scope.server import gen
 from l7scope.server.columns import to_columns
 from l7scope.server.store.base import Filter, SearchQuery, Sort, Store
+from l7scope.testing import record_gen
 
 T0 = 1_700_000_000
 ALL = TimeRange(0, 2**32 - 1)
@@ -74,8 +74,8 @@ def store(opener: Opener) -> Store:
 
 
 def sample(n: int = 400, *, seed: int = 7) -> list[L7Record]:
-    topo = gen.topology(namespaces=4, services_per_ns=3, edges=20, seed=seed)
-    return gen.records(topo, n, T0, T0 + 600, seed=seed, unlogged_share=0.03)
+    topo = record_gen.topology(namespaces=4, services_per_ns=3, edges=20, seed=seed)
+    return record_gen.records(topo, n, T0, T0 + 600, seed=seed, unlogged_share=0.03)
 
 
 def q(selector: str = "", *, tr: TimeRange = ALL, sort: tuple[Sort, ...] = (Sort("end_time", True),),

@@ -24,10 +24,11 @@ from typing import Any
 
 import grpc
 import pytest
-from collector_support import RecorderServer, http_entry
+from collector_support import RecorderServer
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from l7scope.contracts.envoy_log import EnvoyLogLine, encode_line
+from l7scope.testing.als_entries import http_entry
 
 
 def free_port() -> int:

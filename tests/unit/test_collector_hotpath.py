@@ -9,9 +9,9 @@ import pytest
 
 from l7scope.collector.batch import Batcher
 from l7scope.collector.decode import decode_block
-from l7scope.collector.synth import line as synth_line
 from l7scope.contracts import latency
 from l7scope.contracts.envoy_log import EnvoyLogLine, decode_line, decode_lines, encode_line
+from l7scope.testing.envoy_lines import line as synth_line
 
 GOOD = [encode_line(EnvoyLogLine(request_path=f"/{i}", duration=i)) for i in range(4)]
 
