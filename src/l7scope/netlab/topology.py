@@ -208,8 +208,7 @@ class Topology:
 
     def _sync_services(self, node: Node) -> None:
         rules = [kubeproxy.ServiceRule(s.vip, s.port, s.endpoints) for s in self.services.values()]
-        mark = (node.capture_rules or tproxy.Rules()).mark
-        kubeproxy.apply(node.netns, rules, skip_mark=mark)
+        kubeproxy.apply(node.netns, rules)
 
     def capture(self, node: Node, services: Iterable[Service],
                 tproxy_port: int = tproxy.DEFAULT_TPROXY_PORT) -> tproxy.Rules:
@@ -218,7 +217,6 @@ class Topology:
         rules = tproxy.Rules(tproxy_port=tproxy_port)
         tproxy.apply(tproxy.Selection.of(entries, [node.pod_cidr]), rules, netns=node.netns)
         node.capture_rules = rules
-        self._sync_services(node)
         return rules
 
     def uncapture(self, node: Node) -> None:
