@@ -145,8 +145,28 @@ def test_feed_and_apply_settings(tmp_path: Path) -> None:
         agent.apply_settings(from_mapping({"l7LogsFlushInterval": "3s",
                                            "policySyncPathPrefix": str(tmp_path / "nodeagent"),
                                            "tproxyMode": "Disabled",
-                                           "l7LogsFileEnabled": False}))
+                                           "l7LogsFileEnabled": False}, local_paths=True))
         wait_for(lambda: agent.snapshot()["settings"]["l7LogsFlushInterval"] == 3.0)
         wait_for(lambda: agent.snapshot()["metadata"].get("pods") == 1)
     finally:
         agent.stop()
+
+
+def test_policy_sync_chmods_only_a_directory_it_created(tmp_path: Path) -> None:
+    import queue
+
+    from l7scope.node.policysync_server import PolicySyncServer
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)  # (umask)
+    created = tmp_path / "new" / "nodeagent"
+    for prefix in (shared, created):
+        srv = PolicySyncServer(prefix, queue.Queue(maxsize=1))
+        srv.start()
+        try:
+            assert stat.S_IMODE(os.stat(prefix / "socket").st_mode) == 0o660
+        finally:
+            srv.stop()
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755  # existing: left alone
+    assert stat.S_IMODE(os.stat(created).st_mode) == 0o700  # created by the server

@@ -41,7 +41,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 DEFAULT_TABLE = "l7scope"
-DEFAULT_MARK = 0x1000000
+DEFAULT_MARK = 0x1000
+"""Bit 12: clear of Felix's 0xffff0000 and kube-proxy's 0x4000/0x8000 (node.settings checks a
+configured `tproxyMark`)."""
 DEFAULT_ROUTE_TABLE = 16001
 DEFAULT_TPROXY_PORT = 16001
 

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l7scope.capture import tproxy
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts.record import L7Record, encode_records
 from l7scope.node import ingest
@@ -37,7 +36,7 @@ from l7scope.node.inventory import Inventory
 from l7scope.node.l7log_file import L7LogFile
 from l7scope.node.metadata import DEFAULT_GRACE_SECONDS, MetadataCache
 from l7scope.node.policysync_server import PolicySyncServer
-from l7scope.node.selection import CaptureController, envoy_ready_probe
+from l7scope.node.selection import CaptureController, capture_rules, envoy_ready_probe
 from l7scope.node.settings import NodeSettings, SettingsFile
 from l7scope.node.shipper import Shipper
 from l7scope.status.endpoint import StatusEndpoint
@@ -92,9 +91,9 @@ class Agent:
         self.shipper = Shipper(cfg.server_url, Path(cfg.data_dir) / "spool", cfg.node_name,
                                max_spool_bytes=cfg.max_spool_bytes)
         probe = envoy_ready_probe(cfg.envoy_admin) if cfg.envoy_admin else (lambda: True)
-        self.capture = CaptureController(self.cache, cfg.node_name,
-                                         tproxy.Rules(tproxy_port=s.tproxy_port), probe, cfg.netns)
-        self.capture.set_mode(s.tproxy_mode, s.tproxy_port)
+        self.capture = CaptureController(self.cache, cfg.node_name, capture_rules(s), probe,
+                                         cfg.netns)
+        self.capture.set_mode(s.tproxy_mode, capture_rules(s))
         self.stats = AgentStats()
         self.started = time.time()
         self._stop = threading.Event()
@@ -249,7 +248,7 @@ class Agent:
             with self._settings_lock:
                 capture, self._pending_capture = self._pending_capture, None
             if capture is not None:
-                self.capture.set_mode(capture.tproxy_mode, capture.tproxy_port)
+                self.capture.set_mode(capture.tproxy_mode, capture_rules(capture))
             if self.inventory is not None:
                 self.inventory.poll()
             self.capture.step()

@@ -24,6 +24,7 @@ import httpx
 
 from l7scope.capture import tproxy
 from l7scope.node.metadata import MetadataCache, Service
+from l7scope.node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,11 @@ def select(cache: MetadataCache, mode: str, node_name: str) -> tproxy.Selection:
     clients = {ip for pod in cache.pods() if pod.node_name == node_name and not pod.host_network
                for ip in pod.ips if _ipv4(ip)}
     return tproxy.Selection.of(services, clients)
+
+
+def capture_rules(settings: NodeSettings) -> tproxy.Rules:
+    """The capture rules these settings ask for (port and proxy mark)."""
+    return tproxy.Rules(tproxy_port=settings.tproxy_port, mark=settings.tproxy_mark)
 
 
 def envoy_ready_probe(admin_url: str, timeout: float = 0.5) -> Callable[[], bool]:
@@ -110,14 +116,16 @@ class CaptureController:
         self._version = -1
         self._desired = tproxy.Selection()
 
-    def set_mode(self, mode: str, tproxy_port: int) -> None:
-        if mode != self.mode or tproxy_port != self.rules.tproxy_port:
-            log.info("capture: tproxyMode %s, port %d", mode, tproxy_port)
+    def set_mode(self, mode: str, rules: tproxy.Rules) -> None:
+        """Use this mode and these rules (port, mark); changed rules replace the installed ones
+        (the old table and policy route are removed with the old rules)."""
+        if mode != self.mode or rules != self.rules:
+            log.info("capture: tproxyMode %s, port %d, mark 0x%x", mode, rules.tproxy_port,
+                     rules.mark)
             self.mode = mode
-            if tproxy_port != self.rules.tproxy_port:
+            if rules != self.rules:
                 self._withdraw()
-                self.rules = tproxy.Rules(self.rules.table, tproxy_port, self.rules.mark,
-                                          self.rules.route_table)
+                self.rules = rules
             self._version = -1
 
     def step(self) -> None:
