@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from l7scope.capture import bridge
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts.record import L7Record, encode_records
 from l7scope.node import ingest
@@ -92,7 +93,7 @@ class Agent:
                                max_spool_bytes=cfg.max_spool_bytes)
         probe = envoy_ready_probe(cfg.envoy_admin) if cfg.envoy_admin else (lambda: True)
         self.capture = CaptureController(self.cache, cfg.node_name, capture_rules(s), probe,
-                                         cfg.netns)
+                                         cfg.netns, host_net=lambda: bridge.read_host(cfg.netns))
         self.capture.set_mode(s.tproxy_mode, capture_rules(s))
         self.stats = AgentStats()
         self.started = time.time()
@@ -291,6 +292,7 @@ class Agent:
             "selected_services": cap.selected_services,
             "capture_state": cap.state,
             "envoy_ready": cap.envoy_ready,
+            "capture_bridged_clients": cap.bridged_clients,
             "capture": asdict(cap),
             "metadata": dict(self.cache.stats.counts),
             "settings": {"tproxyMode": self.settings.tproxy_mode,
