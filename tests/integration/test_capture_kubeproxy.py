@@ -3,7 +3,8 @@ kube-proxy's iptables mode does), and the capture table's two guards.
 
 - ClusterIP capture works because the captured flows are untracked: the client's connection
   has no conntrack entry (so no DNAT), Envoy logs the ClusterIP, and Envoy's own upstream
-  connection is tracked and DNATed to the endpoint by the kube-proxy stand-in.
+  connection (from the client's IP) is tracked, DNATed to the endpoint by the kube-proxy
+  stand-in and carries the upstream connection mark.
 - The same rules without the `notrack` chains are refused (curl exit 7), as on a real node:
   that is the failure the raw chains exist for.
 - A connection dialled straight to `<node>:<tproxyPort>` is reset (port guard).
@@ -54,12 +55,19 @@ def test_clusterip_capture_with_kube_proxy_dnat(request: pytest.FixtureRequest) 
         ("/remote", remote_svc.address), ("/local", local_svc.address)]
 
     entries = _conntrack(n1.netns)
-    # the client's own connections are untracked: no entry, so kube-proxy never DNATed them
-    assert not [e for e in entries if f"src={client.ip} " in e], entries
-    # Envoy's upstream connections are tracked and DNATed by kube-proxy to the endpoints
-    for svc, pod in ((remote_svc, web), (local_svc, local)):
-        dnat = [e for e in entries if f"dst={svc.vip} " in e and f"dport={svc.port} " in e]
-        assert len(dnat) == 1 and f"src={pod.ip} " in dnat[0], entries
+    for ln, pod in zip(lines, (web, local), strict=True):
+        client_port = ln["downstream_remote_address"].rsplit(":", 1)[1]
+        vip = ln["downstream_local_address"]
+        vip_ip, vip_port = vip.rsplit(":", 1)
+        mine = [e for e in entries if f"dst={vip_ip} " in e]
+        # the client's own connection is untracked: no entry, so kube-proxy never DNATed it
+        assert not [e for e in mine if f"sport={client_port} dport={vip_port} " in e], entries
+        # Envoy's upstream connection (from the client's IP, original_src) is tracked, DNATed by
+        # kube-proxy to the endpoint, and carries the upstream mark in conntrack
+        upstream_port = ln["upstream_local_address"].rsplit(":", 1)[1]
+        (up,) = [e for e in mine if f"sport={upstream_port} dport={vip_port} " in e]
+        assert f"src={client.ip} " in up and f"src={pod.ip} " in up, up
+        assert f"mark={tproxy.Rules().upstream_mark} " in up, up
 
 
 def test_without_notrack_kube_proxy_breaks_capture(request: pytest.FixtureRequest) -> None:

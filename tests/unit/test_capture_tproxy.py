@@ -45,13 +45,20 @@ def test_captured_flows_are_untracked_before_conntrack() -> None:
 
 
 def test_tproxy_rules_or_the_mark_in() -> None:
-    rules = tproxy.Rules(tproxy_port=15001, mark=0x400)
+    rules = tproxy.Rules(tproxy_port=15001, mark=0x400, upstream_mark=0x800)
     chains = _chains(tproxy.render(SEL, rules))
     assert chains["prerouting"] == [
         "type filter hook prerouting priority mangle; policy accept;",
+        # replies to Envoy's upstream connections (which carry the client's IP): back to Envoy
+        "ct direction reply ct mark & 0x800 == 0x800 meta mark set meta mark | 0x400 accept",
         "meta l4proto tcp socket transparent 1 meta mark set meta mark | 0x400 accept",
         "meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services"
         " meta mark set meta mark | 0x400 tproxy to :15001 accept"]
+    # Envoy marks its upstream sockets (original_src); the mark is saved in conntrack
+    assert chains["output"] == [
+        "type filter hook output priority mangle; policy accept;",
+        "meta mark & 0x800 == 0x800 ct mark set ct mark | 0x800"]
+    assert tproxy.Rules().upstream_mark == 0x2000
 
 
 def test_guards() -> None:

@@ -5,6 +5,7 @@ endpoint; settings re-read live."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import time
@@ -170,3 +171,23 @@ def test_policy_sync_chmods_only_a_directory_it_created(tmp_path: Path) -> None:
             srv.stop()
     assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755  # existing: left alone
     assert stat.S_IMODE(os.stat(created).st_mode) == 0o700  # created by the server
+
+
+def test_port_and_mark_changes_wait_for_a_restart(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from l7scope.node.settings import from_mapping
+
+    settings = tmp_path / "node.yaml"
+    write_settings(settings, tmp_path, tproxyMode="Disabled")
+    agent = Agent(AgentConfig(node_name="n", settings_path=str(settings),
+                              data_dir=str(tmp_path / "d")))
+    before = agent.capture.rules
+    assert (before.tproxy_port, before.mark, before.upstream_mark) == (16001, 0x1000, 0x2000)
+    agent.apply_settings(from_mapping({"tproxyMode": "Disabled", "tproxyPort": 15001,
+                                       "tproxyUpstreamConnMark": 0x17}))
+    with caplog.at_level(logging.WARNING, logger="l7scope.node.agent"):
+        agent.control_step()
+    # Envoy still listens on 16001 and marks with 0x2000: the rules must keep those
+    assert agent.capture.rules == before and agent.capture.mode == "Disabled"
+    assert any("takes effect after a restart" in r.getMessage() for r in caplog.records)
+    assert agent.stats.control_errors == 0

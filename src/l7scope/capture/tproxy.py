@@ -44,6 +44,9 @@ DEFAULT_TABLE = "l7scope"
 DEFAULT_MARK = 0x1000
 """Bit 12: clear of Felix's 0xffff0000 and kube-proxy's 0x4000/0x8000 (node.settings checks a
 configured `tproxyMark`)."""
+DEFAULT_UPSTREAM_MARK = 0x2000
+"""Bit 13: the mark Envoy puts on its upstream sockets (`original_src`), node setting
+`tproxyUpstreamConnMark`."""
 DEFAULT_ROUTE_TABLE = 16001
 DEFAULT_TPROXY_PORT = 16001
 
@@ -71,6 +74,7 @@ class Rules:
     tproxy_port: int = DEFAULT_TPROXY_PORT
     mark: int = DEFAULT_MARK
     route_table: int = DEFAULT_ROUTE_TABLE
+    upstream_mark: int = DEFAULT_UPSTREAM_MARK
 
 
 class CaptureError(RuntimeError):
@@ -85,7 +89,7 @@ def render(sel: Selection, rules: Rules = Rules()) -> str:
     """The nft script that (re)creates our table with this selection, as one transaction."""
     services = ", ".join(f"{ip} . {port}" for ip, port in sorted(sel.services))
     clients = ", ".join(sorted(sel.clients))
-    mark = f"0x{rules.mark:x}"
+    mark, upstream = f"0x{rules.mark:x}", f"0x{rules.upstream_mark:x}"
     set_mark = f"meta mark set meta mark | {mark}"
     captured = "meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services"
     replies = "meta l4proto tcp ip daddr @clients ip saddr . tcp sport @services"
@@ -113,8 +117,11 @@ def render(sel: Selection, rules: Rules = Rules()) -> str:
         *chain("raw_prerouting", "prerouting", "raw", f"{captured} notrack"),
         *chain("raw_output", "output", "raw", f"{replies} notrack"),
         *chain("prerouting", "prerouting", "mangle",
+               f"ct direction reply ct mark & {upstream} == {upstream} {set_mark} accept",
                f"meta l4proto tcp socket transparent 1 {set_mark} accept",
                f"{captured} {set_mark} tproxy to :{rules.tproxy_port} accept"),
+        *chain("output", "output", "mangle",
+               f"meta mark & {upstream} == {upstream} ct mark set ct mark | {upstream}"),
         *chain("input", "input", "filter",
                f"tcp dport {rules.tproxy_port} ip daddr . tcp dport != @services"
                f' counter name "{PORT_GUARD}" reject with tcp reset'),

@@ -229,9 +229,10 @@ class Topology:
         if node.envoy is not None and node.envoy.running():
             raise RuntimeError(f"Envoy already runs on {node.name}")
         if settings is None:
-            port = (node.capture_rules or tproxy.Rules()).tproxy_port
-            settings = EnvoySettings(tproxy_port=port,
-                                     access_log_path=str(self.workdir / f"{node.name}-envoy.log"))
+            rules = node.capture_rules or tproxy.Rules()
+            settings = EnvoySettings(tproxy_port=rules.tproxy_port,
+                                     access_log_path=str(self.workdir / f"{node.name}-envoy.log"),
+                                     original_src_mark=rules.upstream_mark)
         sup = EnvoySupervisor(settings, netns=node.netns,
                               workdir=self.workdir / f"{node.name}-envoy", **supervisor_args)
         node.envoy = sup

@@ -249,7 +249,13 @@ class Agent:
             with self._settings_lock:
                 capture, self._pending_capture = self._pending_capture, None
             if capture is not None:
-                self.capture.set_mode(capture.tproxy_mode, capture_rules(capture))
+                if capture_rules(capture) != self.capture.rules:
+                    # Envoy listens on the old port and marks with the old mark until it is
+                    # restarted with a new config (the operator rolls the DaemonSet), so the
+                    # rules keep the values Envoy was started with.
+                    log.warning("tproxyPort/tproxyMark/tproxyUpstreamConnMark changed: takes "
+                                "effect after a restart (with Envoy's new config)")
+                self.capture.set_mode(capture.tproxy_mode, self.capture.rules)
             if self.inventory is not None:
                 self.inventory.poll()
             self.capture.step()

@@ -73,8 +73,9 @@ def select(cache: MetadataCache, mode: str, node_name: str) -> tproxy.Selection:
 
 
 def capture_rules(settings: NodeSettings) -> tproxy.Rules:
-    """The capture rules these settings ask for (port and proxy mark)."""
-    return tproxy.Rules(tproxy_port=settings.tproxy_port, mark=settings.tproxy_mark)
+    """The capture rules these settings ask for (port, proxy mark, upstream connection mark)."""
+    return tproxy.Rules(tproxy_port=settings.tproxy_port, mark=settings.tproxy_mark,
+                        upstream_mark=settings.tproxy_upstream_conn_mark)
 
 
 def envoy_ready_probe(admin_url: str, timeout: float = 0.5) -> Callable[[], bool]:

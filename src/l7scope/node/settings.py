@@ -71,8 +71,8 @@ RESERVED_MARKS: Final = FELIX_MARK_MASK | KUBE_PROXY_MASQUERADE_MARK | KUBE_PROX
 DEFAULT_TPROXY_MARK: Final = tproxy.DEFAULT_MARK
 """Packets delivered to Envoy: 0x1000 (bit 12). Not in RESERVED_MARKS, nor in Istio's 0x539
 or AWS VPC CNI's 0x80, nor in Calico's default tproxyUpstreamConnMark 0x17."""
-DEFAULT_TPROXY_UPSTREAM_CONN_MARK: Final = 0x2000
-"""Envoy's upstream connections (bit 13), same reasoning."""
+DEFAULT_TPROXY_UPSTREAM_CONN_MARK: Final = tproxy.DEFAULT_UPSTREAM_MARK
+"""Envoy's upstream connections: 0x2000 (bit 13), same reasoning."""
 DEFAULT_TPROXY_PORT: Final = tproxy.DEFAULT_TPROXY_PORT
 TPROXY_PORT_RANGE: Final = (1024, 29998)
 """tproxyPort and tproxyPort + 1 stay below the NodePort range 30000-32767."""
