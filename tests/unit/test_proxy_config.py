@@ -21,7 +21,8 @@ def _listener(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _chains(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     listener = _listener(cfg)
-    return [*listener["filter_chains"], listener["default_filter_chain"]]
+    chains: list[dict[str, Any]] = listener["filter_chains"][1:]  # [0] is the self-loop guard
+    return [*chains, listener["default_filter_chain"]]
 
 
 def _loggers(chain: dict[str, Any]) -> list[dict[str, Any]]:
@@ -37,6 +38,30 @@ def test_transparent_listener_with_inspectors_in_order() -> None:
     names = [f["name"].rsplit(".", 1)[1] for f in listener["listener_filters"]]
     assert names == ["original_dst", "tls_inspector", "http_inspector"]
     assert listener["continue_on_listener_filters_timeout"] is True
+
+
+def test_self_loop_guard_closes_direct_connections_first() -> None:
+    listener = _listener(render(EnvoySettings(tproxy_port=15001)))
+    guard = listener["filter_chains"][0]
+    assert guard == {"name": config.GUARD_CHAIN, "filter_chain_match": {"destination_port": 15001},
+                     "filters": []}
+    own = {"destination_port_range": {"start": 15001, "end": 15002}}
+    odst, *inspectors = listener["listener_filters"]
+    assert "filter_disabled" not in odst  # the destination must be restored to be matched
+    assert [f["filter_disabled"] for f in inspectors] == [own, own]
+
+
+def test_limits_are_finite() -> None:
+    cfg = render(EnvoySettings(upstream_limit=500, max_downstream_connections=900))
+    for c in cfg["static_resources"]["clusters"]:
+        (t,) = c["circuit_breakers"]["thresholds"]
+        assert (t["max_connections"], t["max_pending_requests"], t["max_requests"]) == (500,) * 3
+    (mon,) = cfg["overload_manager"]["resource_monitors"]
+    assert mon["name"].endswith("global_downstream_max_connections")
+    assert mon["typed_config"]["max_active_downstream_connections"] == 900
+    assert cfg["admin"]["ignore_global_conn_limit"] is True
+    with pytest.raises(ValidationError):
+        EnvoySettings(upstream_limit=0)
 
 
 def test_filter_chains_follow_calicos_order_and_log_types() -> None:

@@ -12,10 +12,21 @@ Filter chains, in Calico's order (spec section 4):
    cluster, type %PROTOCOL%.
 4. anything else: `tcp_proxy`, log type `tcp`.
 
+Self-loop guard: a connection whose (restored) destination port is the listener's own port was
+not TPROXYed to us but dialled directly (`node:16001`); forwarding it to its "original
+destination" would make Envoy connect to itself, again and again, until its file descriptors run
+out. The inspectors are disabled for that port and the first filter chain (`self_loop_guard`,
+no network filters) matches it, so Envoy closes such a connection as soon as it is accepted,
+without waiting for data and without a log line.
+
 Every access-log `json_format` comes from `l7scope.contracts.envoy_log.json_format()`; this
 module never names a log key. The proxy must be invisible to clients: no retries, no route
 timeout, Host, header case and the upstream's `server` header are kept, websockets upgrade,
-and connection limits are lifted so the proxy never answers 503 for overload on its own.
+and the circuit breakers are set far above what a node carries (`max_connections` etc. =
+`upstream_limit`) so the proxy does not answer 503 for overload on its own, yet finite: a flood
+ends at the limit, not at the process's fd limit. The overload manager caps all downstream
+connections at `max_downstream_connections` (the admin endpoint is exempt, so it answers even
+then).
 
 `render()` is pure (settings -> dict); `render_yaml()` dumps it for `envoy -c`.
 """
@@ -42,7 +53,9 @@ CLUSTER_HTTP1: Final = "original_dst"
 CLUSTER_H2C: Final = "original_dst_h2c"
 CLUSTER_ALS: Final = "l7scope_als"
 
-_NO_LIMIT: Final = 1_000_000_000  # circuit-breaker thresholds: "never refuse on our own"
+DEFAULT_UPSTREAM_LIMIT: Final = 65_536  # per original_dst cluster: connections, pending, requests
+DEFAULT_MAX_DOWNSTREAM_CONNECTIONS: Final = 100_000
+GUARD_CHAIN: Final = "self_loop_guard"
 _PRESERVE_CASE: Final = {
     "stateful_formatter": {
         "name": "preserve_case",
@@ -79,6 +92,13 @@ class EnvoySettings(BaseModel):
         description="how long the inspectors wait for a client's first bytes; after that the"
                     " connection continues on the plain TCP chain (server-first protocols)")
     node_id: str = Field(default="l7scope", min_length=1, description="Envoy node id")
+    upstream_limit: int = Field(
+        default=DEFAULT_UPSTREAM_LIMIT, ge=1, le=10_000_000,
+        description="circuit breakers of each original_dst cluster: max_connections,"
+                    " max_pending_requests and max_requests")
+    max_downstream_connections: int = Field(
+        default=DEFAULT_MAX_DOWNSTREAM_CONNECTIONS, ge=1, le=10_000_000,
+        description="overload manager: accepted connections over all listeners (admin exempt)")
 
     @field_validator("listen_address")
     @classmethod
@@ -225,8 +245,14 @@ def _hcm(settings: EnvoySettings, stat_prefix: str, cluster: str, h2c: bool) -> 
 
 
 def _listener(settings: EnvoySettings) -> dict[str, Any]:
-    def inspector(name: str, type_url: str) -> dict[str, Any]:
-        return {"name": name, "typed_config": {"@type": type_url}}
+    own_port = {"destination_port_range": {"start": settings.tproxy_port,
+                                           "end": settings.tproxy_port + 1}}
+
+    def inspector(name: str, type_url: str, skip_own_port: bool = True) -> dict[str, Any]:
+        f: dict[str, Any] = {"name": name, "typed_config": {"@type": type_url}}
+        if skip_own_port:  # a direct connection is closed at once, not after the sniff timeout
+            f["filter_disabled"] = own_port
+        return f
 
     ext = "type.googleapis.com/envoy.extensions.filters.listener"
     return {
@@ -235,7 +261,7 @@ def _listener(settings: EnvoySettings) -> dict[str, Any]:
         "transparent": True,
         "listener_filters": [
             inspector("envoy.filters.listener.original_dst",
-                      f"{ext}.original_dst.v3.OriginalDst"),
+                      f"{ext}.original_dst.v3.OriginalDst", skip_own_port=False),
             inspector("envoy.filters.listener.tls_inspector",
                       f"{ext}.tls_inspector.v3.TlsInspector"),
             inspector("envoy.filters.listener.http_inspector",
@@ -244,6 +270,12 @@ def _listener(settings: EnvoySettings) -> dict[str, Any]:
         "listener_filters_timeout": _seconds(settings.listener_filters_timeout_s),
         "continue_on_listener_filters_timeout": True,
         "filter_chains": [
+            {
+                # not TPROXYed: dialled at the listener itself. No filters: Envoy closes it.
+                "name": GUARD_CHAIN,
+                "filter_chain_match": {"destination_port": settings.tproxy_port},
+                "filters": [],
+            },
             {
                 "name": "tls_passthrough",
                 "filter_chain_match": {"transport_protocol": "tls"},
@@ -278,9 +310,9 @@ def _original_dst_cluster(settings: EnvoySettings, name: str, h2c: bool) -> dict
         "lb_policy": "CLUSTER_PROVIDED",
         "connect_timeout": _seconds(settings.connect_timeout_s),
         "circuit_breakers": {"thresholds": [{
-            "max_connections": _NO_LIMIT,
-            "max_pending_requests": _NO_LIMIT,
-            "max_requests": _NO_LIMIT,
+            "max_connections": settings.upstream_limit,
+            "max_pending_requests": settings.upstream_limit,
+            "max_requests": settings.upstream_limit,
             "max_retries": 0,
         }]},
         "typed_extension_protocol_options": {
@@ -327,8 +359,17 @@ def render(settings: EnvoySettings | None = None) -> dict[str, Any]:
     admin_host, admin_port = s.admin_host_port
     return {
         "node": {"id": s.node_id, "cluster": "l7scope"},
-        "admin": {"address": _socket_address(admin_host, admin_port)},
+        "admin": {"address": _socket_address(admin_host, admin_port),
+                  "ignore_global_conn_limit": True},
         "static_resources": {"listeners": [_listener(s)], "clusters": clusters},
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors"
+                ".downstream_connections.v3.DownstreamConnectionsConfig",
+                "max_active_downstream_connections": s.max_downstream_connections,
+            },
+        }]},
     }
 
 
