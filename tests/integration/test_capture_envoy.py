@@ -124,3 +124,49 @@ def test_direct_connection_to_the_transparent_port_is_closed_at_once(
         status, stats = sup.admin("/stats?filter=downstream_cx_total")
     assert not log.exists() or log.read_text() == ""  # no fake access-log lines
     assert b"listener.127.0.0.1_" in stats
+
+
+def _tcp_listen_ports(pid: int) -> set[int]:
+    """Ports of the TCP sockets `pid` listens on (from `ss`, which names the owning process)."""
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines()
+            if f"pid={pid}," in line}
+
+
+@pytest.mark.parametrize("in_netns", [False, True], ids=["host", "netns"])
+def test_admin_on_a_unix_socket(tmp_path: Path, in_netns: bool) -> None:
+    """Admin on a unix socket (mode 0660): no TCP port but the transparent listener; the
+    supervisor, the node agent's readiness probe, the collector's reopen and the DaemonSet's
+    exec probe all reach it, also when Envoy runs in another network namespace."""
+    import uuid
+
+    from l7scope.collector.runner import reopen_envoy_logs
+    from l7scope.node.selection import envoy_ready_probe
+
+    sock = tmp_path / "run" / "envoy-admin.sock"
+    settings = EnvoySettings(tproxy_port=_free_port(), access_log_path=str(tmp_path / "envoy.log"),
+                             admin_address=f"unix:{sock}")
+    netns = f"l7h-{uuid.uuid4().hex[:6]}" if in_netns else None
+    if netns:
+        subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        with EnvoySupervisor(settings, netns=netns, workdir=tmp_path / "envoy") as sup:
+            assert sup.healthy()
+            assert sock.stat().st_mode & 0o777 == 0o660
+            pid = sup.pid
+            assert pid is not None
+            if netns is None:  # (ss sees the host's namespace only)
+                assert _tcp_listen_ports(pid) == {settings.tproxy_port}
+            sup.reopen_logs()
+            assert envoy_ready_probe(f"unix:{sock}")() is True
+            reopen_envoy_logs(f"unix://{sock}")
+            probe = subprocess.run([sys.executable, "-m", "l7scope.proxy.admin", f"unix:{sock}"],
+                                   capture_output=True, text=True, timeout=10)
+            assert probe.returncode == 0, probe.stderr
+        assert envoy_ready_probe(f"unix:{sock}")() is False
+        probe = subprocess.run([sys.executable, "-m", "l7scope.proxy.admin", f"unix:{sock}"],
+                               capture_output=True, text=True, timeout=10)
+        assert probe.returncode == 1 and "unreachable" in probe.stderr
+    finally:
+        if netns:
+            subprocess.run(["ip", "netns", "del", netns], check=False)

@@ -38,14 +38,23 @@ def test_daemonset_shape() -> None:
     assert env["ENVOY_LOG_INTERVAL_SECONDS"] == "5"
     assert env["ENVOY_LOG_REQUESTS_PER_INTERVAL"] == "-1"
     assert env["FELIX_DIAL_TARGET"] == "unix:///var/run/nodeagent/socket"
-    for c in pod["containers"]:
+    envoy_c, *others = pod["containers"]
+    for c in others:
         assert c["readinessProbe"]["httpGet"]["host"] == "127.0.0.1"
-        assert c["livenessProbe"]["httpGet"]["path"] in ("/ready", "/healthz")
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Envoy's admin is a unix socket on the pod's own `run` volume, probed by exec
+    sock = "unix:/var/run/l7scope/envoy-admin.sock"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert envoy_c[probe]["exec"]["command"] == ["python", "-m", "l7scope.proxy.admin", sock, "/ready"]
+    assert all(mounts[c]["run"] == "/var/run/l7scope" for c in names)
+    assert {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod["volumes"]
+    assert all(sock in c["command"] for c in others)  # collector's reopen, node agent's probe
     cm = objs["ConfigMap"]
     envoy = yaml.safe_load(cm["data"]["envoy-config.yaml"])
     assert "static_resources" in envoy
     ports = [lst["address"]["socket_address"]["port_value"] for lst in envoy["static_resources"]["listeners"]]
-    assert 16001 in ports
+    assert ports == [16001]
+    assert envoy["admin"]["address"] == {"pipe": {"path": "/var/run/l7scope/envoy-admin.sock", "mode": 0o660}}
 
 
 def test_hash_changes_with_interval_and_node_settings() -> None:

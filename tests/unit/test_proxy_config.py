@@ -140,11 +140,17 @@ def test_als_logger_and_unix_cluster_only_when_configured() -> None:
     assert ep["address"] == {"pipe": {"path": "/run/l7/als.sock"}}
 
 
-def test_admin_is_loopback_only() -> None:
+def test_admin_is_a_unix_socket_or_loopback_only() -> None:
     cfg = render(EnvoySettings(admin_address="127.0.0.2:19901"))
     assert cfg["admin"]["address"]["socket_address"] == {"address": "127.0.0.2",
                                                          "port_value": 19901}
-    for bad in ("0.0.0.0:9901", "10.0.0.1:9901", "localhost", "127.0.0.1:0"):
+    for given in ("unix:/run/l7scope/admin.sock", "unix:///run/l7scope/admin.sock"):
+        s = EnvoySettings(admin_address=given)
+        assert s.admin_address == "unix:/run/l7scope/admin.sock"
+        assert render(s)["admin"]["address"] == {
+            "pipe": {"path": "/run/l7scope/admin.sock", "mode": 0o660}}
+    for bad in ("0.0.0.0:9901", "10.0.0.1:9901", "localhost", "127.0.0.1:0",
+                "unix:relative.sock", "unix:/run/../etc/admin.sock"):
         with pytest.raises(ValidationError):
             EnvoySettings(admin_address=bad)
 

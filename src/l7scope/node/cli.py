@@ -51,7 +51,7 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
 @click.option("--node-name", default=socket.gethostname, show_default="hostname",
               help="This node's name (pods with this spec.nodeName are local clients).")
 @click.option("--server", "server_url", help="Server base URL for shipping, e.g. http://127.0.0.1:8686.")
-@click.option("--envoy-admin", help="Envoy admin URL; capture is withdrawn while its /ready fails.")
+@click.option("--envoy-admin", help="Envoy admin: unix:/path or http://127.0.0.1:PORT; capture is withdrawn while its /ready fails.")
 @click.option("--status-addr", help="HOST:PORT for GET /healthz and GET /stats.")
 @click.option("--data-dir", default="/var/lib/l7scope/node", show_default=True,
               help="Spool directory parent (batches not yet shipped survive restarts).")

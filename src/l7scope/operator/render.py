@@ -10,8 +10,10 @@
   lose the annotated Services' traffic), containers `envoy-proxy`, `l7-collector` and
   `l7-node-agent`; the Policy Sync directory (host path `policySyncPathPrefix`) shared by the
   collector and the node agent; the Envoy log on an emptyDir at `/tmp` shared by Envoy and the
-  collector; readiness/liveness probes on Envoy's admin `/ready` and the collector's and node
-  agent's `/healthz`; the annotation `l7scope.io/config-hash` on the pod template, a hash of
+  collector; Envoy's admin on a unix socket in the emptyDir `run` (`/var/run/l7scope`), so
+  nothing on the host network reaches it; readiness/liveness probes on Envoy's admin `/ready`
+  (an exec probe: `python -m l7scope.proxy.admin`) and the collector's and node agent's
+  `/healthz`; the annotation `l7scope.io/config-hash` on the pod template, a hash of
   everything the pods read at start, so any change rolls them;
 - the server: Deployment + Service `l7scope-server`.
 
@@ -40,12 +42,14 @@ SERVER_PORT: Final = 8686  # l7scope server / observe default
 HASH_ANNOTATION: Final = "l7scope.io/config-hash"
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "l7scope-operator"}
 
-ENVOY_ADMIN_PORT: Final = 16010
+RUN_DIR: Final = "/var/run/l7scope"  # emptyDir shared by the pod's containers: sockets
+ENVOY_ADMIN: Final = f"unix:{RUN_DIR}/envoy-admin.sock"  # admin never on the host network
 COLLECTOR_STATUS_PORT: Final = 16011
 NODE_STATUS_PORT: Final = 16012
 ENVOY_LOG: Final = "/tmp/envoy.log"
 NODE_DATA_DIR: Final = "/var/lib/l7scope/node"
 ENVOY_LOG_ROTATE_BYTES: Final = 100 * 1024 * 1024
+_RUN_MOUNT: Final = {"name": "run", "mountPath": RUN_DIR}
 _NODE_NAME_ENV: Final = {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
 
 
@@ -109,7 +113,7 @@ def _container(spec: ApplicationLayerSpec, ctx: RenderContext, name: str, comman
 
 def envoy_config_yaml(spec: ApplicationLayerSpec, ctx: RenderContext) -> str:
     return render_yaml(envoy_settings(spec, tproxy_port=ctx.node.tproxy_port,
-                                      admin_address=f"127.0.0.1:{ENVOY_ADMIN_PORT}"))
+                                      admin_address=ENVOY_ADMIN))
 
 
 def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -> dict[str, Any]:
@@ -121,33 +125,34 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
     envoy = _container(
         spec, ctx, "envoy-proxy",
         ["envoy", "-c", f"/etc/envoy/{CONFIGMAP_KEY}", "--log-level", "warn"],
-        _http(ENVOY_ADMIN_PORT, "/ready"),
+        # admin is a unix socket: an exec probe (stdlib only, ~0.1 s) instead of httpGet
+        {"exec": {"command": ["python", "-m", "l7scope.proxy.admin", ENVOY_ADMIN, "/ready"]}},
         env=[{"name": "ENVOY_UID", "value": "0"}, {"name": "ENVOY_GID", "value": "0"}],
         mounts=[{"name": "envoy-config", "mountPath": "/etc/envoy", "readOnly": True},
-                {"name": "envoy-logs", "mountPath": "/tmp"}],
+                {"name": "envoy-logs", "mountPath": "/tmp"}, _RUN_MOUNT],
         security=net, requests={"cpu": "100m", "memory": "128Mi"})
     collector = _container(
         spec, ctx, "l7-collector",
         ["l7scope", "collector", "--envoy-log", ENVOY_LOG,
          "--status-addr", f"127.0.0.1:{COLLECTOR_STATUS_PORT}",
          # the log lives on an emptyDir: rotate it (Envoy reopens it through its admin API)
-         "--envoy-admin", f"http://127.0.0.1:{ENVOY_ADMIN_PORT}", "--rotate-bytes", str(ENVOY_LOG_ROTATE_BYTES)],
+         "--envoy-admin", ENVOY_ADMIN, "--rotate-bytes", str(ENVOY_LOG_ROTATE_BYTES)],
         _http(COLLECTOR_STATUS_PORT, "/healthz"),
         env=[{"name": "LOG_LEVEL", "value": "Info"}, _NODE_NAME_ENV,
              {"name": "FELIX_DIAL_TARGET", "value": f"unix://{prefix.rstrip('/')}/socket"},
              {"name": "ENVOY_LOG_INTERVAL_SECONDS", "value": str(spec.log_interval_seconds)},
              {"name": "ENVOY_LOG_REQUESTS_PER_INTERVAL", "value": str(spec.log_requests_per_interval)}],
-        mounts=[{"name": "envoy-logs", "mountPath": "/tmp"},
+        mounts=[{"name": "envoy-logs", "mountPath": "/tmp"}, _RUN_MOUNT,
                 {"name": "policy-sync", "mountPath": prefix}],
         security=root, requests={"cpu": "50m", "memory": "64Mi"})
     node_agent = _container(
         spec, ctx, "l7-node-agent",
         ["l7scope", "node", "--kube", "--node-name", "$(NODE_NAME)", "--server", server_url,
-         "--envoy-admin", f"http://127.0.0.1:{ENVOY_ADMIN_PORT}",
+         "--envoy-admin", ENVOY_ADMIN,
          "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR],
         _http(NODE_STATUS_PORT, "/healthz"),
         env=[_NODE_NAME_ENV],
-        mounts=[{"name": "policy-sync", "mountPath": prefix},
+        mounts=[{"name": "policy-sync", "mountPath": prefix}, _RUN_MOUNT,
                 {"name": "l7-logs", "mountPath": log_dir},
                 {"name": "node-data", "mountPath": NODE_DATA_DIR}],
         security=net, requests={"cpu": "100m", "memory": "128Mi"})
@@ -174,6 +179,7 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
                     "volumes": [
                         {"name": "envoy-config", "configMap": {"name": CONFIGMAP}},
                         {"name": "envoy-logs", "emptyDir": {}},
+                        {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                         {"name": "policy-sync", "hostPath": {"path": prefix, "type": "DirectoryOrCreate"}},
                         {"name": "l7-logs", "hostPath": {"path": log_dir, "type": "DirectoryOrCreate"}},
                         # the node agent's spool: records not yet shipped survive a pod restart

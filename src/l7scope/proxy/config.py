@@ -34,6 +34,7 @@ then).
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 from typing import Any, Final
 
 import yaml
@@ -56,6 +57,7 @@ CLUSTER_ALS: Final = "l7scope_als"
 DEFAULT_UPSTREAM_LIMIT: Final = 65_536  # per original_dst cluster: connections, pending, requests
 DEFAULT_MAX_DOWNSTREAM_CONNECTIONS: Final = 100_000
 GUARD_CHAIN: Final = "self_loop_guard"
+ADMIN_SOCKET_MODE: Final = 0o660
 _PRESERVE_CASE: Final = {
     "stateful_formatter": {
         "name": "preserve_case",
@@ -77,8 +79,10 @@ class EnvoySettings(BaseModel):
     listen_address: str = Field(default="0.0.0.0", description="address of the transparent listener")
     access_log_path: str = Field(default=DEFAULT_ACCESS_LOG_PATH, min_length=1,
                                  description="JSON access log file the collector tails")
-    admin_address: str = Field(default=DEFAULT_ADMIN_ADDRESS,
-                               description="admin endpoint, loopback ip:port only")
+    admin_address: str = Field(
+        default=DEFAULT_ADMIN_ADDRESS,
+        description="admin endpoint: unix:/absolute/path (a socket, mode 0660), or ip:port on"
+                    " loopback")
     xff_num_trusted_hops: int = Field(default=0, ge=0, le=16)
     use_remote_address: bool = False
     als_socket: str | None = Field(
@@ -108,9 +112,15 @@ class EnvoySettings(BaseModel):
     @field_validator("admin_address")
     @classmethod
     def _loopback(cls, v: str) -> str:
+        if v.startswith("unix:"):
+            path = v.removeprefix("unix:")
+            path = "/" + path.lstrip("/") if path.startswith("//") else path
+            if not path.startswith("/") or posixpath.normpath(path) != path:
+                raise ValueError(f"admin socket must be an absolute, normalized path, got {v!r}")
+            return f"unix:{path}"
         host, port = split_host_port(v)
         if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"admin address must be on loopback, got {host}")
+            raise ValueError(f"admin address must be a unix socket or on loopback, got {host}")
         return f"{host}:{port}"
 
     @field_validator("als_socket")
@@ -124,8 +134,10 @@ class EnvoySettings(BaseModel):
         return path
 
     @property
-    def admin_host_port(self) -> tuple[str, int]:
-        return split_host_port(self.admin_address)
+    def admin_socket(self) -> str | None:
+        """The admin socket's path when admin is a unix socket."""
+        return self.admin_address.removeprefix("unix:") if self.admin_address.startswith(
+            "unix:") else None
 
 
 def split_host_port(addr: str) -> tuple[str, int]:
@@ -356,10 +368,14 @@ def render(settings: EnvoySettings | None = None) -> dict[str, Any]:
     ]
     if s.als_socket:
         clusters.append(_als_cluster(s))
-    admin_host, admin_port = s.admin_host_port
+    if s.admin_socket is not None:
+        # owner and group only: the pod's containers share the group (see operator.render)
+        admin_address: dict[str, Any] = {"pipe": {"path": s.admin_socket, "mode": ADMIN_SOCKET_MODE}}
+    else:
+        admin_address = _socket_address(*split_host_port(s.admin_address))
     return {
         "node": {"id": s.node_id, "cluster": "l7scope"},
-        "admin": {"address": _socket_address(admin_host, admin_port),
+        "admin": {"address": admin_address,
                   "ignore_global_conn_limit": True},
         "static_resources": {"listeners": [_listener(s)], "clusters": clusters},
         "overload_manager": {"resource_monitors": [{
