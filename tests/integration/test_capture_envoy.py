@@ -170,3 +170,62 @@ def test_admin_on_a_unix_socket(tmp_path: Path, in_netns: bool) -> None:
     finally:
         if netns:
             subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+class _PrivSupervisor(EnvoySupervisor):
+    """Envoy as the DaemonSet runs it: uid 0, group 10001, CAP_NET_ADMIN its only capability."""
+
+    def command(self) -> list[str]:
+        return ["setpriv", "--regid", "10001", "--clear-groups", "--inh-caps", "-all",
+                "--bounding-set", "-all,+net_admin", "--", *super().command()]
+
+
+def test_daemonset_users_reach_envoy_admin_by_group_only() -> None:
+    """The DaemonSet's permission model on this host: Envoy with every capability but
+    NET_ADMIN dropped makes its admin socket root:10001 0660; uid 10001 (the collector's user)
+    reaches it, reads the log and rotates it, another user does not reach it. (curl stands in
+    for the collector: this machine's Python is not readable by other users.)"""
+    import shutil
+    import tempfile
+
+    if shutil.which("setpriv") is None or shutil.which("curl") is None:
+        pytest.skip("needs setpriv and curl")
+    base = Path(tempfile.mkdtemp(prefix="l7scope-priv-"))
+    try:
+        base.chmod(0o755)
+        run, logs = base / "run", base / "logs"
+        for d in (run, logs):  # emptyDirs are 0777
+            d.mkdir()
+            d.chmod(0o777)
+        sock, log = run / "envoy-admin.sock", logs / "envoy.log"
+        settings = EnvoySettings(tproxy_port=_free_port(), access_log_path=str(log),
+                                 admin_address=f"unix:{sock}")
+        with _PrivSupervisor(settings, workdir=base / "envoy") as sup:
+            st = sock.stat()
+            assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 10001, 0o660)
+            pid = sup.pid
+            assert pid is not None
+            eff = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                       if ln.startswith("CapEff:"))
+            assert int(eff.split()[1], 16) == 1 << 12  # CAP_NET_ADMIN only
+
+            def as_user(uid: int, *cmd: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(["setpriv", "--reuid", str(uid), "--regid", str(uid),
+                                       "--clear-groups", "--", *cmd],
+                                      capture_output=True, text=True, timeout=10)
+
+            def curl(uid: int, path: str, *extra: str) -> subprocess.CompletedProcess[str]:
+                return as_user(uid, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                               "--unix-socket", str(sock), *extra, f"http://localhost{path}")
+
+            assert curl(10001, "/ready").stdout == "200"
+            denied = curl(10002, "/ready")
+            assert denied.returncode != 0 and denied.stdout == "000", denied
+            # the collector's rotation: read, rename, ask Envoy to reopen
+            assert as_user(10001, "cat", str(log)).returncode == 0
+            assert as_user(10001, "mv", str(log), str(log) + ".1").returncode == 0
+            assert curl(10001, "/reopen_logs", "-X", "POST").stdout == "200"
+            assert (logs / "envoy.log.1").exists() and not log.exists()
+            assert sup.healthy()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
