@@ -21,11 +21,12 @@ import uvicorn
 
 from bench.row import Row
 from l7scope.contracts.bulk import BULK_PATH
+from l7scope.contracts.fields import COLUMNS
 from l7scope.contracts.record import encode_records
 from l7scope.server import gen
 from l7scope.server.api import create_app
 from l7scope.server.columns import to_columns
-from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS
+from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS
 from l7scope.server.store.duckdb import TABLE, DuckDBStore
 
 DAY = 86400

@@ -1,6 +1,6 @@
 """`l7scope status` on real processes: a server, an Envoy and a collector inside a network
 namespace (reached through the namespace, as in the demo), a node agent on the host; all found
-through the state file written with `status.discovery.write_state`. Everything healthy (exit 0,
+through the state file written with `contracts.demo_state.write_state`. Everything healthy (exit 0,
 counters flowing), then the stopped collector is reported with exit code 1."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import yaml
 from cli_support import L7SCOPE, free_port, start_server, stop, wait_http
 
 from l7scope.collector import synth
+from l7scope.contracts.demo_state import NodeParts, Part, ServerPart, State, write_state
 from l7scope.proxy.config import EnvoySettings
 from l7scope.proxy.supervisor import EnvoySupervisor
-from l7scope.status.discovery import NodeParts, Part, ServerPart, State, write_state
 
 
 def status(state_file: Path, *args: str) -> tuple[int, dict[str, Any]]:

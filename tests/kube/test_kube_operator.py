@@ -21,8 +21,9 @@ import pytest
 import yaml
 from kubeharness import ControlPlane, OperatorProcess, wait_for
 
+from l7scope.contracts import nodeconfig
 from l7scope.kube.client import Kube, KubeError
-from l7scope.operator import chart, nodeconfig, render
+from l7scope.operator import chart, render
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 

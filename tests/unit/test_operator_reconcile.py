@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from l7scope.contracts import nodeconfig
 from l7scope.kube.client import KubeError, Resource
-from l7scope.operator import nodeconfig, render
+from l7scope.operator import render
 from l7scope.operator.reconcile import OperatorConfig, Reconciler, al_path
 
 PLURALS = {"DaemonSet": ("apps/v1", "daemonsets", True), "ConfigMap": ("v1", "configmaps", True),

@@ -37,8 +37,8 @@ from l7scope.collector.decode import decode_block
 from l7scope.collector.report import GrpcSender, Reporter, Send
 from l7scope.collector.tail import Position, Tail, rotate_file
 from l7scope.contracts.envoy_log import EnvoyLogLine
+from l7scope.contracts.status import StatusEndpoint
 from l7scope.proxy import admin
-from l7scope.status.endpoint import StatusEndpoint
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ Data (store, logs, counts, summary.json) goes to --data-dir
 
 
 @click.command(help=_HELP)
-@click.option("--port", default=8686, show_default=True, help="Port of the page and API.")
+@click.option("--port", default=DemoOptions.port, show_default=True, help="Port of the page and API.")
 @click.option("--rate", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Shopper requests per second to the frontend (each fans out to ~5-15 calls).")
 @click.option("--duration", default=0.0, type=click.FloatRange(min=0),

@@ -30,6 +30,7 @@ from typing import Any
 from l7scope.capture import tproxy
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts.record import L7Record, encode_records
+from l7scope.contracts.status import StatusEndpoint
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.enrich import Enricher
@@ -40,7 +41,6 @@ from l7scope.node.policysync_server import PolicySyncServer
 from l7scope.node.selection import CaptureController, envoy_ready_probe
 from l7scope.node.settings import NodeSettings, SettingsFile
 from l7scope.node.shipper import Shipper
-from l7scope.status.endpoint import StatusEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ class Agent:
 
     def apply_settings(self, new: NodeSettings) -> None:
         """Use new settings (from the settings file, or a cluster feed such as H5's
-        `l7scope.kube.feed.start_watches(kube, agent.cache, agent.apply_settings)`)."""
+        `l7scope.node.cluster_feed.start_watches(kube, agent.cache, agent.apply_settings)`)."""
         with self._settings_lock:
             self._pending_settings = new
             self._pending_capture = new

@@ -103,7 +103,7 @@ def _cluster_settings(kubeconfig: str | None, data_dir: str) -> str:
     from pathlib import Path
 
     from l7scope.kube.client import KubeError, connect
-    from l7scope.kube.feed import write_current_settings
+    from l7scope.node.cluster_feed import write_current_settings
 
     try:
         return str(write_current_settings(connect(kubeconfig), Path(data_dir) / "cluster-settings.yaml"))
@@ -117,7 +117,7 @@ def _kube_feed(agent: Agent, kubeconfig: str | None) -> MetadataFeed:
 
     def feed(cache: MetadataCache, stop: threading.Event) -> None:
         from l7scope.kube.client import connect
-        from l7scope.kube.feed import start_watches
+        from l7scope.node.cluster_feed import start_watches
 
         watches = start_watches(connect(kubeconfig), cache, agent.apply_settings)
         try:

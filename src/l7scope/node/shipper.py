@@ -231,10 +231,9 @@ class Shipper:
         if 200 <= resp.status_code < 300:
             try:
                 result = self._decoder.decode(resp.content)
-                extra = msgspec.json.decode(resp.content)
-                rejected = int(extra.get("rejected_total", len(result.rejected)))
-            except (msgspec.DecodeError, msgspec.ValidationError, AttributeError, ValueError):
-                result, rejected = bulk.BulkResult(accepted=records, rejected=[]), 0
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                result = bulk.BulkResult(accepted=records, rejected=[])
+            rejected = result.rejected_count()
             if result.duplicate:
                 self.stats.batches_duplicate += 1
             else:

@@ -12,12 +12,13 @@ from typing import IO, Any
 import click
 import msgspec
 
+from l7scope.contracts.api import DEFAULT_URL
+from l7scope.contracts.timerange import TimeRangeError, parse_time
 from l7scope.observe import filters
 from l7scope.observe.client import ApiError, Client, default_server
 from l7scope.observe.filters import FilterError, FilterSpec
 from l7scope.observe.follow import SERVER_ORDER, FollowCursor, order_key
 from l7scope.observe.printer import FORMATS, Printer, make_printer
-from l7scope.server.timerange import TimeRangeError, parse_time
 
 Record = dict[str, Any]
 DEFAULT_LAST = 20
@@ -103,7 +104,7 @@ def _resolve_range(since: str | None, until: str | None, now: float) -> tuple[in
 @click.command(cls=_NotAwareCommand, epilog=_EPILOG,
                context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("source", required=False, metavar="[-]")
-@click.option("--server", default=default_server, show_default="env L7SCOPE_SERVER or http://127.0.0.1:8686",
+@click.option("--server", default=default_server, show_default=f"env L7SCOPE_SERVER or {DEFAULT_URL}",
               help="URL of the l7scope server.")
 @click.option("--input", "input_file", type=click.Path(allow_dash=True, dir_okay=False),
               help="Read records from this jsonl file (as written by -o jsonl) instead of the server; '-' = stdin.")

@@ -14,12 +14,16 @@ from typing import Any, Final
 
 import httpx
 
-DEFAULT_SERVER: Final = "http://127.0.0.1:8686"
+from l7scope.contracts.api import (
+    AGGREGATION_PATH,
+    DEFAULT_URL,
+    SEARCH_PATH,
+    SERVICEGRAPH_PATH,
+    STATUS_PATH,
+    decode_error,
+)
+
 SERVER_ENV: Final = "L7SCOPE_SERVER"
-SEARCH_PATH: Final = "/api/v1/l7/logs/search"
-AGGREGATION_PATH: Final = "/api/v1/l7/logs/aggregation"
-SERVICEGRAPH_PATH: Final = "/api/v1/servicegraph"
-STATUS_PATH: Final = "/api/v1/status"
 MAX_PAGE: Final = 1000
 
 # httpx logs every request at INFO; the CLI's output is the answer, not the transport.
@@ -27,7 +31,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def default_server() -> str:
-    return os.environ.get(SERVER_ENV) or DEFAULT_SERVER
+    return os.environ.get(SERVER_ENV) or DEFAULT_URL
 
 
 class ApiError(RuntimeError):
@@ -61,7 +65,7 @@ class Client:
         return ApiError(
             f"cannot reach the l7scope server at {self.base}{path}: {err or type(err).__name__}\n"
             f"Start it with `l7scope server`, or point the CLI at it with --server URL or "
-            f"the {SERVER_ENV} environment variable (default {DEFAULT_SERVER})."
+            f"the {SERVER_ENV} environment variable (default {DEFAULT_URL})."
         )
 
     def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -76,10 +80,9 @@ class Client:
         except ValueError:
             data = None
         if resp.status_code >= 400:
-            err = data.get("error") if isinstance(data, dict) else None
-            if isinstance(err, dict):
-                raise ApiError(f"server: {err.get('message', resp.text[:200])} ({err.get('code', 'error')})",
-                               code=str(err.get("code")), status=resp.status_code)
+            err = decode_error(data)
+            if err is not None:
+                raise ApiError(f"server: {err.message} ({err.code})", code=err.code, status=resp.status_code)
             raise ApiError(f"server answered {resp.status_code} at {self.base}{path}: {resp.text[:200]}",
                            status=resp.status_code)
         if not isinstance(data, dict):

@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from l7scope.contracts.api import DEFAULT_URL
 from l7scope.contracts.record import TYPE_UNLOGGED
 from l7scope.observe import filters
 from l7scope.observe.cli import _filter_options, _NotAwareCommand, _services, spec_from_options
@@ -106,7 +107,7 @@ def render(rows: list[Row], by: str, limit: int, header: str) -> Group:
 
 @click.command(cls=_NotAwareCommand, epilog=_EPILOG,
                context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--server", default=default_server, show_default="env L7SCOPE_SERVER or http://127.0.0.1:8686",
+@click.option("--server", default=default_server, show_default=f"env L7SCOPE_SERVER or {DEFAULT_URL}",
               help="URL of the l7scope server.")
 @click.option("--by", type=click.Choice(list(GROUPS)), default="edges", show_default=True,
               help="Rows: source workload -> destination Service, or Service routes.")

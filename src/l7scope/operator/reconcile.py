@@ -19,10 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from l7scope.contracts import nodeconfig
 from l7scope.kube.client import JSON, Kube, KubeError
 from l7scope.node.settings import NodeSettings, SettingsError, from_mapping
-from l7scope.operator import nodeconfig, render, status
+from l7scope.operator import render, status
 from l7scope.operator import spec as alspec
+from l7scope.operator.nodeconfig import tproxy_patch
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +169,7 @@ class Reconciler:
                     raise
                 current = self.kube.get(nodeconfig.PATH)
         spec = dict(current.get("spec") or {})
-        patch = nodeconfig.tproxy_patch(spec, collect_logs)
+        patch = tproxy_patch(spec, collect_logs)
         if patch:
             log.info("node-agent configuration: %s", patch)
             current = self.kube.merge_patch(nodeconfig.PATH, {"spec": patch})

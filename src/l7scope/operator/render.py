@@ -28,6 +28,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from l7scope.contracts import api
 from l7scope.node.settings import NodeSettings
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
 from l7scope.proxy.config import render_yaml
@@ -38,7 +39,7 @@ CLUSTER_ROLE: Final = "l7scope-node-agent"
 CONFIGMAP: Final = "envoy-config"
 CONFIGMAP_KEY: Final = "envoy-config.yaml"
 SERVER: Final = "l7scope-server"
-SERVER_PORT: Final = 8686  # l7scope server / observe default
+SERVER_PORT: Final = api.DEFAULT_PORT  # l7scope server / observe default
 HASH_ANNOTATION: Final = "l7scope.io/config-hash"
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "l7scope-operator"}
 
@@ -250,7 +251,7 @@ def node_agent_rbac(ctx: RenderContext) -> list[dict[str, Any]]:
 
 def server(ctx: RenderContext) -> list[dict[str, Any]]:
     labels = {"app.kubernetes.io/name": SERVER}
-    probe = {"httpGet": {"path": "/healthz", "port": SERVER_PORT}, "periodSeconds": 10,
+    probe = {"httpGet": {"path": api.HEALTHZ_PATH, "port": SERVER_PORT}, "periodSeconds": 10,
              "timeoutSeconds": 5, "failureThreshold": 3}
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from l7scope.contracts.api import DEFAULT_HOST, DEFAULT_PORT
 from l7scope.server.store.base import Store
 
 
@@ -17,10 +18,12 @@ def default_data_dir() -> Path:
 
 
 class ServerConfig(BaseModel):
+    """The server's settings; the only place with their defaults (`l7scope server` reads them)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8686, ge=0, le=65535)
+    host: str = DEFAULT_HOST
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     store: Literal["duckdb", "clickhouse"] = "duckdb"
     data_dir: Path = Field(default_factory=default_data_dir)
     clickhouse_url: str = "clickhouse://127.0.0.1:9000/default"
@@ -28,6 +31,11 @@ class ServerConfig(BaseModel):
     retention_s: int = Field(default=86400, ge=60)
     duckdb_memory_limit: str | None = None
     duckdb_threads: int | None = Field(default=None, ge=1)
+
+
+def default(name: str) -> Any:
+    """The default of one ServerConfig field."""
+    return ServerConfig.model_fields[name].get_default(call_default_factory=True)
 
 
 def open_store(cfg: ServerConfig) -> Store:

@@ -19,9 +19,10 @@ from typing import Final
 import msgspec
 
 from l7scope.contracts.bulk import MAX_LINE_BYTES, BulkResult, Rejection
+from l7scope.contracts.fields import COLUMNS, HIST_FIELD
 from l7scope.contracts.record import L7Record, RecordError, decode_record
 from l7scope.server.columns import ColumnBatch, to_columns
-from l7scope.server.fields import COLUMNS, HIST_FIELD, int_width
+from l7scope.server.fields import int_width
 from l7scope.server.gcpause import gc_paused
 from l7scope.server.metrics import Metrics
 from l7scope.server.store.base import Store

@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from l7scope.status import discovery
-from l7scope.status.discovery import ServerPart, State, StateError
-from l7scope.status.probe import COUNTER_NAMES, PartStatus, counters_of, probe_all
+from l7scope.contracts import demo_state
+from l7scope.contracts.demo_state import ServerPart, State, StateError
+from l7scope.contracts.status import COUNTER_NAMES
+from l7scope.status.probe import PartStatus, counters_of, probe_all
 
 _EPILOG = """\b
 Examples:
@@ -29,7 +30,7 @@ Examples:
 @click.command(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"],
                                                  "max_content_width": 100})
 @click.option("--state-file", type=click.Path(dir_okay=False),
-              help=f"The demo's state file (default: ${discovery.STATE_ENV}, /run/l7scope/demo.json as root).")
+              help=f"The demo's state file (default: ${demo_state.STATE_ENV}, /run/l7scope/demo.json as root).")
 @click.option("--server", help="Check this server URL too (or instead of the one in the state file).")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False),
               help="Read the state of a cluster installation from the Kubernetes API instead.")
@@ -56,13 +57,13 @@ def status(state_file: str | None, server: str | None, kubeconfig: str | None,
             raise click.ClickException(str(e)) from None
     else:
         try:
-            state = discovery.read_state(state_file)
+            state = demo_state.read_state(state_file)
         except StateError as e:
             raise click.ClickException(str(e)) from None
         if state is None:
             state = State()
             if server is None:
-                where = state_file or str(discovery.default_path())
+                where = state_file or str(demo_state.default_path())
                 raise click.ClickException(
                     f"nothing to check: no state file at {where}. Start `l7scope demo`, or pass "
                     "--state-file, --server URL or --kubeconfig.")
@@ -76,7 +77,7 @@ def status(state_file: str | None, server: str | None, kubeconfig: str | None,
         if in_netns and os.geteuid() != 0:
             notes.append("parts inside network namespaces can only be reached as root "
                          "(run `sudo l7scope status`)")
-        if state.demo_pid is not None and not discovery.pid_alive(state.demo_pid):
+        if state.demo_pid is not None and not demo_state.pid_alive(state.demo_pid):
             notes.append(f"the demo process {state.demo_pid} that wrote the state file has exited")
     for p in parts:  # what each node agent captures (the Services annotated for logging)
         cap = p.stats.get("capture") if p.part == "node-agent" else None

@@ -17,25 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from l7scope.contracts import api, status
+from l7scope.contracts.demo_state import Part, State, pid_alive
 from l7scope.proxy import admin
-from l7scope.status.discovery import Part, State, pid_alive
-
-#: Canonical counter -> where it comes from: (part, stats keys, how): "first" = the first key
-#: present, "sum" = the sum of those present. The first source with a value wins.
-COUNTERS: Final[dict[str, tuple[tuple[str, tuple[str, ...], str], ...]]] = {
-    # requests Envoy logged that the collector parsed
-    "seen": (("collector", ("requests_batched", "lines_read"), "first"),
-             ("node-agent", ("requests_seen",), "first")),
-    # requests the collector handed to the node agent (Policy Sync Report)
-    "reported": (("collector", ("requests_reported",), "first"),),
-    # lines or requests the collector could not use (skipped on lag, broken, invalid, dropped)
-    "skipped": (("collector", ("lines_skipped", "bad_lines", "invalid_lines", "requests_dropped"), "sum"),),
-    "logged": (("node-agent", ("requests_logged",), "first"),),
-    "unlogged": (("node-agent", ("requests_unlogged",), "first"),),
-    "spooled": (("node-agent", ("records_spooled",), "first"),),
-    "shipped": (("node-agent", ("records_shipped",), "first"),),
-}
-COUNTER_NAMES: Final[tuple[str, ...]] = tuple(COUNTERS)
 
 #: Batches in the node agent's spool worth a warning without a shipping error (a batch or two
 #: pass through it on their way to the server).
@@ -134,19 +118,9 @@ def node_agent_warnings(stats: Mapping[str, Any]) -> list[str]:
 
 
 def counters_of(parts: list[PartStatus]) -> dict[str, int | None]:
-    """The canonical counters of one node from its parts' stats (None: no part reports it)."""
+    """The canonical counters (contracts.status.COUNTERS) of one node from its parts' stats."""
     by_part = {p.part: p.stats for p in parts}
-    out: dict[str, int | None] = {}
-    for name, sources in COUNTERS.items():
-        value: int | None = None
-        for part, keys, how in sources:
-            stats = by_part.get(part) or {}
-            present = [int(stats[k]) for k in keys if isinstance(stats.get(k), int)]
-            if present:
-                value = sum(present) if how == "sum" else present[0]
-                break
-        out[name] = value
-    return out
+    return {name: status.counter(name, by_part) for name in status.COUNTER_NAMES}
 
 
 def collector_warnings(stats: Mapping[str, Any]) -> list[str]:
@@ -186,8 +160,8 @@ def _probe_part(node: str, kind: str, part: Part, netns: str | None, getter: Get
         stats = _get(getter, part.addr, "/stats?format=json&filter=downstream_rq_total", ns, timeout)
         st.healthy, st.state, st.stats = judge_envoy(ready, stats)
     else:
-        health = _get(getter, part.addr, "/healthz", ns, timeout)
-        stats = _get(getter, part.addr, "/stats", ns, timeout)
+        health = _get(getter, part.addr, status.HEALTHZ_PATH, ns, timeout)
+        stats = _get(getter, part.addr, status.STATS_PATH, ns, timeout)
         st.healthy, st.state, st.stats = judge_service(health, stats)
         if kind == "node-agent":
             st.warnings = node_agent_warnings(st.stats)
@@ -201,13 +175,13 @@ def _probe_server(url: str, pid: int | None, getter: Getter, timeout: float) -> 
     if pid is not None and not pid_alive(pid):
         st.state = f"process {pid} has exited"
         return st
-    health = _get(getter, url, "/healthz", None, timeout)
+    health = _get(getter, url, api.HEALTHZ_PATH, None, timeout)
     if isinstance(health, Exception):
         st.state = f"unreachable: {health}"
         return st
-    status = _get(getter, url, "/api/v1/status", None, timeout)
-    if not isinstance(status, Exception) and status[0] == 200:
-        st.stats = _json(status[1])
+    answer = _get(getter, url, api.STATUS_PATH, None, timeout)
+    if not isinstance(answer, Exception) and answer[0] == 200:
+        st.stats = _json(answer[1])
     if health[0] == 200:
         st.healthy, st.state = True, "healthy"
     else:
