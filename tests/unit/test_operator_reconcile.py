@@ -13,6 +13,7 @@ from l7scope.operator.reconcile import OperatorConfig, Reconciler, al_path
 PLURALS = {"DaemonSet": ("apps/v1", "daemonsets", True), "ConfigMap": ("v1", "configmaps", True),
            "Deployment": ("apps/v1", "deployments", True), "Service": ("v1", "services", True),
            "ServiceAccount": ("v1", "serviceaccounts", True), "Namespace": ("v1", "namespaces", False),
+           "Secret": ("v1", "secrets", True),
            "ClusterRole": ("rbac.authorization.k8s.io/v1", "clusterroles", False),
            "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
            "NodeAgentConfiguration": ("l7scope.io/v1", "nodeagentconfigurations", False),

@@ -43,10 +43,10 @@ def test_daemonset_shape() -> None:
         assert c["readinessProbe"]["httpGet"]["host"] == "127.0.0.1"
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     # Envoy's admin is a unix socket on the pod's own `run` volume, probed by exec
-    sock = "unix:/var/run/l7scope/envoy-admin.sock"
+    sock = "unix:/var/run/l7scope/sockets/envoy-admin.sock"
     for probe in ("readinessProbe", "livenessProbe"):
         assert envoy_c[probe]["exec"]["command"] == ["python", "-m", "l7scope.proxy.admin", sock, "/ready"]
-    assert all(mounts[c]["run"] == "/var/run/l7scope" for c in names)
+    assert all(mounts[c]["run"] == "/var/run/l7scope/sockets" for c in names)
     assert {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod["volumes"]
     assert all(sock in c["command"] for c in others)  # collector's reopen, node agent's probe
     cm = objs["ConfigMap"]
@@ -54,7 +54,7 @@ def test_daemonset_shape() -> None:
     assert "static_resources" in envoy
     ports = [lst["address"]["socket_address"]["port_value"] for lst in envoy["static_resources"]["listeners"]]
     assert ports == [16001]
-    assert envoy["admin"]["address"] == {"pipe": {"path": "/var/run/l7scope/envoy-admin.sock", "mode": 0o660}}
+    assert envoy["admin"]["address"] == {"pipe": {"path": "/var/run/l7scope/sockets/envoy-admin.sock", "mode": 0o660}}
 
 
 def test_hash_changes_with_interval_and_node_settings() -> None:
@@ -87,8 +87,29 @@ def test_owner_reference_on_everything_but_namespace() -> None:
     objs = render.render(_spec(), render.RenderContext(owner=owner))
     assert "ownerReferences" not in objs[0]["metadata"]
     assert all(o["metadata"]["ownerReferences"] == [owner] for o in objs[1:])
-    owned = {(o["kind"], o["metadata"]["name"]) for o in objs[1:]}
+    secret = render.api_token_secret(render.RenderContext(owner=owner), "t" * 43)  # made once, apart
+    assert secret["metadata"]["ownerReferences"] == [owner]
+    owned = {(o["kind"], o["metadata"]["name"]) for o in [*objs[1:], secret]}
     assert owned == {(kind, name) for _, kind, name, _ in render.OWNED}
+
+
+def test_server_and_node_agent_share_the_api_token_secret() -> None:
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in render.render(_spec(), render.RenderContext())}
+    ds = objs[("DaemonSet", render.DAEMONSET)]["spec"]["template"]["spec"]
+    srv = objs[("Deployment", render.SERVER)]["spec"]["template"]["spec"]
+    token_path = f"{render.TOKEN_DIR}/{render.TOKEN_KEY}"
+    agent = next(c for c in ds["containers"] if c["name"] == "l7-node-agent")
+    server = srv["containers"][0]
+    assert agent["command"][agent["command"].index("--server-token-file") + 1] == token_path
+    assert server["command"][server["command"].index("--token-file") + 1] == token_path
+    assert "--auth" not in server["command"]  # token auth is the default
+    hosts = [server["command"][i + 1] for i, a in enumerate(server["command"]) if a == "--allowed-host"]
+    assert "l7scope-server.l7scope-system.svc" in hosts
+    for spec, c in ((ds, agent), (srv, server)):
+        vol = next(v for v in spec["volumes"] if v["name"] == "api-token")
+        assert vol["secret"]["secretName"] == render.TOKEN_SECRET
+        assert vol["secret"]["defaultMode"] & 0o007 == 0  # not world-readable
+        assert {"name": "api-token", "mountPath": render.TOKEN_DIR, "readOnly": True} in c["volumeMounts"]
 
 
 def test_daemonset_state() -> None:

@@ -67,6 +67,7 @@ class ServerPart(BaseModel):
 
     url: str
     pid: int | None = None
+    token_file: str | None = None  # the server's bearer token (contracts/auth.py)
 
 
 class State(BaseModel):

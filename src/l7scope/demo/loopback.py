@@ -117,6 +117,7 @@ def start_loopback(d: Demo) -> None:
     d.progress("cleaning up what an earlier run left behind")
     kill_recorded(procs_file)
     d._fresh_dirs()
+    d.new_token()
     shutil.rmtree(d.data / "logs", ignore_errors=True)
     procs = Processes(d.data / "logs", procs_file)
     d._closers.append(procs.close)
@@ -161,7 +162,7 @@ def start_loopback(d: Demo) -> None:
     d.progress(f"{NODE}: starting the node agent and the collector")
     agent = procs.start("node", pipeline.node_argv(
         files, NODE, f"http://{o.host}:{o.port}", f"http://127.0.0.1:{admin_port}",
-        f"127.0.0.1:{node_port}"))
+        f"127.0.0.1:{node_port}", d.token_file))
     collector = procs.start("collector", pipeline.collector_argv(
         files, NODE, o.interval, f"127.0.0.1:{coll_port}"))
     node_stats = {NODE: netns_stats(None, node_port)}

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from l7scope.contracts import api, status
+from l7scope.contracts.auth import CODES_PATH, bearer
 from l7scope.demo.shop.counts import Totals, read_totals
 from l7scope.proxy import admin
 
@@ -71,6 +72,15 @@ class ServerApi:
         self.base = base_url.rstrip("/")
         self.since = int(since) - 60
         self._http = httpx.Client(timeout=5.0)
+
+    def use_token(self, token: str) -> None:
+        self._http.headers.update(bearer(token))
+
+    def login_url(self) -> str:
+        """A one-time login link for the page (the server mints the code)."""
+        r = self._http.post(f"{self.base}{CODES_PATH}", json={})
+        r.raise_for_status()
+        return f"{self.base}{r.json()['path']}"
 
     def _time_range(self) -> dict[str, Any]:
         return {"from": self.since, "to": int(time.time()) + 3600}

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from l7scope.contracts import api, demo_state
+from l7scope.contracts.auth import ensure_token
 from l7scope.demo import pipeline, procs, topology
 from l7scope.demo.netrelay import NetnsRelay
 from l7scope.demo.probe import Probe, ServerApi, Snapshot, netns_stats
@@ -146,6 +147,8 @@ class Demo:
         self.ready_dir = self.data / "ready"
         self.started_at = time.time()
         self.url = f"http://{opts.host}:{opts.port}/"
+        self.login_url = self.url
+        self.token_file = pipeline.token_file(self.data / "server")
         self.api = ServerApi(f"http://{opts.host}:{opts.port}", self.started_at)
         self.probe: Probe | None = None
         self.loadgen: subprocess.Popen[Any] | None = None
@@ -172,15 +175,25 @@ class Demo:
         return None
 
     # -- start ---------------------------------------------------------------------------------
+    def new_token(self) -> None:
+        """A fresh bearer token for this run's server, its node agents and the demo itself."""
+        token, _ = ensure_token(self.token_file)
+        self.api.use_token(token)
+
     def start(self) -> str:
+        """Start everything; returns the page's one-time login URL."""
         if self.o.no_netns:
             from l7scope.demo.loopback import start_loopback
 
             start_loopback(self)
         else:
             self._start_netns()
+        try:
+            self.login_url = self.api.login_url()
+        except (httpx.HTTPError, KeyError, ValueError) as e:
+            raise DemoError(f"the server did not give a login link: {e}") from None
         self.timeline["url_printed"] = time.time()
-        return self.url
+        return self.login_url
 
     def _start_netns(self) -> None:
         from l7scope.netlab import Topology, cleanup_stale
@@ -198,6 +211,7 @@ class Demo:
             self.progress(f"removed {len(gone)} stale namespaces of an earlier run")
         ensure_port_free(o.host, o.port)  # after the cleanup: a crashed run's server held it
         self._fresh_dirs()
+        self.new_token()
 
         self.progress("starting the server (embedded DuckDB store)")
         t = Topology(prefix=o.prefix, workdir=self.data / "run")
@@ -241,7 +255,7 @@ class Demo:
             agents[name] = t.popen(node, pipeline.node_argv(
                 files, name, f"http://127.0.0.1:{pipeline.RELAY_PORT}",
                 f"http://127.0.0.1:{pipeline.ENVOY_ADMIN_PORT}",
-                f"127.0.0.1:{pipeline.NODE_STATUS_PORT}"))
+                f"127.0.0.1:{pipeline.NODE_STATUS_PORT}", self.token_file))
             collectors[name] = t.popen(node, pipeline.collector_argv(
                 files, name, o.interval, f"127.0.0.1:{pipeline.COLLECTOR_STATUS_PORT}"))
 
@@ -298,7 +312,8 @@ class Demo:
         """The state file `l7scope status` reads (removed again by close())."""
         state = demo_state.State(
             demo_pid=os.getpid(),
-            server=demo_state.ServerPart(url=self.url.rstrip("/"), pid=server_pid), nodes=nodes,
+            server=demo_state.ServerPart(url=self.url.rstrip("/"), pid=server_pid,
+                                         token_file=str(self.token_file)), nodes=nodes,
             annotated_services=[f"{topology.NAMESPACE}/{s.name}" for s in catalog.SERVICES])
         path = demo_state.write_state(state)
         self._closers.append(lambda: demo_state.remove_state(path))

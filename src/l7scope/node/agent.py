@@ -56,6 +56,7 @@ class AgentConfig:
     settings_path: str | None = None
     inventory_dir: str | None = None
     server_url: str | None = None
+    server_token_file: str | None = None  # bearer token for shipping (contracts/auth.py)
     envoy_admin: str | None = None
     status_addr: str | None = None  # HOST:PORT
     data_dir: str = "/var/lib/l7scope/node"
@@ -90,7 +91,8 @@ class Agent:
         self.aggregator = Aggregator(s.aggregation(), cfg.node_name, time.time())
         self.l7log = self._l7log(s)
         self.shipper = Shipper(cfg.server_url, Path(cfg.data_dir) / "spool", cfg.node_name,
-                               max_spool_bytes=cfg.max_spool_bytes)
+                               max_spool_bytes=cfg.max_spool_bytes,
+                               token_file=Path(cfg.server_token_file) if cfg.server_token_file else None)
         probe = envoy_ready_probe(cfg.envoy_admin) if cfg.envoy_admin else (lambda: True)
         self.capture = CaptureController(self.cache, cfg.node_name,
                                          tproxy.Rules(tproxy_port=s.tproxy_port), probe, cfg.netns)

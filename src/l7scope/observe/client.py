@@ -22,6 +22,7 @@ from l7scope.contracts.api import (
     STATUS_PATH,
     decode_error,
 )
+from l7scope.contracts.auth import TOKEN_ENV, bearer
 
 SERVER_ENV: Final = "L7SCOPE_SERVER"
 MAX_PAGE: Final = 1000
@@ -44,13 +45,15 @@ class ApiError(RuntimeError):
 
 
 class Client:
-    def __init__(self, server: str | None = None, *, timeout: float = 10.0,
+    def __init__(self, server: str | None = None, *, token: str | None = None, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None) -> None:
         base = (server or default_server()).rstrip("/")
         if "://" not in base:
             base = "http://" + base
         self.base = base
-        self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport)
+        self.has_token = token is not None
+        self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport,
+                                  headers=bearer(token) if token is not None else None)
 
     def close(self) -> None:
         self._http.close()
@@ -79,6 +82,12 @@ class Client:
             data = resp.json()
         except ValueError:
             data = None
+        if resp.status_code == 401:
+            hint = ("the token was refused; check --token-file / $" + TOKEN_ENV) if self.has_token else (
+                "no token found: pass --token-file PATH (the server's <data-dir>/token) or set $"
+                + TOKEN_ENV)
+            raise ApiError(f"the l7scope server at {self.base} wants a credential: {hint}",
+                           code="unauthorized", status=401)
         if resp.status_code >= 400:
             err = decode_error(data)
             if err is not None:

@@ -10,12 +10,15 @@
   lose the annotated Services' traffic), containers `envoy-proxy`, `l7-collector` and
   `l7-node-agent`; the Policy Sync directory (host path `policySyncPathPrefix`) shared by the
   collector and the node agent; the Envoy log on an emptyDir at `/tmp` shared by Envoy and the
-  collector; Envoy's admin on a unix socket in the emptyDir `run` (`/var/run/l7scope`), so
+  collector; Envoy's admin on a unix socket in the emptyDir `run` (`/var/run/l7scope/sockets`), so
   nothing on the host network reaches it; readiness/liveness probes on Envoy's admin `/ready`
   (an exec probe: `python -m l7scope.proxy.admin`) and the collector's and node agent's
   `/healthz`; the annotation `l7scope.io/config-hash` on the pod template, a hash of
   everything the pods read at start, so any change rolls them;
-- the server: Deployment + Service `l7scope-server`.
+- the server: Deployment + Service `l7scope-server`; it reads the API token from the Secret
+  `l7scope-api-token` (key `token`), which the node agents mount too to ship. The Secret itself
+  is not rendered here (a render would rotate it): `api_token_secret()` makes one with a fresh
+  token and the reconciler creates it once (docs/security.md).
 
 Owner references are the caller's business (`owner=`): with one, every object but the
 Namespace gets it, so deleting the ApplicationLayer garbage-collects them.
@@ -41,9 +44,15 @@ CONFIGMAP_KEY: Final = "envoy-config.yaml"
 SERVER: Final = "l7scope-server"
 SERVER_PORT: Final = api.DEFAULT_PORT  # l7scope server / observe default
 HASH_ANNOTATION: Final = "l7scope.io/config-hash"
+TOKEN_SECRET: Final = "l7scope-api-token"
+TOKEN_KEY: Final = "token"
+TOKEN_DIR: Final = "/var/run/l7scope/api-token"
+_TOKEN_VOLUME: Final = {"name": "api-token",
+                        "secret": {"secretName": TOKEN_SECRET, "defaultMode": 0o440}}
+_TOKEN_MOUNT: Final = {"name": "api-token", "mountPath": TOKEN_DIR, "readOnly": True}
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "l7scope-operator"}
 
-RUN_DIR: Final = "/var/run/l7scope"  # emptyDir shared by the pod's containers: sockets
+RUN_DIR: Final = "/var/run/l7scope/sockets"  # emptyDir shared by the pod's containers
 ENVOY_ADMIN: Final = f"unix:{RUN_DIR}/envoy-admin.sock"  # admin never on the host network
 COLLECTOR_STATUS_PORT: Final = 16011
 NODE_STATUS_PORT: Final = 16012
@@ -184,13 +193,14 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
     node_agent = _container(
         spec, ctx, "l7-node-agent",
         ["l7scope", "node", "--kube", "--node-name", "$(NODE_NAME)", "--server", server_url,
+         "--server-token-file", f"{TOKEN_DIR}/{TOKEN_KEY}",
          "--envoy-admin", ENVOY_ADMIN,
          "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR],
         _http(NODE_STATUS_PORT, "/healthz"),
         env=[_NODE_NAME_ENV],
         mounts=[{"name": "policy-sync", "mountPath": prefix}, _RUN_MOUNT,
                 {"name": "l7-logs", "mountPath": log_dir},
-                {"name": "node-data", "mountPath": NODE_DATA_DIR},
+                {"name": "node-data", "mountPath": NODE_DATA_DIR}, _TOKEN_MOUNT,
                 {"name": "agent-tmp", "mountPath": "/tmp"}])
     template_hash = config_hash(envoy_yaml, spec.log_interval_seconds,
                                 spec.log_requests_per_interval, prefix, log_dir, ctx.image)
@@ -222,6 +232,7 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
                         {"name": "l7-logs", "hostPath": {"path": log_dir, "type": "DirectoryOrCreate"}},
                         # the node agent's spool: records not yet shipped survive a pod restart
                         {"name": "node-data", "hostPath": {"path": NODE_DATA_DIR, "type": "DirectoryOrCreate"}},
+                        _TOKEN_VOLUME,
                     ],
                 },
             },
@@ -249,6 +260,19 @@ def node_agent_rbac(ctx: RenderContext) -> list[dict[str, Any]]:
     return [role, binding]
 
 
+def server_names(ctx: RenderContext) -> list[str]:
+    """The names the server's Service is reached by (its Host allow-list besides IPs)."""
+    base = f"{SERVER}.{ctx.namespace}"
+    return [SERVER, base, f"{base}.svc", f"{base}.svc.cluster.local"]
+
+
+def api_token_secret(ctx: RenderContext, token: str) -> dict[str, Any]:
+    """The Secret with the server's API token (created once by the reconciler, never re-applied)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _meta(TOKEN_SECRET, ctx, SERVER),
+            "stringData": {TOKEN_KEY: token}}
+
+
 def server(ctx: RenderContext) -> list[dict[str, Any]]:
     labels = {"app.kubernetes.io/name": SERVER}
     probe = {"httpGet": {"path": api.HEALTHZ_PATH, "port": SERVER_PORT}, "periodSeconds": 10,
@@ -270,17 +294,20 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
                     "containers": [{
                         "name": "server", "image": ctx.image, "imagePullPolicy": ctx.image_pull_policy,
                         "command": ["l7scope", "server", "--host", "0.0.0.0", "--port", str(SERVER_PORT),
-                                    "--data-dir", "/var/lib/l7scope"],
+                                    "--data-dir", "/var/lib/l7scope",
+                                    "--token-file", f"{TOKEN_DIR}/{TOKEN_KEY}",
+                                    *(a for h in server_names(ctx) for a in ("--allowed-host", h))],
                         "env": [{"name": "HOME", "value": "/tmp"}],
                         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
                         "readinessProbe": probe, "livenessProbe": {**probe, "failureThreshold": 6},
                         "resources": resources("server"),
                         "securityContext": security_context("server"),
+                        # (the token Secret's files are group fsGroup, mode 0440: readable by 10001)
                         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/l7scope"},
-                                         {"name": "tmp", "mountPath": "/tmp"}],
+                                         {"name": "tmp", "mountPath": "/tmp"}, _TOKEN_MOUNT],
                     }],
                     "volumes": [{"name": "data", "emptyDir": {}},
-                                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+                                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, _TOKEN_VOLUME],
                 },
             },
         },
@@ -326,6 +353,7 @@ OWNED: Final = (
     ("v1", "ConfigMap", CONFIGMAP, True),
     ("apps/v1", "Deployment", SERVER, True),
     ("v1", "Service", SERVER, True),
+    ("v1", "Secret", TOKEN_SECRET, True),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", CLUSTER_ROLE, False),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", CLUSTER_ROLE, False),
     ("v1", "ServiceAccount", SERVICE_ACCOUNT, True),

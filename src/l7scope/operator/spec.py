@@ -246,7 +246,7 @@ def check(name: str, raw_spec: Mapping[str, Any] | None) -> Checked:
 
 
 def envoy_settings(spec: ApplicationLayerSpec, *, tproxy_port: int = 16001,
-                   admin_address: str = "unix:/var/run/l7scope/envoy-admin.sock") -> EnvoySettings:
+                   admin_address: str = "unix:/var/run/l7scope/sockets/envoy-admin.sock") -> EnvoySettings:
     """The Envoy settings this spec asks for (raises pydantic's ValidationError)."""
     return EnvoySettings(tproxy_port=tproxy_port, admin_address=admin_address,
                          xff_num_trusted_hops=spec.xff_num_trusted_hops,

@@ -19,6 +19,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -27,6 +28,9 @@ from starlette.staticfiles import StaticFiles
 from l7scope import __version__
 from l7scope.contracts import api as paths
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
+from l7scope.server import login
+from l7scope.server.access import DEFAULT_ALLOWED_HOSTS, AccessMiddleware, HostPolicy
+from l7scope.server.auth import Authenticator, Sessions
 from l7scope.server.ingest import BadBatchId, Ingestor, check_batch_id
 from l7scope.server.metrics import Metrics
 from l7scope.server.openapi import schema as openapi_schema
@@ -51,6 +55,9 @@ class AppState(Protocol):
     started: float
     retention_s: int | None
     on_shutdown: Callable[[], None] | None
+    authenticator: Authenticator
+    sessions: Sessions
+    blocking_auth: bool
 
 
 def state(request: Request) -> AppState:
@@ -235,18 +242,27 @@ ROUTES: list[BaseRoute] = [
     Route(paths.HEALTHZ_PATH, healthz, methods=["GET"]),
     Route(paths.METRICS_PATH, prometheus, methods=["GET"]),
     Route(paths.OPENAPI_PATH, openapi, methods=["GET"]),
+    *login.ROUTES,
 ]
 
 
-def create_app(store: Store, *, retention_s: int | None = None, metrics: Metrics | None = None,
-               clock: Callable[[], float] = time.time, ui_dir: Path | None = UI_DIR,
-               on_shutdown: Callable[[], None] | None = None) -> Starlette:
-    """Assemble the app: the routes, the shared objects on `app.state`, the error handlers."""
+def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = None,
+               metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
+               ui_dir: Path | None = UI_DIR, on_shutdown: Callable[[], None] | None = None,
+               allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
+               sessions: Sessions | None = None, blocking_auth: bool = False) -> Starlette:
+    """Assemble the app: the routes, the shared objects on `app.state`, the error handlers.
+
+    `auth` decides who may call it (server/auth.py); every route but /healthz, the login
+    routes and the page's files needs a credential (server/access.py, the outermost layer)."""
     routes = list(ROUTES)
     if ui_dir is not None and ui_dir.is_dir():
         routes.append(vendor_route())  # the page's npm packages at /vendor/ (l7scope.server.vendor)
         routes.append(Mount("/", app=StaticFiles(directory=str(ui_dir), html=True), name="ui"))
-    app = Starlette(routes=routes, lifespan=lifespan,
+    sessions = sessions or Sessions()
+    access = Middleware(AccessMiddleware, authenticator=auth, sessions=sessions,
+                        hosts=HostPolicy(allowed_hosts), blocking_auth=blocking_auth)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[access],
                     exception_handlers={HTTPException: http_error, Exception: internal})
     metrics = metrics or Metrics()
     st = cast(AppState, app.state)
@@ -256,4 +272,5 @@ def create_app(store: Store, *, retention_s: int | None = None, metrics: Metrics
     st.started = clock()
     st.retention_s = retention_s
     st.on_shutdown = on_shutdown
+    st.authenticator, st.sessions, st.blocking_auth = auth, sessions, blocking_auth
     return app

@@ -9,6 +9,8 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from l7scope.contracts.auth import TokenFileError, ensure_token
+from l7scope.server.auth import Authenticator, NoAuth, SharedToken
 from l7scope.server.config import ServerConfig, default, open_store
 from l7scope.server.metrics import Metrics
 from l7scope.server.retention import Retention, parse_duration
@@ -47,8 +49,22 @@ API: docs/api.md (also GET /openapi.json).""",
 @click.option("--retention", help="Remove records older than this (90m, 24h, 7d)." + _shown("retention_s"))
 @click.option("--duckdb-memory-limit", help="DuckDB memory_limit, e.g. 512MB.")
 @click.option("--duckdb-threads", type=int, help="DuckDB threads [default: DuckDB's].")
-def server(store_kind: str | None, retention: str | None, **options: Any) -> None:
-    """Store L7 records and serve the query API, /metrics and the Service Graph page."""
+@click.option("--auth", type=click.Choice(["token", "none"]),
+              help="token: every API call needs the bearer token of --token-file (created on first "
+                   "start); none: no credential asked (only on a loopback --host; prints a warning)."
+                   + _shown("auth"))
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The shared bearer token [default: <data-dir>/token, mode 0600].")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A host name the server may be reached by (Host header), besides IP addresses "
+                   "and localhost; repeatable; '*' allows any (not recommended).")
+def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[str, ...],
+           **options: Any) -> None:
+    """Store L7 records and serve the query API, /metrics and the Service Graph page.
+
+    Every API call needs `Authorization: Bearer <token>` (the token is in --token-file) or the
+    page's login; `observe`, `top` and `status` read the same file (docs/security.md).
+    """
     import uvicorn
 
     from l7scope.server.api import create_app
@@ -56,6 +72,8 @@ def server(store_kind: str | None, retention: str | None, **options: Any) -> Non
     given = {k: v for k, v in options.items() if v is not None}
     if store_kind is not None:
         given["store"] = store_kind
+    if allowed_hosts:
+        given["allowed_hosts"] = (*default("allowed_hosts"), *allowed_hosts)
     if retention is not None:
         try:
             given["retention_s"] = parse_duration(retention)
@@ -64,7 +82,9 @@ def server(store_kind: str | None, retention: str | None, **options: Any) -> Non
     try:
         cfg = ServerConfig(**given)
     except ValidationError as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError("; ".join(str(err["msg"]).removeprefix("Value error, ")
+                                         for err in e.errors())) from None
+    authenticator = _authenticator(cfg)
     try:
         store = open_store(cfg)
     except (StoreError, ValueError) as e:
@@ -77,6 +97,22 @@ def server(store_kind: str | None, retention: str | None, **options: Any) -> Non
         ret.stop()
         store.close()
 
-    app = create_app(store, retention_s=cfg.retention_s, metrics=metrics, on_shutdown=shutdown)
+    app = create_app(store, auth=authenticator, retention_s=cfg.retention_s, metrics=metrics,
+                     on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts)
     log.info("l7scope server: store %s, http://%s:%d", cfg.store, cfg.host, cfg.port)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+
+
+def _authenticator(cfg: ServerConfig) -> Authenticator:
+    if cfg.auth == "none":
+        click.echo(f"WARNING: --auth none: anyone who can reach {cfg.host}:{cfg.port} may read and "
+                   "write every record", err=True)
+        return NoAuth()
+    path = cfg.token_path()
+    try:
+        token, created = ensure_token(path)
+    except (TokenFileError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    if created:
+        log.warning("created the API token file %s (mode 0600)", path)
+    return SharedToken(token)

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import os
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from l7scope.contracts.api import DEFAULT_HOST, DEFAULT_PORT
+from l7scope.contracts.auth import TOKEN_FILE_NAME, default_data_dir
+from l7scope.server.access import DEFAULT_ALLOWED_HOSTS
 from l7scope.server.store.base import Store
 
 
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "l7scope"
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ServerConfig(BaseModel):
@@ -31,6 +37,21 @@ class ServerConfig(BaseModel):
     retention_s: int = Field(default=86400, ge=60)
     duckdb_memory_limit: str | None = None
     duckdb_threads: int | None = Field(default=None, ge=1)
+    # Who may call the API (docs/security.md): "token" = the shared bearer token in token_file
+    # (default <data_dir>/token, created on first start); "none" = nobody is asked (loopback only).
+    auth: Literal["token", "none"] = "token"
+    token_file: Path | None = None
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+
+    def token_path(self) -> Path:
+        return self.token_file or self.data_dir / TOKEN_FILE_NAME
+
+    @model_validator(mode="after")
+    def _no_open_server_off_loopback(self) -> ServerConfig:
+        if self.auth == "none" and not is_loopback(self.host):
+            raise ValueError(f"--auth none is only allowed on a loopback address, not {self.host!r}: "
+                             "anyone who can reach the port could read and write every record")
+        return self
 
 
 def default(name: str) -> Any:

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import httpx
+
 from l7scope.contracts import api, status
+from l7scope.contracts.auth import bearer
 from l7scope.contracts.demo_state import Part, State, pid_alive
 from l7scope.proxy import admin
 
@@ -170,18 +173,29 @@ def _probe_part(node: str, kind: str, part: Part, netns: str | None, getter: Get
     return st
 
 
-def _probe_server(url: str, pid: int | None, getter: Getter, timeout: float) -> PartStatus:
+def _server_get(url: str, path: str, token: str | None, timeout: float) -> tuple[int, bytes] | Exception:
+    try:
+        resp = httpx.get(url.rstrip("/") + path, timeout=timeout,
+                         headers=bearer(token) if token is not None else None)
+    except httpx.HTTPError as e:
+        return e
+    return resp.status_code, resp.content
+
+
+def _probe_server(url: str, pid: int | None, token: str | None, timeout: float) -> PartStatus:
     st = PartStatus(node="-", part="server", addr=url)
     if pid is not None and not pid_alive(pid):
         st.state = f"process {pid} has exited"
         return st
-    health = _get(getter, url, api.HEALTHZ_PATH, None, timeout)
+    health = _server_get(url, api.HEALTHZ_PATH, None, timeout)
     if isinstance(health, Exception):
         st.state = f"unreachable: {health}"
         return st
-    answer = _get(getter, url, api.STATUS_PATH, None, timeout)
+    answer = _server_get(url, api.STATUS_PATH, token, timeout)
     if not isinstance(answer, Exception) and answer[0] == 200:
         st.stats = _json(answer[1])
+    elif not isinstance(answer, Exception) and answer[0] == 401:
+        st.warnings.append("no counters: the server wants a token (--token-file or $L7SCOPE_TOKEN)")
     if health[0] == 200:
         st.healthy, st.state = True, "healthy"
     else:
@@ -189,12 +203,14 @@ def _probe_server(url: str, pid: int | None, getter: Getter, timeout: float) -> 
     return st
 
 
-def probe_all(state: State, *, getter: Getter = http_get, timeout: float = 2.0) -> list[PartStatus]:
-    """Probe every part of `state` in parallel; results in a stable order."""
+def probe_all(state: State, *, getter: Getter = http_get, timeout: float = 2.0,
+              token: str | None = None) -> list[PartStatus]:
+    """Probe every part of `state` in parallel; results in a stable order. `token` is sent to the
+    server (its /api/v1/status needs one)."""
     jobs: list[Callable[[], PartStatus]] = []
     if state.server is not None:
         srv = state.server
-        jobs.append(lambda: _probe_server(srv.url, srv.pid, getter, timeout))
+        jobs.append(lambda: _probe_server(srv.url, srv.pid, token, timeout))
     for n in state.nodes:
         for kind, part in (("envoy", n.envoy_admin), ("collector", n.collector),
                            ("node-agent", n.node_agent)):
