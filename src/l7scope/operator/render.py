@@ -5,7 +5,7 @@
 - Namespace (created when missing, never owned or deleted by the operator);
 - ServiceAccount `l7-log-collector`, ClusterRole + ClusterRoleBinding `l7scope-node-agent`
   (the node agent watches pods, Services, EndpointSlices, nodes and its configuration);
-- ConfigMap `envoy-config` (key `envoy-config.yaml`, from `l7scope.proxy.config.render_yaml`);
+- ConfigMap `envoy-config` (key `envoy-config.yaml`, from `l7scope.proxy.bootstrap.render_yaml`);
 - DaemonSet `l7-log-collector`: host network, tolerates every taint (a node without it would
   lose the annotated Services' traffic), containers `envoy-proxy`, `l7-collector` and
   `l7-node-agent`; the Policy Sync directory (host path `policySyncPathPrefix`) shared by the
@@ -32,7 +32,7 @@ from typing import Any, Final
 from l7scope.contracts import api
 from l7scope.node.settings import NodeSettings
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
-from l7scope.proxy.config import render_yaml
+from l7scope.proxy.bootstrap import render_yaml
 
 DAEMONSET: Final = "l7-log-collector"
 SERVICE_ACCOUNT: Final = "l7-log-collector"
