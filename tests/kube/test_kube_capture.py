@@ -64,7 +64,7 @@ def service(control_plane: ControlPlane, kube: Kube) -> Iterator[dict[str, Any]]
 
 def test_annotation_changes_the_node_agents_nft_set_within_2s(
         control_plane: ControlPlane, kube: Kube, netns: str, service: dict[str, Any],
-        tmp_path: Path) -> None:
+        tmp_path: Path, host_dir: Path) -> None:
     from l7scope.node.agent import Agent, AgentConfig
 
     ns, vip = service["ns"], service["cluster_ip"]
@@ -74,9 +74,9 @@ def test_annotation_changes_the_node_agents_nft_set_within_2s(
                          .get("podIP"), 30, 0.1, "client pod running")
     control_plane.kubectl("patch", "nodeagentconfiguration", "default", "--type=merge", "-p",
                           '{"spec":{"tproxyMode":"Enabled","policySyncPathPrefix":"%s"}}'
-                          % (tmp_path / "nodeagent"))
+                          % (host_dir / "nodeagent"))
     settings = tmp_path / "node.yaml"
-    settings.write_text(f"policySyncPathPrefix: {tmp_path / 'nodeagent'}\n"
+    settings.write_text(f"policySyncPathPrefix: {host_dir / 'nodeagent'}\n"
                         f"l7LogsFileEnabled: false\n")
 
     def kube_feed(cache: Any, stop: threading.Event) -> None:  # what `l7scope node --kube` runs

@@ -48,6 +48,15 @@ def test_daemonset_shape() -> None:
     assert 16001 in ports
 
 
+def test_envoy_config_follows_the_node_settings_port_and_upstream_mark() -> None:
+    node = NodeSettings.model_validate({"tproxyPort": 15001, "tproxyUpstreamConnMark": 0x17})
+    cm = _by_kind(render.render(_spec(), render.RenderContext(node=node)))["ConfigMap"]
+    (listener,) = yaml.safe_load(cm["data"]["envoy-config.yaml"])["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"]["port_value"] == 15001
+    (osrc,) = [f for f in listener["listener_filters"] if f["name"].endswith(".original_src")]
+    assert osrc["typed_config"]["mark"] == 0x17
+
+
 def test_hash_changes_with_interval_and_node_settings() -> None:
     h = lambda ds: ds["spec"]["template"]["metadata"]["annotations"][render.HASH_ANNOTATION]  # noqa: E731
     ctx = render.RenderContext()

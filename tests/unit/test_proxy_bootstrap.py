@@ -39,6 +39,17 @@ def test_transparent_listener_with_inspectors_in_order() -> None:
     assert listener["continue_on_listener_filters_timeout"] is True
 
 
+def test_original_src_keeps_the_client_ip_with_the_upstream_mark() -> None:
+    listener = _listener(render(EnvoySettings(original_src_mark=0x2000)))
+    names = [f["name"].rsplit(".", 1)[1] for f in listener["listener_filters"]]
+    assert names == ["original_dst", "original_src", "tls_inspector", "http_inspector"]
+    assert listener["listener_filters"][1]["typed_config"] == {
+        "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_src.v3.OriginalSrc",
+        "mark": 0x2000}
+    with pytest.raises(ValidationError):
+        EnvoySettings(original_src_mark=0)
+
+
 def test_filter_chains_follow_calicos_order_and_log_types() -> None:
     chains = _chains(render())
     assert [c["name"] for c in chains] == ["tls_passthrough", "http1", "h2c", "tcp"]

@@ -73,6 +73,7 @@ class NetnsMode:
         self._topo: Any = None
 
     def start(self, s: Session) -> None:
+        from l7scope.capture import tproxy
         from l7scope.netlab import Topology, cleanup_stale
         from l7scope.proxy.bootstrap import EnvoySettings
 
@@ -125,7 +126,9 @@ class NetnsMode:
             s.progress(f"{name}: starting Envoy (transparent listener :{o.tproxy_port})")
             t.start_envoy(node, EnvoySettings(
                 tproxy_port=o.tproxy_port, access_log_path=str(files.envoy_log),
-                admin_address=f"127.0.0.1:{pipeline.ENVOY_ADMIN_PORT}", node_id=name))
+                admin_address=f"127.0.0.1:{pipeline.ENVOY_ADMIN_PORT}", node_id=name,
+                # the client's IP kept upstream, with the node agents' default upstream mark
+                original_src_mark=tproxy.DEFAULT_UPSTREAM_MARK))
             self._relays.append(NetnsRelay(node.netns, ("127.0.0.1", pipeline.RELAY_PORT),
                                            (o.host, o.port)))
             s.progress(f"{name}: starting the node agent and the collector")

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l7scope.capture import tproxy
+from l7scope.capture import bridge
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts.record import L7Record, encode_records
 from l7scope.contracts.status import StatusEndpoint
@@ -38,7 +38,7 @@ from l7scope.node.inventory import Inventory
 from l7scope.node.l7log_file import L7LogFile
 from l7scope.node.metadata import DEFAULT_GRACE_SECONDS, MetadataCache
 from l7scope.node.policysync_server import PolicySyncServer
-from l7scope.node.selection import CaptureController, envoy_ready_probe
+from l7scope.node.selection import CaptureController, capture_rules, envoy_ready_probe
 from l7scope.node.settings import NodeSettings, SettingsFile
 from l7scope.node.shipper import Shipper
 
@@ -94,9 +94,9 @@ class Agent:
                                max_spool_bytes=cfg.max_spool_bytes,
                                token_file=Path(cfg.server_token_file) if cfg.server_token_file else None)
         probe = envoy_ready_probe(cfg.envoy_admin) if cfg.envoy_admin else (lambda: True)
-        self.capture = CaptureController(self.cache, cfg.node_name,
-                                         tproxy.Rules(tproxy_port=s.tproxy_port), probe, cfg.netns)
-        self.capture.set_mode(s.tproxy_mode, s.tproxy_port)
+        self.capture = CaptureController(self.cache, cfg.node_name, capture_rules(s), probe,
+                                         cfg.netns, host_net=lambda: bridge.read_host(cfg.netns))
+        self.capture.set_mode(s.tproxy_mode, capture_rules(s))
         self.stats = AgentStats()
         self.started = time.time()
         self._stop = threading.Event()
@@ -251,7 +251,13 @@ class Agent:
             with self._settings_lock:
                 capture, self._pending_capture = self._pending_capture, None
             if capture is not None:
-                self.capture.set_mode(capture.tproxy_mode, capture.tproxy_port)
+                if capture_rules(capture) != self.capture.rules:
+                    # Envoy listens on the old port and marks with the old mark until it is
+                    # restarted with a new config (the operator rolls the DaemonSet), so the
+                    # rules keep the values Envoy was started with.
+                    log.warning("tproxyPort/tproxyMark/tproxyUpstreamConnMark changed: takes "
+                                "effect after a restart (with Envoy's new config)")
+                self.capture.set_mode(capture.tproxy_mode, self.capture.rules)
             if self.inventory is not None:
                 self.inventory.poll()
             self.capture.step()
@@ -294,6 +300,7 @@ class Agent:
             "selected_services": cap.selected_services,
             "capture_state": cap.state,
             "envoy_ready": cap.envoy_ready,
+            "capture_bridged_clients": cap.bridged_clients,
             "capture": asdict(cap),
             "metadata": dict(self.cache.stats.counts),
             "settings": {"tproxyMode": self.settings.tproxy_mode,

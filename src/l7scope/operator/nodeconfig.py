@@ -1,8 +1,9 @@
 """The node-agent configuration resource: `NodeAgentConfiguration` (cluster-scoped, one object
 named `default`), whose `spec` holds Felix's field names exactly as `l7scope.node.settings`
-reads them (`policySyncPathPrefix`, `tproxyMode`, `tproxyPort`, `l7Logs*`). The node agents
-watch it and apply changes live; the operator sets `tproxyMode` and, when empty,
-`policySyncPathPrefix`. Pure.
+reads them (`policySyncPathPrefix`, `tproxyMode`, `tproxyPort`, `tproxyUpstreamConnMark`,
+`l7Logs*`) plus l7scope's `tproxyMark`. The CRD schema is generated from that model (host path
+pattern, port range); the mark rules are checked by the model. The node agents watch it and
+apply changes live; the operator sets `tproxyMode` and, when empty, `policySyncPathPrefix`. Pure.
 
 The workshop's step 1 becomes:
 

@@ -119,7 +119,8 @@ def _container(spec: ApplicationLayerSpec, ctx: RenderContext, name: str, comman
 
 def envoy_config_yaml(spec: ApplicationLayerSpec, ctx: RenderContext) -> str:
     return render_yaml(envoy_settings(spec, tproxy_port=ctx.node.tproxy_port,
-                                      admin_address=f"127.0.0.1:{ENVOY_ADMIN_PORT}"))
+                                      admin_address=f"127.0.0.1:{ENVOY_ADMIN_PORT}",
+                                      original_src_mark=ctx.node.tproxy_upstream_conn_mark))
 
 
 def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -> dict[str, Any]:

@@ -79,6 +79,11 @@ class EnvoySettings(BaseModel):
         description="how long the inspectors wait for a client's first bytes; after that the"
                     " connection continues on the plain TCP chain (server-first protocols)")
     node_id: str = Field(default="l7scope", min_length=1, description="Envoy node id")
+    original_src_mark: int | None = Field(
+        default=None, ge=1, le=0xFFFFFFFF,
+        description="keep the client's source IP on upstream connections (listener filter"
+                    " original_src) and mark them with this value (tproxyUpstreamConnMark); the"
+                    " capture rules route their replies back to Envoy (capture/tproxy.py)")
 
     @field_validator("listen_address")
     @classmethod
@@ -236,6 +241,10 @@ def _listener(settings: EnvoySettings) -> dict[str, Any]:
         "listener_filters": [
             inspector("envoy.filters.listener.original_dst",
                       f"{ext}.original_dst.v3.OriginalDst"),
+            *([{"name": "envoy.filters.listener.original_src",
+                "typed_config": {"@type": f"{ext}.original_src.v3.OriginalSrc",
+                                 "mark": settings.original_src_mark}}]
+              if settings.original_src_mark is not None else []),
             inspector("envoy.filters.listener.tls_inspector",
                       f"{ext}.tls_inspector.v3.TlsInspector"),
             inspector("envoy.filters.listener.http_inspector",
