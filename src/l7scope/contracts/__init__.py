@@ -13,5 +13,5 @@ import nothing else of l7scope (the bottom floor of the layers, checked by `lint
 - `status`: the `/healthz` + `/stats` endpoint and the counter names its readers use (collector,
   node agent -> `l7scope status`, the demo).
 - `demo_state`: the demo's state file (demo -> `l7scope status`).
-- `nodeconfig`: the NodeAgentConfiguration resource's names (operator <-> node agent).
+- `nodeconfig`: the NodeAgentConfiguration resource and its spec model (operator <-> node agent).
 """

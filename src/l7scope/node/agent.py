@@ -29,6 +29,7 @@ from typing import Any
 
 from l7scope.capture import bridge
 from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.contracts.record import L7Record, encode_records
 from l7scope.contracts.status import StatusEndpoint
 from l7scope.node import ingest
@@ -39,7 +40,7 @@ from l7scope.node.l7log_file import L7LogFile
 from l7scope.node.metadata import DEFAULT_GRACE_SECONDS, MetadataCache
 from l7scope.node.policysync_server import PolicySyncServer
 from l7scope.node.selection import CaptureController, capture_rules, envoy_ready_probe
-from l7scope.node.settings import NodeSettings, SettingsFile
+from l7scope.node.settings import SettingsFile
 from l7scope.node.shipper import Shipper
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from l7scope.capture import bridge, tproxy
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.node.metadata import MetadataCache, Service
-from l7scope.node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
 

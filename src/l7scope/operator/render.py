@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from l7scope.contracts import api
-from l7scope.node.settings import NodeSettings
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
 from l7scope.proxy.bootstrap import render_yaml
 
