@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from l7scope.contracts import api
+from l7scope.contracts import api, status
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
 from l7scope.proxy.bootstrap import render_yaml
@@ -143,7 +143,7 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
          "--status-addr", f"127.0.0.1:{COLLECTOR_STATUS_PORT}",
          # the log lives on an emptyDir: rotate it (Envoy reopens it through its admin API)
          "--envoy-admin", f"http://127.0.0.1:{ENVOY_ADMIN_PORT}", "--rotate-bytes", str(ENVOY_LOG_ROTATE_BYTES)],
-        _http(COLLECTOR_STATUS_PORT, "/healthz"),
+        _http(COLLECTOR_STATUS_PORT, status.HEALTHZ_PATH),
         env=[{"name": "LOG_LEVEL", "value": "Info"}, _NODE_NAME_ENV,
              {"name": "FELIX_DIAL_TARGET", "value": f"unix://{prefix.rstrip('/')}/socket"},
              {"name": "ENVOY_LOG_INTERVAL_SECONDS", "value": str(spec.log_interval_seconds)},
@@ -157,7 +157,7 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
          "--server-token-file", f"{TOKEN_DIR}/{TOKEN_KEY}",
          "--envoy-admin", f"http://127.0.0.1:{ENVOY_ADMIN_PORT}",
          "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR],
-        _http(NODE_STATUS_PORT, "/healthz"),
+        _http(NODE_STATUS_PORT, status.HEALTHZ_PATH),
         env=[_NODE_NAME_ENV],
         mounts=[{"name": "policy-sync", "mountPath": prefix},
                 {"name": "l7-logs", "mountPath": log_dir},
