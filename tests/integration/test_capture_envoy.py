@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from l7scope.proxy.binary import envoy_path
-from l7scope.proxy.config import EnvoySettings
+from l7scope.proxy.bootstrap import EnvoySettings
 from l7scope.proxy.supervisor import EnvoyStartError, EnvoySupervisor
 
 pytestmark = pytest.mark.envoy

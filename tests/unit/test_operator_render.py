@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from l7scope.node.settings import NodeSettings
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator import crd, render
 from l7scope.operator.spec import ApplicationLayerSpec, check
 

@@ -40,15 +40,17 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from l7scope.contracts import nodeconfig
+
 DEFAULT_TABLE = "l7scope"
-DEFAULT_MARK = 0x1000
-"""Bit 12: clear of Felix's 0xffff0000 and kube-proxy's 0x4000/0x8000 (node.settings checks a
-configured `tproxyMark`)."""
-DEFAULT_UPSTREAM_MARK = 0x2000
+DEFAULT_MARK = nodeconfig.DEFAULT_TPROXY_MARK
+"""Bit 12: clear of Felix's 0xffff0000 and kube-proxy's 0x4000/0x8000 (contracts.nodeconfig
+checks a configured `tproxyMark`)."""
+DEFAULT_UPSTREAM_MARK = nodeconfig.DEFAULT_TPROXY_UPSTREAM_CONN_MARK
 """Bit 13: the mark Envoy puts on its upstream sockets (`original_src`), node setting
 `tproxyUpstreamConnMark`."""
 DEFAULT_ROUTE_TABLE = 16001
-DEFAULT_TPROXY_PORT = 16001
+DEFAULT_TPROXY_PORT = nodeconfig.DEFAULT_TPROXY_PORT
 
 
 @dataclass(frozen=True)

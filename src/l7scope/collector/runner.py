@@ -37,7 +37,7 @@ from l7scope.collector.decode import decode_block
 from l7scope.collector.report import GrpcSender, Reporter, Send
 from l7scope.collector.tail import Position, Tail, rotate_file
 from l7scope.contracts.envoy_log import EnvoyLogLine
-from l7scope.contracts.status import StatusEndpoint
+from l7scope.contracts.status import CollectorStats, StatusEndpoint
 from l7scope.proxy import admin
 
 log = logging.getLogger(__name__)
@@ -212,13 +212,13 @@ class Collector:
 
     # --- status ----------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> CollectorStats:
         t = self.tail.counters if self.tail else None
         r = self.reporter.counters
         with self.lock:
             pending = self.batcher.pending_requests
             c = dict(self.counters)
-        out: dict[str, Any] = {
+        out: CollectorStats = {
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             "lines_read": t.lines_read if t else 0,
             "bytes_read": t.bytes_read if t else 0,
@@ -228,7 +228,14 @@ class Collector:
             "rotations_seen": t.rotations if t else 0,
             "truncations": t.truncations if t else 0,
             "partial_lines_dropped": t.partial_dropped if t else 0,
-            **c,
+            "bad_lines": c["bad_lines"],
+            "invalid_lines": c["invalid_lines"],
+            "requests_batched": c["requests_batched"],
+            "requests_over_cap": c["requests_over_cap"],
+            "intervals": c["intervals"],
+            "messages": c["messages"],
+            "rotations_by_collector": c["rotations_by_collector"],
+            "reopen_failures": c["reopen_failures"],
             "requests_pending": pending,
             "reports_sent": r.reported,
             "reports_failed": r.failed,

@@ -14,13 +14,14 @@ import click
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.nodeconfig import NodeSettings, SettingsError
 from l7scope.contracts.record import encode_records
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.enrich import Enricher
 from l7scope.node.inventory import Inventory
 from l7scope.node.metadata import MetadataCache
-from l7scope.node.settings import NodeSettings, SettingsError, load
+from l7scope.node.settings import load
 
 if TYPE_CHECKING:
     from l7scope.node.agent import Agent, MetadataFeed

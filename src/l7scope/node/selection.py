@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from l7scope.capture import bridge, tproxy
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.node.metadata import MetadataCache, Service
-from l7scope.node.settings import NodeSettings
 from l7scope.proxy import admin
 
 log = logging.getLogger(__name__)

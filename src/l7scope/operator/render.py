@@ -5,7 +5,7 @@
 - Namespace (created when missing, never owned or deleted by the operator);
 - ServiceAccount `l7-log-collector`, ClusterRole + ClusterRoleBinding `l7scope-node-agent`
   (the node agent watches pods, Services, EndpointSlices, nodes and its configuration);
-- ConfigMap `envoy-config` (key `envoy-config.yaml`, from `l7scope.proxy.config.render_yaml`);
+- ConfigMap `envoy-config` (key `envoy-config.yaml`, from `l7scope.proxy.bootstrap.render_yaml`);
 - DaemonSet `l7-log-collector`: host network, tolerates every taint (a node without it would
   lose the annotated Services' traffic), containers `envoy-proxy`, `l7-collector` and
   `l7-node-agent`; the Policy Sync directory (host path `policySyncPathPrefix`) shared by the
@@ -31,10 +31,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from l7scope.contracts import api
-from l7scope.node.settings import NodeSettings
+from l7scope.contracts import api, status
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
-from l7scope.proxy.config import render_yaml
+from l7scope.proxy.bootstrap import render_yaml
 
 DAEMONSET: Final = "l7-log-collector"
 SERVICE_ACCOUNT: Final = "l7-log-collector"
@@ -184,7 +184,7 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
          "--status-addr", f"127.0.0.1:{COLLECTOR_STATUS_PORT}",
          # the log lives on an emptyDir: rotate it (Envoy reopens it through its admin API)
          "--envoy-admin", ENVOY_ADMIN, "--rotate-bytes", str(ENVOY_LOG_ROTATE_BYTES)],
-        _http(COLLECTOR_STATUS_PORT, "/healthz"),
+        _http(COLLECTOR_STATUS_PORT, status.HEALTHZ_PATH),
         env=[{"name": "LOG_LEVEL", "value": "Info"}, _NODE_NAME_ENV,
              {"name": "FELIX_DIAL_TARGET", "value": f"unix://{prefix.rstrip('/')}/socket"},
              {"name": "ENVOY_LOG_INTERVAL_SECONDS", "value": str(spec.log_interval_seconds)},
@@ -197,7 +197,7 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
          "--server-token-file", f"{TOKEN_DIR}/{TOKEN_KEY}",
          "--envoy-admin", ENVOY_ADMIN,
          "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR],
-        _http(NODE_STATUS_PORT, "/healthz"),
+        _http(NODE_STATUS_PORT, status.HEALTHZ_PATH),
         env=[_NODE_NAME_ENV],
         mounts=[{"name": "policy-sync", "mountPath": prefix}, _RUN_MOUNT,
                 {"name": "l7-logs", "mountPath": log_dir},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
-from l7scope.proxy.config import (
+from l7scope.proxy.bootstrap import (
     DEFAULT_ACCESS_LOG_PATH,
     DEFAULT_ADMIN_ADDRESS,
     EnvoySettings,

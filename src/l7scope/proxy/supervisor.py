@@ -29,7 +29,7 @@ from types import TracebackType
 
 from l7scope.proxy import admin
 from l7scope.proxy.binary import envoy_path
-from l7scope.proxy.config import EnvoySettings, render_yaml
+from l7scope.proxy.bootstrap import EnvoySettings, render_yaml
 
 log = logging.getLogger(__name__)
 

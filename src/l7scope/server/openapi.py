@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from l7scope import __version__
+from l7scope.contracts import api
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH
 from l7scope.contracts.fields import COLUMNS
 from l7scope.server.query import AggregationBody, GraphBody, SearchBody
@@ -105,31 +106,31 @@ def schema() -> dict[str, Any]:
                     "415": {"description": "unsupported Content-Encoding",
                             "content": {"application/json": {"schema": _ERROR}}}},
             }},
-            "/api/v1/l7/logs/search": _post(
+            api.SEARCH_PATH: _post(
                 "Records matching a selector in a time range, sorted and paged",
                 _model(SearchBody),
                 _obj({"total_hits": _INT, "total_requests": _INT, "num_pages": _INT, "page_num": _INT,
                       "page_size": _INT, "time_range": _TIME_RANGE, "took_ms": _NUM,
                       "hits": {"type": "array", "items": _record()}})),
-            "/api/v1/l7/logs/aggregation": _post(
+            api.AGGREGATION_PATH: _post(
                 "Counts, bytes, durations and percentiles grouped by fields",
                 _model(AggregationBody),
                 _obj({"total_groups": _INT, "time_range": _TIME_RANGE, "took_ms": _NUM,
                       "groups": {"type": "array", "items": group}})),
-            "/api/v1/servicegraph": _post(
+            api.SERVICEGRAPH_PATH: _post(
                 "Nodes and edges with L7 stats per response class, top routes, completeness",
                 _model(GraphBody),
                 _obj({"time_range": _TIME_RANGE, "took_ms": _NUM, "truncated": {"type": "boolean"},
                       "nodes": {"type": "array", "items": node}, "edges": {"type": "array", "items": edge},
                       "completeness": _obj({"requests_logged": _INT, "requests_unlogged": _INT,
                                             "requests_seen": _INT, "ratio": _NUM})})),
-            "/api/v1/status": {"get": {"summary": "Server, store and counters", "responses": _answers(_obj({
+            api.STATUS_PATH: {"get": {"summary": "Server, store and counters", "responses": _answers(_obj({
                 "version": _STR, "started_at": _INT, "uptime_s": _NUM, "store": {"type": "object"},
                 "retention_s": _NINT, "ingest": {"type": "object"}, "queries": {"type": "object"},
                 "retention": {"type": "object"}}))}},
-            "/healthz": {"get": {"summary": "Store reachable", "responses": _answers(_obj({"status": _STR}))}},
-            "/metrics": {"get": {"summary": "Prometheus text format", "responses": _answers({}, json=False)}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": _answers({"type": "object"})}},
+            api.HEALTHZ_PATH: {"get": {"summary": "Store reachable", "responses": _answers(_obj({"status": _STR}))}},
+            api.METRICS_PATH: {"get": {"summary": "Prometheus text format", "responses": _answers({}, json=False)}},
+            api.OPENAPI_PATH: {"get": {"summary": "This document", "responses": _answers({"type": "object"})}},
         },
         "components": {"schemas": dict(_COMPONENTS)},
     }
