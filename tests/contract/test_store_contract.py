@@ -362,3 +362,20 @@ def test_records_at_the_contract_bounds_sum_without_overflow(store: Store) -> No
     agg = qs.aggregation({"time_range": tr, "group_by": ["url"]})
     assert sorted(x["count"] for x in agg["groups"]) == [333 * record.MAX_COUNT, 333 * record.MAX_COUNT,
                                                          334 * record.MAX_COUNT]
+
+
+@pytest.mark.clickhouse
+def test_clickhouse_statement_timeout_stops_a_long_query(ch_servers: list[chserver.Server]) -> None:
+    from l7scope.server.cancel import QueryCancelled
+    from l7scope.server.store.clickhouse import ClickHouseStore, _Params
+
+    s = ClickHouseStore(f"clickhouse://127.0.0.1:{ch_servers[0].tcp_port}/t_{uuid.uuid4().hex[:12]}",
+                        statement_timeout_s=1)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(QueryCancelled) as e:
+            s._query("SELECT count() FROM numbers(1000000000000) WHERE modulo(number, 7) = 3", _Params())
+        assert e.value.reason == "timeout" and time.monotonic() - t0 < 10
+        s.ping()  # the store still answers
+    finally:
+        s.close()

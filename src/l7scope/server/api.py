@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -23,11 +24,14 @@ from starlette.staticfiles import StaticFiles
 
 from l7scope import __version__
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
+from l7scope.server.cancel import QueryCancelled, run_cancellable
 from l7scope.server.ingest import BadBatchId, Ingestor, check_batch_id
 from l7scope.server.limits import (
     MAX_JSON_DEPTH,
     MAX_QUERY_BODY_BYTES,
     BodyError,
+    BodyGate,
+    Limits,
     check_encoding,
     gunzip,
     too_deep,
@@ -54,8 +58,8 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSON:
     return JSON({"error": {"code": code, "message": message, **extra}}, status_code=status)
 
 
-async def _json_body(request: Request, limit: int = MAX_QUERY_BODY_BYTES) -> object:
-    body = await _read_body(request, limit)
+async def _json_body(request: Request, timeout_s: float, limit: int = MAX_QUERY_BODY_BYTES) -> object:
+    body = await _read_body(request, limit, timeout_s)
     if too_deep(body):
         raise RequestError("bad_request", f"the body nests JSON more than {MAX_JSON_DEPTH} levels deep")
     try:
@@ -64,33 +68,52 @@ async def _json_body(request: Request, limit: int = MAX_QUERY_BODY_BYTES) -> obj
         raise RequestError("bad_request", f"the body is not valid JSON: {e}") from None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body, which must arrive within `timeout_s` (a slow sender cannot hold a slot)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError("body_too_large", f"body is {declared} bytes, over the {limit}-byte limit", status=413)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError("body_too_large", f"body is over the {limit}-byte limit", status=413)
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError("body_too_large", f"body is over the {limit}-byte limit", status=413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError("body_timeout", f"the body did not arrive within {timeout_s:g} s",
+                           status=408) from None
     return b"".join(chunks)
 
 
 def create_app(store: Store, *, retention_s: int | None = None, metrics: Metrics | None = None,
                clock: Callable[[], float] = time.time, ui_dir: Path | None = UI_DIR,
-               on_shutdown: Callable[[], None] | None = None) -> Starlette:
+               on_shutdown: Callable[[], None] | None = None, limits: Limits | None = None) -> Starlette:
     metrics = metrics or Metrics()
+    limits = limits or Limits()
+    gate = BodyGate(limits.max_bodies_in_flight, limits.body_wait_s)
     queries = QueryService(store, clock)
     ingestor = Ingestor(store, metrics, clock)
     started = clock()
 
     async def bulk(request: Request) -> Response:
+        if not await gate.acquire():
+            metrics.inc("bodies_busy")
+            busy = _error(503, "busy", f"{limits.max_bodies_in_flight} bulk bodies are being stored; retry")
+            busy.headers["Retry-After"] = "1"
+            return busy
+        try:
+            return await _bulk(request)
+        finally:
+            gate.release()
+
+    async def _bulk(request: Request) -> Response:
         try:
             batch_id = check_batch_id(request.headers.get(BATCH_ID_HEADER))
             encoding = check_encoding(request.headers.get("content-encoding"))
-            body = await _read_body(request, MAX_BODY_BYTES)
+            body = await _read_body(request, MAX_BODY_BYTES, limits.body_timeout_s)
             if encoding == "gzip":
                 body = await run_in_threadpool(gunzip, body, MAX_BODY_BYTES)
         except BadBatchId as e:
@@ -115,8 +138,14 @@ def create_app(store: Store, *, retention_s: int | None = None, metrics: Metrics
         async def handler(request: Request) -> Response:
             t0 = time.perf_counter()
             try:
-                body = await _json_body(request)
-                out = await run_in_threadpool(fn, body)
+                body = await _json_body(request, limits.body_timeout_s)
+                out = await run_cancellable(lambda: fn(body), limits.statement_timeout_s,
+                                            request.is_disconnected)
+            except QueryCancelled as e:
+                metrics.query(kind, False, time.perf_counter() - t0)
+                metrics.inc("queries_timed_out" if e.reason == "timeout" else "queries_cancelled")
+                log.warning("%s query cancelled: %s", kind, e)
+                return _error(503, "query_timeout" if e.reason == "timeout" else "cancelled", str(e))
             except RequestError as e:
                 metrics.query(kind, False, time.perf_counter() - t0)
                 return JSON(e.to_json(), status_code=e.status)
@@ -151,10 +180,11 @@ def create_app(store: Store, *, retention_s: int | None = None, metrics: Metrics
             "ingest": {"requests": c["ingest_requests"], "records_accepted": c["records_accepted"],
                        "records_rejected": c["records_rejected"], "duplicate_batches": c["duplicate_batches"],
                        "bodies_rejected": c["bodies_rejected"], "unlogged_requests": c["unlogged_requests"],
-                       "unknown_fields_ignored": c["unknown_fields_ignored"]},
+                       "unknown_fields_ignored": c["unknown_fields_ignored"], "bodies_busy": c["bodies_busy"]},
             "queries": {
                 **{k: sum(n for (kk, _), n in q.items() if kk == k) for k in ("search", "aggregation", "servicegraph")},
                 "errors": sum(n for (_, r), n in q.items() if r == "error"),
+                "timed_out": c["queries_timed_out"], "cancelled": c["queries_cancelled"],
             },
             "retention": {"runs": metrics.retention_runs,
                           "last_run": None if metrics.retention_last_run is None else int(metrics.retention_last_run),

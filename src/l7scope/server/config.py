@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from l7scope.server.limits import Limits
 from l7scope.server.store.base import Store
 
 
@@ -28,6 +29,7 @@ class ServerConfig(BaseModel):
     retention_s: int = Field(default=86400, ge=60)
     duckdb_memory_limit: str | None = None
     duckdb_threads: int | None = Field(default=None, ge=1)
+    limits: Limits = Field(default_factory=Limits)
 
 
 def open_store(cfg: ServerConfig) -> Store:
@@ -35,7 +37,8 @@ def open_store(cfg: ServerConfig) -> Store:
     if cfg.store == "clickhouse":
         from l7scope.server.store.clickhouse import ClickHouseStore
 
-        return ClickHouseStore(cfg.clickhouse_url, cluster=cfg.clickhouse_cluster)
+        return ClickHouseStore(cfg.clickhouse_url, cluster=cfg.clickhouse_cluster,
+                               statement_timeout_s=cfg.limits.statement_timeout_s)
     from l7scope.server.store.duckdb import DuckDBStore
 
     return DuckDBStore(cfg.data_dir / "l7.duckdb", memory_limit=cfg.duckdb_memory_limit,
