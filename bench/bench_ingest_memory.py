@@ -105,6 +105,8 @@ def measure_http(case: str, mib: int) -> tuple[int, int]:
     one body to it (the body, the HTTP read and everything after it)."""
     import httpx
 
+    from l7scope.contracts.auth import bearer, read_token
+
     body = _body(case, mib)
     with tempfile.TemporaryDirectory() as d, socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,7 +123,7 @@ def measure_http(case: str, mib: int) -> tuple[int, int]:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            headers = {"Content-Type": "application/x-ndjson"}
+            headers = {"Content-Type": "application/x-ndjson", **bearer(read_token(Path(d) / "token"))}
             httpx.post(url + "/api/v1/l7/logs/bulk", content=body[: body.find(b"\n", 100_000) + 1],
                        headers=headers, timeout=60)
             base = _status_kib(proc.pid, "VmHWM")

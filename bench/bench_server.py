@@ -20,12 +20,15 @@ import pyarrow as pa
 import uvicorn
 
 from bench.row import Row
-from l7scope.contracts.bulk import BULK_PATH
+from l7scope.contracts.auth import bearer
+from l7scope.contracts.bulk import BULK_PATH, CONTENT_TYPE
+from l7scope.contracts.fields import COLUMNS
 from l7scope.contracts.record import encode_records
 from l7scope.server import gen
 from l7scope.server.api import create_app
+from l7scope.server.auth import Authenticator, NoAuth, SharedToken
 from l7scope.server.columns import to_columns
-from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS
+from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS
 from l7scope.server.store.duckdb import TABLE, DuckDBStore
 
 DAY = 86400
@@ -76,23 +79,46 @@ def bench_ingest(quick: bool, tmp: Path) -> list[Row]:
         for i in range(0, n, batch):
             store.insert(to_columns(recs[i:i + batch]))
         store_rate = n / (time.perf_counter() - t0)
-        # The whole HTTP path: NDJSON bodies of 5,000 records -> decode + validate -> store.
-        app = create_app(store, ui_dir=None)
-        with _Server(app) as url, httpx.Client(base_url=url, timeout=120) as c:
+        # The whole HTTP path: NDJSON bodies of 5,000 records -> decode + validate -> store,
+        # with the bearer-token check as deployed, and without (--auth none), in alternating
+        # rounds into fresh tables so both see the same store size.
+        rates: dict[str, list[float]] = {"token": [], "none": []}
+        for rnd in range(2):
+            for kind in ("token", "none"):
+                rates[kind].append(_http_ingest(tmp / f"http-{kind}-{rnd}.duckdb", kind, bodies, n, batch))
+    finally:
+        store.close()
+        gc.unfreeze()
+    http_rate, open_rate = max(rates["token"]), max(rates["none"])
+    overhead = (open_rate - http_rate) / open_rate * 100
+    return [
+        Row(f"server: store ingest, DuckDB, {n:,} records in {batch:,}-record batches (records -> Arrow -> table)",
+            f"{store_rate:,.0f} records/s", "-", ">= 100,000 records/s", store_rate >= 100_000),
+        Row(f"server: bulk HTTP ingest (NDJSON decode + validate + store), {n:,} records, bearer token checked",
+            f"{http_rate:,.0f} records/s ({http_rate / store_rate:.2f}x store ingest)",
+            f"in-process store ingest {store_rate:,.0f}/s", ">= 0.8x store ingest",
+            http_rate >= 0.8 * store_rate),
+        Row("server: authentication overhead on bulk ingest (token vs --auth none, best of 2 each)",
+            f"{overhead:+.1f} % ({http_rate:,.0f} vs {open_rate:,.0f} records/s)",
+            f"--auth none {open_rate:,.0f} records/s", "<= 5 %", overhead <= 5),
+    ]
+
+
+def _http_ingest(path: Path, auth: str, bodies: list[bytes], n: int, batch: int) -> float:
+    store = DuckDBStore(path)
+    token = "bench-" + "t" * 40
+    authenticator: Authenticator = SharedToken(token) if auth == "token" else NoAuth()
+    headers = {"Content-Type": CONTENT_TYPE, **(bearer(token) if auth == "token" else {})}
+    try:
+        with _Server(create_app(store, auth=authenticator, ui_dir=None)) as url, \
+                httpx.Client(base_url=url, timeout=120, headers=headers) as c:
             t0 = time.perf_counter()
             for j, b in enumerate(bodies):
                 r = c.post(BULK_PATH, content=b, headers={"X-L7scope-Batch-Id": f"bench-{j}"})
                 assert r.json()["accepted"] == min(batch, n - j * batch), r.text
-            http_rate = n / (time.perf_counter() - t0)
+            return n / (time.perf_counter() - t0)
     finally:
         store.close()
-        gc.unfreeze()
-    return [
-        Row(f"server: store ingest, DuckDB, {n:,} records in {batch:,}-record batches (records -> Arrow -> table)",
-            f"{store_rate:,.0f} records/s", "-", ">= 100,000 records/s", store_rate >= 100_000),
-        Row(f"server: bulk HTTP ingest (NDJSON decode + validate + store), {n:,} records",
-            f"{http_rate:,.0f} records/s", "-", "-", None),
-    ]
 
 
 # --- data generated inside DuckDB -----------------------------------------------------------
@@ -185,7 +211,7 @@ def bench_http_tab(quick: bool, tmp: Path) -> list[Row]:
     lat: list[float] = []
     server_ms: list[float] = []
     try:
-        with _Server(create_app(store, ui_dir=None)) as url, httpx.Client(base_url=url, timeout=60) as c:
+        with _Server(create_app(store, auth=NoAuth(), ui_dir=None)) as url, httpx.Client(base_url=url, timeout=60) as c:
             for q in queries:  # warm-up
                 c.post("/api/v1/l7/logs/search", json={"page_size": 100, **q}).raise_for_status()
             for _ in range(5 if quick else 5):
@@ -238,7 +264,7 @@ def bench_graph(quick: bool, tmp: Path) -> list[Row]:
     lat: list[float] = []
     server_ms: list[float] = []
     try:
-        with _Server(create_app(store, ui_dir=None)) as url, httpx.Client(base_url=url, timeout=60) as c:
+        with _Server(create_app(store, auth=NoAuth(), ui_dir=None)) as url, httpx.Client(base_url=url, timeout=60) as c:
             body = {"time_range": {"from": "now-15m", "to": "now"}}
             g = c.post("/api/v1/servicegraph", json=body).json()
             n_nodes, n_edges = len(g["nodes"]), len(g["edges"])

@@ -15,11 +15,11 @@ import pytest
 from contract import chserver
 from l7scope.contracts import latency
 from l7scope.contracts.record import L7Record
+from l7scope.contracts.selector import parse
+from l7scope.contracts.timerange import TimeRange
 from l7scope.server import gen
 from l7scope.server.columns import to_columns
-from l7scope.server.selector import parse
 from l7scope.server.store.base import Filter, SearchQuery, Sort, Store
-from l7scope.server.timerange import TimeRange
 
 T0 = 1_700_000_000
 ALL = TimeRange(0, 2**32 - 1)
@@ -157,7 +157,7 @@ def test_hostile_and_unicode_values_round_trip(store: Store) -> None:
     urls = ["'; DROP TABLE l7; --", 'x") OR 1=1 --', "%(p0)s", "$p1", "/straße/日本/\u202e", "a\\b"]
     recs = [L7Record(start_time=T0, end_time=T0 + 1, count=1, url=u, user_agent=u) for u in urls]
     store.insert(to_columns(recs))
-    from l7scope.server.selector import quote
+    from l7scope.contracts.selector import quote
 
     for u in urls:
         res = store.search(q(f"url = {quote(u)}"))

@@ -181,14 +181,14 @@ def test_a_running_demo_with_the_same_prefix_is_not_cleaned_away(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
 
+    from l7scope.contracts import demo_state
     from l7scope.demo import runner
-    from l7scope.status import discovery
 
-    monkeypatch.setenv(discovery.STATE_ENV, str(tmp_path / "state.json"))
+    monkeypatch.setenv(demo_state.STATE_ENV, str(tmp_path / "state.json"))
     other = subprocess.Popen(["sleep", "30"])
     try:
-        discovery.write_state(discovery.State(demo_pid=other.pid, nodes=[
-            discovery.NodeParts(name="node-a", netns="l7demo-node-a")]))
+        demo_state.write_state(demo_state.State(demo_pid=other.pid, nodes=[
+            demo_state.NodeParts(name="node-a", netns="l7demo-node-a")]))
         with pytest.raises(runner.DemoError, match=f"pid {other.pid}"):
             runner.refuse_if_running("l7demo")
         runner.refuse_if_running("otherprefix")  # a different demo: fine

@@ -24,6 +24,7 @@ import pytest
 import uvicorn
 from contract.harness import free_port, serve
 
+from l7scope.contracts.auth import bearer, read_token
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
 from l7scope.contracts.record import (
     MAX_DURATION_SUM_NS,
@@ -35,6 +36,7 @@ from l7scope.contracts.record import (
 from l7scope.node.shipper import Shipper
 from l7scope.server import gen
 from l7scope.server.api import create_app
+from l7scope.server.auth import SharedToken
 from l7scope.server.cli import uvicorn_config
 from l7scope.server.columns import to_columns
 from l7scope.server.limits import MAX_JSON_DEPTH, Limits
@@ -51,10 +53,18 @@ def store(tmp_path: Path) -> Iterator[DuckDBStore]:
     s.close()
 
 
+TOKEN = "hostile-test-token-" + "y" * 40
+AUTH = bearer(TOKEN)
+
+
+def app_for(store: DuckDBStore, limits: Limits | None = None) -> Any:
+    return create_app(store, auth=SharedToken(TOKEN), retention_s=86400, clock=lambda: NOW, ui_dir=None,
+                      limits=limits)
+
+
 @pytest.fixture
 def api(store: DuckDBStore) -> Iterator[httpx.Client]:
-    with serve(create_app(store, retention_s=86400, clock=lambda: NOW, ui_dir=None)) as url, \
-            httpx.Client(base_url=url, timeout=60) as c:
+    with serve(app_for(store)) as url, httpx.Client(base_url=url, timeout=60, headers=AUTH) as c:
         yield c
 
 
@@ -208,7 +218,8 @@ def test_deep_json_in_a_query_body_is_400(api: httpx.Client) -> None:
         body = b'{"selector": ' + b"[" * depth + b"]" * depth + b"}"
         r = api.post("/api/v1/l7/logs/search", content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and "levels deep" in r.json()["error"]["message"], r.text
-    r = api.post("/api/v1/l7/logs/search", content=b'{"selector": "url = \\"\xc0\xaf\\""}')
+    r = api.post("/api/v1/l7/logs/search", content=b'{"selector": "url = \\"\xc0\xaf\\""}',
+                 headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", r.text
 
 
@@ -226,7 +237,11 @@ def test_deep_json_in_a_newer_schema_line_is_one_rejected_line(api: httpx.Client
 
 def test_shipper_drops_a_batch_the_server_refuses_with_4xx_and_ships_the_next(
         api: httpx.Client, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    shipper = Shipper(str(api.base_url), tmp_path / "spool", "node-1", max_spool_bytes=1 << 30)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    shipper = Shipper(str(api.base_url), tmp_path / "spool", "node-1", max_spool_bytes=1 << 30,
+                      token_file=token_file)
     assert shipper.spool is not None
     shipper.spool.put(line(1) + b"\n", 1)
     shipper.spool.put(b"x" * (MAX_BODY_BYTES + 1), 7)  # the server answers 413
@@ -265,7 +280,7 @@ def serve_limited(app: Any, limits: Limits) -> Iterator[str]:
 
 def limited(store: DuckDBStore, **limits: Any) -> tuple[Any, Limits]:
     lim = Limits(**limits)
-    return create_app(store, retention_s=86400, clock=lambda: NOW, ui_dir=None, limits=lim), lim
+    return app_for(store, lim), lim
 
 
 def raw_request(port: int, head: bytes, body: bytes = b"") -> socket.socket:
@@ -285,13 +300,13 @@ def read_answer(s: socket.socket) -> bytes:
 
 def bulk_head(length: int) -> bytes:
     return (f"POST {BULK_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
-            f"Content-Length: {length}\r\n\r\n").encode()
+            f"Authorization: {AUTH['Authorization']}\r\nContent-Length: {length}\r\n\r\n").encode()
 
 
 def test_bodies_in_flight_are_bounded_and_the_next_waits_or_gets_503(store: DuckDBStore) -> None:
     app, _ = limited(store, max_bodies_in_flight=1, body_wait_s=0.3)
     body = line(1) + b"\n"
-    with serve_limited(app, Limits()) as url, httpx.Client(base_url=url, timeout=30) as c:
+    with serve_limited(app, Limits()) as url, httpx.Client(base_url=url, timeout=30, headers=AUTH) as c:
         port = int(url.rsplit(":", 1)[1])
         slow = raw_request(port, bulk_head(len(body)), body[:10])  # holds the only slot
         time.sleep(0.2)
@@ -309,7 +324,7 @@ def test_bodies_in_flight_are_bounded_and_the_next_waits_or_gets_503(store: Duck
 
 def test_a_body_that_trickles_is_408_and_frees_its_slot(store: DuckDBStore) -> None:
     app, _ = limited(store, max_bodies_in_flight=1, body_timeout_s=0.5)
-    with serve_limited(app, Limits()) as url, httpx.Client(base_url=url, timeout=30) as c:
+    with serve_limited(app, Limits()) as url, httpx.Client(base_url=url, timeout=30, headers=AUTH) as c:
         port = int(url.rsplit(":", 1)[1])
         slow = raw_request(port, bulk_head(1000), b'{"start')
         answer = read_answer(slow)
@@ -381,7 +396,8 @@ def test_the_server_process_keeps_answering_healthz_at_its_fd_limit(tmp_path: Pa
             t0 = time.monotonic()
             r = httpx.get(url + "/healthz", timeout=5)
             assert r.status_code == 200 and time.monotonic() - t0 < 2, r.text
-        assert bulk(httpx.Client(base_url=url, timeout=10), line(1) + b"\n").json()["accepted"] == 1
+        auth = bearer(read_token(tmp_path / "token"))
+        assert bulk(httpx.Client(base_url=url, timeout=10, headers=auth), line(1) + b"\n").json()["accepted"] == 1
         for s in idle:
             s.close()
     finally:
@@ -413,7 +429,7 @@ def _cpu_over(seconds: float) -> float:
 
 def test_statement_timeout_cancels_a_slow_query(big_store: DuckDBStore) -> None:
     app, _ = limited(big_store, statement_timeout_s=0.5)
-    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60, headers=AUTH) as c:
         t0 = time.monotonic()
         r = c.post("/api/v1/l7/logs/search", json={"selector": _slow_selector(), "time_range": TR})
         took = time.monotonic() - t0
@@ -427,10 +443,10 @@ def test_statement_timeout_cancels_a_slow_query(big_store: DuckDBStore) -> None:
 
 def test_a_query_is_cancelled_when_its_client_leaves(big_store: DuckDBStore) -> None:
     app, _ = limited(big_store, statement_timeout_s=120)
-    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60, headers=AUTH) as c:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(url + "/api/v1/l7/logs/search", json={"selector": _slow_selector(), "time_range": TR},
-                       timeout=0.5)
+                       timeout=0.5, headers=AUTH)
         time.sleep(0.5)
         assert _cpu_over(1.0) < 0.4  # the engine stopped when the client left
         st = c.get("/api/v1/status").json()

@@ -350,7 +350,7 @@ class OperatorProcess:
 def restoring_node_config(kube: Kube) -> Iterator[None]:
     """Put the cluster-scoped NodeAgentConfiguration `default` back as it was (absent, or its
     spec) when the block ends: tests in one session share the control plane."""
-    from l7scope.operator import nodeconfig
+    from l7scope.contracts import nodeconfig
 
     try:
         before = kube.get(nodeconfig.PATH)

@@ -1,7 +1,7 @@
 """Workshop step 4 end to end on the control side: annotating a Service through the API changes
 the node agent's nftables capture set (in a network namespace of its own) within 2 s, and
 removing the annotation reverts it. The node agent is the real one (`l7scope.node.agent.Agent`)
-fed by the real watches (`l7scope.kube.feed.start_watches`), as `l7scope node --kube` runs it."""
+fed by the real watches (`l7scope.node.cluster_feed.start_watches`), as `l7scope node --kube` runs it."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ import yaml
 from kubeharness import ControlPlane, restoring_node_config, wait_for
 
 from l7scope.capture import tproxy
+from l7scope.contracts import nodeconfig
 from l7scope.kube.client import Kube
-from l7scope.kube.feed import start_watches
-from l7scope.operator import chart, nodeconfig
+from l7scope.node.cluster_feed import start_watches
+from l7scope.operator import chart
 
 pytestmark = [pytest.mark.kube, pytest.mark.netns]
 

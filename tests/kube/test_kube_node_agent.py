@@ -20,11 +20,11 @@ import pytest
 import yaml
 from kubeharness import ControlPlane, wait_for
 
-from l7scope.contracts import policysync
+from l7scope.contracts import nodeconfig, policysync
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts import policysync_pb2_grpc as pb_grpc
 from l7scope.kube.client import Kube
-from l7scope.operator import chart, nodeconfig
+from l7scope.operator import chart
 
 pytestmark = pytest.mark.kube
 

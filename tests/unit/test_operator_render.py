@@ -78,8 +78,29 @@ def test_owner_reference_on_everything_but_namespace() -> None:
     objs = render.render(_spec(), render.RenderContext(owner=owner))
     assert "ownerReferences" not in objs[0]["metadata"]
     assert all(o["metadata"]["ownerReferences"] == [owner] for o in objs[1:])
-    owned = {(o["kind"], o["metadata"]["name"]) for o in objs[1:]}
+    secret = render.api_token_secret(render.RenderContext(owner=owner), "t" * 43)  # made once, apart
+    assert secret["metadata"]["ownerReferences"] == [owner]
+    owned = {(o["kind"], o["metadata"]["name"]) for o in [*objs[1:], secret]}
     assert owned == {(kind, name) for _, kind, name, _ in render.OWNED}
+
+
+def test_server_and_node_agent_share_the_api_token_secret() -> None:
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in render.render(_spec(), render.RenderContext())}
+    ds = objs[("DaemonSet", render.DAEMONSET)]["spec"]["template"]["spec"]
+    srv = objs[("Deployment", render.SERVER)]["spec"]["template"]["spec"]
+    token_path = f"{render.TOKEN_DIR}/{render.TOKEN_KEY}"
+    agent = next(c for c in ds["containers"] if c["name"] == "l7-node-agent")
+    server = srv["containers"][0]
+    assert agent["command"][agent["command"].index("--server-token-file") + 1] == token_path
+    assert server["command"][server["command"].index("--token-file") + 1] == token_path
+    assert "--auth" not in server["command"]  # token auth is the default
+    hosts = [server["command"][i + 1] for i, a in enumerate(server["command"]) if a == "--allowed-host"]
+    assert "l7scope-server.l7scope-system.svc" in hosts
+    for spec, c in ((ds, agent), (srv, server)):
+        vol = next(v for v in spec["volumes"] if v["name"] == "api-token")
+        assert vol["secret"]["secretName"] == render.TOKEN_SECRET
+        assert vol["secret"]["defaultMode"] & 0o007 == 0  # not world-readable
+        assert {"name": "api-token", "mountPath": render.TOKEN_DIR, "readOnly": True} in c["volumeMounts"]
 
 
 def test_daemonset_state() -> None:

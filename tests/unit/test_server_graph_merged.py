@@ -9,11 +9,12 @@ import pytest
 
 from l7scope.contracts import latency
 from l7scope.contracts.record import L7Record
+from l7scope.contracts.timerange import TimeRange
 from l7scope.server import gen, graph
 from l7scope.server.columns import to_columns
+from l7scope.server.store import base
 from l7scope.server.store.base import Filter
 from l7scope.server.store.duckdb import DuckDBStore
-from l7scope.server.timerange import TimeRange
 
 T0 = 1_700_000_000
 
@@ -83,9 +84,9 @@ def test_merged_graph_edge_shapes(tmp_path: Path, expanded: set[str], top_routes
                            top_routes=top_routes, unlogged=0)
         rows = store.graph_stats(flt, expanded, top_routes)
         levels = {r[0] for r in rows}  # every row shape the store gives is exercised
-        assert {graph.MERGED_CLASS, graph.MERGED_TOTAL} <= levels
+        assert {base.MERGED_CLASS, base.MERGED_TOTAL} <= levels
         if top_routes:
-            assert {graph.MERGED_ROUTE, graph.MERGED_TOTAL_ROUTE} <= levels
+            assert {base.MERGED_ROUTE, base.MERGED_TOTAL_ROUTE} <= levels
         got = graph.build_merged(rows, expanded=expanded, top_routes=top_routes, unlogged=0)
         edges = {e["id"]: e for e in want["edges"]}
         src = "wep/a/app-*" if expanded else "namespace/a"

@@ -9,8 +9,9 @@ SERVER = Path(__file__).resolve().parents[2] / "src" / "l7scope" / "server"
 ALLOWED = {
     "duckdb": {"store/duckdb.py"},
     "clickhouse_driver": {"store/clickhouse.py"},
-    # api.py is the HTTP shell; vendor.py (the UI's /vendor route) is mounted by it.
-    "starlette": {"api.py", "metrics.py", "vendor.py"},
+    # api.py is the HTTP shell; vendor.py (the UI's /vendor route), access.py (its middleware)
+    # and login.py (the login routes) are mounted by it.
+    "starlette": {"api.py", "metrics.py", "vendor.py", "access.py", "login.py"},
     "uvicorn": {"cli.py"},
 }
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from l7scope.contracts.fields import COLUMNS
 from l7scope.contracts.record import FIELDS, TYPE_UNLOGGED, L7Record, encode_record
 from l7scope.server.columns import hist_flat, to_columns
-from l7scope.server.fields import COLUMNS
+from l7scope.server.graph import dest_node, source_node
 from l7scope.server.ingest import Ingestor, _parse_fast, parse_body
-from l7scope.server.metrics import Metrics, namespace_node
+from l7scope.server.metrics import Metrics
 from l7scope.server.store.arrow_batch import ARROW_SCHEMA, to_arrow
 from l7scope.server.store.duckdb import DuckDBStore
 
@@ -85,10 +86,9 @@ def _edges_per_record(recs: list[L7Record]) -> dict[tuple[str, str, str], int]:
     for r in recs:
         if r.type == TYPE_UNLOGGED:
             continue
-        known = r.dest_service_namespace != "" and r.dest_service_name != ""
-        key = (namespace_node(r.src_namespace, r.src_name_aggr, r.src_type),
-               namespace_node(r.dest_service_namespace if known else r.dest_namespace,
-                              r.dest_name_aggr, r.dest_type),
+        key = (source_node(r.src_type, r.src_namespace, r.src_name_aggr, ()).id,
+               dest_node(r.dest_type, r.dest_namespace, r.dest_name_aggr, r.dest_service_namespace,
+                         r.dest_service_name, ()).id,
                f"{c[0]}xx" if len(c := r.response_code) == 3 and c[0] in "12345" else "no_response")
         out[key] = out.get(key, 0) + r.count
     return out

@@ -38,7 +38,7 @@ from l7scope.collector.decode import decode_block
 from l7scope.collector.report import GrpcSender, Reporter, Send
 from l7scope.collector.tail import Position, Tail, rotate_file
 from l7scope.contracts.envoy_log import EnvoyLogLine
-from l7scope.status.endpoint import StatusEndpoint
+from l7scope.contracts.status import StatusEndpoint
 
 log = logging.getLogger(__name__)
 

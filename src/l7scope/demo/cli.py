@@ -44,7 +44,7 @@ Data (store, logs, counts, summary.json) goes to --data-dir
 
 
 @click.command(help=_HELP)
-@click.option("--port", default=8686, show_default=True, help="Port of the page and API.")
+@click.option("--port", default=DemoOptions.port, show_default=True, help="Port of the page and API.")
 @click.option("--rate", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Shopper requests per second to the frontend (each fans out to ~5-15 calls).")
 @click.option("--duration", default=0.0, type=click.FloatRange(min=0),
@@ -91,7 +91,10 @@ def demo(port: int, rate: float, duration: float, data_dir: Path, no_netns: bool
                               "behind an explicitly addressed Envoy; no transparent capture.")
             url = d.start()
         console.print(f"\n[bold green]Service Graph:[/] [link={url}]{url}[/link]", soft_wrap=True)
-        console.print(f"[dim]API: {url}api/v1/servicegraph (docs/api.md)[/]", soft_wrap=True)
+        console.print("[dim]  (a one-time login link, valid 5 minutes; later, log in on the page "
+                      f"with the token in {d.token_file})[/]", soft_wrap=True)
+        console.print(f"[dim]API: {d.url}api/v1/servicegraph with Authorization: Bearer $(cat "
+                      f"{d.token_file}) (docs/api.md)[/]", soft_wrap=True)
         console.print("[dim]Ctrl-C stops the demo and removes everything it made.[/]")
         phase[0] = "run"
         _run(d, console, stop, duration)

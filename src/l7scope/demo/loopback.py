@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from l7scope.contracts import demo_state
 from l7scope.demo import pipeline, topology
 from l7scope.demo.probe import Probe, netns_stats
 from l7scope.demo.procs import Processes, kill_recorded
 from l7scope.demo.shop import catalog
 from l7scope.proxy import config as envoy_config
 from l7scope.proxy.supervisor import EnvoySupervisor
-from l7scope.status import discovery
 
 if TYPE_CHECKING:
     from l7scope.demo.runner import Demo
@@ -117,6 +117,7 @@ def start_loopback(d: Demo) -> None:
     d.progress("cleaning up what an earlier run left behind")
     kill_recorded(procs_file)
     d._fresh_dirs()
+    d.new_token()
     shutil.rmtree(d.data / "logs", ignore_errors=True)
     procs = Processes(d.data / "logs", procs_file)
     d._closers.append(procs.close)
@@ -161,16 +162,16 @@ def start_loopback(d: Demo) -> None:
     d.progress(f"{NODE}: starting the node agent and the collector")
     agent = procs.start("node", pipeline.node_argv(
         files, NODE, f"http://{o.host}:{o.port}", f"http://127.0.0.1:{admin_port}",
-        f"127.0.0.1:{node_port}"))
+        f"127.0.0.1:{node_port}", d.token_file))
     collector = procs.start("collector", pipeline.collector_argv(
         files, NODE, o.interval, f"127.0.0.1:{coll_port}"))
     node_stats = {NODE: netns_stats(None, node_port)}
     coll_stats = {NODE: netns_stats(None, coll_port)}
     d.probe = Probe(d.counts_dir, coll_stats, node_stats, d.api)
-    d._write_state([discovery.NodeParts(
-        name=NODE, envoy_admin=discovery.Part(addr=f"127.0.0.1:{admin_port}", pid=envoy.pid),
-        collector=discovery.Part(addr=f"127.0.0.1:{coll_port}", pid=collector.pid),
-        node_agent=discovery.Part(addr=f"127.0.0.1:{node_port}", pid=agent.pid))], server.pid)
+    d._write_state([demo_state.NodeParts(
+        name=NODE, envoy_admin=demo_state.Part(addr=f"127.0.0.1:{admin_port}", pid=envoy.pid),
+        collector=demo_state.Part(addr=f"127.0.0.1:{coll_port}", pid=collector.pid),
+        node_agent=demo_state.Part(addr=f"127.0.0.1:{node_port}", pid=agent.pid))], server.pid)
 
     def up(read: Any) -> Any:
         def check() -> bool:

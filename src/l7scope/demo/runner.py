@@ -29,12 +29,13 @@ from typing import Any
 
 import httpx
 
+from l7scope.contracts import api, demo_state
+from l7scope.contracts.auth import ensure_token
 from l7scope.demo import pipeline, procs, topology
 from l7scope.demo.netrelay import NetnsRelay
 from l7scope.demo.probe import Probe, ServerApi, Snapshot, netns_stats
 from l7scope.demo.shop import catalog
 from l7scope.demo.shop.counts import read_totals
-from l7scope.status import discovery
 
 Progress = Callable[[str], None]
 
@@ -45,8 +46,8 @@ class DemoError(RuntimeError):
 
 @dataclass
 class DemoOptions:
-    port: int = 8686
-    host: str = "127.0.0.1"
+    port: int = api.DEFAULT_PORT
+    host: str = api.DEFAULT_HOST
     rate: float = 5.0
     duration: float = 0.0  # 0 = until Ctrl-C
     data_dir: Path = field(default_factory=lambda: default_data_dir())
@@ -82,13 +83,13 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float,
 def refuse_if_running(prefix: str) -> None:
     """Do not clean up (and so destroy) a demo that is still running with the same prefix."""
     try:
-        state = discovery.read_state()
-    except discovery.StateError:
+        state = demo_state.read_state()
+    except demo_state.StateError:
         return
     if state is None or state.demo_pid in (None, os.getpid()):
         return
     ours = any((n.netns or "").startswith(f"{prefix}-") for n in state.nodes)
-    if ours and state.demo_pid is not None and discovery.pid_alive(state.demo_pid):
+    if ours and state.demo_pid is not None and demo_state.pid_alive(state.demo_pid):
         raise DemoError(f"another demo (pid {state.demo_pid}) is running with the namespaces "
                         f"{prefix}-*; stop it first (Ctrl-C in its terminal)")
 
@@ -146,6 +147,8 @@ class Demo:
         self.ready_dir = self.data / "ready"
         self.started_at = time.time()
         self.url = f"http://{opts.host}:{opts.port}/"
+        self.login_url = self.url
+        self.token_file = pipeline.token_file(self.data / "server")
         self.api = ServerApi(f"http://{opts.host}:{opts.port}", self.started_at)
         self.probe: Probe | None = None
         self.loadgen: subprocess.Popen[Any] | None = None
@@ -172,15 +175,25 @@ class Demo:
         return None
 
     # -- start ---------------------------------------------------------------------------------
+    def new_token(self) -> None:
+        """A fresh bearer token for this run's server, its node agents and the demo itself."""
+        token, _ = ensure_token(self.token_file)
+        self.api.use_token(token)
+
     def start(self) -> str:
+        """Start everything; returns the page's one-time login URL."""
         if self.o.no_netns:
             from l7scope.demo.loopback import start_loopback
 
             start_loopback(self)
         else:
             self._start_netns()
+        try:
+            self.login_url = self.api.login_url()
+        except (httpx.HTTPError, KeyError, ValueError) as e:
+            raise DemoError(f"the server did not give a login link: {e}") from None
         self.timeline["url_printed"] = time.time()
-        return self.url
+        return self.login_url
 
     def _start_netns(self) -> None:
         from l7scope.netlab import Topology, cleanup_stale
@@ -198,6 +211,7 @@ class Demo:
             self.progress(f"removed {len(gone)} stale namespaces of an earlier run")
         ensure_port_free(o.host, o.port)  # after the cleanup: a crashed run's server held it
         self._fresh_dirs()
+        self.new_token()
 
         self.progress("starting the server (embedded DuckDB store)")
         t = Topology(prefix=o.prefix, workdir=self.data / "run")
@@ -241,7 +255,7 @@ class Demo:
             agents[name] = t.popen(node, pipeline.node_argv(
                 files, name, f"http://127.0.0.1:{pipeline.RELAY_PORT}",
                 f"http://127.0.0.1:{pipeline.ENVOY_ADMIN_PORT}",
-                f"127.0.0.1:{pipeline.NODE_STATUS_PORT}"))
+                f"127.0.0.1:{pipeline.NODE_STATUS_PORT}", self.token_file))
             collectors[name] = t.popen(node, pipeline.collector_argv(
                 files, name, o.interval, f"127.0.0.1:{pipeline.COLLECTOR_STATUS_PORT}"))
 
@@ -249,13 +263,13 @@ class Demo:
         coll_stats = {n: netns_stats(nodes[n].netns, pipeline.COLLECTOR_STATUS_PORT)
                       for n in nodes}
         self.probe = Probe(self.counts_dir, coll_stats, node_stats, self.api)
-        self._write_state([discovery.NodeParts(
+        self._write_state([demo_state.NodeParts(
             name=n, netns=node.netns,
-            envoy_admin=discovery.Part(addr=f"127.0.0.1:{pipeline.ENVOY_ADMIN_PORT}",
+            envoy_admin=demo_state.Part(addr=f"127.0.0.1:{pipeline.ENVOY_ADMIN_PORT}",
                                        pid=node.envoy.pid if node.envoy else None),
-            collector=discovery.Part(addr=f"127.0.0.1:{pipeline.COLLECTOR_STATUS_PORT}",
+            collector=demo_state.Part(addr=f"127.0.0.1:{pipeline.COLLECTOR_STATUS_PORT}",
                                      pid=collectors[n].pid),
-            node_agent=discovery.Part(addr=f"127.0.0.1:{pipeline.NODE_STATUS_PORT}",
+            node_agent=demo_state.Part(addr=f"127.0.0.1:{pipeline.NODE_STATUS_PORT}",
                                       pid=agents[n].pid)) for n, node in nodes.items()],
             server.pid)
 
@@ -294,14 +308,15 @@ class Demo:
             "--counts-dir", str(self.counts_dir),
             *(["--seed", str(o.seed)] if o.seed is not None else [])])
 
-    def _write_state(self, nodes: list[discovery.NodeParts], server_pid: int) -> None:
+    def _write_state(self, nodes: list[demo_state.NodeParts], server_pid: int) -> None:
         """The state file `l7scope status` reads (removed again by close())."""
-        state = discovery.State(
+        state = demo_state.State(
             demo_pid=os.getpid(),
-            server=discovery.ServerPart(url=self.url.rstrip("/"), pid=server_pid), nodes=nodes,
+            server=demo_state.ServerPart(url=self.url.rstrip("/"), pid=server_pid,
+                                         token_file=str(self.token_file)), nodes=nodes,
             annotated_services=[f"{topology.NAMESPACE}/{s.name}" for s in catalog.SERVICES])
-        path = discovery.write_state(state)
-        self._closers.append(lambda: discovery.remove_state(path))
+        path = demo_state.write_state(state)
+        self._closers.append(lambda: demo_state.remove_state(path))
 
     # -- run -----------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

@@ -30,6 +30,7 @@ from typing import Any
 from l7scope.capture import tproxy
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts.record import L7Record, encode_records
+from l7scope.contracts.status import StatusEndpoint
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.enrich import Enricher
@@ -40,7 +41,6 @@ from l7scope.node.policysync_server import PolicySyncServer
 from l7scope.node.selection import CaptureController, envoy_ready_probe
 from l7scope.node.settings import NodeSettings, SettingsFile
 from l7scope.node.shipper import Shipper
-from l7scope.status.endpoint import StatusEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class AgentConfig:
     settings_path: str | None = None
     inventory_dir: str | None = None
     server_url: str | None = None
+    server_token_file: str | None = None  # bearer token for shipping (contracts/auth.py)
     envoy_admin: str | None = None
     status_addr: str | None = None  # HOST:PORT
     data_dir: str = "/var/lib/l7scope/node"
@@ -90,7 +91,8 @@ class Agent:
         self.aggregator = Aggregator(s.aggregation(), cfg.node_name, time.time())
         self.l7log = self._l7log(s)
         self.shipper = Shipper(cfg.server_url, Path(cfg.data_dir) / "spool", cfg.node_name,
-                               max_spool_bytes=cfg.max_spool_bytes)
+                               max_spool_bytes=cfg.max_spool_bytes,
+                               token_file=Path(cfg.server_token_file) if cfg.server_token_file else None)
         probe = envoy_ready_probe(cfg.envoy_admin) if cfg.envoy_admin else (lambda: True)
         self.capture = CaptureController(self.cache, cfg.node_name,
                                          tproxy.Rules(tproxy_port=s.tproxy_port), probe, cfg.netns)
@@ -236,7 +238,7 @@ class Agent:
 
     def apply_settings(self, new: NodeSettings) -> None:
         """Use new settings (from the settings file, or a cluster feed such as H5's
-        `l7scope.kube.feed.start_watches(kube, agent.cache, agent.apply_settings)`)."""
+        `l7scope.node.cluster_feed.start_watches(kube, agent.cache, agent.apply_settings)`)."""
         with self._settings_lock:
             self._pending_settings = new
             self._pending_capture = new

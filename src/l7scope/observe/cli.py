@@ -7,17 +7,20 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import IO, Any
 
 import click
 import msgspec
 
+from l7scope.contracts.api import DEFAULT_URL
+from l7scope.contracts.timerange import TimeRangeError, parse_time
 from l7scope.observe import filters
 from l7scope.observe.client import ApiError, Client, default_server
 from l7scope.observe.filters import FilterError, FilterSpec
 from l7scope.observe.follow import SERVER_ORDER, FollowCursor, order_key
+from l7scope.observe.options import token_file_option, token_from
 from l7scope.observe.printer import FORMATS, Printer, make_printer
-from l7scope.server.timerange import TimeRangeError, parse_time
 
 Record = dict[str, Any]
 DEFAULT_LAST = 20
@@ -103,8 +106,9 @@ def _resolve_range(since: str | None, until: str | None, now: float) -> tuple[in
 @click.command(cls=_NotAwareCommand, epilog=_EPILOG,
                context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("source", required=False, metavar="[-]")
-@click.option("--server", default=default_server, show_default="env L7SCOPE_SERVER or http://127.0.0.1:8686",
+@click.option("--server", default=default_server, show_default=f"env L7SCOPE_SERVER or {DEFAULT_URL}",
               help="URL of the l7scope server.")
+@token_file_option
 @click.option("--input", "input_file", type=click.Path(allow_dash=True, dir_okay=False),
               help="Read records from this jsonl file (as written by -o jsonl) instead of the server; '-' = stdin.")
 @_filter_options
@@ -123,7 +127,7 @@ def _resolve_range(since: str | None, until: str | None, now: float) -> tuple[in
               help="Output format; jsonl can be read back with --input or '-'.")
 @click.option("--color/--no-color", default=None, help="Force colours on or off (default: when stdout is a terminal).")
 @click.option("--print-selector", is_flag=True, help="Print the selector the flags make, and exit.")
-def observe(source: str | None, server: str, input_file: str | None, selector: tuple[str, ...],
+def observe(source: str | None, server: str, token_file: Path | None, input_file: str | None, selector: tuple[str, ...],
             since: str | None, until: str | None, last: int | None, all_: bool, follow: bool,
             follow_window: int, interval: float, output: str, color: bool | None,
             print_selector: bool, **flag_values: Any) -> None:
@@ -147,7 +151,7 @@ def observe(source: str | None, server: str, input_file: str | None, selector: t
                 raise click.UsageError("--follow reads from the server, not from a file")
             _observe_file(input_file, spec, since, until, last, printer, print_selector)
             return
-        with Client(server) as client:
+        with Client(server, token=token_from(token_file)) as client:
             _observe_server(client, spec, since, until, last, all_, follow, follow_window,
                             interval, printer, print_selector)
     except (ApiError, FilterError, TimeRangeError) as e:

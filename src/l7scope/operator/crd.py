@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
+from l7scope.contracts import nodeconfig
 from l7scope.node.settings import NodeSettings
-from l7scope.operator import nodeconfig
 from l7scope.operator import spec as alspec
 
 _KEEP = {"type", "properties", "items", "enum", "description", "minimum", "maximum", "pattern",

@@ -16,8 +16,9 @@ from typing import Any
 
 import kopf
 
+from l7scope.contracts import nodeconfig
 from l7scope.kube.client import Kube, KubeError
-from l7scope.operator import nodeconfig, render
+from l7scope.operator import render
 from l7scope.operator import spec as alspec
 from l7scope.operator.reconcile import OperatorConfig, Reconciler
 

@@ -13,21 +13,9 @@ The workshop's step 1 becomes:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from l7scope.contracts import policysync
-
-GROUP: Final = "l7scope.io"
-VERSION: Final = "v1"
-API_VERSION: Final = f"{GROUP}/{VERSION}"
-KIND: Final = "NodeAgentConfiguration"
-PLURAL: Final = "nodeagentconfigurations"
-NAME: Final = "default"
-PATH: Final = f"/apis/{API_VERSION}/{PLURAL}/{NAME}"
-
-
-def empty() -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": NAME}, "spec": {}}
 
 
 def tproxy_patch(spec: Mapping[str, Any] | None, collect_logs: bool) -> dict[str, Any]:

@@ -13,7 +13,10 @@
   collector; readiness/liveness probes on Envoy's admin `/ready` and the collector's and node
   agent's `/healthz`; the annotation `l7scope.io/config-hash` on the pod template, a hash of
   everything the pods read at start, so any change rolls them;
-- the server: Deployment + Service `l7scope-server`.
+- the server: Deployment + Service `l7scope-server`; it reads the API token from the Secret
+  `l7scope-api-token` (key `token`), which the node agents mount too to ship. The Secret itself
+  is not rendered here (a render would rotate it): `api_token_secret()` makes one with a fresh
+  token and the reconciler creates it once (docs/security.md).
 
 Owner references are the caller's business (`owner=`): with one, every object but the
 Namespace gets it, so deleting the ApplicationLayer garbage-collects them.
@@ -26,6 +29,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from l7scope.contracts import api
 from l7scope.node.settings import NodeSettings
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
 from l7scope.proxy.config import render_yaml
@@ -36,8 +40,14 @@ CLUSTER_ROLE: Final = "l7scope-node-agent"
 CONFIGMAP: Final = "envoy-config"
 CONFIGMAP_KEY: Final = "envoy-config.yaml"
 SERVER: Final = "l7scope-server"
-SERVER_PORT: Final = 8686  # l7scope server / observe default
+SERVER_PORT: Final = api.DEFAULT_PORT  # l7scope server / observe default
 HASH_ANNOTATION: Final = "l7scope.io/config-hash"
+TOKEN_SECRET: Final = "l7scope-api-token"
+TOKEN_KEY: Final = "token"
+TOKEN_DIR: Final = "/var/run/l7scope/api-token"
+_TOKEN_VOLUME: Final = {"name": "api-token",
+                        "secret": {"secretName": TOKEN_SECRET, "defaultMode": 0o440}}
+_TOKEN_MOUNT: Final = {"name": "api-token", "mountPath": TOKEN_DIR, "readOnly": True}
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "l7scope-operator"}
 
 ENVOY_ADMIN_PORT: Final = 16010
@@ -143,13 +153,14 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
     node_agent = _container(
         spec, ctx, "l7-node-agent",
         ["l7scope", "node", "--kube", "--node-name", "$(NODE_NAME)", "--server", server_url,
+         "--server-token-file", f"{TOKEN_DIR}/{TOKEN_KEY}",
          "--envoy-admin", f"http://127.0.0.1:{ENVOY_ADMIN_PORT}",
          "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR],
         _http(NODE_STATUS_PORT, "/healthz"),
         env=[_NODE_NAME_ENV],
         mounts=[{"name": "policy-sync", "mountPath": prefix},
                 {"name": "l7-logs", "mountPath": log_dir},
-                {"name": "node-data", "mountPath": NODE_DATA_DIR}],
+                {"name": "node-data", "mountPath": NODE_DATA_DIR}, _TOKEN_MOUNT],
         security=net, requests={"cpu": "100m", "memory": "128Mi"})
     template_hash = config_hash(envoy_yaml, spec.log_interval_seconds,
                                 spec.log_requests_per_interval, prefix, log_dir, ctx.image)
@@ -178,6 +189,7 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
                         {"name": "l7-logs", "hostPath": {"path": log_dir, "type": "DirectoryOrCreate"}},
                         # the node agent's spool: records not yet shipped survive a pod restart
                         {"name": "node-data", "hostPath": {"path": NODE_DATA_DIR, "type": "DirectoryOrCreate"}},
+                        _TOKEN_VOLUME,
                     ],
                 },
             },
@@ -205,9 +217,22 @@ def node_agent_rbac(ctx: RenderContext) -> list[dict[str, Any]]:
     return [role, binding]
 
 
+def server_names(ctx: RenderContext) -> list[str]:
+    """The names the server's Service is reached by (its Host allow-list besides IPs)."""
+    base = f"{SERVER}.{ctx.namespace}"
+    return [SERVER, base, f"{base}.svc", f"{base}.svc.cluster.local"]
+
+
+def api_token_secret(ctx: RenderContext, token: str) -> dict[str, Any]:
+    """The Secret with the server's API token (created once by the reconciler, never re-applied)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _meta(TOKEN_SECRET, ctx, SERVER),
+            "stringData": {TOKEN_KEY: token}}
+
+
 def server(ctx: RenderContext) -> list[dict[str, Any]]:
     labels = {"app.kubernetes.io/name": SERVER}
-    probe = {"httpGet": {"path": "/healthz", "port": SERVER_PORT}, "periodSeconds": 10,
+    probe = {"httpGet": {"path": api.HEALTHZ_PATH, "port": SERVER_PORT}, "periodSeconds": 10,
              "timeoutSeconds": 5, "failureThreshold": 3}
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -222,13 +247,15 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
                     "containers": [{
                         "name": "server", "image": ctx.image, "imagePullPolicy": ctx.image_pull_policy,
                         "command": ["l7scope", "server", "--host", "0.0.0.0", "--port", str(SERVER_PORT),
-                                    "--data-dir", "/var/lib/l7scope"],
+                                    "--data-dir", "/var/lib/l7scope",
+                                    "--token-file", f"{TOKEN_DIR}/{TOKEN_KEY}",
+                                    *(a for h in server_names(ctx) for a in ("--allowed-host", h))],
                         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
                         "readinessProbe": probe, "livenessProbe": {**probe, "failureThreshold": 6},
                         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-                        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/l7scope"}],
+                        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/l7scope"}, _TOKEN_MOUNT],
                     }],
-                    "volumes": [{"name": "data", "emptyDir": {}}],
+                    "volumes": [{"name": "data", "emptyDir": {}}, _TOKEN_VOLUME],
                 },
             },
         },
@@ -267,6 +294,7 @@ OWNED: Final = (
     ("v1", "ConfigMap", CONFIGMAP, True),
     ("apps/v1", "Deployment", SERVER, True),
     ("v1", "Service", SERVER, True),
+    ("v1", "Secret", TOKEN_SECRET, True),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", CLUSTER_ROLE, False),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", CLUSTER_ROLE, False),
     ("v1", "ServiceAccount", SERVICE_ACCOUNT, True),

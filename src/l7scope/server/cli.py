@@ -9,14 +9,25 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
-from l7scope.server.config import ServerConfig, default_data_dir, open_store
+from l7scope.contracts.auth import TokenFileError, ensure_token
+from l7scope.server.auth import Authenticator, NoAuth, SharedToken
+from l7scope.server.config import ServerConfig, default, open_store
 from l7scope.server.limits import Limits
 from l7scope.server.metrics import Metrics
 from l7scope.server.retention import Retention, parse_duration
 from l7scope.server.store.base import StoreError
 
 log = logging.getLogger(__name__)
+
+
+def _shown(name: str) -> str:
+    """` [default: X]` for a help text, X from ServerConfig."""
+    value = default(name)
+    if name == "retention_s":
+        value = f"{value // 3600}h" if value % 3600 == 0 else f"{value}s"
+    return f" [default: {value}]"
 
 
 @click.command(
@@ -27,37 +38,56 @@ Examples:
   l7scope server --port 9090 --retention 7d --data-dir /var/lib/l7scope
   l7scope server --store clickhouse --clickhouse-url clickhouse://ch1:9000/l7 --clickhouse-cluster prod
 API: docs/api.md (also GET /openapi.json).""",
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8686, show_default=True, type=int, help="TCP port (0 = any free port).")
-@click.option("--store", "store_kind", type=click.Choice(["duckdb", "clickhouse"]), default="duckdb",
-              show_default=True, help="Where records are kept.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"DuckDB store directory [default: {default_data_dir()}].")
-@click.option("--clickhouse-url", default="clickhouse://127.0.0.1:9000/default", show_default=True,
-              help="ClickHouse native-protocol URL (clickhouse://[user[:pw]@]host:port/db).")
-@click.option("--clickhouse-cluster", default=None,
+)  # every option defaults to None: ServerConfig holds the defaults (--help shows them from it)
+@click.option("--host", help="Address to listen on." + _shown("host"))
+@click.option("--port", type=int, help="TCP port (0 = any free port)." + _shown("port"))
+@click.option("--store", "store_kind", type=click.Choice(["duckdb", "clickhouse"]),
+              help="Where records are kept." + _shown("store"))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="DuckDB store directory." + _shown("data_dir"))
+@click.option("--clickhouse-url",
+              help="ClickHouse native-protocol URL (clickhouse://[user[:pw]@]host:port/db)." + _shown("clickhouse_url"))
+@click.option("--clickhouse-cluster",
               help="Cluster name from the server's remote_servers: write and read through a Distributed table.")
-@click.option("--retention", default="24h", show_default=True,
-              help="Remove records older than this (90m, 24h, 7d).")
-@click.option("--duckdb-memory-limit", default=None, help="DuckDB memory_limit, e.g. 512MB.")
-def server(host: str, port: int, store_kind: str, data_dir: Path | None, clickhouse_url: str,
-           clickhouse_cluster: str | None, retention: str, duckdb_memory_limit: str | None) -> None:
-    """Store L7 records and serve the query API, /metrics and the Service Graph page."""
+@click.option("--retention", help="Remove records older than this (90m, 24h, 7d)." + _shown("retention_s"))
+@click.option("--duckdb-memory-limit", help="DuckDB memory_limit, e.g. 512MB.")
+@click.option("--duckdb-threads", type=int, help="DuckDB threads [default: DuckDB's].")
+@click.option("--auth", type=click.Choice(["token", "none"]),
+              help="token: every API call needs the bearer token of --token-file (created on first "
+                   "start); none: no credential asked (only on a loopback --host; prints a warning)."
+                   + _shown("auth"))
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The shared bearer token [default: <data-dir>/token, mode 0600].")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A host name the server may be reached by (Host header), besides IP addresses "
+                   "and localhost; repeatable; '*' allows any (not recommended).")
+def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[str, ...],
+           **options: Any) -> None:
+    """Store L7 records and serve the query API, /metrics and the Service Graph page.
+
+    Every API call needs `Authorization: Bearer <token>` (the token is in --token-file) or the
+    page's login; `observe`, `top` and `status` read the same file (docs/security.md).
+    """
     import uvicorn
 
     from l7scope.server.api import create_app
 
+    given = {k: v for k, v in options.items() if v is not None}
+    if store_kind is not None:
+        given["store"] = store_kind
+    if allowed_hosts:
+        given["allowed_hosts"] = (*default("allowed_hosts"), *allowed_hosts)
+    if retention is not None:
+        try:
+            given["retention_s"] = parse_duration(retention)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--retention") from None
     try:
-        retention_s = parse_duration(retention)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--retention") from None
-    cfg = ServerConfig(
-        host=host, port=port, store=store_kind,  # type: ignore[arg-type]
-        data_dir=data_dir or default_data_dir(), clickhouse_url=clickhouse_url,
-        clickhouse_cluster=clickhouse_cluster, retention_s=retention_s,
-        duckdb_memory_limit=duckdb_memory_limit,
-    )
+        cfg = ServerConfig(**given)
+    except ValidationError as e:
+        raise click.UsageError("; ".join(str(err["msg"]).removeprefix("Value error, ")
+                                         for err in e.errors())) from None
+    authenticator = _authenticator(cfg)
     try:
         store = open_store(cfg)
     except (StoreError, ValueError) as e:
@@ -70,10 +100,25 @@ def server(host: str, port: int, store_kind: str, data_dir: Path | None, clickho
         ret.stop()
         store.close()
 
-    app = create_app(store, retention_s=cfg.retention_s, metrics=metrics, on_shutdown=shutdown,
-                     limits=cfg.limits)
-    log.info("l7scope server: store %s, http://%s:%d", store_kind, cfg.host, cfg.port)
+    app = create_app(store, auth=authenticator, retention_s=cfg.retention_s, metrics=metrics,
+                     on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts, limits=cfg.limits)
+    log.info("l7scope server: store %s, http://%s:%d", cfg.store, cfg.host, cfg.port)
     uvicorn.Server(uvicorn_config(app, cfg.host, cfg.port, cfg.limits)).run()
+
+
+def _authenticator(cfg: ServerConfig) -> Authenticator:
+    if cfg.auth == "none":
+        click.echo(f"WARNING: --auth none: anyone who can reach {cfg.host}:{cfg.port} may read and "
+                   "write every record", err=True)
+        return NoAuth()
+    path = cfg.token_path()
+    try:
+        token, created = ensure_token(path)
+    except (TokenFileError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    if created:
+        log.warning("created the API token file %s (mode 0600)", path)
+    return SharedToken(token)
 
 
 #: File descriptors kept free of HTTP connections (store files, sockets, threads, logs).

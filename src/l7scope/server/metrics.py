@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from l7scope.contracts.record import TYPE_UNLOGGED
+from l7scope.server.graph import dest_node, source_node
 
 MAX_EDGE_SERIES: Final = 10_000
 OTHER: Final = "other"
@@ -14,13 +15,6 @@ OTHER: Final = "other"
 
 def _class(code: str) -> str:
     return f"{code[0]}xx" if len(code) == 3 and code[0] in "12345" else "no_response"
-
-
-def namespace_node(ns: str, name: str, kind: str) -> str:
-    """Namespace-level node id of one side of a record (the rule of docs/api.md, collapsed)."""
-    if ns not in ("", "-"):
-        return f"namespace/{ns}"
-    return f"{'hep' if kind == 'hep' else 'net'}/{name}"
 
 
 def _esc(v: str) -> str:
@@ -47,9 +41,8 @@ def edge_counts(cols: Mapping[str, Sequence[Any]]) -> EdgeCounts:
         if typ == TYPE_UNLOGGED:
             unlogged += n
             continue
-        known = dsns != "" and dsname != ""
-        edge = (namespace_node(sns, sname, stype),
-                namespace_node(dsns if known else dns, dname, dtype), _class(code))
+        edge = (source_node(stype, sns, sname, ()).id,  # namespace-level: nothing expanded
+                dest_node(dtype, dns, dname, dsns, dsname, ()).id, _class(code))
         local[edge] = local.get(edge, 0) + n
     return local, unlogged
 

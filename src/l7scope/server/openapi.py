@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from l7scope import __version__
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH
-from l7scope.server.fields import COLUMNS
+from l7scope.contracts.fields import COLUMNS
 from l7scope.server.query import AggregationBody, GraphBody, SearchBody
 
 _INT = {"type": "integer"}

@@ -22,9 +22,10 @@ from urllib.parse import unquote, urlparse
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
+from l7scope.contracts.fields import COLUMNS
 from l7scope.server.cancel import QueryCancelled
 from l7scope.server.columns import ColumnBatch, batch_len, hist_lists, row_to_record
-from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
+from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
 from l7scope.server.store import sql
 from l7scope.server.store.base import (
     Filter,

@@ -15,15 +15,21 @@ from typing import Any
 
 import duckdb
 
-from l7scope.server import cancel, graph
+from l7scope.contracts.fields import COLUMNS
+from l7scope.server import cancel
 from l7scope.server.columns import ColumnBatch, batch_len, row_to_record
-from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
-from l7scope.server.store import sql
+from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
+from l7scope.server.store import graph_ids, sql
 from l7scope.server.store.arrow_batch import to_arrow
 from l7scope.server.store.base import (
+    MERGED_CLASS,
+    MERGED_ROUTE,
+    MERGED_TOTAL,
+    MERGED_TOTAL_ROUTE,
     Filter,
     GroupKey,
     GroupRow,
+    MergedRow,
     SearchQuery,
     SearchResult,
     StoreError,
@@ -234,13 +240,13 @@ class DuckDBStore:
                     g.hist[b] = int(c)
         return list(out.values())
 
-    def graph_stats(self, flt: Filter, expanded: Collection[str], top_routes: int) -> list[tuple[Any, ...]]:
-        """The service graph summed in one statement: rows in graph.build_merged's layout.
+    def graph_stats(self, flt: Filter, expanded: Collection[str], top_routes: int) -> list[MergedRow]:
+        """The service graph summed in one statement (GraphStore): rows in store.base's MergedRow layout.
 
         Records are summed per distinct raw key (grouped on its 64-bit hash, the key the
-        histograms are joined back on); node ids (graph.source_id_sql / dest_id_sql) are computed
-        on those few groups, and backend edges are the groups of an expanded service again, keyed
-        by service and answering workload. From these groups come the sums per edge, per edge and
+        histograms are joined back on); node ids (graph_ids.source_id_sql / dest_id_sql) are
+        computed on those few groups, and backend edges are the groups of an expanded service
+        again, keyed by service and answering workload. From these groups come the sums per edge, per edge and
         class (only for edges with several classes: otherwise the edge's row names its one class)
         and per route (only each edge's `top_routes` busiest, by count, then method and url, in
         that order; an edge's only route is named on the edge's row). Histograms are summed per
@@ -264,8 +270,8 @@ class DuckDBStore:
         if exp:  # a backend edge per expanded service and answering workload
             ends += (f" UNION ALL SELECT gk, hash(1, d, bk), d, bk, 1, cls, m, u, {cols} FROM ids0 "
                      "WHERE bk != '' AND starts_with(d, 'svc/')")
-        ids0 = (f"SELECT gk, {graph.source_id_sql(exp, p)} AS s, {graph.dest_id_sql(exp, p)} AS d, "
-                f"{graph.backend_edge_sql(exp, p) if exp else chr(39) * 2} AS bk, "
+        ids0 = (f"SELECT gk, {graph_ids.source_id_sql(exp, p)} AS s, {graph_ids.dest_id_sql(exp, p)} AS d, "
+                f"{graph_ids.backend_edge_sql(exp, p) if exp else chr(39) * 2} AS bk, "
                 f"{sql.RESPONSE_CLASS_SQL} AS cls, \"method\" AS m, \"url\" AS u, n, bi, bo, ws, dmin, dmax, "
                 f"{errors} AS er FROM grp")
         top = int(top_routes)
@@ -277,20 +283,20 @@ class DuckDBStore:
   SELECT eid, count(*) AS nr, min_by(rg, {{'n': -n, 'm': m, 'u': u}}, {top}) AS keep,
          any_value(m) AS m1, any_value(u) AS u1
   FROM rs GROUP BY eid"""
-            edge_rows = (f"SELECT CASE WHEN nr = 1 THEN {graph.MERGED_TOTAL_ROUTE} ELSE {graph.MERGED_TOTAL} END, "
+            edge_rows = (f"SELECT CASE WHEN nr = 1 THEN {MERGED_TOTAL_ROUTE} ELSE {MERGED_TOTAL} END, "
                          f"pg, eid, a, b, kind, cls1, CASE WHEN nr = 1 THEN m1 END, CASE WHEN nr = 1 THEN u1 END, "
                          f"{cols} FROM et LEFT JOIN rtop USING (eid)")
             route_rows = f"""
   UNION ALL
-  SELECT {graph.MERGED_ROUTE}, rg, eid, NULL, NULL, 0, NULL, m, u, n, NULL, NULL, NULL, NULL, NULL, er
+  SELECT {MERGED_ROUTE}, rg, eid, NULL, NULL, 0, NULL, m, u, n, NULL, NULL, NULL, NULL, NULL, er
   FROM rs JOIN rtop USING (eid) WHERE nr > 1 AND list_contains(keep, rg)"""  # (the columns a route shows)
             route_hist = f"""
   UNION ALL
-  SELECT rg, hbk, sum(c) FROM hf WHERE rg IN (SELECT pg FROM sums WHERE lv = {graph.MERGED_ROUTE})
+  SELECT rg, hbk, sum(c) FROM hf WHERE rg IN (SELECT pg FROM sums WHERE lv = {MERGED_ROUTE})
   GROUP BY rg, hbk"""
         else:
             route_ctes = route_rows = route_hist = ""
-            edge_rows = f"SELECT {graph.MERGED_TOTAL}, pg, eid, a, b, kind, cls1, NULL, NULL, {cols} FROM et"
+            edge_rows = f"SELECT {MERGED_TOTAL}, pg, eid, a, b, kind, cls1, NULL, NULL, {cols} FROM et"
         w2 = sql.where(flt, p)
         # gk/eid/cg/rg: 64-bit hashes of the raw key, the edge's ends, (edge, class), (edge, route),
         # as `group` matches groups. pg: the group whose histogram gives a row's percentiles.
@@ -310,7 +316,7 @@ WITH grp AS (
          CASE WHEN min(cls) = max(cls) THEN any_value(cls) END AS cls1, {sums}
   FROM ids GROUP BY eid{route_ctes}
 ), sums AS MATERIALIZED (
-  SELECT {graph.MERGED_CLASS} AS lv, cg AS pg, eid, NULL AS a, NULL AS b, any_value(kind) AS kind, cls,
+  SELECT {MERGED_CLASS} AS lv, cg AS pg, eid, NULL AS a, NULL AS b, any_value(kind) AS kind, cls,
          NULL AS m, NULL AS u, {sums}
   FROM ids WHERE eid IN (SELECT eid FROM et WHERE cls1 IS NULL) GROUP BY eid, cls, cg
   UNION ALL
@@ -336,7 +342,7 @@ WITH grp AS (
 )
 SELECT lv, eid, a, b, kind, cls, m, u, {_sat("n")}, {_sat("bi")}, {_sat("bo")},
        CASE WHEN n > 0 THEN {_sat("ws // n")} ELSE 0 END, dmin, dmax, {_sat("er")},
-       CASE WHEN lv != {graph.MERGED_ROUTE} THEN p50 END, p99
+       CASE WHEN lv != {MERGED_ROUTE} THEN p50 END, p99
 FROM sums LEFT JOIN pct ON sums.pg = pct.g
 ORDER BY lv, eid, n DESC, m, u
 """

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Protocol
 
+from l7scope.contracts.fields import COLUMNS
 from l7scope.contracts.record import TYPE_UNLOGGED
-from l7scope.server.fields import COLUMNS, TABLE_COLUMNS
-from l7scope.server.selector import SqlParams, column, to_sql
+from l7scope.server.fields import TABLE_COLUMNS
 from l7scope.server.store.base import ExprKey, Filter, GroupKey, SearchQuery
+from l7scope.server.store.selector_sql import SqlParams, column, to_sql
 
 RESPONSE_CLASS_SQL: Final = (
     "(CASE WHEN length(\"response_code\") = 3 AND substring(\"response_code\", 1, 1) "
