@@ -39,6 +39,7 @@ from l7scope.server.api import create_app
 from l7scope.server.auth import SharedToken
 from l7scope.server.cli import uvicorn_config
 from l7scope.server.columns import to_columns
+from l7scope.server.ingest import MAX_REJECTED_LINES
 from l7scope.server.limits import MAX_JSON_DEPTH, Limits
 from l7scope.server.store.duckdb import DuckDBStore
 
@@ -176,6 +177,22 @@ def test_a_duplicate_batch_does_not_break_later_bulk_requests(api: httpx.Client)
         r = bulk(api, line(10 + i))
         assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
     assert hits(api) == 4
+
+
+def test_a_body_of_tiny_bad_lines_costs_bounded_time(api: httpx.Client) -> None:
+    """8 MiB of `{}` (2.8M lines, each rejected): decoding stops after MAX_REJECTED_LINES; the
+    rest is counted as rejected without being read (it used to cost 5-16 s of CPU and 49x the
+    body in memory)."""
+    n = 8 * 1024 * 1024 // 3
+    t0 = time.monotonic()
+    r = bulk(api, line(1) + b"\n" + b"{}\n" * n)
+    took = time.monotonic() - t0
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["accepted"] == 1 and out["rejected_total"] == n
+    assert len(out["rejected"]) == 1000 and "not read" in out["rejected"][-1]["error"]
+    assert out["rejected"][-1]["line"] == MAX_REJECTED_LINES + 2
+    assert took < 5, took
 
 
 # --- body encodings and nesting -----------------------------------------------------------

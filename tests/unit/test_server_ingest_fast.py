@@ -3,7 +3,10 @@ it whenever a line is bad (so rejections keep their line numbers)."""
 
 from __future__ import annotations
 
+import pytest
+
 from l7scope.contracts.record import L7Record, encode_record
+from l7scope.server import ingest
 from l7scope.server.ingest import _parse_fast, parse_body, parse_chunks
 
 NOW = 1_790_000_000  # the server's time for parse_body (records here are older)
@@ -68,3 +71,15 @@ def test_pieces_keep_the_whole_body_line_numbers() -> None:
     assert len(pieces) > 5
     assert [r.line for p in pieces for r in p.rejected] == [r.line for r in whole.rejected] == [4, 18, 40]
     assert [r for p in pieces for r in p.records] == whole.records
+
+
+def test_decoding_stops_after_the_rejected_line_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest, "MAX_REJECTED_LINES", 10)
+    good = encode_record(_rec(1))
+    body = b"\n".join([good] * 3 + [b"{}"] * 30 + [good] * 2) + b"\n"
+    pieces = list(parse_chunks(body, NOW, chunk_bytes=200))
+    assert sum(len(p.records) for p in pieces) == 3  # the two after the stop are not read
+    assert sum(p.rejected_total for p in pieces) == 32
+    listed = [r for p in pieces for r in p.rejected]
+    assert [r.line for r in listed] == [*range(4, 14), 14]
+    assert "not read" in listed[-1].error and "21 lines after it" in listed[-1].error

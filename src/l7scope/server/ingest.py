@@ -43,6 +43,8 @@ MAX_LISTED_REJECTIONS: Final = 1000
 #: Bodies are decoded, stored and freed in pieces of about this size (a node agent's batch of
 #: 5,000 records is one piece): the records of a 64 MiB body are never all alive at once.
 CHUNK_BYTES: Final = 8 * 1024 * 1024
+#: Rejected lines after which the rest of a body is not decoded (a node agent's batch has 5,000).
+MAX_REJECTED_LINES: Final = 100_000
 MAX_BUCKET: Final = 65535  # stored as UInt16
 _BATCH_ID: Final = re.compile(r"[\x21-\x7e]{1,200}")
 _record_decoder: Final = msgspec.json.Decoder(L7Record)
@@ -70,6 +72,7 @@ class Parsed:
     rejected_total: int
     columns: ColumnBatch  # the records as columns (server.columns.to_columns)
     fields_ignored: int = 0  # unknown fields of newer-schema records, dropped
+    stopped: int | None = None  # body offset where decoding stopped (MAX_REJECTED_LINES), if it did
 
 
 def _bucket_ok(k: str) -> bool:
@@ -160,38 +163,43 @@ def _longest_line(body: bytes, start: int, end: int) -> int:
         pos = nl + 1
 
 
-def _lines(body: bytes, start: int, end: int) -> Iterator[bytes]:
-    """body[start:end].split(b"\n") one line at a time (a list of millions of tiny lines cost
-    15x the body)."""
-    pos = start
-    while pos <= end:
-        nl = body.find(b"\n", pos, end)
-        if nl < 0:
-            nl = end
-        yield body[pos:nl]
-        pos = nl + 1
-
-
 def parse_body(body: bytes, now: int) -> Parsed:
     """The records and rejections of one bulk body; `now` (epoch s) bounds end_time."""
     with gc_paused():
         return _parse_range(body, now, 0, len(body), 1)
 
 
-def _parse_range(body: bytes, now: int, start: int, end: int, first_line: int) -> Parsed:
+def _parse_range(body: bytes, now: int, start: int, end: int, first_line: int,
+                 budget: int = MAX_REJECTED_LINES) -> Parsed:
     fast = _parse_fast(body, now, start, end)
-    return fast if fast is not None else _parse_lines(body, now, start, end, first_line)
+    return fast if fast is not None else _parse_lines(body, now, start, end, first_line, budget)
 
 
 def parse_chunks(body: bytes, now: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Parsed]:
     """parse_body of consecutive pieces of about `chunk_bytes` (whole lines; rejections keep
     their line numbers in the whole body), so a caller can store and free each piece's records
-    before the next is decoded: a 64 MiB body then never has all its records alive at once."""
+    before the next is decoded: a 64 MiB body then never has all its records alive at once.
+
+    After MAX_REJECTED_LINES rejected lines the rest of the body is not decoded (each bad line
+    costs microseconds of CPU: 64 MiB of `{}` lines would cost a minute); its lines are counted
+    as rejected, with one rejection naming the first of them."""
     pos, line, n = 0, 1, len(body)
+    rejected = 0
     while pos < n:
         nl = body.find(b"\n", min(pos + chunk_bytes, n))
         stop = n if nl < 0 else nl + 1
-        yield _parse_range(body, now, pos, stop, line)
+        parsed = _parse_range(body, now, pos, stop, line, MAX_REJECTED_LINES - rejected)
+        rejected += parsed.rejected_total
+        if parsed.stopped is not None:
+            first = line + body.count(b"\n", pos, parsed.stopped)
+            rest = body.count(b"\n", parsed.stopped, n) + (not body.endswith(b"\n"))
+            parsed.rejected_total += rest
+            note = Rejection(first, f"not read: the body already had {MAX_REJECTED_LINES} rejected lines "
+                                    f"(this and the {rest - 1} lines after it are counted as rejected)")
+            parsed.rejected[len(parsed.rejected) - (len(parsed.rejected) >= MAX_LISTED_REJECTIONS):] = [note]
+            yield parsed
+            return
+        yield parsed
         line += body.count(b"\n", pos, stop)
         pos = stop
 
@@ -223,12 +231,19 @@ def decode_line(line: bytes) -> tuple[L7Record, int]:
 
 
 def _parse_lines(body: bytes, now: int, start: int = 0, end: int | None = None,
-                 first_line: int = 1) -> Parsed:
+                 first_line: int = 1, budget: int = MAX_REJECTED_LINES) -> Parsed:
+    """Line by line; stops after `budget` rejected lines (Parsed.stopped: where it stopped)."""
     records: list[L7Record] = []
     rejected: list[Rejection] = []
     total = 0
     ignored = 0
-    for i, raw in enumerate(_lines(body, start, len(body) if end is None else end), start=first_line):
+    stopped: int | None = None
+    pos, stop, i = start, len(body) if end is None else end, first_line - 1
+    while pos <= stop:  # body[start:end].split(b"\n") one line at a time (a list of millions
+        nl = body.find(b"\n", pos, stop)  # of tiny lines cost 15x the body)
+        if nl < 0:
+            nl = stop
+        raw, pos, i = body[pos:nl], nl + 1, i + 1
         line = raw[:-1] if raw.endswith(b"\r") else raw
         if not line.strip():
             continue
@@ -253,7 +268,10 @@ def _parse_lines(body: bytes, now: int, start: int = 0, end: int | None = None,
             total += 1
             if len(rejected) < MAX_LISTED_REJECTIONS:
                 rejected.append(Rejection(i, error[:500]))
-    return Parsed(records, rejected, total, to_columns(records), ignored)
+            if total >= budget and pos < stop:
+                stopped = pos
+                break
+    return Parsed(records, rejected, total, to_columns(records), ignored, stopped)
 
 
 def check_batch_id(value: str | None) -> str | None:
