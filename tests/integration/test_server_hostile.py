@@ -364,6 +364,10 @@ def test_connections_that_send_no_headers_are_closed(store: DuckDBStore) -> None
         assert silent.recv(100) == b"" and slowloris.recv(100) == b""  # closed by the server
         assert time.monotonic() - t0 < 3
         assert httpx.get(url + "/healthz").status_code == 200
+        big = socket.create_connection(("127.0.0.1", port), timeout=5)  # a header block over 64 KiB
+        big.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-big: " + b"a" * (limits.max_header_bytes + 10))
+        assert big.recv(100).startswith(b"HTTP/1.1 400 ")
+        big.close()
 
 
 def test_at_the_connection_cap_idle_connections_make_room_for_healthz(store: DuckDBStore) -> None:

@@ -4,9 +4,12 @@
 JSON nesting, the record schema and its bounds, histogram keys, integers within their stored
 widths, times not in the future nor inverted) so one bad line never costs the others. Unknown
 fields of a record of a newer schema version are dropped and counted, the record kept.
-A body whose lines are all good (the usual case) is decoded in one msgspec call and checked
-per column; any bad line sends the whole body through the line-by-line path instead. `Ingestor` adds the batch-id
-de-duplication (remembered by the store, so across restarts) and the counters.
+A body is handled in pieces of about CHUNK_BYTES (`parse_chunks`); a piece whose lines are all
+good (the usual case) is decoded in one msgspec call straight from the body and checked per
+column; any bad line sends that piece through the line-by-line path instead. `Ingestor` hands
+the pieces to the store as it consumes them (each piece's records freed before the next is
+decoded), and adds the batch-id de-duplication (remembered by the store, so across restarts)
+and the counters.
 """
 
 from __future__ import annotations
