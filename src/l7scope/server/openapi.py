@@ -45,18 +45,23 @@ _ERROR = _obj({"error": {"type": "object", "required": ["code", "message"], "pro
     "code": _STR, "message": _STR, "position": _INT, "field": _STR}}})
 
 
+_LATE_BODY: dict[str, Any] = {"408": {"description": "the body did not arrive in time",
+                                      "content": {"application/json": {"schema": _ERROR}}}}
+
+
 def _answers(ok: dict[str, Any], *, json: bool = True) -> dict[str, Any]:
     content = {"application/json": {"schema": ok}} if json else {"text/plain": {"schema": _STR}}
     return {
         "200": {"description": "OK", "content": content},
         "400": {"description": "bad request", "content": {"application/json": {"schema": _ERROR}}},
-        "503": {"description": "store unavailable, retry", "content": {"application/json": {"schema": _ERROR}}},
+        "503": {"description": "store unavailable, busy (bulk: Retry-After), or query cancelled at the "
+                               "statement timeout", "content": {"application/json": {"schema": _ERROR}}},
     }
 
 
 def _post(summary: str, body: dict[str, Any], ok: dict[str, Any]) -> dict[str, Any]:
     return {"post": {"summary": summary, "requestBody": {"required": True, "content": {
-        "application/json": {"schema": body}}}, "responses": _answers(ok)}}
+        "application/json": {"schema": body}}}, "responses": _answers(ok) | _LATE_BODY}}
 
 
 _COMPONENTS: dict[str, Any] = {}
@@ -104,7 +109,7 @@ def schema() -> dict[str, Any]:
                     "413": {"description": "body (or its decompressed form) too large",
                             "content": {"application/json": {"schema": _ERROR}}},
                     "415": {"description": "unsupported Content-Encoding",
-                            "content": {"application/json": {"schema": _ERROR}}}},
+                            "content": {"application/json": {"schema": _ERROR}}}} | _LATE_BODY,
             }},
             api.SEARCH_PATH: _post(
                 "Records matching a selector in a time range, sorted and paged",
