@@ -94,9 +94,9 @@ def render(sel: Selection, rules: Rules = Rules()) -> str:
     captured = "meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services"
     replies = "meta l4proto tcp ip daddr @clients ip saddr . tcp sport @services"
 
-    def chain(name: str, hook: str, priority: str, *body: str) -> list[str]:
+    def chain(name: str, hook: str, priority: str, *body: str, type_: str = "filter") -> list[str]:
         return [f"  chain {name} {{",
-                f"    type filter hook {hook} priority {priority}; policy accept;",
+                f"    type {type_} hook {hook} priority {priority}; policy accept;",
                 *(f"    {line}" for line in body), "  }"]
 
     lines = [
@@ -115,13 +115,16 @@ def render(sel: Selection, rules: Rules = Rules()) -> str:
         f"  counter {FORWARD_GUARD} {{}}",
         f"  counter {PORT_GUARD} {{}}",
         *chain("raw_prerouting", "prerouting", "raw", f"{captured} notrack"),
-        *chain("raw_output", "output", "raw", f"{replies} notrack"),
+        *chain("raw_output", "output", "raw", f"{replies} socket transparent 1 notrack"),
         *chain("prerouting", "prerouting", "mangle",
                f"ct direction reply ct mark & {upstream} == {upstream} {set_mark} accept",
+               f"ct mark & {upstream} == {upstream} accept",
                f"meta l4proto tcp socket transparent 1 {set_mark} accept",
                f"{captured} {set_mark} tproxy to :{rules.tproxy_port} accept"),
         *chain("output", "output", "mangle",
-               f"meta mark & {upstream} == {upstream} ct mark set ct mark | {upstream}"),
+               f"meta mark & {upstream} == {upstream} ct mark set ct mark | {upstream}",
+               f"ct direction reply ct mark & {upstream} == {upstream} {set_mark}",
+               type_="route"),
         *chain("input", "input", "filter",
                f"tcp dport {rules.tproxy_port} ip daddr . tcp dport != @services"
                f' counter name "{PORT_GUARD}" reject with tcp reset'),
