@@ -10,14 +10,20 @@ mark (OR-ed in, other bits untouched), which routes them to the local stack
 The chains of the table (docs/capture.md has the packet walk):
 
 - `raw_prerouting` / `raw_output` (priority raw, before conntrack): the captured flows,
-  client -> service and the proxy's replies service -> client, are `notrack`. Without this a
-  kube-proxy in iptables mode DNATs the captured connection (nat prerouting runs after mangle)
-  and the client's next packet no longer finds the connection Envoy accepted: Envoy's wildcard
-  listener answers RST. Untracked packets skip every nat hook, so Envoy sees the ClusterIP as
-  the original destination. Envoy's own upstream connection is a new, tracked flow from the
-  node, which kube-proxy balances as usual.
-- `prerouting` (priority mangle): `socket transparent 1` for established proxied
-  connections, then the TPROXY rule for new ones.
+  client -> service, and the proxy's replies service -> client (from Envoy's transparent
+  sockets only), are `notrack`. Without this a kube-proxy in iptables mode DNATs the captured
+  connection (nat prerouting runs after mangle) and the client's next packet no longer finds
+  the connection Envoy accepted: Envoy's wildcard listener answers RST. Untracked packets skip
+  every nat hook, so Envoy sees the ClusterIP as the original destination. Envoy's own
+  upstream connection is a new, tracked flow, which kube-proxy balances as usual.
+- `prerouting` (priority mangle): replies to Envoy's upstream connections (conntrack mark
+  `upstream_mark`) get the proxy mark so they reach Envoy, not the client pod whose IP the
+  upstream connection carries (Envoy `original_src`); Envoy's own upstream packets looped
+  back to a local endpoint are left alone; `socket transparent 1` for established proxied
+  connections; then the TPROXY rule for new ones.
+- `output` (type route, priority mangle): Envoy's upstream sockets carry `upstream_mark`
+  (SO_MARK), saved into conntrack; a local (host-network) endpoint's replies to them get the
+  proxy mark and are re-routed to Envoy.
 - `input` (port guard): a connection to `tproxy_port` whose destination is not a selected
   address was not TPROXYed (someone dialled `<node>:<tproxyPort>` directly) and is reset, so
   Envoy's transparent listener cannot be used as an open proxy into the cluster.
