@@ -155,17 +155,38 @@ def apply(sel: Selection, rules: Rules = Rules(), netns: str | None = None) -> N
 
 
 def remove(rules: Rules = Rules(), netns: str | None = None) -> None:
-    """Delete the table and the policy route; a missing table or route is not an error."""
+    """Delete the table and the policy route; a missing table or route is not an error.
+    Every fwmark rule that looks up our route table goes, whatever its mark: a previous
+    version's (0x1000000, inside Felix's mask) or a changed `tproxyMark` leaves none behind."""
     _run(["nft", "delete", "table", "ip", rules.table], netns)
-    _run(["ip", "rule", "del", "fwmark", f"0x{rules.mark:x}/0x{rules.mark:x}",
-          "lookup", str(rules.route_table)], netns)
+    for pref, _ in policy_rules(rules, netns):
+        _run(["ip", "rule", "del", "pref", str(pref)], netns)
     _run(["ip", "route", "flush", "table", str(rules.route_table)], netns)
 
 
+def policy_rules(rules: Rules = Rules(), netns: str | None = None) -> list[tuple[int, str]]:
+    """(priority, "fwmark/mask") of each `ip rule` with a fwmark that looks up our table."""
+    res = _run(["ip", "-j", "rule", "show"], netns)
+    if res.returncode != 0:
+        return []
+    out = []
+    for r in json.loads(res.stdout or "[]"):
+        if str(r.get("table")) == str(rules.route_table) and "fwmark" in r:
+            mask = r.get("fwmask", "0xffffffff")
+            out.append((int(r["priority"]), f"{int(r['fwmark'], 16):#x}/{int(mask, 16):#x}"))
+    return out
+
+
 def ensure_route(rules: Rules = Rules(), netns: str | None = None) -> None:
+    """Exactly one fwmark rule for our table, with this mark, and the local route in it."""
     mark = f"0x{rules.mark:x}/0x{rules.mark:x}"
-    shown = _run(["ip", "rule", "show"], netns).stdout
-    if f"fwmark {mark} lookup {rules.route_table}" not in shown:
+    keep = None
+    for pref, fwmark in policy_rules(rules, netns):
+        if fwmark == mark and keep is None:
+            keep = pref
+        else:  # another mark (an old version's, a changed tproxyMark) or a duplicate
+            _run(["ip", "rule", "del", "pref", str(pref)], netns)
+    if keep is None:
         res = _run(["ip", "rule", "add", "fwmark", mark, "lookup", str(rules.route_table)], netns)
         if res.returncode != 0:
             raise CaptureError(f"ip rule failed: {res.stderr.strip()}")
