@@ -93,6 +93,18 @@ def test_http_keeps_the_client_ip_same_node_and_cross_node(request: pytest.Fixtu
         assert ln["upstream_local_address"].startswith(f"{client.ip}:")
     assert read_log(e2.settings.access_log_path) == []  # proxied once, on the client's node
 
+    # A pod calling its own Service (kube-proxy masquerades hairpin traffic, with or without
+    # l7scope, so the pod sees the node's address either way): answered through Envoy.
+    t.start_server(client, "http", 8080)
+    self_svc = t.add_service("self", 81, [(client, 8080)])
+    t.capture(n1, [*services, self_svc])
+    code, headers = _get(t, client, self_svc.address, "/hairpin")
+    assert (code, headers.get(":status")) == (0, "200") and "x-envoy-upstream-service-time" in headers
+    lines = wait_log(e1.settings.access_log_path, len(targets) + 1)
+    assert lines[-1]["request_path"] == "/hairpin"
+    assert lines[-1]["upstream_local_address"].startswith(f"{client.ip}:")
+    t.capture(n1, services)
+
     # Fail open: no rules on the client's node, same answers, nothing logged.
     t.uncapture(n1)
     for addr in targets:
@@ -100,7 +112,7 @@ def test_http_keeps_the_client_ip_same_node_and_cross_node(request: pytest.Fixtu
         assert (code, headers.get(":status")) == (0, "200")
         assert headers["x-seen-peer"].startswith(f"{client.ip}:")
         assert "x-envoy-upstream-service-time" not in headers
-    assert len(read_log(e1.settings.access_log_path)) == len(targets)
+    assert len(read_log(e1.settings.access_log_path)) == len(targets) + 1
 
 
 def test_h2c_tls_and_tcp_keep_the_client_ip(request: pytest.FixtureRequest) -> None:
