@@ -169,7 +169,7 @@ def _with_collector(tmp: Path, sock: Path, agent_pid: int,
     highest RSS sum and its two parts, the collector's idle RSS, and the lines it reported."""
     import httpx
 
-    from l7scope.collector.synth import lines
+    from l7scope.testing.envoy_lines import lines
 
     log = tmp / "envoy.log"  # created below: a file that appears later is read from its start
     port = _free_port()

@@ -1,5 +1,5 @@
 """Server benchmarks: store ingest, the HTTP-tab query on 10M records, the service graph for
-1,000 nodes / 5,000 edges. Data: `l7scope.server.gen` (ingest: realistic Python records) and
+1,000 nodes / 5,000 edges. Data: `l7scope.testing.record_gen` (ingest: realistic Python records) and
 SQL generation inside DuckDB for the large sets (same shape: topology from gen, per-route
 methods/URLs, codes, durations with histograms), so 10M rows take seconds, not minutes.
 `quick` uses 1M rows for the query set and says so in the row."""
@@ -24,12 +24,12 @@ from l7scope.contracts.auth import bearer
 from l7scope.contracts.bulk import BULK_PATH, CONTENT_TYPE
 from l7scope.contracts.fields import COLUMNS
 from l7scope.contracts.record import encode_records
-from l7scope.server import gen
 from l7scope.server.api import create_app
 from l7scope.server.auth import Authenticator, NoAuth, SharedToken
 from l7scope.server.columns import to_columns
 from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS
 from l7scope.server.store.duckdb import TABLE, DuckDBStore
+from l7scope.testing import record_gen
 
 DAY = 86400
 
@@ -67,7 +67,7 @@ def bench_ingest(quick: bool, tmp: Path) -> list[Row]:
     n = 50_000 if quick else 200_000
     batch = 5_000
     now = int(time.time())
-    recs = gen.records(gen.topology(namespaces=12, services_per_ns=6, edges=300), n, now - 3600, now)
+    recs = record_gen.records(record_gen.topology(namespaces=12, services_per_ns=6, edges=300), n, now - 3600, now)
     bodies = [encode_records(recs[i:i + batch]) for i in range(0, n, batch)]
     # The server runs in this process: freeze the bench's own 200k records (4x the server's
     # ~50k GC-tracked objects) so the server's GC passes do not walk the client's data.
@@ -124,7 +124,7 @@ def _http_ingest(path: Path, auth: str, bodies: list[bytes], n: int, batch: int)
 # --- data generated inside DuckDB -----------------------------------------------------------
 
 
-def _routes_table(topo: gen.Topology) -> pa.Table:
+def _routes_table(topo: record_gen.Topology) -> pa.Table:
     rows: dict[str, list[Any]] = {k: [] for k in (
         "rid", "src_type", "src_namespace", "src_name_aggr", "dest_namespace", "dest_service_name",
         "dest_name_aggr", "port", "method", "url", "err_pct", "base_us")}
@@ -142,7 +142,7 @@ def _routes_table(topo: gen.Topology) -> pa.Table:
     return pa.table(rows)
 
 
-def _generate(path: Path, topo: gen.Topology, n: int, start: int, end: int) -> None:
+def _generate(path: Path, topo: record_gen.Topology, n: int, start: int, end: int) -> None:
     """Insert `n` records with end_time spread over (start, end] directly in DuckDB."""
     DuckDBStore(path).close()  # schema
     con = duckdb.connect(str(path))
@@ -193,7 +193,7 @@ def bench_http_tab(quick: bool, tmp: Path) -> list[Row]:
     n = 1_000_000 if quick else 10_000_000
     end = int(time.time())
     start = end - DAY
-    topo = gen.topology(namespaces=12, services_per_ns=6, edges=300, seed=11)
+    topo = record_gen.topology(namespaces=12, services_per_ns=6, edges=300, seed=11)
     path = tmp / "tab.duckdb"
     t0 = time.perf_counter()
     _generate(path, topo, n, start, end)
@@ -235,7 +235,7 @@ def bench_http_tab(quick: bool, tmp: Path) -> list[Row]:
 # --- 3. service graph -----------------------------------------------------------------------
 
 
-def _graph_topology(nodes: int, edges: int, seed: int = 5) -> gen.Topology:
+def _graph_topology(nodes: int, edges: int, seed: int = 5) -> record_gen.Topology:
     import random
 
     rnd = random.Random(seed)
@@ -247,10 +247,10 @@ def _graph_topology(nodes: int, edges: int, seed: int = 5) -> gen.Topology:
             pairs.add((a, b))
     out = []
     for a, b in sorted(pairs):
-        routes = tuple(gen.Route(rnd.choice(["GET", "POST"]), f"svc{b % 5}.{nss[b]}:80/api/{k}",
+        routes = tuple(record_gen.Route(rnd.choice(["GET", "POST"]), f"svc{b % 5}.{nss[b]}:80/api/{k}",
                                  0.02, 1500) for k in range(2))
-        out.append(gen.Edge("wep", nss[a], f"app{a % 7}-*", nss[b], f"svc{b % 5}", f"svc{b % 5}-*", 80, 1.0, routes))
-    return gen.Topology(nss, {ns: [f"svc{i % 5}"] for i, ns in enumerate(nss)}, out)
+        out.append(record_gen.Edge("wep", nss[a], f"app{a % 7}-*", nss[b], f"svc{b % 5}", f"svc{b % 5}-*", 80, 1.0, routes))
+    return record_gen.Topology(nss, {ns: [f"svc{i % 5}"] for i, ns in enumerate(nss)}, out)
 
 
 def bench_graph(quick: bool, tmp: Path) -> list[Row]:

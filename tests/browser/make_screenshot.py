@@ -17,7 +17,7 @@ from typing import Any
 
 from browser_support import CHROMIUM, CHROMIUM_ARGS, REPO, Server, element_point, focus_on, open_app
 
-from l7scope.server import gen
+from l7scope.testing import record_gen
 
 
 def shoot(browser: Any, url: Server | str, out: Path) -> None:
@@ -56,9 +56,9 @@ def main() -> None:
             url: Server | str | None = args.url
             if url is None:
                 now = int(time.time())
-                topo = gen.topology(namespaces=5, services_per_ns=4, edges=24, seed=4)
+                topo = record_gen.topology(namespaces=5, services_per_ns=4, edges=24, seed=4)
                 srv = Server(Path(tmp))
-                srv.load(gen.records(topo, 4000, now - 880, now, seed=5, unlogged_share=0.01))
+                srv.load(record_gen.records(topo, 4000, now - 880, now, seed=5, unlogged_share=0.01))
                 url = srv
             shoot(browser, url, args.out)
         finally:

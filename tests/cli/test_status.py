@@ -18,10 +18,10 @@ import pytest
 import yaml
 from cli_support import L7SCOPE, free_port, start_server, stop, wait_http
 
-from l7scope.collector import synth
 from l7scope.contracts.demo_state import NodeParts, Part, ServerPart, State, write_state
 from l7scope.proxy.config import EnvoySettings
 from l7scope.proxy.supervisor import EnvoySupervisor
+from l7scope.testing import envoy_lines
 
 
 def status(state_file: Path, *args: str) -> tuple[int, dict[str, Any]]:
@@ -112,7 +112,7 @@ def test_status_every_part_healthy_then_reports_the_stopped_one(require_netns: N
         n = 200
         time.sleep(1.0)  # the collector has opened the log at its end
         with open(envoy_log, "ab") as f:
-            f.write(b"".join(line + b"\n" for line in synth.lines(n, seed=3)))
+            f.write(b"".join(line + b"\n" for line in envoy_lines.lines(n, seed=3)))
         deadline = time.monotonic() + 30
         while True:
             code, report = status(state_file)

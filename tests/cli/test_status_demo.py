@@ -17,7 +17,8 @@ import pytest
 from cli_support import L7SCOPE, free_port
 
 from l7scope.contracts import demo_state
-from l7scope.demo.runner import Demo, DemoOptions
+from l7scope.demo.runner import Demo
+from l7scope.demo.session import DemoOptions
 
 
 def status(state_file: Path) -> tuple[int, dict[str, Any]]:

@@ -21,13 +21,13 @@ from contract.harness import free_port, serve
 from l7scope.contracts.auth import bearer, read_token
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_LINE_BYTES
 from l7scope.contracts.record import L7Record, encode_record, encode_records
-from l7scope.server import gen
 from l7scope.server.api import create_app
 from l7scope.server.auth import SharedToken
 from l7scope.server.metrics import Metrics
 from l7scope.server.openapi import schema
 from l7scope.server.retention import Retention
 from l7scope.server.store.duckdb import DuckDBStore
+from l7scope.testing import record_gen
 
 NOW = 1_790_000_000
 TR = {"from": NOW - 3600, "to": NOW}
@@ -51,8 +51,8 @@ def api(store: DuckDBStore) -> Iterator[httpx.Client]:
 
 
 def records(n: int, seed: int = 3) -> list[L7Record]:
-    topo = gen.topology(namespaces=5, services_per_ns=3, edges=30, seed=seed)
-    return gen.records(topo, n, NOW - 900, NOW, seed=seed, unlogged_share=0.02)
+    topo = record_gen.topology(namespaces=5, services_per_ns=3, edges=30, seed=seed)
+    return record_gen.records(topo, n, NOW - 900, NOW, seed=seed, unlogged_share=0.02)
 
 
 def bulk(c: httpx.Client, body: bytes, batch_id: str | None = None) -> httpx.Response:
@@ -375,7 +375,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.mark.slow
 def test_cli_server_remembers_batches_across_restart(tmp_path: Path) -> None:
     port = free_port()
-    recs = gen.records(gen.topology(seed=5), 40, int(time.time()) - 60, int(time.time()), seed=5)
+    recs = record_gen.records(record_gen.topology(seed=5), 40, int(time.time()) - 60, int(time.time()), seed=5)
     body = encode_records(recs)
     proc = _start_cli(tmp_path, port)
     headers = {BATCH_ID_HEADER: "n1:1", "Content-Type": "application/x-ndjson"}

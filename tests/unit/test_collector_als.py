@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import grpc
-from collector_support import addr, dur, http_entry
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from l7scope.collector.als import entry_to_line, serve, tcp_entry_to_line
 from l7scope.collector.batch import Batcher
 from l7scope.contracts.envoy_log import EnvoyLogLine
+from l7scope.testing.als_entries import addr, dur, http_entry
 
 
 def test_http_entry_conversion_full_durations_and_file_direction_bytes() -> None:

@@ -16,7 +16,6 @@ import grpc
 import httpx
 import pytest
 import yaml
-from node_factories import http_data, report, shop
 from test_node_shipper import BulkServer, wait_for
 
 from l7scope.contracts import policysync
@@ -24,6 +23,7 @@ from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts import policysync_pb2_grpc as pb_grpc
 from l7scope.node.agent import Agent, AgentConfig
 from l7scope.node.policysync_server import PolicySyncServer
+from l7scope.testing.node_inputs import http_data, report, shop
 
 
 def free_port() -> int:
@@ -129,10 +129,9 @@ def test_stop_flushes_and_leaves_unsent_batches_in_spool(tmp_path: Path) -> None
 
 
 def test_feed_and_apply_settings(tmp_path: Path) -> None:
-    from node_factories import pod
-
     from l7scope.node.metadata import MetadataCache
     from l7scope.node.settings import from_mapping
+    from l7scope.testing.node_inputs import pod
 
     def feed(cache: MetadataCache, stop: object) -> None:
         cache.upsert(pod("fed-1", "x", "10.9.9.9"))

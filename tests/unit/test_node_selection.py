@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from node_factories import endpoint_slice, pod, service, shop
-
 from l7scope.capture import tproxy
 from l7scope.node.metadata import MetadataCache
 from l7scope.node.selection import CaptureController, select
+from l7scope.testing.node_inputs import endpoint_slice, pod, service, shop
 
 
 def cache_with(*extra: dict[str, Any]) -> MetadataCache:

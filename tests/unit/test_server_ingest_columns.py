@@ -19,6 +19,8 @@ from l7scope.server.metrics import Metrics
 from l7scope.server.store.arrow_batch import ARROW_SCHEMA, to_arrow
 from l7scope.server.store.duckdb import DuckDBStore
 
+NOW = 1_790_000_000  # the server's time for parse_body (records here are older)
+
 
 def _recs() -> list[L7Record]:
     out = []
@@ -65,8 +67,8 @@ def test_integer_too_wide_for_its_column_is_a_rejected_line(tmp_path: Path) -> N
     too_big = encode_record(L7Record(start_time=1, end_time=2, bytes_out=1 << 64))  # UInt64 column
     big_count = encode_record(L7Record(start_time=1, end_time=2, duration_hist={"3": 1 << 64}))
     body = b"\n".join([good[0], too_late, good[1], too_big, big_count, good[2]]) + b"\n"
-    assert _parse_fast(body) is None
-    parsed = parse_body(body)
+    assert _parse_fast(body, NOW) is None
+    parsed = parse_body(body, NOW)
     assert [r.line for r in parsed.rejected] == [2, 4, 5] and parsed.rejected_total == 3
     assert "end_time" in parsed.rejected[0].error and "bytes_out" in parsed.rejected[1].error
     assert parsed.columns == to_columns(parsed.records) and len(parsed.records) == 3
@@ -103,11 +105,11 @@ def test_edge_counters_from_columns_match_the_per_record_rule() -> None:
 def test_gc_is_left_as_it_was() -> None:
     body = b"".join(encode_record(r) + b"\n" for r in _recs())
     assert gc.isenabled()
-    assert len(parse_body(body).records) == 30
+    assert len(parse_body(body, NOW).records) == 30
     assert gc.isenabled()
     gc.disable()
     try:
-        assert len(parse_body(body + b"{bad\n").records) == 30
+        assert len(parse_body(body + b"{bad\n", NOW).records) == 30
         assert not gc.isenabled()
     finally:
         gc.enable()

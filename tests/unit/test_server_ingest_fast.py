@@ -6,6 +6,8 @@ from __future__ import annotations
 from l7scope.contracts.record import L7Record, encode_record
 from l7scope.server.ingest import _parse_fast, parse_body
 
+NOW = 1_790_000_000  # the server's time for parse_body (records here are older)
+
 
 def _rec(i: int, **kw: object) -> L7Record:
     return L7Record(start_time=100 + i, end_time=105 + i, count=1 + i, url=f"svc:80/p{i}", **kw)  # type: ignore[arg-type]
@@ -14,9 +16,9 @@ def _rec(i: int, **kw: object) -> L7Record:
 def test_fast_path_decodes_every_line() -> None:
     recs = [_rec(i, duration_hist={"100": 2, "7": 1}) for i in range(50)]
     body = b"".join(encode_record(r) + b"\r\n" for r in recs) + b"\n  \n"
-    fast = _parse_fast(body)
+    fast = _parse_fast(body, NOW)
     assert fast is not None and fast.records == recs
-    parsed = parse_body(body)
+    parsed = parse_body(body, NOW)
     assert parsed.records == recs and parsed.rejected == [] and parsed.rejected_total == 0
 
 
@@ -30,8 +32,8 @@ def test_bad_lines_fall_back_with_line_numbers() -> None:
     }
     for bad, line_no in cases.items():
         body = good + b"\n" + bad + b"\n" + good + b"\n"
-        assert _parse_fast(body) is None, bad
-        parsed = parse_body(body)
+        assert _parse_fast(body, NOW) is None, bad
+        parsed = parse_body(body, NOW)
         assert len(parsed.records) == 2 and parsed.rejected_total == 1, bad
         assert parsed.rejected[0].line == line_no
 
@@ -39,5 +41,5 @@ def test_bad_lines_fall_back_with_line_numbers() -> None:
 def test_lines_that_only_parse_when_joined_are_rejected() -> None:
     # Each line alone is invalid; joined with a comma they would read as two records.
     body = b'{"url": "a\n' + b'b", "count": 1}\n'
-    parsed = parse_body(body)
+    parsed = parse_body(body, NOW)
     assert parsed.records == [] and parsed.rejected_total == 2

@@ -1,6 +1,6 @@
 """The demo's state file: where `l7scope status` finds the parts of a local installation.
 
-The one owner of its shape: the demo writes it (`demo/runner.py`), `l7scope status` reads it.
+The one owner of its shape: the demo writes it (`demo/session.py`), `l7scope status` reads it.
 
 The demo (or anything that starts the parts by hand) writes one small JSON file listing the
 server and, per node, the status addresses of its Envoy admin, collector and node agent, with

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from l7scope.demo.runner import Demo, DemoError, DemoOptions, default_data_dir
+from l7scope.demo.runner import Demo
+from l7scope.demo.session import DemoError, DemoOptions, default_data_dir
 
 _HELP = f"""Run a whole shop on this machine and show its traffic.
 

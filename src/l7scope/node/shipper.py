@@ -6,8 +6,9 @@ Each batch keeps one identifier (in its file name) across retries and restarts; 
 batch id it has already stored (`contracts.bulk`), so re-sending after a crash is safe: nothing
 lost, nothing counted twice.
 
-Failures: connection errors, 408, 429 and 5xx are retried with exponential backoff and jitter
-(httpx); any other 4xx is permanent (the batch is dropped and counted). The spool is bounded
+Failures: connection errors, 401/403 (a credential problem of the installation, not of the
+batch), 408, 429 and 5xx are retried with exponential backoff and jitter (httpx); any other 4xx
+is permanent (the batch is dropped and counted). The spool is bounded
 (`max_bytes`): when full, the oldest batches not being sent are dropped and their records counted.
 """
 

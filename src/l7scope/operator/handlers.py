@@ -1,4 +1,4 @@
-"""Thin kopf wiring around `reconcile.Reconciler` (the only module that imports kopf).
+"""Thin kopf wiring around `reconcile.Reconciler` (with `cli.py`, the only modules importing kopf).
 
 - ApplicationLayer resumed (operator start), created or updated -> `reconcile`;
 - ApplicationLayer deleted (kopf finalizer `l7scope.io/operator`) -> `teardown`;

@@ -32,6 +32,14 @@ from l7scope.server import login
 from l7scope.server.access import DEFAULT_ALLOWED_HOSTS, AccessMiddleware, HostPolicy
 from l7scope.server.auth import Authenticator, Sessions
 from l7scope.server.ingest import BadBatchId, Ingestor, check_batch_id
+from l7scope.server.limits import (
+    MAX_JSON_DEPTH,
+    MAX_QUERY_BODY_BYTES,
+    BodyError,
+    check_encoding,
+    gunzip,
+    too_deep,
+)
 from l7scope.server.metrics import Metrics
 from l7scope.server.openapi import schema as openapi_schema
 from l7scope.server.query import QueryService, RequestError
@@ -90,11 +98,13 @@ async def _store_call(fn: Callable[[], T]) -> T:
         raise _StoreDown(_error(503, "store_unavailable", str(e))) from e
 
 
-async def _json_body(request: Request, limit: int = 1024 * 1024) -> object:
+async def _json_body(request: Request, limit: int = MAX_QUERY_BODY_BYTES) -> object:
     body = await _read_body(request, limit)
+    if too_deep(body):
+        raise RequestError("bad_request", f"the body nests JSON more than {MAX_JSON_DEPTH} levels deep")
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError as e:
+    except ValueError as e:  # msgspec.DecodeError, UnicodeDecodeError
         raise RequestError("bad_request", f"the body is not valid JSON: {e}") from None
 
 
@@ -119,10 +129,16 @@ async def bulk(request: Request) -> Response:
     st = state(request)
     try:
         batch_id = check_batch_id(request.headers.get(BATCH_ID_HEADER))
+        encoding = check_encoding(request.headers.get("content-encoding"))
         body = await _read_body(request, MAX_BODY_BYTES)
+        if encoding == "gzip":
+            body = await run_in_threadpool(gunzip, body, MAX_BODY_BYTES)
     except BadBatchId as e:
         st.metrics.inc("bodies_rejected")
         return _error(400, "bad_request", str(e))
+    except BodyError as e:
+        st.metrics.inc("bodies_rejected")
+        return _error(e.status, e.code, e.message)
     except RequestError as e:
         st.metrics.inc("bodies_rejected")
         return JSON(e.to_json(), status_code=e.status)
@@ -187,7 +203,8 @@ async def status(request: Request) -> Response:
         "retention_s": st.retention_s,
         "ingest": {"requests": c["ingest_requests"], "records_accepted": c["records_accepted"],
                    "records_rejected": c["records_rejected"], "duplicate_batches": c["duplicate_batches"],
-                   "bodies_rejected": c["bodies_rejected"], "unlogged_requests": c["unlogged_requests"]},
+                   "bodies_rejected": c["bodies_rejected"], "unlogged_requests": c["unlogged_requests"],
+                   "unknown_fields_ignored": c["unknown_fields_ignored"]},
         "queries": {
             **{k: sum(n for (kk, _), n in q.items() if kk == k) for k in ("search", "aggregation", "servicegraph")},
             "errors": sum(n for (_, r), n in q.items() if r == "error"),

@@ -1,7 +1,9 @@
 """Bulk ingest (contracts.bulk): NDJSON body -> validated records + line rejections -> store.
 
-`parse_body()` is pure: it checks each line on its own (size, UTF-8, JSON, the record schema,
-histogram keys, integers within their stored widths) so one bad line never costs the others.
+`parse_body()` is pure (the time is passed in): it checks each line on its own (size, UTF-8,
+JSON nesting, the record schema and its bounds, histogram keys, integers within their stored
+widths, times not in the future nor inverted) so one bad line never costs the others. Unknown
+fields of a record of a newer schema version are dropped and counted, the record kept.
 A body whose lines are all good (the usual case) is decoded in one msgspec call and checked
 per column; any bad line sends the whole body through the line-by-line path instead. `Ingestor` adds the batch-id
 de-duplication (remembered by the store, so across restarts) and the counters.
@@ -14,16 +16,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain, repeat
+from operator import gt, mul
 from typing import Final
 
 import msgspec
 
 from l7scope.contracts.bulk import MAX_LINE_BYTES, BulkResult, Rejection
 from l7scope.contracts.fields import COLUMNS, HIST_FIELD
-from l7scope.contracts.record import L7Record, RecordError, decode_record
+from l7scope.contracts.record import (
+    FIELDS,
+    MAX_DURATION_SUM_NS,
+    MAX_FUTURE_S,
+    SCHEMA_VERSION,
+    L7Record,
+    RecordError,
+    decode_record,
+)
 from l7scope.server.columns import ColumnBatch, to_columns
 from l7scope.server.fields import int_width
 from l7scope.server.gcpause import gc_paused
+from l7scope.server.limits import MAX_JSON_DEPTH, too_deep
 from l7scope.server.metrics import Metrics
 from l7scope.server.store.base import Store
 
@@ -37,6 +49,9 @@ _JSON_SPACE: Final = b" \t\r"  # JSON whitespace within a line ("\n" ends it)
 _INT_LIMITS: Final = tuple((c, (1 << {"u16": 16, "u32": 32, "u64": 64}[int_width(c)]) - 1)
                            for c, k in COLUMNS.items() if k == "int")
 _COUNT_LIMIT: Final = (1 << 64) - 1  # histogram counts: UInt64
+_KNOWN: Final = frozenset(FIELDS)
+_raw_object: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_raw_encoder: Final = msgspec.json.Encoder()
 
 
 class BadBatchId(ValueError):
@@ -49,6 +64,7 @@ class Parsed:
     rejected: list[Rejection]
     rejected_total: int
     columns: ColumnBatch  # the records as columns (server.columns.to_columns)
+    fields_ignored: int = 0  # unknown fields of newer-schema records, dropped
 
 
 def _bucket_ok(k: str) -> bool:
@@ -64,19 +80,39 @@ def _width_error(rec: L7Record) -> str | None:
     return None
 
 
-def _columns_ok(cols: ColumnBatch) -> bool:
-    """Every histogram key a bucket index and every integer within its stored width, checked
-    per column (C-level max/set passes; histogram keys once per distinct key)."""
+def _times_error(rec: L7Record, now: int) -> str | None:
+    """The cross-field bounds of contracts.record (the schema checks each field's own)."""
+    if rec.end_time > now + MAX_FUTURE_S:
+        return (f"end_time: {rec.end_time} is more than {MAX_FUTURE_S} s after the server's time "
+                f"{now}")
+    if rec.start_time > rec.end_time:
+        return f"start_time: {rec.start_time} is after end_time {rec.end_time}"
+    if rec.duration_mean * rec.count > MAX_DURATION_SUM_NS:
+        return (f"duration_mean * count: {rec.duration_mean} * {rec.count} is over the maximum "
+                f"duration sum {MAX_DURATION_SUM_NS} ns")
+    return None
+
+
+def _columns_ok(cols: ColumnBatch, now: int) -> bool:
+    """Every histogram key a bucket index, every integer within its stored width, and the
+    cross-field bounds (_times_error), checked per column (C-level max/set/map passes;
+    histogram keys once per distinct key)."""
     for name, limit in _INT_LIMITS:
         if max(cols[name], default=0) > limit:
             return False
+    if max(cols["end_time"], default=0) > now + MAX_FUTURE_S:
+        return False
+    if any(map(gt, cols["start_time"], cols["end_time"])):
+        return False
+    if max(map(mul, cols["duration_mean"], cols["count"]), default=0) > MAX_DURATION_SUM_NS:
+        return False
     hists: list[dict[str, int]] = cols[HIST_FIELD]
     if not all(map(_bucket_ok, set(chain.from_iterable(hists)))):
         return False
     return max(chain.from_iterable(map(dict.values, hists)), default=0) <= _COUNT_LIMIT
 
 
-def _parse_fast(body: bytes) -> Parsed | None:
+def _parse_fast(body: bytes, now: int) -> Parsed | None:
     """All lines in one msgspec call (the lines joined into one JSON array), checked per
     column; None when any line needs the line-by-line path (too long, not one object,
     invalid, a bad bucket, an integer too wide)."""
@@ -93,24 +129,52 @@ def _parse_fast(body: bytes) -> Parsed | None:
         return None
     try:
         recs = _array_decoder.decode(b"[" + b",".join(lines) + b"]")
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (ValueError, RecursionError):  # msgspec's errors, and UnicodeDecodeError
         return None
     if len(recs) != len(lines):
         return None
     cols = to_columns(recs)
-    return Parsed(recs, [], 0, cols) if _columns_ok(cols) else None
+    return Parsed(recs, [], 0, cols) if _columns_ok(cols, now) else None
 
 
-def parse_body(body: bytes) -> Parsed:
+def parse_body(body: bytes, now: int) -> Parsed:
+    """The records and rejections of one bulk body; `now` (epoch s) bounds end_time."""
     with gc_paused():
-        fast = _parse_fast(body)
-        return fast if fast is not None else _parse_lines(body)
+        fast = _parse_fast(body, now)
+        return fast if fast is not None else _parse_lines(body, now)
 
 
-def _parse_lines(body: bytes) -> Parsed:
+def decode_line(line: bytes) -> tuple[L7Record, int]:
+    """One record and the number of unknown fields dropped from it (only a record whose
+    schema_version is newer than this server's may have any). Raises RecordError."""
+    try:
+        return decode_record(line), 0
+    except RecordError as e:
+        if "unknown field" not in str(e):
+            raise
+        strict = e
+    nested = RecordError(f"JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        obj = _raw_object.decode(line)
+        version = msgspec.json.decode(obj.get("schema_version", b"0"))
+    except RecursionError:
+        raise nested from None
+    except ValueError:
+        raise strict from None
+    if not isinstance(version, int) or version <= SCHEMA_VERSION:
+        raise strict
+    if too_deep(line, MAX_JSON_DEPTH):
+        raise nested
+    unknown = obj.keys() - _KNOWN
+    rec = decode_record(_raw_encoder.encode({k: v for k, v in obj.items() if k in _KNOWN}))
+    return rec, len(unknown)
+
+
+def _parse_lines(body: bytes, now: int) -> Parsed:
     records: list[L7Record] = []
     rejected: list[Rejection] = []
     total = 0
+    ignored = 0
     for i, raw in enumerate(body.split(b"\n"), start=1):
         line = raw[:-1] if raw.endswith(b"\r") else raw
         if not line.strip():
@@ -120,13 +184,14 @@ def _parse_lines(body: bytes) -> Parsed:
             error = f"line is {len(line)} bytes, over the {MAX_LINE_BYTES}-byte limit"
         else:
             try:
-                rec = decode_record(line)
+                rec, n_unknown = decode_line(line)
                 for k in rec.duration_hist:  # counts are checked by the schema; keys here
                     if not _bucket_ok(k):
                         raise ValueError(f"bucket {k[:20]!r} is not a bucket index (0..{MAX_BUCKET})")
-                error = _width_error(rec)
+                error = _width_error(rec) or _times_error(rec, now)
                 if error is None:
                     records.append(rec)
+                    ignored += n_unknown
             except RecordError as e:
                 error = str(e)
             except ValueError as e:  # histogram keys that are not bucket indexes
@@ -135,7 +200,7 @@ def _parse_lines(body: bytes) -> Parsed:
             total += 1
             if len(rejected) < MAX_LISTED_REJECTIONS:
                 rejected.append(Rejection(i, error[:500]))
-    return Parsed(records, rejected, total, to_columns(records))
+    return Parsed(records, rejected, total, to_columns(records), ignored)
 
 
 def check_batch_id(value: str | None) -> str | None:
@@ -163,7 +228,7 @@ class Ingestor:
 
     def _ingest(self, body: bytes, batch_id: str | None) -> tuple[BulkResult, int]:
         self.metrics.inc("ingest_requests")
-        parsed = parse_body(body)
+        parsed = parse_body(body, int(self.clock()))
         cols = parsed.columns
         if batch_id is not None:
             if not self.store.insert_once(batch_id, cols, int(self.clock())):
@@ -173,5 +238,7 @@ class Ingestor:
             self.store.insert(cols)
         self.metrics.inc("records_accepted", len(parsed.records))
         self.metrics.inc("records_rejected", parsed.rejected_total)
+        if parsed.fields_ignored:
+            self.metrics.inc("unknown_fields_ignored", parsed.fields_ignored)
         self.metrics.observe_columns(cols)
         return BulkResult(len(parsed.records), parsed.rejected), parsed.rejected_total

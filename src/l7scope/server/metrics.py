@@ -28,6 +28,7 @@ class Metrics:
         self.counters: dict[str, int] = {
             "ingest_requests": 0, "records_accepted": 0, "records_rejected": 0,
             "duplicate_batches": 0, "bodies_rejected": 0, "unlogged_requests": 0,
+            "unknown_fields_ignored": 0,
         }
         self.queries: dict[tuple[str, str], int] = {}
         self.query_seconds: dict[str, float] = {}
@@ -95,6 +96,8 @@ class Metrics:
             ("l7scope_ingest_duplicate_batches_total", "duplicate_batches", "Bulk batches dropped as duplicates."),
             ("l7scope_ingest_bodies_rejected_total", "bodies_rejected", "Bulk bodies rejected as a whole."),
             ("l7scope_unlogged_requests_total", "unlogged_requests", "Requests reported as not logged in detail."),
+            ("l7scope_ingest_unknown_fields_ignored_total", "unknown_fields_ignored",
+             "Fields of newer-schema records the server does not know, dropped (the records kept)."),
         ):
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {c[key]}"]
         lines += ["# HELP l7scope_ingest_records_total Records received, by result.",

@@ -93,12 +93,17 @@ def schema() -> dict[str, Any]:
         "paths": {
             BULK_PATH: {"post": {
                 "summary": "Store NDJSON records (one L7Record per line)",
-                "parameters": [{"name": BATCH_ID_HEADER, "in": "header", "required": False, "schema": _STR}],
+                "parameters": [{"name": BATCH_ID_HEADER, "in": "header", "required": False, "schema": _STR},
+                               {"name": "Content-Encoding", "in": "header", "required": False,
+                                "schema": {"type": "string", "enum": ["identity", "gzip", "x-gzip"]}}],
                 "requestBody": {"required": True, "content": {"application/x-ndjson": {"schema": _STR}}},
                 "responses": _answers(_obj({
                     "accepted": _INT, "duplicate": {"type": "boolean"}, "rejected_total": _INT,
                     "rejected": {"type": "array", "items": _obj({"line": _INT, "error": _STR})}})) | {
-                    "413": {"description": "body too large", "content": {"application/json": {"schema": _ERROR}}}},
+                    "413": {"description": "body (or its decompressed form) too large",
+                            "content": {"application/json": {"schema": _ERROR}}},
+                    "415": {"description": "unsupported Content-Encoding",
+                            "content": {"application/json": {"schema": _ERROR}}}},
             }},
             "/api/v1/l7/logs/search": _post(
                 "Records matching a selector in a time range, sorted and paged",

@@ -73,6 +73,11 @@ class _Params:
     def int_div(self, expr: str, divisor: int) -> str:
         return f"intDiv({expr}, {int(divisor)})"
 
+    def wide_sum(self, expr: str) -> str:
+        # ClickHouse 18.16 has no 128-bit integers and sums UInt64 modulo 2^64: a Float64 sum is
+        # exact up to 2^53 ns (104 days of request time) and never wraps above it.
+        return f"sum(toFloat64({expr}))"
+
 
 def _msg(e: BaseException) -> str:
     """An error's text without ClickHouse's server stack trace."""

@@ -49,6 +49,12 @@ def _column_types() -> dict[str, str]:
     return out
 
 
+def _sat(expr: str) -> str:
+    """A HUGEINT sum as UBIGINT, saturating at 2^64 - 1 instead of failing the query (the bounds
+    of contracts.record keep realistic sums far below it)."""
+    return f"least({expr}, {(1 << 64) - 1})::UBIGINT"
+
+
 class _Params:
     """DuckDB named parameters ($p0, $p1, ...)."""
 
@@ -69,6 +75,9 @@ class _Params:
 
     def int_div(self, expr: str, divisor: int) -> str:
         return f"({expr} // {int(divisor)})"
+
+    def wide_sum(self, expr: str) -> str:
+        return f"sum({expr})"  # DuckDB sums integers as HUGEINT (128 bits)
 
 
 class DuckDBStore:
@@ -141,7 +150,9 @@ class DuckDBStore:
         try:
             with self._write_lock:
                 con = self._con
-                if con.execute(f"SELECT 1 FROM {BATCHES} WHERE batch_id = ?", [batch_id]).fetchone():
+                # fetchall, not fetchone: a result left unfinished on the shared connection made
+                # every later plain insert fail ("connection has an unfinished result").
+                if con.execute(f"SELECT 1 FROM {BATCHES} WHERE batch_id = ?", [batch_id]).fetchall():
                     return False
                 con.execute("BEGIN TRANSACTION")
                 try:
@@ -315,8 +326,8 @@ WITH grp AS (
   SELECT g, min(hbk) FILTER (WHERE rc >= 0.5 * t) AS p50, min(hbk) FILTER (WHERE rc >= 0.99 * t) AS p99
   FROM cum JOIN tot USING (g) GROUP BY g
 )
-SELECT lv, eid, a, b, kind, cls, m, u, n::UBIGINT, bi::UBIGINT, bo::UBIGINT,
-       CASE WHEN n > 0 THEN (ws // n)::UBIGINT ELSE 0 END, dmin, dmax, er::UBIGINT,
+SELECT lv, eid, a, b, kind, cls, m, u, {_sat("n")}, {_sat("bi")}, {_sat("bo")},
+       CASE WHEN n > 0 THEN {_sat("ws // n")} ELSE 0 END, dmin, dmax, {_sat("er")},
        CASE WHEN lv != {MERGED_ROUTE} THEN p50 END, p99
 FROM sums LEFT JOIN pct ON sums.pg = pct.g
 ORDER BY lv, eid, n DESC, m, u
