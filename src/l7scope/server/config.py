@@ -48,6 +48,19 @@ class ServerConfig(BaseModel):
     def token_path(self) -> Path:
         return self.token_file or self.data_dir / TOKEN_FILE_NAME
 
+    # HTTPS: both or neither (PEM files; the key unencrypted)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        for f in (self.tls_cert, self.tls_key):
+            if f is not None and not f.is_file():
+                raise ValueError(f"no such file: {f}")
+        return self
+
     @model_validator(mode="after")
     def _no_open_server_off_loopback(self) -> ServerConfig:
         if self.auth == "none" and not is_loopback(self.host):
