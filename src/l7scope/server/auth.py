@@ -37,6 +37,8 @@ class Principal:
 
 class Authenticator(Protocol):
     kind: str
+    #: who a request without any credential is (None: nobody, 401)
+    anonymous: Principal | None
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal a bearer token stands for, or None. May block (thread pool)."""
@@ -46,6 +48,7 @@ class SharedToken:
     """The standalone server: one secret token that may read and write."""
 
     kind = "token"
+    anonymous: Principal | None = None
 
     def __init__(self, token: str) -> None:
         self._token = token.encode()
@@ -60,10 +63,10 @@ class NoAuth:
     """Every call is let in as `anonymous` (`--auth none`, loopback binds only)."""
 
     kind = "none"
-    ANONYMOUS = Principal("anonymous", can_read=True, can_write=True)
+    anonymous: Principal | None = Principal("anonymous", can_read=True, can_write=True)
 
     def authenticate(self, token: str) -> Principal | None:
-        return self.ANONYMOUS
+        return self.anonymous
 
 
 class _Expiring:
