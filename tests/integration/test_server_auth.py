@@ -35,11 +35,6 @@ def one_record(url: str = "/forged") -> bytes:
                                     dest_namespace="shop", src_namespace="shop")])
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[DuckDBStore]:
-    s = DuckDBStore(tmp_path / "l7.duckdb")
-    yield s
-    s.close()
 
 
 @pytest.fixture
