@@ -939,3 +939,18 @@ class Pods:
         kw: dict[str, Any] = {"container": container} if container else {}
         text: str = self.core.read_namespaced_pod_log(name, self.namespace, **kw)
         return text
+
+
+def service_account_kubeconfig(c: Cluster, kube: Kube, namespace: str, sa: str, path: Path) -> Path:
+    """A kubeconfig with a token of `namespace/sa` (TokenRequest API): a process run with it has
+    exactly the permissions RBAC gives that service account."""
+    answer = kube.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token",
+                          body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                "spec": {"expirationSeconds": 7200}})
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": {
+            "server": c.cp.server, "certificate-authority": str(c.cp.workdir / "certs" / "apiserver.crt")}}],
+        "users": [{"name": sa, "user": {"token": answer["status"]["token"]}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": sa}}]}))
+    return path
