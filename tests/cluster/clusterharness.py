@@ -467,9 +467,16 @@ def teardown(state: State, procs: dict[str, subprocess.Popen[bytes]] | None = No
     # 7. cgroups, sysctls, dirs
     if state.cgroups:
         problems += [f"cgroup {d}" for d in remove_cgroups()]
+    restored = []
     for name, value in state.sysctls.items():
-        if read_sysctl(name) != value:
+        now = read_sysctl(name)
+        if now != value:
             write_sysctl(name, value)
+            restored.append(f"{name} {now}->{value}")
+            if read_sysctl(name) != value:
+                problems.append(f"sysctl {name} is {read_sysctl(name)}, was {value}")
+    if restored:
+        print(f"cluster teardown: restored sysctls: {', '.join(restored)}", file=sys.stderr)
     for d in reversed(state.made_dirs):
         with contextlib.suppress(OSError):
             Path(d).rmdir()

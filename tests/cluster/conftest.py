@@ -16,7 +16,9 @@ import clusterharness
 from l7scope.kube.client import Kube
 
 
-@pytest.fixture(scope="session")
+# Package scope: the cluster goes down after the last test of tests/cluster, not at the end of
+# the whole run, so the rest of the suite does not share the machine with it.
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[clusterharness.Cluster]:
     why = clusterharness.missing_parts()
     if why:
@@ -32,7 +34,7 @@ def cluster() -> Iterator[clusterharness.Cluster]:
         assert not left, f"the test cluster left behind: {left}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kube(cluster: clusterharness.Cluster) -> Iterator[Kube]:
     k = cluster.kube()
     yield k
