@@ -17,6 +17,7 @@ demo: setup
 test: setup
 	$(VENV)/ruff check src tests bench
 	$(VENV)/mypy
+	$(VENV)/lint-imports
 	$(VENV)/pytest $(PYTEST_ARGS)
 
 unit: setup
@@ -25,6 +26,7 @@ unit: setup
 lint: setup
 	$(VENV)/ruff check src tests bench
 	$(VENV)/mypy
+	$(VENV)/lint-imports
 
 bench: setup
 	$(VENV)/python -m bench $(BENCH_ARGS)
@@ -34,4 +36,4 @@ proto:
 	$(VENV)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src --grpc_python_out=src src/l7scope/contracts/policysync.proto
 
 clean:
-	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

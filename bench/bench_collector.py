@@ -1,6 +1,6 @@
 """Collector ingest rate: tail + parse + batch of Envoy JSON lines on one core.
 
-A file of Envoy-shaped lines (`l7scope.collector.synth`: a few thousand distinct batching keys)
+A file of Envoy-shaped lines (`l7scope.testing.envoy_lines`: a few thousand distinct batching keys)
 is written once. Two measurements of the same file, in the same process, on one core (CPU time
 of this single-threaded process, pinned to one CPU):
 
@@ -28,9 +28,9 @@ import msgspec
 from bench.row import Row
 from l7scope.collector.batch import Batcher
 from l7scope.collector.decode import decode_block
-from l7scope.collector.synth import lines
 from l7scope.collector.tail import Tail
 from l7scope.contracts.envoy_log import EnvoyLogLine
+from l7scope.testing.envoy_lines import lines
 
 CHUNK = 1 << 16  # Tail's default read size (decoded objects stay in cache); raw decode blocks
 LINES_PER_INTERVAL = 100_000

@@ -32,10 +32,10 @@ from bench.row import Row
 from l7scope.contracts import policysync
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts import policysync_pb2_grpc as pb_grpc
+from l7scope.contracts.nodeconfig import AggregationSettings
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.metadata import MetadataCache
-from l7scope.node.settings import AggregationSettings
 
 
 def _objects(pods: int, services: int) -> list[dict[str, object]]:
@@ -169,7 +169,7 @@ def _with_collector(tmp: Path, sock: Path, agent_pid: int,
     highest RSS sum and its two parts, the collector's idle RSS, and the lines it reported."""
     import httpx
 
-    from l7scope.collector.synth import lines
+    from l7scope.testing.envoy_lines import lines
 
     log = tmp / "envoy.log"  # created below: a file that appears later is read from its start
     port = _free_port()

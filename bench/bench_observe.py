@@ -15,7 +15,7 @@ from l7scope.observe import filters
 from l7scope.observe.cli import read_records
 from l7scope.observe.filters import FilterSpec
 from l7scope.observe.printer import make_printer
-from l7scope.server import gen
+from l7scope.testing import record_gen
 
 
 def _best(fn: object, repeat: int = 3) -> float:
@@ -30,8 +30,8 @@ def _best(fn: object, repeat: int = 3) -> float:
 
 def run(quick: bool) -> list[Row]:
     n = 50_000 if quick else 200_000
-    topo = gen.topology(seed=1)
-    data = encode_records(gen.records(topo, n, 1_790_000_000, 1_790_003_600, seed=2))
+    topo = record_gen.topology(seed=1)
+    data = encode_records(record_gen.records(topo, n, 1_790_000_000, 1_790_003_600, seed=2))
     dec = msgspec.json.Decoder(dict)
     enc = msgspec.json.Encoder()
 

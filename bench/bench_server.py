@@ -1,5 +1,5 @@
 """Server benchmarks: store ingest, the HTTP-tab query on 10M records, the service graph for
-1,000 nodes / 5,000 edges. Data: `l7scope.server.gen` (ingest: realistic Python records) and
+1,000 nodes / 5,000 edges. Data: `l7scope.testing.record_gen` (ingest: realistic Python records) and
 SQL generation inside DuckDB for the large sets (same shape: topology from gen, per-route
 methods/URLs, codes, durations with histograms), so 10M rows take seconds, not minutes.
 `quick` uses 1M rows for the query set and says so in the row."""
@@ -20,13 +20,16 @@ import pyarrow as pa
 import uvicorn
 
 from bench.row import Row
-from l7scope.contracts.bulk import BULK_PATH
+from l7scope.contracts.auth import bearer
+from l7scope.contracts.bulk import BULK_PATH, CONTENT_TYPE
+from l7scope.contracts.fields import COLUMNS
 from l7scope.contracts.record import encode_records
-from l7scope.server import gen
 from l7scope.server.api import create_app
+from l7scope.server.auth import Authenticator, NoAuth, SharedToken
 from l7scope.server.columns import to_columns
-from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS
+from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS
 from l7scope.server.store.duckdb import TABLE, DuckDBStore
+from l7scope.testing import record_gen
 
 DAY = 86400
 
@@ -64,7 +67,7 @@ def bench_ingest(quick: bool, tmp: Path) -> list[Row]:
     n = 50_000 if quick else 200_000
     batch = 5_000
     now = int(time.time())
-    recs = gen.records(gen.topology(namespaces=12, services_per_ns=6, edges=300), n, now - 3600, now)
+    recs = record_gen.records(record_gen.topology(namespaces=12, services_per_ns=6, edges=300), n, now - 3600, now)
     bodies = [encode_records(recs[i:i + batch]) for i in range(0, n, batch)]
     # The server runs in this process: freeze the bench's own 200k records (4x the server's
     # ~50k GC-tracked objects) so the server's GC passes do not walk the client's data.
@@ -76,29 +79,52 @@ def bench_ingest(quick: bool, tmp: Path) -> list[Row]:
         for i in range(0, n, batch):
             store.insert(to_columns(recs[i:i + batch]))
         store_rate = n / (time.perf_counter() - t0)
-        # The whole HTTP path: NDJSON bodies of 5,000 records -> decode + validate -> store.
-        app = create_app(store, ui_dir=None)
-        with _Server(app) as url, httpx.Client(base_url=url, timeout=120) as c:
+        # The whole HTTP path: NDJSON bodies of 5,000 records -> decode + validate -> store,
+        # with the bearer-token check as deployed, and without (--auth none), in alternating
+        # rounds into fresh tables so both see the same store size.
+        rates: dict[str, list[float]] = {"token": [], "none": []}
+        for rnd in range(2):
+            for kind in ("token", "none"):
+                rates[kind].append(_http_ingest(tmp / f"http-{kind}-{rnd}.duckdb", kind, bodies, n, batch))
+    finally:
+        store.close()
+        gc.unfreeze()
+    http_rate, open_rate = max(rates["token"]), max(rates["none"])
+    overhead = (open_rate - http_rate) / open_rate * 100
+    return [
+        Row(f"server: store ingest, DuckDB, {n:,} records in {batch:,}-record batches (records -> Arrow -> table)",
+            f"{store_rate:,.0f} records/s", "-", ">= 100,000 records/s", store_rate >= 100_000),
+        Row(f"server: bulk HTTP ingest (NDJSON decode + validate + store), {n:,} records, bearer token checked",
+            f"{http_rate:,.0f} records/s ({http_rate / store_rate:.2f}x store ingest)",
+            f"in-process store ingest {store_rate:,.0f}/s", ">= 0.8x store ingest",
+            http_rate >= 0.8 * store_rate),
+        Row("server: authentication overhead on bulk ingest (token vs --auth none, best of 2 each)",
+            f"{overhead:+.1f} % ({http_rate:,.0f} vs {open_rate:,.0f} records/s)",
+            f"--auth none {open_rate:,.0f} records/s", "<= 5 %", overhead <= 5),
+    ]
+
+
+def _http_ingest(path: Path, auth: str, bodies: list[bytes], n: int, batch: int) -> float:
+    store = DuckDBStore(path)
+    token = "bench-" + "t" * 40
+    authenticator: Authenticator = SharedToken(token) if auth == "token" else NoAuth()
+    headers = {"Content-Type": CONTENT_TYPE, **(bearer(token) if auth == "token" else {})}
+    try:
+        with _Server(create_app(store, auth=authenticator, ui_dir=None)) as url, \
+                httpx.Client(base_url=url, timeout=120, headers=headers) as c:
             t0 = time.perf_counter()
             for j, b in enumerate(bodies):
                 r = c.post(BULK_PATH, content=b, headers={"X-L7scope-Batch-Id": f"bench-{j}"})
                 assert r.json()["accepted"] == min(batch, n - j * batch), r.text
-            http_rate = n / (time.perf_counter() - t0)
+            return n / (time.perf_counter() - t0)
     finally:
         store.close()
-        gc.unfreeze()
-    return [
-        Row(f"server: store ingest, DuckDB, {n:,} records in {batch:,}-record batches (records -> Arrow -> table)",
-            f"{store_rate:,.0f} records/s", "-", ">= 100,000 records/s", store_rate >= 100_000),
-        Row(f"server: bulk HTTP ingest (NDJSON decode + validate + store), {n:,} records",
-            f"{http_rate:,.0f} records/s", "-", "-", None),
-    ]
 
 
 # --- data generated inside DuckDB -----------------------------------------------------------
 
 
-def _routes_table(topo: gen.Topology) -> pa.Table:
+def _routes_table(topo: record_gen.Topology) -> pa.Table:
     rows: dict[str, list[Any]] = {k: [] for k in (
         "rid", "src_type", "src_namespace", "src_name_aggr", "dest_namespace", "dest_service_name",
         "dest_name_aggr", "port", "method", "url", "err_pct", "base_us")}
@@ -116,7 +142,7 @@ def _routes_table(topo: gen.Topology) -> pa.Table:
     return pa.table(rows)
 
 
-def _generate(path: Path, topo: gen.Topology, n: int, start: int, end: int) -> None:
+def _generate(path: Path, topo: record_gen.Topology, n: int, start: int, end: int) -> None:
     """Insert `n` records with end_time spread over (start, end] directly in DuckDB."""
     DuckDBStore(path).close()  # schema
     con = duckdb.connect(str(path))
@@ -167,7 +193,7 @@ def bench_http_tab(quick: bool, tmp: Path) -> list[Row]:
     n = 1_000_000 if quick else 10_000_000
     end = int(time.time())
     start = end - DAY
-    topo = gen.topology(namespaces=12, services_per_ns=6, edges=300, seed=11)
+    topo = record_gen.topology(namespaces=12, services_per_ns=6, edges=300, seed=11)
     path = tmp / "tab.duckdb"
     t0 = time.perf_counter()
     _generate(path, topo, n, start, end)
@@ -185,7 +211,7 @@ def bench_http_tab(quick: bool, tmp: Path) -> list[Row]:
     lat: list[float] = []
     server_ms: list[float] = []
     try:
-        with _Server(create_app(store, ui_dir=None)) as url, httpx.Client(base_url=url, timeout=60) as c:
+        with _Server(create_app(store, auth=NoAuth(), ui_dir=None)) as url, httpx.Client(base_url=url, timeout=60) as c:
             for q in queries:  # warm-up
                 c.post("/api/v1/l7/logs/search", json={"page_size": 100, **q}).raise_for_status()
             for _ in range(5 if quick else 5):
@@ -209,7 +235,7 @@ def bench_http_tab(quick: bool, tmp: Path) -> list[Row]:
 # --- 3. service graph -----------------------------------------------------------------------
 
 
-def _graph_topology(nodes: int, edges: int, seed: int = 5) -> gen.Topology:
+def _graph_topology(nodes: int, edges: int, seed: int = 5) -> record_gen.Topology:
     import random
 
     rnd = random.Random(seed)
@@ -221,10 +247,10 @@ def _graph_topology(nodes: int, edges: int, seed: int = 5) -> gen.Topology:
             pairs.add((a, b))
     out = []
     for a, b in sorted(pairs):
-        routes = tuple(gen.Route(rnd.choice(["GET", "POST"]), f"svc{b % 5}.{nss[b]}:80/api/{k}",
+        routes = tuple(record_gen.Route(rnd.choice(["GET", "POST"]), f"svc{b % 5}.{nss[b]}:80/api/{k}",
                                  0.02, 1500) for k in range(2))
-        out.append(gen.Edge("wep", nss[a], f"app{a % 7}-*", nss[b], f"svc{b % 5}", f"svc{b % 5}-*", 80, 1.0, routes))
-    return gen.Topology(nss, {ns: [f"svc{i % 5}"] for i, ns in enumerate(nss)}, out)
+        out.append(record_gen.Edge("wep", nss[a], f"app{a % 7}-*", nss[b], f"svc{b % 5}", f"svc{b % 5}-*", 80, 1.0, routes))
+    return record_gen.Topology(nss, {ns: [f"svc{i % 5}"] for i, ns in enumerate(nss)}, out)
 
 
 def bench_graph(quick: bool, tmp: Path) -> list[Row]:
@@ -238,7 +264,7 @@ def bench_graph(quick: bool, tmp: Path) -> list[Row]:
     lat: list[float] = []
     server_ms: list[float] = []
     try:
-        with _Server(create_app(store, ui_dir=None)) as url, httpx.Client(base_url=url, timeout=60) as c:
+        with _Server(create_app(store, auth=NoAuth(), ui_dir=None)) as url, httpx.Client(base_url=url, timeout=60) as c:
             body = {"time_range": {"from": "now-15m", "to": "now"}}
             g = c.post("/api/v1/servicegraph", json=body).json()
             n_nodes, n_edges = len(g["nodes"]), len(g["edges"])

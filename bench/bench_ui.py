@@ -36,7 +36,7 @@ from browser_support import CHROMIUM, CHROMIUM_ARGS, Server, chromium_available,
 TARGET_MS = 1500.0
 
 
-def _load(browser: Any, url: str) -> dict[str, float]:
+def _load(browser: Any, url: Server) -> dict[str, float]:
     context = browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)
     try:
         page = context.new_page()
@@ -54,7 +54,7 @@ def _load(browser: Any, url: str) -> dict[str, float]:
 _TRACE_CATEGORIES = ["toplevel", "devtools.timeline", "disabled-by-default-devtools.timeline", "blink.user_timing"]
 
 
-def _main_thread_cpu(browser: Any, url: str) -> tuple[float, float]:
+def _main_thread_cpu(browser: Any, url: Server) -> tuple[float, float]:
     """(ms, ms after the graph data arrived): CPU time of the page's main thread up to the
     interactive mark, summed over its top-level tasks in a Chrome trace."""
     context = browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)
@@ -94,10 +94,10 @@ def run(quick: bool) -> list[Row]:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             big.load(big_graph_records(int(time.time())))
-            _load(browser, big.url)  # warm the server's caches and the OS page cache once
-            runs = [_load(browser, big.url) for _ in range(loads)]
-            base = [_load(browser, empty.url) for _ in range(loads)]
-            cpu = [_main_thread_cpu(browser, big.url) for _ in range(3)]
+            _load(browser, big)  # warm the server's caches and the OS page cache once
+            runs = [_load(browser, big) for _ in range(loads)]
+            base = [_load(browser, empty) for _ in range(loads)]
+            cpu = [_main_thread_cpu(browser, big) for _ in range(3)]
         finally:
             browser.close()
             big.stop()

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from l7scope.contracts.auth import SESSION_COOKIE, TOKEN_FILE_NAME, bearer, read_token
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, CONTENT_TYPE
 from l7scope.contracts.record import L7Record, encode_records
 
@@ -52,6 +53,15 @@ class Server:
                                      env={**os.environ, **(env or {})})
         self.client = httpx.Client(base_url=self.url, timeout=30)
         self._wait_healthy()
+        self.token = read_token(data_dir / "store" / TOKEN_FILE_NAME)  # created by the server
+        self.client.headers.update(bearer(self.token))
+
+    def log_in(self, context: Any) -> None:
+        """Give a browser context the session cookie the page's token login would set."""
+        r = httpx.post(f"{self.url}/login", json={"token": self.token}, timeout=30)
+        r.raise_for_status()
+        context.add_cookies([{"name": SESSION_COOKIE, "value": r.cookies[SESSION_COOKIE],
+                              "url": self.url, "httpOnly": True, "sameSite": "Strict"}])
 
     def _wait_healthy(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -107,9 +117,13 @@ def chromium_available() -> str | None:
 
 # --- page helpers -------------------------------------------------------------------------------
 
-def open_app(page: Any, url: str) -> None:
-    """Load the page and wait until the graph is drawn and its handlers are bound."""
-    page.goto(url)
+def open_app(page: Any, target: Server | str) -> None:
+    """Load the page (logged in, for one of our servers) and wait until the graph is drawn and
+    its handlers are bound."""
+    if isinstance(target, Server):
+        target.log_in(page.context)
+        target = target.url
+    page.goto(target)
     page.wait_for_function("window.l7scope && window.l7scope.ready === true", timeout=30_000)
 
 

@@ -17,10 +17,10 @@ from typing import Any
 
 from browser_support import CHROMIUM, CHROMIUM_ARGS, REPO, Server, element_point, focus_on, open_app
 
-from l7scope.server import gen
+from l7scope.testing import record_gen
 
 
-def shoot(browser: Any, url: str, out: Path) -> None:
+def shoot(browser: Any, url: Server | str, out: Path) -> None:
     page = browser.new_page(viewport={"width": 1440, "height": 1020}, bypass_csp=True)
     open_app(page, url)
     page.select_option("#autorefresh", "0")
@@ -53,13 +53,13 @@ def main() -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         srv = None
         try:
-            url = args.url
+            url: Server | str | None = args.url
             if url is None:
                 now = int(time.time())
-                topo = gen.topology(namespaces=5, services_per_ns=4, edges=24, seed=4)
+                topo = record_gen.topology(namespaces=5, services_per_ns=4, edges=24, seed=4)
                 srv = Server(Path(tmp))
-                srv.load(gen.records(topo, 4000, now - 880, now, seed=5, unlogged_share=0.01))
-                url = srv.url
+                srv.load(record_gen.records(topo, 4000, now - 880, now, seed=5, unlogged_share=0.01))
+                url = srv
             shoot(browser, url, args.out)
         finally:
             browser.close()

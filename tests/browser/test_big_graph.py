@@ -18,7 +18,7 @@ def test_200_nodes_1000_edges_drawn_usable_and_refined(page: Any, big_server: Se
     answer = big_server.post("/api/v1/servicegraph", {})
     assert (len(answer["nodes"]), len(answer["edges"])) == (200, 1000)
 
-    open_app(page, big_server.url)
+    open_app(page, big_server)
     assert page.evaluate("[window.l7scope.graph.cy.nodes().length, window.l7scope.graph.cy.edges().length]") == [200, 1000]
     interactive = page.evaluate("performance.getEntriesByName('l7scope:interactive')[0].startTime")
     print(f"\ninteractive after {interactive:.0f} ms (not asserted here; see bench/bench_ui.py)")
@@ -75,7 +75,7 @@ def test_a_smaller_graph_after_a_big_one_gets_the_caches_back(page: Any, big_ser
     """A worker that never answers keeps the big graph's texture caches off; the next, small
     graph must switch them back on (and an answer for the big one must no longer apply)."""
     page.add_init_script("window.Worker = class { postMessage() {} terminate() {} };")
-    open_app(page, big_server.url)
+    open_app(page, big_server)
     assert page.evaluate("Array.isArray(window.l7scope.graph.cachesBypassed)")
     seq = page.evaluate("window.l7scope.graph.seq")
     page.evaluate("""async () => {

@@ -21,6 +21,7 @@ def test_page_runs_under_its_policy_and_uses_the_early_query(browser: Any, shop_
         page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
         graph_queries: list[str] = []
         page.on("request", lambda r: graph_queries.append(r.method) if r.url.endswith("/api/v1/servicegraph") else None)
+        shop_server.log_in(context)
         page.goto(shop_server.url)
         page.wait_for_selector("html[data-ready='1']", state="attached", timeout=30_000)
         # the early query went out first, and the page used its answer (one query in all)

@@ -44,7 +44,7 @@ def click_graph(page: Any, selector: str, button: str = "left") -> None:
 
 
 def test_namespaces_first_then_expand_and_breadcrumb_back(page: Any, shop_server: Server) -> None:
-    open_app(page, shop_server.url)
+    open_app(page, shop_server)
     assert sorted(graph_ids(page, "node[type = 'namespace']")) == ["namespace/catalog", "namespace/payments", "namespace/shop"]
     assert graph_ids(page, "node[type = 'svc'], node[type = 'wep']") == []
     assert page.inner_text("#breadcrumb") == "Namespaces"
@@ -69,7 +69,7 @@ def test_selecting_an_edge_filters_the_http_tab_and_fills_the_side_panel(page: A
     total = shop_server.post(SEARCH, {"selector": edge["selector"]})["total_hits"]
     assert total == 30  # checkout -> payment in browser_data.SHOP_EDGES
 
-    open_app(page, shop_server.url)
+    open_app(page, shop_server)
     click_graph(page, '[id = "namespace/shop->namespace/payments"]')
     page.wait_for_function("(s) => document.getElementById('filter').value === s", arg=edge["selector"])
     wait_showing(page, "Showing 1 - 30 of 30 records")
@@ -93,7 +93,7 @@ def test_selecting_an_edge_filters_the_http_tab_and_fills_the_side_panel(page: A
 
 
 def test_paging_and_sorting_in_the_http_tab(page: Any, shop_server: Server) -> None:
-    open_app(page, shop_server.url)
+    open_app(page, shop_server)
     expand(page, "shop")
     click_graph(page, FRONTEND_TO_CART)
     wait_showing(page, "Showing 1 - 50 of 131 records")  # 130 records + the hostile one
@@ -126,7 +126,7 @@ def test_paging_and_sorting_in_the_http_tab(page: Any, shop_server: Server) -> N
 
 def test_expanding_a_row_shows_the_whole_record_and_copies_it_as_json(page: Any, shop_server: Server) -> None:
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=shop_server.url)
-    open_app(page, shop_server.url)
+    open_app(page, shop_server)
     page.fill("#filter", 'dest_service_name = "checkout"')
     page.press("#filter", "Enter")
     wait_showing(page, "Showing 1 - 40 of 40 records")
@@ -151,7 +151,7 @@ def test_expanding_a_row_shows_the_whole_record_and_copies_it_as_json(page: Any,
 
 
 def test_hostile_url_and_user_agent_are_shown_as_text_and_no_script_runs(page: Any, shop_server: Server) -> None:
-    open_app(page, shop_server.url)
+    open_app(page, shop_server)
     page.fill("#filter", f'method = "{HOSTILE_METHOD}"')
     page.press("#filter", "Enter")
     wait_showing(page, "Showing 1 - 1 of 1 records")
@@ -176,7 +176,7 @@ def test_selector_errors_are_shown_inline_at_the_server_position(page: Any, shop
     assert r.status_code == 400
     err = r.json()["error"]
 
-    open_app(page, shop_server.url)
+    open_app(page, shop_server)
     page.fill("#filter", bad)
     page.press("#filter", "Enter")
     page.wait_for_selector("#filter-error", state="visible")
@@ -194,7 +194,7 @@ def test_selector_errors_are_shown_inline_at_the_server_position(page: Any, shop
 def test_completeness_is_shown_next_to_the_numbers(page: Any, shop_server: Server) -> None:
     c = shop_server.post(GRAPH, {})["completeness"]
     assert c["requests_unlogged"] == 25
-    open_app(page, shop_server.url)
+    open_app(page, shop_server)
     text = page.inner_text("#completeness")
     assert f"{c['requests_logged']:,} of {c['requests_seen']:,} requests logged" in text
     assert "25 unlogged" in text
@@ -204,7 +204,7 @@ def test_completeness_is_shown_next_to_the_numbers(page: Any, shop_server: Serve
 
 
 def test_empty_state_tells_how_to_opt_a_service_in(page: Any, empty_server: Server) -> None:
-    open_app(page, empty_server.url)
+    open_app(page, empty_server)
     page.wait_for_selector("#empty", state="visible")
     assert "kubectl annotate svc -n <namespace> <service> projectcalico.org/l7-logging=true" in page.inner_text("#empty")
     page.wait_for_selector("#http-empty", state="visible")
@@ -212,7 +212,7 @@ def test_empty_state_tells_how_to_opt_a_service_in(page: Any, empty_server: Serv
 
 
 def test_time_range_picker_and_auto_refresh(page: Any, shop_server: Server) -> None:
-    open_app(page, shop_server.url)
+    open_app(page, shop_server)
     with page.expect_request(lambda r: r.url.endswith(GRAPH)) as req:
         page.select_option("#range", "1h")
     assert req.value.post_data_json["time_range"] == {"from": "now-1h", "to": "now"}
@@ -234,7 +234,7 @@ def test_time_range_picker_and_auto_refresh(page: Any, shop_server: Server) -> N
 
 
 def test_search_hide_unrelated_legend_and_zoom(page: Any, shop_server: Server) -> None:
-    open_app(page, shop_server.url)
+    open_app(page, shop_server)
     assert all(w in page.inner_text("#legend") for w in ("healthy", "degraded", "failing", "namespace", "workload"))
     page.fill("#search", "paym")
     assert graph_ids(page, ".match") == ["namespace/payments"]
@@ -263,7 +263,7 @@ def test_search_hide_unrelated_legend_and_zoom(page: Any, shop_server: Server) -
 
 
 def test_health_thresholds_recolour_the_graph(page: Any, shop_server: Server) -> None:
-    open_app(page, shop_server.url)
+    open_app(page, shop_server)
     colours = "window.l7scope.graph.cy.edges().map((e) => e.data('health'))"
     page.click("#settings-btn")
     for sel, value in (("#th-err-warn", "100"), ("#th-err-fail", "100"), ("#th-p99-warn", "100000"), ("#th-p99-fail", "100000")):
@@ -282,7 +282,7 @@ def test_health_thresholds_recolour_the_graph(page: Any, shop_server: Server) ->
 
 
 def test_column_chooser_adds_and_removes_columns_and_remembers_them(page: Any, shop_server: Server) -> None:
-    open_app(page, shop_server.url)
+    open_app(page, shop_server)
     page.wait_for_selector("#http-body tr.rec")
     assert page.locator("#http-head th[data-key=user_agent]").count() == 0
     page.click("#columns-btn")
@@ -309,8 +309,7 @@ def test_missing_front_end_packages_are_explained_and_the_http_tab_still_works(
     try:
         srv.load(shop_records(int(time.time()))[:10])
         assert srv.client.get("/vendor/cytoscape.js").status_code == 404
-        page.goto(srv.url)
-        page.wait_for_function("window.l7scope && window.l7scope.ready === true")
+        open_app(page, srv)
         assert page.is_visible("#vendor-missing")
         assert "npm ci" in page.inner_text("#vendor-missing")
         wait_showing(page, "Showing 1 - 10 of 10 records")

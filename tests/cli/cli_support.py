@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from l7scope.contracts.auth import TOKEN_ENV, TOKEN_FILE_NAME, bearer, read_token
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH
 from l7scope.contracts.record import TYPE_UNLOGGED, L7Record, encode_records
 
@@ -44,10 +45,16 @@ class Server:
     url: str
     proc: subprocess.Popen[bytes]
     log: Path
+    token_file: Path
+
+    @property
+    def token(self) -> str:
+        return read_token(self.token_file)
 
     def ingest(self, records: list[L7Record], batch_id: str) -> int:
         r = httpx.post(self.url + BULK_PATH, content=encode_records(records),
-                       headers={BATCH_ID_HEADER: batch_id, "Content-Type": "application/x-ndjson"},
+                       headers={BATCH_ID_HEADER: batch_id, "Content-Type": "application/x-ndjson",
+                                **bearer(self.token)},
                        timeout=30)
         r.raise_for_status()
         body = r.json()
@@ -63,7 +70,7 @@ def start_server(tmp: Path, port: int | None = None) -> Server:
         proc = subprocess.Popen(
             [L7SCOPE, "server", "--port", str(port), "--data-dir", str(tmp / "data")],
             stdout=f, stderr=subprocess.STDOUT)
-    srv = Server(f"http://127.0.0.1:{port}", proc, log)
+    srv = Server(f"http://127.0.0.1:{port}", proc, log, tmp / "data" / TOKEN_FILE_NAME)
     try:
         wait_http(srv.url + "/healthz")
     except BaseException:
@@ -149,5 +156,8 @@ class Loaded:
         return ["--since", str(self.base - 1), "--until", str(self.base + 601)]
 
 
-def cli_env(url: str) -> dict[str, str]:
-    return {**os.environ, "L7SCOPE_SERVER": url, "COLUMNS": "120", "NO_COLOR": "1"}
+def cli_env(url: str, token: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "L7SCOPE_SERVER": url, "COLUMNS": "120", "NO_COLOR": "1"}
+    if token is not None:
+        env[TOKEN_ENV] = token
+    return env

@@ -28,6 +28,7 @@ def loaded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
 @pytest.fixture
 def env_server(loaded_server: Loaded, monkeypatch: pytest.MonkeyPatch) -> Loaded:
     monkeypatch.setenv("L7SCOPE_SERVER", loaded_server.server.url)
+    monkeypatch.setenv("L7SCOPE_TOKEN", loaded_server.server.token)
     return loaded_server
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from l7scope.contracts import demo_state
 from l7scope.observe import filters
 from l7scope.observe.filters import FilterError, FilterSpec
 from l7scope.observe.follow import FollowCursor
 from l7scope.observe.printer import column_widths, human_ns, safe
-from l7scope.status import discovery
 from l7scope.status.cluster import annotated, nodes_without_pod, pod_parts
 from l7scope.status.probe import (
     PartStatus,
@@ -145,6 +145,9 @@ def test_judgements() -> None:
     assert not judge_service((503, b'{"error": "stopping"}'), None)[0]
     assert node_agent_warnings({"capture_state": "withdrawn", "spool_batches": 2, "ship_error": "refused"}) == [
         "capture withdrawn (fail open: Envoy not ready)", "shipping: refused", "2 batches waiting in the spool"]
+    assert node_agent_warnings({"capture_state": "active", "capture_bridged_clients": 3,
+                                "capture": {"bridges": ["cni0"]}}) == [
+        "3 pod(s) behind cni0 with br_netfilter not captured (fail open)"]
 
 
 def test_counters_combine_the_parts_of_a_node() -> None:
@@ -160,18 +163,18 @@ def test_counters_combine_the_parts_of_a_node() -> None:
 
 def test_state_file_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "x" / "demo.json"
-    monkeypatch.setenv(discovery.STATE_ENV, str(path))
-    assert discovery.read_state() is None
-    st = discovery.State(server=discovery.ServerPart(url="http://127.0.0.1:8686"), nodes=[
-        discovery.NodeParts(name="node-a", netns="ns-a", collector=discovery.Part(addr="127.0.0.1:1"))])
-    assert discovery.write_state(st) == path
-    assert discovery.read_state() == st
+    monkeypatch.setenv(demo_state.STATE_ENV, str(path))
+    assert demo_state.read_state() is None
+    st = demo_state.State(server=demo_state.ServerPart(url="http://127.0.0.1:8686"), nodes=[
+        demo_state.NodeParts(name="node-a", netns="ns-a", collector=demo_state.Part(addr="127.0.0.1:1"))])
+    assert demo_state.write_state(st) == path
+    assert demo_state.read_state() == st
     path.write_text('{"version": 1, "nodes": [{"name": "a", "bogus": 1}]}')
-    with pytest.raises(discovery.StateError, match="not an l7scope state file"):
-        discovery.read_state()
-    discovery.remove_state()
+    with pytest.raises(demo_state.StateError, match="not an l7scope state file"):
+        demo_state.read_state()
+    demo_state.remove_state()
     assert not path.exists()
-    assert discovery.pid_alive(os.getpid())
+    assert demo_state.pid_alive(os.getpid())
 
 
 def test_cluster_pod_parts_and_annotations() -> None:

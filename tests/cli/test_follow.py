@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from cli_support import L7SCOPE, cli_env, dataset, start_server, stop
+from cli_support import L7SCOPE, Server, cli_env, dataset, start_server, stop
 
 from l7scope.contracts.record import L7Record, to_dict
 
@@ -25,10 +25,10 @@ def canon(r: dict[str, Any]) -> bytes:
 
 
 class Follower:
-    def __init__(self, url: str, *extra: str) -> None:
+    def __init__(self, srv: Server, *extra: str) -> None:
         self.proc = subprocess.Popen(
             [L7SCOPE, "observe", "--follow", "-o", "jsonl", "--interval", "0.2", *extra],
-            env=cli_env(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            env=cli_env(srv.url, srv.token), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: list[dict[str, Any]] = []
         assert self.proc.stderr is not None
         first = self.proc.stderr.readline().decode()  # "following records with end_time after T0"
@@ -72,7 +72,7 @@ def test_follow_prints_every_new_record_exactly_once_in_order(tmp_path: Path) ->
     try:
         # history before following starts is not printed
         srv.ingest(at(pool[:50], int(time.time()) - 5), "history")
-        follower = Follower(srv.url)
+        follower = Follower(srv)
         while int(time.time()) <= follower.start:  # records must end after the follower's start
             time.sleep(0.05)
 
@@ -133,7 +133,7 @@ def test_records_later_than_the_window_are_counted_not_lost_silently(tmp_path: P
     pool = dataset(0, n=20, seed=12)
     follower: Follower | None = None
     try:
-        follower = Follower(srv.url, "--follow-window", "10")
+        follower = Follower(srv, "--follow-window", "10")
         while int(time.time()) <= follower.start + 1:
             time.sleep(0.05)
         on_time = at(pool[:5], follower.start + 1)

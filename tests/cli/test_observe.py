@@ -11,6 +11,7 @@ import re
 import subprocess
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -133,7 +134,7 @@ def test_from_service_means_the_workloads_behind_it(env_server: Loaded) -> None:
 
 def test_stdin_pipe_round_trip(env_server: Loaded) -> None:
     """`observe -o jsonl | observe - --http-status 5+` equals the server-side filter (real pipe)."""
-    env = cli_env(env_server.server.url)
+    env = cli_env(env_server.server.url, env_server.server.token)
     window = env_server.window()
     dump = subprocess.Popen([L7SCOPE, "observe", *window, "--all", "-o", "jsonl"], env=env,
                             stdout=subprocess.PIPE)
@@ -265,3 +266,24 @@ def test_help_has_an_example() -> None:
     for cmd in (["observe"], ["top"], ["status"]):
         res = subprocess.run([L7SCOPE, *cmd, "--help"], capture_output=True, text=True, check=True)
         assert "Example" in res.stdout and f"l7scope {cmd[0]}" in res.stdout
+
+
+def test_observe_sends_the_token_and_says_what_to_do_without_one(loaded_server: Loaded, tmp_path: Path) -> None:
+    srv = loaded_server.server
+    window = loaded_server.window()
+    no_token = {**cli_env(srv.url), "XDG_DATA_HOME": str(tmp_path)}  # no default token file there
+    res = subprocess.run([L7SCOPE, "observe", *window, "--last", "1"], env=no_token,
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "wants a credential" in res.stderr and "--token-file" in res.stderr
+    bad = tmp_path / "bad-token"
+    bad.write_text("w" * 43 + "\n")
+    res = subprocess.run([L7SCOPE, "observe", *window, "--last", "1", "--token-file", str(bad)],
+                         env=no_token, capture_output=True, text=True)
+    assert res.returncode == 1 and "the token was refused" in res.stderr
+    res = subprocess.run([L7SCOPE, "observe", *window, "--last", "1", "-o", "jsonl",
+                          "--token-file", str(srv.token_file)], env=no_token, capture_output=True, text=True)
+    assert res.returncode == 0 and len(res.stdout.splitlines()) == 1
+    missing = tmp_path / "nope"
+    res = subprocess.run([L7SCOPE, "observe", "--token-file", str(missing)], env=no_token,
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and f"no token file at {missing}" in res.stderr

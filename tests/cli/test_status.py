@@ -1,6 +1,6 @@
 """`l7scope status` on real processes: a server, an Envoy and a collector inside a network
 namespace (reached through the namespace, as in the demo), a node agent on the host; all found
-through the state file written with `status.discovery.write_state`. Everything healthy (exit 0,
+through the state file written with `contracts.demo_state.write_state`. Everything healthy (exit 0,
 counters flowing), then the stopped collector is reported with exit code 1."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 import yaml
 from cli_support import L7SCOPE, free_port, start_server, stop, wait_http
 
-from l7scope.collector import synth
-from l7scope.proxy.config import EnvoySettings
+from l7scope.contracts.demo_state import NodeParts, Part, ServerPart, State, write_state
+from l7scope.proxy.bootstrap import EnvoySettings
 from l7scope.proxy.supervisor import EnvoySupervisor
-from l7scope.status.discovery import NodeParts, Part, ServerPart, State, write_state
+from l7scope.testing import envoy_lines
 
 
 def status(state_file: Path, *args: str) -> tuple[int, dict[str, Any]]:
@@ -82,7 +82,8 @@ def test_status_every_part_healthy_then_reports_the_stopped_one(require_netns: N
             node = subprocess.Popen(  # capture rules go into the test namespace (--netns)
                 [L7SCOPE, "node", "--settings", str(settings), "--node-name", "node-a",
                  "--inventory", str(inventory), "--netns", ns,
-                 "--server", srv.url, "--status-addr", node_addr, "--data-dir", str(tmp_path / "node")],
+                 "--server", srv.url, "--server-token-file", str(srv.token_file),
+                 "--status-addr", node_addr, "--data-dir", str(tmp_path / "node")],
                 stdout=f, stderr=subprocess.STDOUT)
         procs.append(node)
         wait_http(f"http://{node_addr}/healthz")
@@ -100,7 +101,7 @@ def test_status_every_part_healthy_then_reports_the_stopped_one(require_netns: N
 
         state_file = tmp_path / "demo.json"
         write_state(State(
-            server=ServerPart(url=srv.url, pid=srv.proc.pid),
+            server=ServerPart(url=srv.url, pid=srv.proc.pid, token_file=str(srv.token_file)),
             nodes=[NodeParts(name="node-a", netns=ns,
                              envoy_admin=Part(addr="127.0.0.1:19901", pid=envoy.pid),
                              collector=Part(addr=collector_addr, pid=collector.pid),
@@ -111,7 +112,7 @@ def test_status_every_part_healthy_then_reports_the_stopped_one(require_netns: N
         n = 200
         time.sleep(1.0)  # the collector has opened the log at its end
         with open(envoy_log, "ab") as f:
-            f.write(b"".join(line + b"\n" for line in synth.lines(n, seed=3)))
+            f.write(b"".join(line + b"\n" for line in envoy_lines.lines(n, seed=3)))
         deadline = time.monotonic() + 30
         while True:
             code, report = status(state_file)
@@ -188,11 +189,18 @@ def test_status_of_a_server_only(tmp_path: Path) -> None:
     srv = start_server(tmp_path)
     try:
         res = subprocess.run([L7SCOPE, "status", "--state-file", str(tmp_path / "none.json"),
-                              "--server", srv.url, "-o", "json"], capture_output=True, text=True)
+                              "--server", srv.url, "--token-file", str(srv.token_file), "-o", "json"],
+                             capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
         report = json.loads(res.stdout)
         assert [p["part"] for p in report["parts"]] == ["server"]
         assert report["parts"][0]["stats"]["store"]["kind"] == "duckdb"
+        # without the token: healthy, but no counters, and it says why
+        res = subprocess.run([L7SCOPE, "status", "--state-file", str(tmp_path / "none.json"),
+                              "--server", srv.url, "-o", "json"], capture_output=True, text=True,
+                             env={**os.environ, "XDG_DATA_HOME": str(tmp_path / "empty")})
+        part = json.loads(res.stdout)["parts"][0]
+        assert part["healthy"] and part["stats"] == {} and "wants a token" in part["warnings"][0]
     finally:
         stop(srv.proc)
     res = subprocess.run([L7SCOPE, "status", "--state-file", str(tmp_path / "none.json"),

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from cli_support import L7SCOPE, free_port
 
-from l7scope.demo.runner import Demo, DemoOptions
-from l7scope.status import discovery
+from l7scope.contracts import demo_state
+from l7scope.demo.runner import Demo
+from l7scope.demo.session import DemoOptions
 
 
 def status(state_file: Path) -> tuple[int, dict[str, Any]]:
@@ -32,12 +33,12 @@ def status(state_file: Path) -> tuple[int, dict[str, Any]]:
 @pytest.mark.slow
 def test_status_on_the_demo(require_netns: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     state_file = tmp_path / "demo.json"
-    monkeypatch.setenv(discovery.STATE_ENV, str(state_file))
+    monkeypatch.setenv(demo_state.STATE_ENV, str(state_file))
     demo = Demo(DemoOptions(port=free_port(), data_dir=tmp_path / "demo", rate=2.0, interval=1,
                             prefix=f"l7h8{os.getpid() % 10000}{secrets.token_hex(1)}"))
     try:
         demo.start()
-        state = discovery.read_state(state_file)
+        state = demo_state.read_state(state_file)
         assert state is not None and len(state.nodes) == 2
 
         deadline = time.monotonic() + 60
@@ -63,7 +64,7 @@ def test_status_on_the_demo(require_netns: None, tmp_path: Path, monkeypatch: py
         assert victim.collector is not None and victim.collector.pid is not None
         os.kill(victim.collector.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
-        while discovery.pid_alive(victim.collector.pid) and time.monotonic() < deadline:
+        while demo_state.pid_alive(victim.collector.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         code, report = status(state_file)
         assert code == 1

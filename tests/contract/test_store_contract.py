@@ -15,11 +15,11 @@ import pytest
 from contract import chserver
 from l7scope.contracts import latency
 from l7scope.contracts.record import L7Record
-from l7scope.server import gen
+from l7scope.contracts.selector import parse
+from l7scope.contracts.timerange import TimeRange
 from l7scope.server.columns import to_columns
-from l7scope.server.selector import parse
 from l7scope.server.store.base import Filter, SearchQuery, Sort, Store
-from l7scope.server.timerange import TimeRange
+from l7scope.testing import record_gen
 
 T0 = 1_700_000_000
 ALL = TimeRange(0, 2**32 - 1)
@@ -74,8 +74,8 @@ def store(opener: Opener) -> Store:
 
 
 def sample(n: int = 400, *, seed: int = 7) -> list[L7Record]:
-    topo = gen.topology(namespaces=4, services_per_ns=3, edges=20, seed=seed)
-    return gen.records(topo, n, T0, T0 + 600, seed=seed, unlogged_share=0.03)
+    topo = record_gen.topology(namespaces=4, services_per_ns=3, edges=20, seed=seed)
+    return record_gen.records(topo, n, T0, T0 + 600, seed=seed, unlogged_share=0.03)
 
 
 def q(selector: str = "", *, tr: TimeRange = ALL, sort: tuple[Sort, ...] = (Sort("end_time", True),),
@@ -157,7 +157,7 @@ def test_hostile_and_unicode_values_round_trip(store: Store) -> None:
     urls = ["'; DROP TABLE l7; --", 'x") OR 1=1 --', "%(p0)s", "$p1", "/straße/日本/\u202e", "a\\b"]
     recs = [L7Record(start_time=T0, end_time=T0 + 1, count=1, url=u, user_agent=u) for u in urls]
     store.insert(to_columns(recs))
-    from l7scope.server.selector import quote
+    from l7scope.contracts.selector import quote
 
     for u in urls:
         res = store.search(q(f"url = {quote(u)}"))
@@ -216,6 +216,24 @@ def test_duplicate_batches_are_stored_once_and_remembered_after_reopen(opener: O
     again = opener()
     assert again.insert_once("batch-1", to_columns(recs), T0) is False
     assert again.stats().records == 55
+
+
+def test_a_body_in_pieces_is_stored_once_and_a_duplicate_reads_no_piece(store: Store) -> None:
+    recs = sample(90)
+    consumed: list[int] = []
+
+    def pieces() -> Iterator[dict[str, list[object]]]:
+        for i in range(0, 90, 30):
+            consumed.append(i)
+            yield to_columns(recs[i:i + 30])
+
+    assert store.insert_batches("body-1", pieces(), T0) is True
+    assert consumed == [0, 30, 60] and store.stats().records == 90
+    consumed.clear()
+    assert store.insert_batches("body-1", pieces(), T0) is False
+    assert consumed == [] and store.stats().records == 90  # the duplicate check comes first
+    assert store.insert_batches(None, pieces(), T0) is True  # no id: no check
+    assert store.search(q()).total_hits == 180
 
 
 def test_retention_removes_old_records_only(store: Store) -> None:
@@ -331,3 +349,51 @@ def test_graph_node_ids_in_sql_match_the_python_rules(store: Store, expanded: se
                              r.dest_service_name, expanded).id)
             for r in recs + odd if r.type != "unlogged"}
     assert got == want
+
+
+def test_records_at_the_contract_bounds_sum_without_overflow(store: Store) -> None:
+    """A thousand records each at every bound of contracts.record: every sum of the aggregation
+    and the service graph answers (the poison of issue 13 was one record with count = 2^63)."""
+    from l7scope.contracts import record
+    from l7scope.server.query import QueryService
+
+    mean = record.MAX_DURATION_SUM_NS // record.MAX_COUNT
+    recs = [L7Record(start_time=T0, end_time=T0 + 1, count=record.MAX_COUNT, bytes_in=record.MAX_BYTES,
+                     bytes_out=record.MAX_BYTES, duration_mean=mean, duration_max=record.MAX_DURATION_NS,
+                     latency=record.MAX_DURATION_SUM_NS, requests_seen=record.MAX_COUNT,
+                     duration_hist={"3": record.MAX_COUNT}, response_code="500", url=f"/p{i % 3}",
+                     src_namespace="a", src_name_aggr="c-*", src_type="wep", dest_namespace="b",
+                     dest_name_aggr="s-*", dest_type="wep", dest_service_namespace="b", dest_service_name="s")
+            for i in range(1000)]
+    store.insert(to_columns(recs))
+    (g,) = store.group(Filter(ALL), [], True)
+    assert g.count == 1000 * record.MAX_COUNT and g.errors == g.count
+    assert g.bytes_in == g.bytes_out == 1000 * record.MAX_BYTES
+    assert g.duration_weighted_sum == pytest.approx(1000 * mean * record.MAX_COUNT, rel=1e-9)
+    assert g.duration_max == record.MAX_DURATION_NS and g.hist == {3: 1000 * record.MAX_COUNT}
+    qs = QueryService(store, clock=lambda: T0 + 60)
+    tr = {"from": T0 - 60, "to": T0 + 60}
+    out = qs.servicegraph({"time_range": tr})
+    (edge,) = [e for e in out["edges"] if e["kind"] == "traffic"]
+    assert edge["totals"]["count"] == 1000 * record.MAX_COUNT
+    assert edge["totals"]["mean_duration"] == pytest.approx(mean, rel=1e-9)
+    agg = qs.aggregation({"time_range": tr, "group_by": ["url"]})
+    assert sorted(x["count"] for x in agg["groups"]) == [333 * record.MAX_COUNT, 333 * record.MAX_COUNT,
+                                                         334 * record.MAX_COUNT]
+
+
+@pytest.mark.clickhouse
+def test_clickhouse_statement_timeout_stops_a_long_query(ch_servers: list[chserver.Server]) -> None:
+    from l7scope.server.cancel import QueryCancelled
+    from l7scope.server.store.clickhouse import ClickHouseStore, _Params
+
+    s = ClickHouseStore(f"clickhouse://127.0.0.1:{ch_servers[0].tcp_port}/t_{uuid.uuid4().hex[:12]}",
+                        statement_timeout_s=1)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(QueryCancelled) as e:
+            s._query("SELECT count() FROM numbers(1000000000000) WHERE modulo(number, 7) = 3", _Params())
+        assert e.value.reason == "timeout" and time.monotonic() - t0 < 10
+        s.ping()  # the store still answers
+    finally:
+        s.close()

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -90,10 +91,22 @@ def app_of_name_aggr(data_dir: Path) -> dict[str, str]:
     return out
 
 
-def service_graph(url: str) -> dict[str, Any]:
-    r = httpx.post(url.rstrip("/") + "/api/v1/servicegraph",
-                   json={"time_range": {"from": "now-1h", "to": "now"}, "expand": ["*"]},
-                   timeout=10)
+def open_login_link(url: str) -> httpx.Client:
+    """Follow the one-time link the demo printed, as a browser would: the page (200) and a client
+    holding the session cookie. The link works once."""
+    parts = urlsplit(url)
+    assert parts.path == "/login" and parts.query.startswith("code="), url
+    client = httpx.Client(base_url=f"{parts.scheme}://{parts.netloc}", timeout=10)
+    r = client.get(url, follow_redirects=True)
+    assert r.status_code == 200 and "Service Graph" in r.text, (r.status_code, r.text[:200])
+    assert r.url.path == "/"
+    assert httpx.get(url, timeout=5).status_code == 401  # used up
+    return client
+
+
+def service_graph(page: httpx.Client) -> dict[str, Any]:
+    r = page.post("/api/v1/servicegraph",
+                  json={"time_range": {"from": "now-1h", "to": "now"}, "expand": ["*"]})
     r.raise_for_status()
     data: dict[str, Any] = r.json()
     return data

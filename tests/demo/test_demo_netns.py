@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import duckdb
-import httpx
 import pytest
 from demo_harness import (
     DemoRun,
     app_of_name_aggr,
     free_port,
+    open_login_link,
     processes_mentioning,
     service_graph,
 )
@@ -53,7 +53,7 @@ def test_demo_graph_exact_counts_and_cleanup(require_netns: None, tmp_path: Path
     try:
         url = run.wait_for_url(300)
         printed = time.monotonic()
-        assert httpx.get(url, timeout=5).status_code == 200  # the page itself
+        page = open_login_link(url)  # the page itself, logged in by the printed link
 
         app_of = app_of_name_aggr(data)
         want_services = {s.name for s in catalog.SERVICES}
@@ -61,7 +61,7 @@ def test_demo_graph_exact_counts_and_cleanup(require_netns: None, tmp_path: Path
         services: set[str] = set()
         edges: set[tuple[str, str]] = set()
         while time.monotonic() - printed < 30:
-            graph = service_graph(url)
+            graph = service_graph(page)
             services = probe.graph_services(graph)
             edges = probe.graph_edges(graph, app_of.get)
             if services >= want_services and edges >= want_edges:

@@ -9,12 +9,12 @@ import os
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from demo_harness import (
     DemoRun,
     app_of_name_aggr,
     free_port,
+    open_login_link,
     processes_mentioning,
     service_graph,
 )
@@ -33,17 +33,17 @@ def test_no_netns_fallback(tmp_path: Path) -> None:
     try:
         url = run.wait_for_url(120)
         assert "FALLBACK" in run.text()
-        assert httpx.get(url, timeout=5).status_code == 200
+        page = open_login_link(url)
         printed = time.monotonic()
         services: set[str] = set()
         while time.monotonic() - printed < 30:
-            graph = service_graph(url)
+            graph = service_graph(page)
             services = probe.graph_services(graph)
             if services >= {s.name for s in catalog.SERVICES}:
                 break
             time.sleep(1)
         assert services >= {s.name for s in catalog.SERVICES}
-        edges = probe.graph_edges(service_graph(url), app_of_name_aggr(data).get)
+        edges = probe.graph_edges(service_graph(page), app_of_name_aggr(data).get)
         assert ("frontend", "cartservice") in edges and ("cartservice", "redis-cart") in edges
         assert run.wait(180) == 0, run.text()[-3000:]
     finally:

@@ -21,7 +21,7 @@ from l7scope.demo.shop.redis_cart import ProtocolError, Reader, RedisClient, Red
 from l7scope.node.inventory import Inventory
 from l7scope.node.metadata import MetadataCache
 from l7scope.node.selection import select
-from l7scope.proxy.config import EnvoySettings
+from l7scope.proxy.bootstrap import EnvoySettings
 
 
 def test_counts_files_sum_per_edge(tmp_path: Path) -> None:
@@ -168,11 +168,11 @@ def test_help_has_examples_and_the_fallback() -> None:
 
 def test_without_root_the_error_points_to_the_fallback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from l7scope.demo import runner
+    from l7scope.demo import netns, runner, session
 
-    monkeypatch.setattr(runner.os, "geteuid", lambda: 1000)
-    d = runner.Demo(runner.DemoOptions(data_dir=tmp_path))
-    with pytest.raises(runner.DemoError, match="--no-netns"):
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    d = runner.Demo(session.DemoOptions(data_dir=tmp_path))
+    with pytest.raises(session.DemoError, match="--no-netns"):
         d.start()
     d.close()
 
@@ -181,18 +181,18 @@ def test_a_running_demo_with_the_same_prefix_is_not_cleaned_away(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
 
-    from l7scope.demo import runner
-    from l7scope.status import discovery
+    from l7scope.contracts import demo_state
+    from l7scope.demo import netns, session
 
-    monkeypatch.setenv(discovery.STATE_ENV, str(tmp_path / "state.json"))
+    monkeypatch.setenv(demo_state.STATE_ENV, str(tmp_path / "state.json"))
     other = subprocess.Popen(["sleep", "30"])
     try:
-        discovery.write_state(discovery.State(demo_pid=other.pid, nodes=[
-            discovery.NodeParts(name="node-a", netns="l7demo-node-a")]))
-        with pytest.raises(runner.DemoError, match=f"pid {other.pid}"):
-            runner.refuse_if_running("l7demo")
-        runner.refuse_if_running("otherprefix")  # a different demo: fine
+        demo_state.write_state(demo_state.State(demo_pid=other.pid, nodes=[
+            demo_state.NodeParts(name="node-a", netns="l7demo-node-a")]))
+        with pytest.raises(session.DemoError, match=f"pid {other.pid}"):
+            netns.refuse_if_running("l7demo")
+        netns.refuse_if_running("otherprefix")  # a different demo: fine
     finally:
         other.kill()
         other.wait()
-    runner.refuse_if_running("l7demo")  # its process is gone: a crash, clean it up
+    netns.refuse_if_running("l7demo")  # its process is gone: a crash, clean it up

@@ -24,10 +24,11 @@ from typing import Any
 
 import grpc
 import pytest
-from collector_support import RecorderServer, http_entry
+from collector_support import RecorderServer
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from l7scope.contracts.envoy_log import EnvoyLogLine, encode_line
+from l7scope.testing.als_entries import http_entry
 
 
 def free_port() -> int:
@@ -197,6 +198,22 @@ def test_status_endpoint_and_basic_flow(env: dict[str, Any]) -> None:
     assert s["lines_read"] == 300 and s["requests_batched"] == 300 and s["bad_lines"] == 0
     assert s["requests_reported"] == 300 and s["reports_buffered"] == 0
     assert c.get("/healthz") == {"ok": True}
+    assert c.stop() == 0
+
+
+def test_undecodable_lines_are_counted_and_their_block_kept(env: dict[str, Any]) -> None:
+    """Overlong UTF-8, a UTF-8-coded surrogate and nesting past the recursion limit, each in one
+    block with good lines: the reader used to drop such a block whole, uncounted (issue 13)."""
+    c = env["collector"]()
+    w = env["writer"]
+    bad = [b'{"request_path": "/\xc0\xaf"}\n', b'{"request_method": "\xed\xa0\x80"}\n',
+           b'{"ignored": ' + b"[" * 5000 + b"]" * 5000 + b"}\n"]
+    for i, b in enumerate(bad):  # one write per block: good, bad, good
+        w.write(envoy_line(2 * i) + b + envoy_line(2 * i + 1), 3)
+        wait_for(lambda i=i: c.stats()["lines_read"] >= 3 * (i + 1), 10, "the block read")
+    assert env["rec"].wait_requests(6) == 6
+    assert reported_paths(env["rec"]) == [f"/r/{i:08d}" for i in range(6)]
+    assert c.stats()["bad_lines"] == 3
     assert c.stop() == 0
 
 

@@ -19,15 +19,17 @@ from capture_support import topology
 from test_node_capture import wait_until, write_inventory
 
 from l7scope.capture import tproxy
+from l7scope.contracts.auth import ensure_token, read_token
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy]
 
 SERVER_PORT = 18686  # inside n1's own network namespace: no clash with other tests
 
 
-def search(t: Any, node: Any, body: dict[str, Any]) -> dict[str, Any]:
+def search(t: Any, node: Any, body: dict[str, Any], token_file: Path) -> dict[str, Any]:
     out = t.run(node, ["curl", "-s", "--noproxy", "*", "-m", "5", "-X", "POST", "-H",
-                       "content-type: application/json", "-d", json.dumps(body),
+                       "content-type: application/json", "-H",
+                       f"Authorization: Bearer {read_token(token_file)}", "-d", json.dumps(body),
                        f"http://127.0.0.1:{SERVER_PORT}/api/v1/l7/logs/search"], check=False)
     try:
         result: dict[str, Any] = json.loads(out.stdout)
@@ -52,12 +54,15 @@ def test_requests_reach_the_server_exactly_once_enriched(request: pytest.Fixture
     settings.write_text(yaml.safe_dump({
         "tproxyMode": "Enabled", "policySyncPathPrefix": str(tmp_path / "nodeagent"),
         "l7LogsFileDirectory": str(tmp_path / "l7logs")}))
+    token_file = tmp_path / "store" / "token"
+    ensure_token(token_file)
     t.popen(n1, t.python("l7scope", "server", "--port", str(SERVER_PORT),
                          "--data-dir", str(tmp_path / "store")))
     t.popen(n1, t.python("l7scope", "node", "--settings", str(settings), "--inventory", str(inv),
                          "--node-name", "n1", "--envoy-admin",
                          f"http://{envoy.settings.admin_address}",
                          "--server", f"http://127.0.0.1:{SERVER_PORT}",
+                         "--server-token-file", str(token_file),
                          "--data-dir", str(tmp_path / "agent")))
     log = Path(envoy.settings.access_log_path)
     t.popen(n1, t.python("l7scope", "collector", "--envoy-log", str(log), "--dial-target",
@@ -65,7 +70,7 @@ def test_requests_reach_the_server_exactly_once_enriched(request: pytest.Fixture
                          "--requests-per-interval", "-1", "--node-name", "n1",
                          "--no-checkpoint"))
     wait_until(lambda: bool((s := tproxy.installed(netns=n1.netns)) and s.services), 20)
-    wait_until(lambda: bool(search(t, n1, {"page_size": 1})), 30, 0.3)
+    wait_until(lambda: bool(search(t, n1, {"page_size": 1}, token_file)), 30, 0.3)
 
     plan = [{"method": m, "path": p} for m, p in
             [("GET", "/api/items/1?x=1"), ("GET", "/api/items/2"), ("POST", "/status/500/a"),
@@ -78,9 +83,9 @@ def test_requests_reach_the_server_exactly_once_enriched(request: pytest.Fixture
     sent_at = time.monotonic()
 
     body = {"time_range": {"from": 0, "to": "now"}, "page_size": 100}
-    took = wait_until(lambda: search(t, n1, body).get("total_requests") == 300, 20, 0.2)
+    took = wait_until(lambda: search(t, n1, body, token_file).get("total_requests") == 300, 20, 0.2)
     time.sleep(2.5)  # nothing else arrives later (no double counting)
-    answer = search(t, n1, body)
+    answer = search(t, n1, body, token_file)
     assert answer["total_requests"] == 300
     print(f"300 requests visible in the server {took + 0.0:.1f} s after the client finished "
           f"(collector interval 1 s, flush 1 s)")

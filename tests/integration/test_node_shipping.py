@@ -29,6 +29,7 @@ import yaml
 from l7scope.contracts import policysync
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts import policysync_pb2_grpc as pb_grpc
+from l7scope.contracts.auth import bearer, read_token
 
 pytestmark = [pytest.mark.slow]
 
@@ -96,9 +97,10 @@ class Load(threading.Thread):
         channel.close()
 
 
-def server_total(url: str) -> int:
+def server_total(url: str, token_file: Path) -> int:
     r = httpx.post(f"{url}/api/v1/l7/logs/search", json={
-        "selector": "", "time_range": {"from": 0, "to": "now"}, "page_size": 1}, timeout=10)
+        "selector": "", "time_range": {"from": 0, "to": "now"}, "page_size": 1}, timeout=10,
+        headers=bearer(read_token(token_file)))
     r.raise_for_status()
     return int(r.json()["total_requests"])
 
@@ -130,6 +132,8 @@ def test_server_outage_and_agent_restart_lose_and_duplicate_nothing(tmp_path: Pa
         procs.append(p)
         return p
 
+    token_file = tmp_path / "store" / "token"
+
     def start_server() -> subprocess.Popen[Any]:
         p = start("server", l7scope("server", "--port", str(port),
                                     "--data-dir", str(tmp_path / "store")))
@@ -143,7 +147,8 @@ def test_server_outage_and_agent_restart_lose_and_duplicate_nothing(tmp_path: Pa
 
     def start_agent() -> subprocess.Popen[Any]:
         p = start("agent", l7scope("node", "--settings", str(settings), "--node-name", "n1",
-                                   "--server", url, "--status-addr", f"127.0.0.1:{status_port}",
+                                   "--server", url, "--server-token-file", str(token_file),
+                                   "--status-addr", f"127.0.0.1:{status_port}",
                                    "--data-dir", str(tmp_path / "agent")))
         wait_http(f"http://127.0.0.1:{status_port}/healthz", p, logs / "agent.log")
         return p
@@ -171,10 +176,10 @@ def test_server_outage_and_agent_restart_lose_and_duplicate_nothing(tmp_path: Pa
         sent = load.sent
         assert sent > 0
         deadline = time.monotonic() + 30
-        total = server_total(url)
+        total = server_total(url, token_file)
         while total != sent and time.monotonic() < deadline:
             time.sleep(0.5)
-            total = server_total(url)
+            total = server_total(url, token_file)
         stats = httpx.get(f"http://127.0.0.1:{status_port}/stats").json()
         print(f"reported {sent} requests ({load.retries} Report retries); server holds {total}; "
               f"agent after restart: {json.dumps({k: stats[k] for k in ('records_shipped', 'batches_duplicate', 'records_dropped', 'spool_batches')})}")

@@ -18,14 +18,16 @@ import httpx
 import pytest
 from contract.harness import free_port, serve
 
+from l7scope.contracts.auth import bearer, read_token
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_LINE_BYTES
 from l7scope.contracts.record import L7Record, encode_record, encode_records
-from l7scope.server import gen
 from l7scope.server.api import create_app
+from l7scope.server.auth import SharedToken
 from l7scope.server.metrics import Metrics
 from l7scope.server.openapi import schema
 from l7scope.server.retention import Retention
 from l7scope.server.store.duckdb import DuckDBStore
+from l7scope.testing import record_gen
 
 NOW = 1_790_000_000
 TR = {"from": NOW - 3600, "to": NOW}
@@ -38,16 +40,19 @@ def store(tmp_path: Path) -> Iterator[DuckDBStore]:
     s.close()
 
 
+TOKEN = "test-token-" + "x" * 40
+
+
 @pytest.fixture
 def api(store: DuckDBStore) -> Iterator[httpx.Client]:
-    with serve(create_app(store, retention_s=86400, clock=lambda: NOW, ui_dir=None)) as url, \
-            httpx.Client(base_url=url, timeout=60) as c:
+    app = create_app(store, auth=SharedToken(TOKEN), retention_s=86400, clock=lambda: NOW, ui_dir=None)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60, headers=bearer(TOKEN)) as c:
         yield c
 
 
 def records(n: int, seed: int = 3) -> list[L7Record]:
-    topo = gen.topology(namespaces=5, services_per_ns=3, edges=30, seed=seed)
-    return gen.records(topo, n, NOW - 900, NOW, seed=seed, unlogged_share=0.02)
+    topo = record_gen.topology(namespaces=5, services_per_ns=3, edges=30, seed=seed)
+    return record_gen.records(topo, n, NOW - 900, NOW, seed=seed, unlogged_share=0.02)
 
 
 def bulk(c: httpx.Client, body: bytes, batch_id: str | None = None) -> httpx.Response:
@@ -111,7 +116,8 @@ def test_ten_thousand_records_in_one_body(api: httpx.Client) -> None:
 
 
 def test_body_over_the_limit_is_refused_and_server_keeps_serving(api: httpx.Client) -> None:
-    r = api.post(BULK_PATH, content=b"x" * (64 * 1024 * 1024 + 1))
+    r = api.post(BULK_PATH, content=b"x" * (64 * 1024 * 1024 + 1),
+                 headers={"Content-Type": "application/x-ndjson"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
     assert api.get("/healthz").json() == {"status": "ok"}
 
@@ -154,7 +160,8 @@ def test_search_errors(api: httpx.Client, body: dict[str, Any], code: str, extra
 
 def test_non_json_bodies(api: httpx.Client) -> None:
     for content in (b"{nope", b"\xff\xfe", b"[1,2]", b'"text"', b""):
-        r = api.post("/api/v1/l7/logs/search", content=content)
+        r = api.post("/api/v1/l7/logs/search", content=content,
+                     headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request", content
     assert api.get("/nowhere").status_code == 404
 
@@ -368,20 +375,24 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.mark.slow
 def test_cli_server_remembers_batches_across_restart(tmp_path: Path) -> None:
     port = free_port()
-    recs = gen.records(gen.topology(seed=5), 40, int(time.time()) - 60, int(time.time()), seed=5)
+    recs = record_gen.records(record_gen.topology(seed=5), 40, int(time.time()) - 60, int(time.time()), seed=5)
     body = encode_records(recs)
     proc = _start_cli(tmp_path, port)
+    headers = {BATCH_ID_HEADER: "n1:1", "Content-Type": "application/x-ndjson"}
     try:
-        r = httpx.post(f"http://127.0.0.1:{port}{BULK_PATH}", content=body, headers={BATCH_ID_HEADER: "n1:1"})
+        token_file = tmp_path / "token"  # created by the first start, mode 0600
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        auth = bearer(read_token(token_file))
+        r = httpx.post(f"http://127.0.0.1:{port}{BULK_PATH}", content=body, headers=headers | auth)
         assert r.json()["accepted"] == 40
     finally:
         _stop(proc)
     assert proc.returncode == 0 or proc.returncode == -signal.SIGTERM
     proc = _start_cli(tmp_path, port)
-    try:
-        r = httpx.post(f"http://127.0.0.1:{port}{BULK_PATH}", content=body, headers={BATCH_ID_HEADER: "n1:1"})
+    try:  # the same token after a restart: the file is kept
+        r = httpx.post(f"http://127.0.0.1:{port}{BULK_PATH}", content=body, headers=headers | auth)
         assert r.json()["duplicate"] is True
-        st = httpx.get(f"http://127.0.0.1:{port}/api/v1/status").json()
+        st = httpx.get(f"http://127.0.0.1:{port}/api/v1/status", headers=auth).json()
         assert st["store"]["records"] == 40 and st["store"]["location"] == str(tmp_path / "l7.duckdb")
     finally:
         _stop(proc)

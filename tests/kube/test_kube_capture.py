@@ -1,7 +1,7 @@
 """Workshop step 4 end to end on the control side: annotating a Service through the API changes
 the node agent's nftables capture set (in a network namespace of its own) within 2 s, and
 removing the annotation reverts it. The node agent is the real one (`l7scope.node.agent.Agent`)
-fed by the real watches (`l7scope.kube.feed.start_watches`), as `l7scope node --kube` runs it."""
+fed by the real watches (`l7scope.node.cluster_feed.start_watches`), as `l7scope node --kube` runs it."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ import yaml
 from kubeharness import ControlPlane, restoring_node_config, wait_for
 
 from l7scope.capture import tproxy
+from l7scope.contracts import nodeconfig
 from l7scope.kube.client import Kube
-from l7scope.kube.feed import start_watches
-from l7scope.operator import chart, nodeconfig
+from l7scope.node.cluster_feed import start_watches
+from l7scope.operator import chart
 
 pytestmark = [pytest.mark.kube, pytest.mark.netns]
 
@@ -63,7 +64,7 @@ def service(control_plane: ControlPlane, kube: Kube) -> Iterator[dict[str, Any]]
 
 def test_annotation_changes_the_node_agents_nft_set_within_2s(
         control_plane: ControlPlane, kube: Kube, netns: str, service: dict[str, Any],
-        tmp_path: Path) -> None:
+        tmp_path: Path, host_dir: Path) -> None:
     from l7scope.node.agent import Agent, AgentConfig
 
     ns, vip = service["ns"], service["cluster_ip"]
@@ -73,9 +74,9 @@ def test_annotation_changes_the_node_agents_nft_set_within_2s(
                          .get("podIP"), 30, 0.1, "client pod running")
     control_plane.kubectl("patch", "nodeagentconfiguration", "default", "--type=merge", "-p",
                           '{"spec":{"tproxyMode":"Enabled","policySyncPathPrefix":"%s"}}'
-                          % (tmp_path / "nodeagent"))
+                          % (host_dir / "nodeagent"))
     settings = tmp_path / "node.yaml"
-    settings.write_text(f"policySyncPathPrefix: {tmp_path / 'nodeagent'}\n"
+    settings.write_text(f"policySyncPathPrefix: {host_dir / 'nodeagent'}\n"
                         f"l7LogsFileEnabled: false\n")
 
     def kube_feed(cache: Any, stop: threading.Event) -> None:  # what `l7scope node --kube` runs

@@ -20,11 +20,11 @@ import pytest
 import yaml
 from kubeharness import ControlPlane, wait_for
 
-from l7scope.contracts import policysync
+from l7scope.contracts import nodeconfig, policysync
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts import policysync_pb2_grpc as pb_grpc
 from l7scope.kube.client import Kube
-from l7scope.operator import chart, nodeconfig
+from l7scope.operator import chart
 
 pytestmark = pytest.mark.kube
 
@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 
 def test_agent_fed_by_watches_and_cluster_settings(control_plane: ControlPlane, kube: Kube,
-                                                    tmp_path: Path) -> None:
+                                                    tmp_path: Path, host_dir: Path) -> None:
     crds = [d for d in chart.render() if d["kind"] == "CustomResourceDefinition"]
     control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(crds))
     control_plane.kubectl("wait", "--for", "condition=established", "--timeout=60s",
@@ -52,8 +52,8 @@ def test_agent_fed_by_watches_and_cluster_settings(control_plane: ControlPlane, 
                  "spec": {"selector": {"app": "web"},
                           "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
     settings = tmp_path / "node.yaml"
-    settings.write_text(yaml.safe_dump({"policySyncPathPrefix": str(tmp_path / "ps"),
-                                        "l7LogsFileDirectory": str(tmp_path / "logs")}))
+    settings.write_text(yaml.safe_dump({"policySyncPathPrefix": str(host_dir / "ps"),
+                                        "l7LogsFileDirectory": str(host_dir / "logs")}))
     status = f"127.0.0.1:{_free_port()}"
     log = tmp_path / "agent.log"
     with open(log, "wb") as out:
@@ -79,20 +79,20 @@ def test_agent_fed_by_watches_and_cluster_settings(control_plane: ControlPlane, 
         # the NodeAgentConfiguration replaces the file's settings
         kube.create({**nodeconfig.empty(),
                      "spec": {"l7LogsFlushInterval": "3s",
-                              "policySyncPathPrefix": str(tmp_path / "ps"),
-                              "l7LogsFileDirectory": str(tmp_path / "logs")}})
+                              "policySyncPathPrefix": str(host_dir / "ps"),
+                              "l7LogsFileDirectory": str(host_dir / "logs")}})
         wait_for(lambda: (s := stats()) and s["settings"]["l7LogsFlushInterval"] == 3.0, 30, 0.2,
                  "cluster settings in /stats")
 
         # a Report from the pod to the Service is enriched with the watched objects
-        with grpc.insecure_channel(policysync.dial_target(tmp_path / "ps" / "socket")) as ch:
+        with grpc.insecure_channel(policysync.dial_target(host_dir / "ps" / "socket")) as ch:
             pb_grpc.PolicySyncStub(ch).Report(pb.DataplaneStats(
                 src_ip=pod_ip, dst_ip=svc_ip, src_port=40000, dst_port=80,
                 http_data=[pb.HTTPData(request_path="/x", request_method="GET", count=2,
                                        response_code=200, domain=f"web.{ns}", type="HTTP/1.1")],
                 stats=[pb.Statistic(relativity=pb.Statistic.DELTA, kind=pb.Statistic.HTTP_DATA,
                                     value=2)]), timeout=5)
-        logfile = tmp_path / "logs" / "l7.log"
+        logfile = host_dir / "logs" / "l7.log"
 
         def records() -> list[dict[str, Any]]:
             if not logfile.exists():

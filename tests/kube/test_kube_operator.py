@@ -21,8 +21,9 @@ import pytest
 import yaml
 from kubeharness import ControlPlane, OperatorProcess, wait_for
 
+from l7scope.contracts import nodeconfig
 from l7scope.kube.client import Kube, KubeError
-from l7scope.operator import chart, nodeconfig, render
+from l7scope.operator import chart, render
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -39,22 +40,6 @@ spec:
     logIntervalSeconds: 5
     logRequestsPerInterval: -1
 """
-
-
-def service_account_kubeconfig(cp: ControlPlane, kube: Kube, ns: str, sa: str, path: Path) -> Path:
-    """A kubeconfig holding a token for `ns/sa` (TokenRequest API), so the operator runs with
-    exactly the permissions the install manifest grants."""
-    answer = kube.request("POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token",
-                          body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                                "spec": {"expirationSeconds": 7200}})
-    token = answer["status"]["token"]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "t", "cluster": {
-            "server": cp.server, "certificate-authority": str(cp.workdir / "certs" / "apiserver.crt")}}],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "t", "user": sa}}]}))
-    return path
 
 
 class Scenario:
@@ -118,7 +103,7 @@ def _installed(control_plane: ControlPlane, kube: Kube, tmp_path_factory: pytest
     rest = [d for d in docs if d["kind"] not in ("CustomResourceDefinition", "Deployment")]
     control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rest))
     tmp = tmp_path_factory.mktemp("operator")
-    sa_kc = service_account_kubeconfig(control_plane, kube, ns, "l7scope-operator", tmp / "sa.kubeconfig")
+    sa_kc = kubeharness.service_account_kubeconfig(control_plane, kube, ns, "l7scope-operator", tmp / "sa.kubeconfig")
     sc = Scenario(control_plane, kube, ns, sa_kc, tmp)
     sc.start_operator()
     try:
@@ -179,6 +164,8 @@ def test_step2_3_workshop_application_layer_runs_a_collector_per_node(scenario: 
 
 def test_changing_log_interval_rolls_the_daemonset(scenario: Scenario) -> None:
     before = scenario.ds()
+    secret_path = f"/api/v1/namespaces/{scenario.ns}/secrets/{render.TOKEN_SECRET}"
+    token = scenario.kube.get(secret_path)["data"][render.TOKEN_KEY]
     old_hash = before["spec"]["template"]["metadata"]["annotations"][render.HASH_ANNOTATION]
     old_pods = {p["metadata"]["name"] for p in scenario.collector_pods()}
     scenario.cp.kubectl("patch", "applicationlayer", "tigera-secure", "--type=merge",
@@ -198,6 +185,8 @@ def test_changing_log_interval_rolls_the_daemonset(scenario: Scenario) -> None:
     env = {e["name"]: e.get("value") for e in
            scenario.ds()["spec"]["template"]["spec"]["containers"][1]["env"]}
     assert env["ENVOY_LOG_INTERVAL_SECONDS"] == "10"
+    # a reconcile keeps the API token: a rotation here would lock the node agents out
+    assert scenario.kube.get(secret_path)["data"][render.TOKEN_KEY] == token
 
 
 def test_invalid_spec_shows_a_clear_status_message(scenario: Scenario) -> None:

@@ -17,11 +17,12 @@ import pytest
 import yaml
 from kubeharness import ControlPlane, restoring_node_config, wait_for
 
+from l7scope.contracts import nodeconfig
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.kube.client import Kube
-from l7scope.kube.feed import Watches, endpoint_source, start_watches
+from l7scope.node.cluster_feed import Watches, endpoint_source, start_watches
 from l7scope.node.metadata import MetadataCache
-from l7scope.node.settings import NodeSettings
-from l7scope.operator import chart, nodeconfig
+from l7scope.operator import chart
 
 pytestmark = pytest.mark.kube
 
@@ -119,14 +120,14 @@ def _settings_follow_edits(control_plane: ControlPlane, kube: Kube, watches: Wat
 
 
 def test_node_agent_starts_with_the_clusters_policy_sync_prefix(
-        control_plane: ControlPlane, kube: Kube, tmp_path: Path) -> None:
+        control_plane: ControlPlane, kube: Kube, tmp_path: Path, host_dir: Path) -> None:
     """`l7scope node --kube`: settings that only apply at start (the Policy Sync socket's
     directory) come from the NodeAgentConfiguration before the agent starts."""
     crds = [d for d in chart.render() if d["kind"] == "CustomResourceDefinition"]
     control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(crds))
     control_plane.kubectl("wait", "--for", "condition=established", "--timeout=60s",
                           *[f"crd/{d['metadata']['name']}" for d in crds])
-    prefix = tmp_path / "nodeagent"
+    prefix = host_dir / "nodeagent"
     with restoring_node_config(kube):
         if not kube.exists(nodeconfig.PATH):
             kube.create(nodeconfig.empty())
@@ -145,3 +146,29 @@ def test_node_agent_starts_with_the_clusters_policy_sync_prefix(
         finally:
             proc.terminate()
             proc.wait(15)
+
+
+def test_api_server_refuses_unsafe_host_paths_and_ports(control_plane: ControlPlane,
+                                                         kube: Kube) -> None:
+    """The CRD's schema (generated from NodeSettings) makes the API server itself refuse a
+    host path outside /run, /var/run, /var/lib, /var/log and a tproxyPort in the NodePort
+    range, before any node agent or operator sees it."""
+    from l7scope.kube.client import KubeError
+
+    crds = [d for d in chart.render() if d["kind"] == "CustomResourceDefinition"]
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(crds))
+    control_plane.kubectl("wait", "--for", "condition=established", "--timeout=60s",
+                          *[f"crd/{d['metadata']['name']}" for d in crds])
+    with restoring_node_config(kube):
+        if not kube.exists(nodeconfig.PATH):
+            kube.create(nodeconfig.empty())
+        for bad in ({"policySyncPathPrefix": "/etc"}, {"policySyncPathPrefix": "/var/run"},
+                    {"policySyncPathPrefix": "/var/run/../../etc"},
+                    {"l7LogsFileDirectory": "/tmp/logs"}, {"tproxyPort": 30080}):
+            with pytest.raises(KubeError) as err:
+                kube.merge_patch(nodeconfig.PATH, {"spec": bad})
+            assert err.value.status == 422, err.value
+            assert next(iter(bad)) in err.value.message
+        kube.merge_patch(nodeconfig.PATH, {"spec": {"policySyncPathPrefix": "/run/l7scope-x",
+                                                    "tproxyPort": 15001}})
+        assert kube.get(nodeconfig.PATH)["spec"]["policySyncPathPrefix"] == "/run/l7scope-x"

@@ -6,10 +6,10 @@ import random
 
 from l7scope.collector.batch import INT32_MAX, Batcher
 from l7scope.collector.decode import decode_block
-from l7scope.collector.synth import line as synth_line
 from l7scope.contracts import latency
 from l7scope.contracts.envoy_log import EnvoyLogLine, encode_line
 from l7scope.contracts.policysync_pb2 import DataplaneStats, Statistic
+from l7scope.testing.envoy_lines import line as synth_line
 
 
 def mk(src: str = "10.0.0.1:40000", dst: str = "10.96.0.10:80", **kw: object) -> EnvoyLogLine:

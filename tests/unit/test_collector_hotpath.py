@@ -9,9 +9,9 @@ import pytest
 
 from l7scope.collector.batch import Batcher
 from l7scope.collector.decode import decode_block
-from l7scope.collector.synth import line as synth_line
 from l7scope.contracts import latency
 from l7scope.contracts.envoy_log import EnvoyLogLine, decode_line, decode_lines, encode_line
+from l7scope.testing.envoy_lines import line as synth_line
 
 GOOD = [encode_line(EnvoyLogLine(request_path=f"/{i}", duration=i)) for i in range(4)]
 
@@ -38,6 +38,20 @@ def test_decode_block_matches_line_by_line(block: bytes) -> None:
             with contextlib.suppress(ValueError):
                 good.append(decode_line(ln))
     assert expected[0] == good
+
+
+@pytest.mark.parametrize("bad", [
+    b'{"request_path": "/\xc0\xaf"}',  # overlong UTF-8
+    b'{"request_method": "\xed\xa0\x80"}',  # a UTF-8-coded surrogate
+    b'{"ignored": ' + b"[" * 5000 + b"]" * 5000 + b"}",  # deeper than the recursion limit
+])
+def test_undecodable_line_is_counted_and_the_block_kept(bad: bytes) -> None:
+    """These raised out of decode_block (the reader then dropped the whole block, uncounted)."""
+    block = GOOD[0] + b"\n" + bad + b"\n" + GOOD[1] + b"\n"
+    lines, n_bad = decode_block(block, 3)
+    assert n_bad == 1 and [x.request_path for x in lines] == ["/0", "/1"]
+    with pytest.raises(ValueError):
+        decode_line(bad)
 
 
 def _reference(lines: list[EnvoyLogLine]) -> tuple[dict[tuple[object, ...], list[int]],

@@ -6,12 +6,12 @@ from l7scope.netlab import kubeproxy
 from l7scope.netlab.kubeproxy import ServiceRule
 
 
-def test_render_dnat_rules_and_tproxy_skip() -> None:
+def test_render_dnat_rules_like_kube_proxy() -> None:
     script = kubeproxy.render([
         ServiceRule("10.96.0.11", 443, [("10.244.0.3", 8443)]),
         ServiceRule("10.96.0.10", 80, [("10.244.0.2", 8080), ("10.244.1.2", 8081)]),
         ServiceRule("10.96.0.12", 80, []),
-    ], skip_mark=0x40)
+    ])
     lines = [ln.strip() for ln in script.splitlines()]
     assert lines[:3] == ["table ip netlab_kubeproxy {}", "delete table ip netlab_kubeproxy",
                          "table ip netlab_kubeproxy {"]
@@ -19,7 +19,14 @@ def test_render_dnat_rules_and_tproxy_skip() -> None:
             "{ 0 : 10.244.0.2 . 8080, 1 : 10.244.1.2 . 8081 }") in lines
     assert "ip daddr 10.96.0.11 tcp dport 443 dnat ip to 10.244.0.3:8443" in lines
     assert not any("10.96.0.12" in ln for ln in lines)  # no endpoints, no rule
-    # Connections marked for TPROXY keep the VIP as destination: prerouting skips them.
+    # Like kube-proxy, every packet of a new connection is DNATed: nothing is skipped for a
+    # mark (the capture rules must cope with that, see capture/tproxy.py).
     pre = lines[lines.index("chain prerouting {"):]
-    assert pre[2] == "meta mark & 0x40 == 0x40 return" and pre[3] == "jump services"
+    assert pre[1:3] == ["type nat hook prerouting priority dstnat; policy accept;", "jump services"]
+    assert not any("return" in ln for ln in lines)
     assert "type nat hook output priority -100; policy accept;" in lines
+    # hairpin: an endpoint calling its own Service gets kube-proxy's masquerade bit
+    assert ("ip daddr 10.96.0.10 tcp dport 80 ip saddr { 10.244.0.2, 10.244.1.2 } "
+            "meta mark set meta mark | 0x4000") in lines
+    assert ("meta mark & 0x4000 == 0x4000 meta mark set meta mark & 0xffffbfff masquerade"
+            in lines)

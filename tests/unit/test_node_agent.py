@@ -5,6 +5,7 @@ endpoint; settings re-read live."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import time
@@ -15,7 +16,6 @@ import grpc
 import httpx
 import pytest
 import yaml
-from node_factories import http_data, report, shop
 from test_node_shipper import BulkServer, wait_for
 
 from l7scope.contracts import policysync
@@ -23,6 +23,7 @@ from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts import policysync_pb2_grpc as pb_grpc
 from l7scope.node.agent import Agent, AgentConfig
 from l7scope.node.policysync_server import PolicySyncServer
+from l7scope.testing.node_inputs import http_data, report, shop
 
 
 def free_port() -> int:
@@ -128,10 +129,9 @@ def test_stop_flushes_and_leaves_unsent_batches_in_spool(tmp_path: Path) -> None
 
 
 def test_feed_and_apply_settings(tmp_path: Path) -> None:
-    from node_factories import pod
-
+    from l7scope.contracts.nodeconfig import from_mapping
     from l7scope.node.metadata import MetadataCache
-    from l7scope.node.settings import from_mapping
+    from l7scope.testing.node_inputs import pod
 
     def feed(cache: MetadataCache, stop: object) -> None:
         cache.upsert(pod("fed-1", "x", "10.9.9.9"))
@@ -145,8 +145,48 @@ def test_feed_and_apply_settings(tmp_path: Path) -> None:
         agent.apply_settings(from_mapping({"l7LogsFlushInterval": "3s",
                                            "policySyncPathPrefix": str(tmp_path / "nodeagent"),
                                            "tproxyMode": "Disabled",
-                                           "l7LogsFileEnabled": False}))
+                                           "l7LogsFileEnabled": False}, local_paths=True))
         wait_for(lambda: agent.snapshot()["settings"]["l7LogsFlushInterval"] == 3.0)
         wait_for(lambda: agent.snapshot()["metadata"].get("pods") == 1)
     finally:
         agent.stop()
+
+
+def test_policy_sync_chmods_only_a_directory_it_created(tmp_path: Path) -> None:
+    import queue
+
+    from l7scope.node.policysync_server import PolicySyncServer
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)  # (umask)
+    created = tmp_path / "new" / "nodeagent"
+    for prefix in (shared, created):
+        srv = PolicySyncServer(prefix, queue.Queue(maxsize=1))
+        srv.start()
+        try:
+            assert stat.S_IMODE(os.stat(prefix / "socket").st_mode) == 0o660
+        finally:
+            srv.stop()
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755  # existing: left alone
+    assert stat.S_IMODE(os.stat(created).st_mode) == 0o700  # created by the server
+
+
+def test_port_and_mark_changes_wait_for_a_restart(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from l7scope.contracts.nodeconfig import from_mapping
+
+    settings = tmp_path / "node.yaml"
+    write_settings(settings, tmp_path, tproxyMode="Disabled")
+    agent = Agent(AgentConfig(node_name="n", settings_path=str(settings),
+                              data_dir=str(tmp_path / "d")))
+    before = agent.capture.rules
+    assert (before.tproxy_port, before.mark, before.upstream_mark) == (16001, 0x1000, 0x2000)
+    agent.apply_settings(from_mapping({"tproxyMode": "Disabled", "tproxyPort": 15001,
+                                       "tproxyUpstreamConnMark": 0x17}))
+    with caplog.at_level(logging.WARNING, logger="l7scope.node.agent"):
+        agent.control_step()
+    # Envoy still listens on 16001 and marks with 0x2000: the rules must keep those
+    assert agent.capture.rules == before and agent.capture.mode == "Disabled"
+    assert any("takes effect after a restart" in r.getMessage() for r in caplog.records)
+    assert agent.stats.control_errors == 0

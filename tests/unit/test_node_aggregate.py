@@ -7,16 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from node_factories import http_data, report, shop
 
 from l7scope.contracts import latency
 from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.nodeconfig import AggregationSettings
 from l7scope.contracts.record import L7Record, decode_record, encode_record
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator, Update, limit_url, trim_path, url_of
 from l7scope.node.enrich import Endpoint, ServiceRef
 from l7scope.node.metadata import MetadataCache
-from l7scope.node.settings import AggregationSettings
+from l7scope.testing.node_inputs import http_data, report, shop
 
 SRC = Endpoint("wep", "shop", "frontend-*")
 DST = Endpoint("wep", "shop", "cart-*")
@@ -309,9 +309,8 @@ def test_percentiles_match_contract_quantile() -> None:
 
 
 def test_enricher_memo_follows_cache_changes(cache: MetadataCache) -> None:
-    from node_factories import pod
-
     from l7scope.node.enrich import Enricher
+    from l7scope.testing.node_inputs import pod
 
     en = Enricher(cache)
     assert en.endpoint("10.1.1.99").type == "net"

@@ -7,10 +7,10 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 from google.protobuf import json_format
-from node_factories import http_data, report, shop
 
 from l7scope.cli import main
 from l7scope.contracts.record import decode_record
+from l7scope.testing.node_inputs import http_data, report, shop
 
 
 def test_aggregate_command(tmp_path: Path) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from node_factories import pod, shop
 
 from l7scope.node import enrich
 from l7scope.node.enrich import Endpoint, ServiceRef
 from l7scope.node.metadata import MetadataCache
+from l7scope.testing.node_inputs import pod, shop
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import yaml
-from node_factories import pod, shop
 
 from l7scope.node.inventory import Inventory
 from l7scope.node.metadata import MetadataCache
+from l7scope.testing.node_inputs import pod, shop
 
 
 class Clock:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from node_factories import endpoint_slice, pod, service, shop
-
 from l7scope.capture import tproxy
 from l7scope.node.metadata import MetadataCache
 from l7scope.node.selection import CaptureController, select
+from l7scope.testing.node_inputs import endpoint_slice, pod, service, shop
 
 
 def cache_with(*extra: dict[str, Any]) -> MetadataCache:
@@ -68,7 +67,7 @@ def test_controller_follows_changes_and_fails_open() -> None:
     ready = [True]
     ctl = CaptureController(c, "node-a", tproxy.Rules(), lambda: ready[0],
                             apply=k.apply, remove=k.remove)
-    ctl.set_mode("Enabled", 16001)
+    ctl.set_mode("Enabled", tproxy.Rules())
     ctl.step()
     assert k.installed is not None and ("10.96.0.10", 80) in k.installed.services
     assert ctl.stats.state == "active" and ctl.stats.selected_services == 1
@@ -88,10 +87,10 @@ def test_controller_follows_changes_and_fails_open() -> None:
     ctl.step()
     assert k.installed is not None and ("10.96.0.10", 80) in k.installed.services
     # Disabled -> removed; stop removes too
-    ctl.set_mode("Disabled", 16001)
+    ctl.set_mode("Disabled", tproxy.Rules())
     ctl.step()
     assert k.installed is None and ctl.stats.state == "disabled"
-    ctl.set_mode("Enabled", 16001)
+    ctl.set_mode("Enabled", tproxy.Rules())
     ctl.step()
     ctl.stop()
     assert k.installed is None
@@ -103,7 +102,7 @@ def test_controller_apply_error_is_counted() -> None:
 
     ctl = CaptureController(cache_with(endpoint_slice("x", "y", [], [])), "node-a",
                             tproxy.Rules(), lambda: True, apply=boom, remove=lambda *a, **k: None)
-    ctl.set_mode("Enabled", 16001)
+    ctl.set_mode("Enabled", tproxy.Rules())
     ctl.step()
     assert ctl.stats.state == "error" and ctl.stats.errors == 1 and "nope" in ctl.stats.last_error
 

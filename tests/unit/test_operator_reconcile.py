@@ -5,13 +5,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from l7scope.contracts import nodeconfig
 from l7scope.kube.client import KubeError, Resource
-from l7scope.operator import nodeconfig, render
+from l7scope.operator import render
 from l7scope.operator.reconcile import OperatorConfig, Reconciler, al_path
 
 PLURALS = {"DaemonSet": ("apps/v1", "daemonsets", True), "ConfigMap": ("v1", "configmaps", True),
            "Deployment": ("apps/v1", "deployments", True), "Service": ("v1", "services", True),
            "ServiceAccount": ("v1", "serviceaccounts", True), "Namespace": ("v1", "namespaces", False),
+           "Secret": ("v1", "secrets", True),
            "ClusterRole": ("rbac.authorization.k8s.io/v1", "clusterroles", False),
            "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
            "NodeAgentConfiguration": ("l7scope.io/v1", "nodeagentconfigurations", False),

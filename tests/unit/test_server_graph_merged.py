@@ -9,11 +9,13 @@ import pytest
 
 from l7scope.contracts import latency
 from l7scope.contracts.record import L7Record
-from l7scope.server import gen, graph
+from l7scope.contracts.timerange import TimeRange
+from l7scope.server import graph
 from l7scope.server.columns import to_columns
+from l7scope.server.store import base
 from l7scope.server.store.base import Filter
 from l7scope.server.store.duckdb import DuckDBStore
-from l7scope.server.timerange import TimeRange
+from l7scope.testing import record_gen
 
 T0 = 1_700_000_000
 
@@ -28,7 +30,7 @@ def _by_id(answer: dict) -> dict:  # type: ignore[type-arg]
 def test_merged_graph_equals_reference(tmp_path: Path, expanded: set[str], top_routes: int) -> None:
     store = DuckDBStore(tmp_path / "g.duckdb")
     try:
-        recs = gen.records(gen.topology(namespaces=5, services_per_ns=3, edges=40, seed=3), 3000, T0, T0 + 600)
+        recs = record_gen.records(record_gen.topology(namespaces=5, services_per_ns=3, edges=40, seed=3), 3000, T0, T0 + 600)
         store.insert(to_columns(recs))
         flt = Filter(TimeRange(T0, T0 + 600), None, exclude_unlogged=True)
         want = graph.build(store.group(flt, graph.graph_keys(expanded), True), expanded=expanded,
@@ -83,9 +85,9 @@ def test_merged_graph_edge_shapes(tmp_path: Path, expanded: set[str], top_routes
                            top_routes=top_routes, unlogged=0)
         rows = store.graph_stats(flt, expanded, top_routes)
         levels = {r[0] for r in rows}  # every row shape the store gives is exercised
-        assert {graph.MERGED_CLASS, graph.MERGED_TOTAL} <= levels
+        assert {base.MERGED_CLASS, base.MERGED_TOTAL} <= levels
         if top_routes:
-            assert {graph.MERGED_ROUTE, graph.MERGED_TOTAL_ROUTE} <= levels
+            assert {base.MERGED_ROUTE, base.MERGED_TOTAL_ROUTE} <= levels
         got = graph.build_merged(rows, expanded=expanded, top_routes=top_routes, unlogged=0)
         edges = {e["id"]: e for e in want["edges"]}
         src = "wep/a/app-*" if expanded else "namespace/a"

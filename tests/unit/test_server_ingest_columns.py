@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from l7scope.contracts.fields import COLUMNS
 from l7scope.contracts.record import FIELDS, TYPE_UNLOGGED, L7Record, encode_record
 from l7scope.server.columns import hist_flat, to_columns
-from l7scope.server.fields import COLUMNS
+from l7scope.server.graph import dest_node, source_node
 from l7scope.server.ingest import Ingestor, _parse_fast, parse_body
-from l7scope.server.metrics import Metrics, namespace_node
+from l7scope.server.metrics import Metrics
 from l7scope.server.store.arrow_batch import ARROW_SCHEMA, to_arrow
 from l7scope.server.store.duckdb import DuckDBStore
+
+NOW = 1_790_000_000  # the server's time for parse_body (records here are older)
 
 
 def _recs() -> list[L7Record]:
@@ -64,8 +67,8 @@ def test_integer_too_wide_for_its_column_is_a_rejected_line(tmp_path: Path) -> N
     too_big = encode_record(L7Record(start_time=1, end_time=2, bytes_out=1 << 64))  # UInt64 column
     big_count = encode_record(L7Record(start_time=1, end_time=2, duration_hist={"3": 1 << 64}))
     body = b"\n".join([good[0], too_late, good[1], too_big, big_count, good[2]]) + b"\n"
-    assert _parse_fast(body) is None
-    parsed = parse_body(body)
+    assert _parse_fast(body, NOW) is None
+    parsed = parse_body(body, NOW)
     assert [r.line for r in parsed.rejected] == [2, 4, 5] and parsed.rejected_total == 3
     assert "end_time" in parsed.rejected[0].error and "bytes_out" in parsed.rejected[1].error
     assert parsed.columns == to_columns(parsed.records) and len(parsed.records) == 3
@@ -83,10 +86,9 @@ def _edges_per_record(recs: list[L7Record]) -> dict[tuple[str, str, str], int]:
     for r in recs:
         if r.type == TYPE_UNLOGGED:
             continue
-        known = r.dest_service_namespace != "" and r.dest_service_name != ""
-        key = (namespace_node(r.src_namespace, r.src_name_aggr, r.src_type),
-               namespace_node(r.dest_service_namespace if known else r.dest_namespace,
-                              r.dest_name_aggr, r.dest_type),
+        key = (source_node(r.src_type, r.src_namespace, r.src_name_aggr, ()).id,
+               dest_node(r.dest_type, r.dest_namespace, r.dest_name_aggr, r.dest_service_namespace,
+                         r.dest_service_name, ()).id,
                f"{c[0]}xx" if len(c := r.response_code) == 3 and c[0] in "12345" else "no_response")
         out[key] = out.get(key, 0) + r.count
     return out
@@ -103,11 +105,11 @@ def test_edge_counters_from_columns_match_the_per_record_rule() -> None:
 def test_gc_is_left_as_it_was() -> None:
     body = b"".join(encode_record(r) + b"\n" for r in _recs())
     assert gc.isenabled()
-    assert len(parse_body(body).records) == 30
+    assert len(parse_body(body, NOW).records) == 30
     assert gc.isenabled()
     gc.disable()
     try:
-        assert len(parse_body(body + b"{bad\n").records) == 30
+        assert len(parse_body(body + b"{bad\n", NOW).records) == 30
         assert not gc.isenabled()
     finally:
         gc.enable()

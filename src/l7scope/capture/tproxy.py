@@ -1,14 +1,41 @@
 """The TPROXY capture rules: one nftables table of our own plus the policy route they need.
 
 Packets from local clients (`clients`: pod addresses or prefixes on this node) to a selected
-`(ip, port)` (a Service ClusterIP:port or one of its endpoints' IP:port) are marked and handed
-to Envoy's transparent listener on `port`; packets of established proxied connections are
-recognised by their transparent socket. Everything else is left alone. The mark routes marked
-packets to the local stack (`ip rule fwmark MARK lookup TABLE` + `local 0.0.0.0/0 dev lo`).
+`(ip, port)` (a Service ClusterIP:port or one of its endpoints' IP:port) are handed to Envoy's
+transparent listener on `tproxy_port`; packets of established proxied connections are
+recognised by their transparent socket. Everything else is left alone. Both carry the proxy
+mark (OR-ed in, other bits untouched), which routes them to the local stack
+(`ip rule fwmark MARK/MARK lookup TABLE` + `local 0.0.0.0/0 dev lo`).
+
+The chains of the table (docs/capture.md has the packet walk):
+
+- `raw_prerouting` / `raw_output` (priority raw, before conntrack): the captured flows,
+  client -> service, and the proxy's replies service -> client (from Envoy's transparent
+  sockets only), are `notrack`. Without this a kube-proxy in iptables mode DNATs the captured
+  connection (nat prerouting runs after mangle) and the client's next packet no longer finds
+  the connection Envoy accepted: Envoy's wildcard listener answers RST. Untracked packets skip
+  every nat hook, so Envoy sees the ClusterIP as the original destination. Envoy's own
+  upstream connection is a new, tracked flow, which kube-proxy balances as usual.
+- `prerouting` (priority mangle): replies to Envoy's upstream connections (conntrack mark
+  `upstream_mark`) get the proxy mark so they reach Envoy, not the client pod whose IP the
+  upstream connection carries (Envoy `original_src`); Envoy's own upstream packets looped
+  back to a local endpoint are left alone; `socket transparent 1` for established proxied
+  connections; then the TPROXY rule for new ones.
+- `output` (type route, priority mangle): Envoy's upstream sockets carry `upstream_mark`
+  (SO_MARK), saved into conntrack; a local (host-network) endpoint's replies to them get the
+  proxy mark and are re-routed to Envoy.
+- `input` (port guard): a connection to `tproxy_port` whose destination is not a selected
+  address was not TPROXYed (someone dialled `<node>:<tproxyPort>` directly) and is reset, so
+  Envoy's transparent listener cannot be used as an open proxy into the cluster.
+- `forward` (leak guard): a captured packet that reaches the forward hook missed the TPROXY
+  path (policy route gone, for instance). Being untracked it was not DNATed either, so it would
+  leave the node with a ClusterIP as destination; it is reset instead.
+
+The two guards count what they reset (`counters()`); the counts restart with every apply.
 
 `render()` is pure; `apply()` replaces the whole table in one nft transaction (atomic: a
-packet sees either the old rules or the new ones); `remove()` deletes it (fail open).
-IPv4 only.
+packet sees either the old rules or the new ones); `remove()` deletes it (fail open: the
+guards go with it). IPv4 only.
 """
 
 from __future__ import annotations
@@ -19,10 +46,17 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from l7scope.contracts import nodeconfig
+
 DEFAULT_TABLE = "l7scope"
-DEFAULT_MARK = 0x1000000
+DEFAULT_MARK = nodeconfig.DEFAULT_TPROXY_MARK
+"""Bit 12: clear of Felix's 0xffff0000 and kube-proxy's 0x4000/0x8000 (contracts.nodeconfig
+checks a configured `tproxyMark`)."""
+DEFAULT_UPSTREAM_MARK = nodeconfig.DEFAULT_TPROXY_UPSTREAM_CONN_MARK
+"""Bit 13: the mark Envoy puts on its upstream sockets (`original_src`), node setting
+`tproxyUpstreamConnMark`."""
 DEFAULT_ROUTE_TABLE = 16001
-DEFAULT_TPROXY_PORT = 16001
+DEFAULT_TPROXY_PORT = nodeconfig.DEFAULT_TPROXY_PORT
 
 
 @dataclass(frozen=True)
@@ -48,17 +82,31 @@ class Rules:
     tproxy_port: int = DEFAULT_TPROXY_PORT
     mark: int = DEFAULT_MARK
     route_table: int = DEFAULT_ROUTE_TABLE
+    upstream_mark: int = DEFAULT_UPSTREAM_MARK
 
 
 class CaptureError(RuntimeError):
     """nft or ip failed; the message carries the tool's own error text."""
 
 
+FORWARD_GUARD = "forward_guard"
+PORT_GUARD = "port_guard"
+
+
 def render(sel: Selection, rules: Rules = Rules()) -> str:
     """The nft script that (re)creates our table with this selection, as one transaction."""
     services = ", ".join(f"{ip} . {port}" for ip, port in sorted(sel.services))
     clients = ", ".join(sorted(sel.clients))
-    mark = f"0x{rules.mark:x}"
+    mark, upstream = f"0x{rules.mark:x}", f"0x{rules.upstream_mark:x}"
+    set_mark = f"meta mark set meta mark | {mark}"
+    captured = "meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services"
+    replies = "meta l4proto tcp ip daddr @clients ip saddr . tcp sport @services"
+
+    def chain(name: str, hook: str, priority: str, *body: str, type_: str = "filter") -> list[str]:
+        return [f"  chain {name} {{",
+                f"    type {type_} hook {hook} priority {priority}; policy accept;",
+                *(f"    {line}" for line in body), "  }"]
+
     lines = [
         f"table ip {rules.table} {{}}",
         f"delete table ip {rules.table}",
@@ -72,12 +120,24 @@ def render(sel: Selection, rules: Rules = Rules()) -> str:
         "    flags interval",
         *([f"    elements = {{ {clients} }}"] if clients else []),
         "  }",
-        "  chain prerouting {",
-        "    type filter hook prerouting priority mangle; policy accept;",
-        f"    meta l4proto tcp socket transparent 1 meta mark set {mark} accept",
-        "    meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services"
-        f" meta mark set {mark} tproxy to :{rules.tproxy_port} accept",
-        "  }",
+        f"  counter {FORWARD_GUARD} {{}}",
+        f"  counter {PORT_GUARD} {{}}",
+        *chain("raw_prerouting", "prerouting", "raw", f"{captured} notrack"),
+        *chain("raw_output", "output", "raw", f"{replies} socket transparent 1 notrack"),
+        *chain("prerouting", "prerouting", "mangle",
+               f"ct direction reply ct mark & {upstream} == {upstream} {set_mark} accept",
+               f"ct mark & {upstream} == {upstream} accept",
+               f"meta l4proto tcp socket transparent 1 {set_mark} accept",
+               f"{captured} {set_mark} tproxy to :{rules.tproxy_port} accept"),
+        *chain("output", "output", "mangle",
+               f"meta mark & {upstream} == {upstream} ct mark set ct mark | {upstream}",
+               f"ct direction reply ct mark & {upstream} == {upstream} {set_mark}",
+               type_="route"),
+        *chain("input", "input", "filter",
+               f"tcp dport {rules.tproxy_port} ip daddr . tcp dport != @services"
+               f' counter name "{PORT_GUARD}" reject with tcp reset'),
+        *chain("forward", "forward", "filter",
+               f'{captured} counter name "{FORWARD_GUARD}" reject with tcp reset'),
         "}",
     ]
     return "\n".join(lines) + "\n"
@@ -97,17 +157,38 @@ def apply(sel: Selection, rules: Rules = Rules(), netns: str | None = None) -> N
 
 
 def remove(rules: Rules = Rules(), netns: str | None = None) -> None:
-    """Delete the table and the policy route; a missing table or route is not an error."""
+    """Delete the table and the policy route; a missing table or route is not an error.
+    Every fwmark rule that looks up our route table goes, whatever its mark: a previous
+    version's (0x1000000, inside Felix's mask) or a changed `tproxyMark` leaves none behind."""
     _run(["nft", "delete", "table", "ip", rules.table], netns)
-    _run(["ip", "rule", "del", "fwmark", f"0x{rules.mark:x}/0x{rules.mark:x}",
-          "lookup", str(rules.route_table)], netns)
+    for pref, _ in policy_rules(rules, netns):
+        _run(["ip", "rule", "del", "pref", str(pref)], netns)
     _run(["ip", "route", "flush", "table", str(rules.route_table)], netns)
 
 
+def policy_rules(rules: Rules = Rules(), netns: str | None = None) -> list[tuple[int, str]]:
+    """(priority, "fwmark/mask") of each `ip rule` with a fwmark that looks up our table."""
+    res = _run(["ip", "-j", "rule", "show"], netns)
+    if res.returncode != 0:
+        return []
+    out = []
+    for r in json.loads(res.stdout or "[]"):
+        if str(r.get("table")) == str(rules.route_table) and "fwmark" in r:
+            mask = r.get("fwmask", "0xffffffff")
+            out.append((int(r["priority"]), f"{int(r['fwmark'], 16):#x}/{int(mask, 16):#x}"))
+    return out
+
+
 def ensure_route(rules: Rules = Rules(), netns: str | None = None) -> None:
+    """Exactly one fwmark rule for our table, with this mark, and the local route in it."""
     mark = f"0x{rules.mark:x}/0x{rules.mark:x}"
-    shown = _run(["ip", "rule", "show"], netns).stdout
-    if f"fwmark {mark} lookup {rules.route_table}" not in shown:
+    keep = None
+    for pref, fwmark in policy_rules(rules, netns):
+        if fwmark == mark and keep is None:
+            keep = pref
+        else:  # another mark (an old version's, a changed tproxyMark) or a duplicate
+            _run(["ip", "rule", "del", "pref", str(pref)], netns)
+    if keep is None:
         res = _run(["ip", "rule", "add", "fwmark", mark, "lookup", str(rules.route_table)], netns)
         if res.returncode != 0:
             raise CaptureError(f"ip rule failed: {res.stderr.strip()}")
@@ -145,3 +226,16 @@ def installed(rules: Rules = Rules(), netns: str | None = None) -> Selection | N
                 else:
                     clients.add(f"{el}/32")
     return Selection(frozenset(services), frozenset(clients))
+
+
+def counters(rules: Rules = Rules(), netns: str | None = None) -> dict[str, int]:
+    """Packets reset by each guard since the table was last applied ({} when no table)."""
+    res = _run(["nft", "-j", "list", "counters", "table", "ip", rules.table], netns)
+    if res.returncode != 0:
+        return {}
+    out: dict[str, int] = {}
+    for item in json.loads(res.stdout).get("nftables", []):
+        c = item.get("counter")
+        if c and c.get("table") == rules.table:
+            out[str(c["name"])] = int(c.get("packets", 0))
+    return out

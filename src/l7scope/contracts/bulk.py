@@ -6,7 +6,10 @@ answers a repeated batch with `duplicate: true` without storing it again, so a s
 any batch until it gets a 2xx answer: nothing lost, nothing counted twice.
 
 Answer (JSON, status 200 when the body was read, even if some lines were rejected):
-    {"accepted": int, "rejected": [{"line": int (1-based), "error": str}], "duplicate": bool}
+    {"accepted": int, "rejected": [{"line": int (1-based), "error": str}], "duplicate": bool,
+     "rejected_total": int}
+`rejected` lists the first rejected lines (the server caps the list); `rejected_total` counts
+them all (an older server without it: len(rejected)).
 Status 400 when the body itself is unusable (e.g. over MAX_BODY_BYTES); 5xx means retry.
 """
 
@@ -32,3 +35,8 @@ class BulkResult(msgspec.Struct):
     accepted: int
     rejected: list[Rejection]
     duplicate: bool = False
+    rejected_total: int | None = None
+
+    def rejected_count(self) -> int:
+        """All rejected lines (`rejected_total`, else the listed ones)."""
+        return len(self.rejected) if self.rejected_total is None else self.rejected_total

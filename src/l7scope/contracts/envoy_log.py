@@ -1,6 +1,6 @@
 """The Envoy access-log contract: the JSON keys Envoy writes and how the collector reads them.
 
-This module is the single owner of the format. `l7scope.proxy.config` renders Envoy's
+This module is the single owner of the format. `l7scope.proxy.bootstrap` renders Envoy's
 `json_format` from `json_format()`, and the collector decodes each line into `EnvoyLogLine`
 with `decode_line()` / `decode_lines()`. Both sides import it; nothing else defines a key.
 
@@ -97,12 +97,18 @@ class DecodeError(ValueError):
     """A line is not a JSON object of the access-log shape."""
 
 
+#: What msgspec raises for bad input: its own errors, UnicodeDecodeError (overlong UTF-8 forms,
+#: UTF-8-coded surrogates in a string) and RecursionError (nesting deeper than the interpreter's
+#: recursion limit, e.g. inside an ignored key).
+_BAD_INPUT: Final = (ValueError, RecursionError)
+
+
 def decode_line(line: bytes | str) -> EnvoyLogLine:
     """Decode one line. Raises DecodeError for anything that is not a valid log object."""
     try:
         return _line_decoder.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise DecodeError(str(e)) from e
+    except _BAD_INPUT as e:
+        raise DecodeError(str(e) or type(e).__name__) from e
 
 
 def decode_lines(lines: list[bytes]) -> tuple[list[EnvoyLogLine], int]:
@@ -118,14 +124,14 @@ def decode_lines(lines: list[bytes]) -> tuple[list[EnvoyLogLine], int]:
         decoded = _lines_decoder.decode(b"[" + b",".join(lines) + b"]")
         if len(decoded) == len(lines):  # a line such as `{},{}` would otherwise count twice
             return decoded, 0
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _BAD_INPUT:
         pass
     good: list[EnvoyLogLine] = []
     bad = 0
     for ln in lines:
         try:
             good.append(_line_decoder.decode(ln))
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except _BAD_INPUT:
             bad += 1
     return good, bad
 

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from l7scope.demo.runner import Demo, DemoError, DemoOptions, default_data_dir
+from l7scope.demo.runner import Demo
+from l7scope.demo.session import DemoError, DemoOptions, default_data_dir
 
 _HELP = f"""Run a whole shop on this machine and show its traffic.
 
@@ -44,7 +45,7 @@ Data (store, logs, counts, summary.json) goes to --data-dir
 
 
 @click.command(help=_HELP)
-@click.option("--port", default=8686, show_default=True, help="Port of the page and API.")
+@click.option("--port", default=DemoOptions.port, show_default=True, help="Port of the page and API.")
 @click.option("--rate", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Shopper requests per second to the frontend (each fans out to ~5-15 calls).")
 @click.option("--duration", default=0.0, type=click.FloatRange(min=0),
@@ -91,7 +92,10 @@ def demo(port: int, rate: float, duration: float, data_dir: Path, no_netns: bool
                               "behind an explicitly addressed Envoy; no transparent capture.")
             url = d.start()
         console.print(f"\n[bold green]Service Graph:[/] [link={url}]{url}[/link]", soft_wrap=True)
-        console.print(f"[dim]API: {url}api/v1/servicegraph (docs/api.md)[/]", soft_wrap=True)
+        console.print("[dim]  (a one-time login link, valid 5 minutes; later, log in on the page "
+                      f"with the token in {d.token_file})[/]", soft_wrap=True)
+        console.print(f"[dim]API: {d.url}api/v1/servicegraph with Authorization: Bearer $(cat "
+                      f"{d.token_file}) (docs/api.md)[/]", soft_wrap=True)
         console.print("[dim]Ctrl-C stops the demo and removes everything it made.[/]")
         phase[0] = "run"
         _run(d, console, stop, duration)

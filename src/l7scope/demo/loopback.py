@@ -18,20 +18,18 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from l7scope.contracts import demo_state
 from l7scope.demo import pipeline, topology
 from l7scope.demo.probe import Probe, netns_stats
 from l7scope.demo.procs import Processes, kill_recorded
+from l7scope.demo.session import Session, ensure_port_free, reachable, wait_for
 from l7scope.demo.shop import catalog
-from l7scope.proxy import config as envoy_config
+from l7scope.proxy import bootstrap as envoy_config
 from l7scope.proxy.supervisor import EnvoySupervisor
-from l7scope.status import discovery
-
-if TYPE_CHECKING:
-    from l7scope.demo.runner import Demo
 
 NODE = "node-a"
 
@@ -109,19 +107,28 @@ class ExplicitEnvoy(EnvoySupervisor):
         return cmd
 
 
-def start_loopback(d: Demo) -> None:
-    from l7scope.demo.runner import ensure_port_free, wait_for
+class LoopbackMode:
+    name = "loopback"
 
+    def start(self, d: Session) -> None:
+        _start(d)
+
+    def close(self) -> list[str]:
+        return []  # every process and directory is on the Session's cleanup list
+
+
+def _start(d: Session) -> None:
     o = d.o
     procs_file = d.data / "pids.json"
     d.progress("cleaning up what an earlier run left behind")
     kill_recorded(procs_file)
-    d._fresh_dirs()
+    d.fresh_dirs()
+    d.new_token()
     shutil.rmtree(d.data / "logs", ignore_errors=True)
     procs = Processes(d.data / "logs", procs_file)
-    d._closers.append(procs.close)
+    d.on_close(procs.close)
     relay_dir = Path(tempfile.mkdtemp(prefix="l7d-"))
-    d._closers.append(lambda: shutil.rmtree(relay_dir, ignore_errors=True))
+    d.on_close(lambda: shutil.rmtree(relay_dir, ignore_errors=True))
 
     b = loopback_block(o.prefix)
     plans = topology.plan_pods(random.Random(o.seed), nodes=(NODE,))
@@ -156,33 +163,24 @@ def start_loopback(d: Demo) -> None:
     def stop_envoy() -> None:
         envoy.stop()
 
-    d._closers.insert(0, stop_envoy)
+    d.on_close(stop_envoy, first=True)
 
     d.progress(f"{NODE}: starting the node agent and the collector")
     agent = procs.start("node", pipeline.node_argv(
         files, NODE, f"http://{o.host}:{o.port}", f"http://127.0.0.1:{admin_port}",
-        f"127.0.0.1:{node_port}"))
+        f"127.0.0.1:{node_port}", d.token_file))
     collector = procs.start("collector", pipeline.collector_argv(
         files, NODE, o.interval, f"127.0.0.1:{coll_port}"))
     node_stats = {NODE: netns_stats(None, node_port)}
     coll_stats = {NODE: netns_stats(None, coll_port)}
     d.probe = Probe(d.counts_dir, coll_stats, node_stats, d.api)
-    d._write_state([discovery.NodeParts(
-        name=NODE, envoy_admin=discovery.Part(addr=f"127.0.0.1:{admin_port}", pid=envoy.pid),
-        collector=discovery.Part(addr=f"127.0.0.1:{coll_port}", pid=collector.pid),
-        node_agent=discovery.Part(addr=f"127.0.0.1:{node_port}", pid=agent.pid))], server.pid)
+    d.write_state([demo_state.NodeParts(
+        name=NODE, envoy_admin=demo_state.Part(addr=f"127.0.0.1:{admin_port}", pid=envoy.pid),
+        collector=demo_state.Part(addr=f"127.0.0.1:{coll_port}", pid=collector.pid),
+        node_agent=demo_state.Part(addr=f"127.0.0.1:{node_port}", pid=agent.pid))], server.pid)
 
-    def up(read: Any) -> Any:
-        def check() -> bool:
-            try:
-                read()
-                return True
-            except Exception:
-                return False
-        return check
-
-    wait_for("the node agent", up(node_stats[NODE]), 30, agent, procs.log_path("node"))
-    wait_for("the collector", up(coll_stats[NODE]), 30, collector, procs.log_path("collector"))
+    wait_for("the node agent", reachable(node_stats[NODE]), 30, agent, procs.log_path("node"))
+    wait_for("the collector", reachable(coll_stats[NODE]), 30, collector, procs.log_path("collector"))
 
     peers = [f"--peer={s.name}={vips[s.name]}:{port_of[s.name]}" for s in catalog.SERVICES]
     started = {}

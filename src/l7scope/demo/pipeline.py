@@ -11,6 +11,7 @@ from typing import Any, Final
 import yaml
 
 from l7scope.contracts import policysync
+from l7scope.contracts.auth import TOKEN_FILE_NAME
 
 ENVOY_ADMIN_PORT: Final = 9901
 NODE_STATUS_PORT: Final = 9102
@@ -81,10 +82,11 @@ def write_node_files(files: NodeFiles, objects: list[dict[str, Any]], capture: b
 
 
 def node_argv(files: NodeFiles, node: str, server_url: str, envoy_admin: str,
-              status_addr: str) -> list[str]:
+              status_addr: str, token_file: Path) -> list[str]:
     return l7scope("node", "--settings", str(files.settings), "--inventory", str(files.inventory),
-                   "--node-name", node, "--server", server_url, "--envoy-admin", envoy_admin,
-                   "--status-addr", status_addr, "--data-dir", str(files.agent_data))
+                   "--node-name", node, "--server", server_url, "--server-token-file", str(token_file),
+                   "--envoy-admin", envoy_admin, "--status-addr", status_addr,
+                   "--data-dir", str(files.agent_data))
 
 
 def collector_argv(files: NodeFiles, node: str, interval_s: int, status_addr: str) -> list[str]:
@@ -95,6 +97,11 @@ def collector_argv(files: NodeFiles, node: str, interval_s: int, status_addr: st
                    "--node-name", node, "--status-addr", status_addr)
 
 
+def token_file(server_dir: Path) -> Path:
+    """The demo server's bearer token (created by the demo before the server starts)."""
+    return server_dir / TOKEN_FILE_NAME
+
+
 def server_argv(host: str, port: int, data_dir: Path) -> list[str]:
     return l7scope("server", "--host", host, "--port", str(port), "--store", "duckdb",
-                   "--data-dir", str(data_dir))
+                   "--data-dir", str(data_dir), "--token-file", str(token_file(data_dir)))

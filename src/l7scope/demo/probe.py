@@ -13,28 +13,15 @@ from typing import Any
 
 import httpx
 
+from l7scope.contracts import api, status
+from l7scope.contracts.auth import CODES_PATH, bearer
 from l7scope.demo.shop.counts import Totals, read_totals
 from l7scope.proxy import admin
 
-#: `/stats` keys that count requests dropped (or not reported) on the way; shown when non-zero.
-COLLECTOR_DROP_KEYS = ("bad_lines", "invalid_lines", "lines_skipped", "bytes_skipped", "lag_skips",
-                       "partial_lines_dropped", "reports_dropped", "requests_dropped",
-                       "reports_rejected")
-NODE_DROP_KEYS = ("reports_dropped", "requests_dropped_at_intake", "bad_reports",
-                  "requests_unlogged", "records_dropped", "records_rejected")
-
-
-def _num(stats: Mapping[str, Any], *keys: str) -> int | None:
-    for k in keys:
-        v = stats.get(k)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            return int(v)
-    return None
-
 
 def collector_captured(stats: Mapping[str, Any]) -> int | None:
-    """Requests a collector read from Envoy's log (the first key it exposes of these)."""
-    return _num(stats, "requests_batched", "lines_read")
+    """Requests a collector read from Envoy's log (the collector's source of `seen`)."""
+    return status.counter("seen", {status.COLLECTOR: stats})
 
 
 @dataclass
@@ -70,9 +57,9 @@ StatsReader = Callable[[], dict[str, Any]]
 def netns_stats(netns: str | None, port: int, host: str = "127.0.0.1") -> StatsReader:
     """A reader of `GET /stats` of a process listening on loopback in `netns`."""
     def read() -> dict[str, Any]:
-        status, body = admin.request(host, port, "/stats", netns=netns, timeout=1.0)
-        if status != 200:
-            raise admin.AdminError(f"/stats answered {status}")
+        code, body = admin.request(host, port, status.STATS_PATH, netns=netns, timeout=1.0)
+        if code != 200:
+            raise admin.AdminError(f"/stats answered {code}")
         data = json.loads(body)
         if not isinstance(data, dict):
             raise admin.AdminError("/stats is not a JSON object")
@@ -86,11 +73,20 @@ class ServerApi:
         self.since = int(since) - 60
         self._http = httpx.Client(timeout=5.0)
 
+    def use_token(self, token: str) -> None:
+        self._http.headers.update(bearer(token))
+
+    def login_url(self) -> str:
+        """A one-time login link for the page (the server mints the code)."""
+        r = self._http.post(f"{self.base}{CODES_PATH}", json={})
+        r.raise_for_status()
+        return f"{self.base}{r.json()['path']}"
+
     def _time_range(self) -> dict[str, Any]:
         return {"from": self.since, "to": int(time.time()) + 3600}
 
     def stored_requests(self) -> int:
-        r = self._http.post(f"{self.base}/api/v1/l7/logs/search",
+        r = self._http.post(self.base + api.SEARCH_PATH,
                             json={"selector": "", "time_range": self._time_range(),
                                   "page_size": 1})
         r.raise_for_status()
@@ -98,7 +94,7 @@ class ServerApi:
 
     def edge_counts(self) -> dict[tuple[str, str], int]:
         """Sum of `count` per (src_name_aggr, dest_service_name) in the store."""
-        r = self._http.post(f"{self.base}/api/v1/l7/logs/aggregation",
+        r = self._http.post(self.base + api.AGGREGATION_PATH,
                             json={"selector": "", "time_range": self._time_range(),
                                   "group_by": ["src_name_aggr", "dest_service_name"],
                                   "limit": 10000})
@@ -107,7 +103,7 @@ class ServerApi:
                 int(g["count"]) for g in r.json()["groups"]}
 
     def service_graph(self) -> dict[str, Any]:
-        r = self._http.post(f"{self.base}/api/v1/servicegraph",
+        r = self._http.post(self.base + api.SERVICEGRAPH_PATH,
                             json={"time_range": self._time_range(), "expand": ["*"]})
         r.raise_for_status()
         data: dict[str, Any] = r.json()
@@ -115,7 +111,7 @@ class ServerApi:
 
     def healthy(self) -> bool:
         try:
-            return self._http.get(f"{self.base}/healthz").status_code == 200
+            return self._http.get(self.base + api.HEALTHZ_PATH).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -174,8 +170,8 @@ class Probe:
                 captured = -1
             else:
                 captured += n
-            for k in COLLECTOR_DROP_KEYS:
-                v = _num(st, k)
+            for k in status.COLLECTOR_DROPS:
+                v = status.number(st, k)
                 if v:
                     snap.drops[f"{name} {k}"] = v
         snap.captured = captured if captured >= 0 and self.collectors else None
@@ -185,8 +181,8 @@ class Probe:
             except (OSError, ValueError, admin.AdminError) as e:
                 snap.errors.append(f"node {name}: {e}")
                 continue
-            for k in NODE_DROP_KEYS:
-                v = _num(st, k)
+            for k in status.NODE_AGENT_DROPS:
+                v = status.number(st, k)
                 if v:
                     snap.drops[f"{name} {k}"] = v
         try:

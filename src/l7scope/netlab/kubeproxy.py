@@ -1,11 +1,18 @@
 """A kube-proxy stand-in: DNAT from a Service VIP:port to its endpoints, in its own nft table.
 
-Installed in every node namespace. Two hooks jump to one `services` chain:
+Installed in every node namespace, it does what kube-proxy's iptables mode does to a
+connection to a ClusterIP: conntrack-based DNAT in the nat hooks (priority dstnat, like
+iptables' `nat PREROUTING`/`OUTPUT` chains `KUBE-SERVICES`), for EVERY tracked packet. It does
+not know about l7scope: packets marked for TPROXY are DNATed like any other, exactly as a real
+kube-proxy would. Two hooks jump to one `services` chain:
 
-- `prerouting` (pod traffic): skips packets that carry the TPROXY mark, so a captured
-  connection reaches Envoy with the VIP still as its destination (Envoy logs the VIP as
-  `downstream_local_address`, as in a cluster where kube-proxy's DNAT happens later).
-- `output` (Envoy's own upstream connections to the VIP): DNAT as for any local client.
+- `prerouting`: connections from pods (forwarded through the node);
+- `output`: connections the node itself opens, such as Envoy's upstream connection to the VIP.
+
+Like kube-proxy, a connection from an endpoint to its own Service (hairpin) gets the
+masquerade mark 0x4000 and is masqueraded in postrouting (`KUBE-MARK-MASQ`,
+`KUBE-POSTROUTING`), which is what makes kube-proxy's mark bit a real constraint for the
+capture rules' marks.
 
 Several endpoints are picked round robin with `numgen inc`. Endpoint-less services are left
 out (connections to them fail, as in a cluster). The capture table (`l7scope.capture.tproxy`)
@@ -17,10 +24,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from l7scope.capture.tproxy import DEFAULT_MARK
 from l7scope.netlab.sh import run
 
 TABLE = "netlab_kubeproxy"
+MASQUERADE_MARK = 0x4000
+"""kube-proxy's default `--iptables-masquerade-bit` 14."""
 
 
 @dataclass(frozen=True)
@@ -30,19 +38,22 @@ class ServiceRule:
     endpoints: Sequence[tuple[str, int]]
 
 
-def render(services: Iterable[ServiceRule], skip_mark: int = DEFAULT_MARK,
-           table: str = TABLE) -> str:
+def render(services: Iterable[ServiceRule], table: str = TABLE) -> str:
     """The nft script that (re)creates the table, as one transaction."""
     rules: list[str] = []
+    mark = f"0x{MASQUERADE_MARK:x}"
     for s in sorted(services, key=lambda s: (s.vip, s.port)):
         eps = list(s.endpoints)
+        if not eps:
+            continue
         match = f"ip daddr {s.vip} tcp dport {s.port}"
+        hairpin = ", ".join(sorted({ip for ip, _ in eps}))
+        rules.append(f"    {match} ip saddr {{ {hairpin} }} meta mark set meta mark | {mark}")
         if len(eps) == 1:
             rules.append(f"    {match} dnat ip to {eps[0][0]}:{eps[0][1]}")
-        elif eps:
+        else:
             mapping = ", ".join(f"{i} : {ip} . {port}" for i, (ip, port) in enumerate(eps))
             rules.append(f"    {match} dnat ip to numgen inc mod {len(eps)} map {{ {mapping} }}")
-    mark = f"0x{skip_mark:x}"
     return "\n".join([
         f"table ip {table} {{}}",
         f"delete table ip {table}",
@@ -52,16 +63,20 @@ def render(services: Iterable[ServiceRule], skip_mark: int = DEFAULT_MARK,
         "  }",
         "  chain prerouting {",
         "    type nat hook prerouting priority dstnat; policy accept;",
-        f"    meta mark & {mark} == {mark} return",
         "    jump services",
         "  }",
         "  chain output {",
         "    type nat hook output priority -100; policy accept;",
         "    jump services",
         "  }",
+        "  chain postrouting {",
+        "    type nat hook postrouting priority srcnat; policy accept;",
+        f"    meta mark & {mark} == {mark} meta mark set meta mark & 0x{~MASQUERADE_MARK & 0xffffffff:x}"
+        " masquerade",
+        "  }",
         "}",
     ]) + "\n"
 
 
-def apply(netns: str, services: Iterable[ServiceRule], skip_mark: int = DEFAULT_MARK) -> None:
-    run(["nft", "-f", "-"], netns, stdin=render(services, skip_mark))
+def apply(netns: str, services: Iterable[ServiceRule]) -> None:
+    run(["nft", "-f", "-"], netns, stdin=render(services))

@@ -3,8 +3,8 @@
 Modes:
 - `http`: threaded HTTP/1.1 app. Status from the path (`/status/404/...` answers 404, else
   200), response body of `x-reply-bytes` bytes (default 2), request bodies read and counted;
-  the response headers `x-seen-headers` / `x-seen-host` tell which header names (in the case
-  they arrived) and which Host the server received.
+  the response headers `x-seen-headers` / `x-seen-host` / `x-seen-peer` tell which header
+  names (in the case they arrived), which Host and which peer address (ip:port) the server saw.
   Nagle is off and the listen backlog is large (environment notes: both matter).
 - `https`: the same app behind TLS (`--cert`, `--key`).
 - `fixed`: asyncio server that answers every request with the same small 200 response, as fast
@@ -57,6 +57,7 @@ class _App(BaseHTTPRequestHandler):
         # What reached the server, for transparency checks: header names as received, and Host.
         self.send_header("x-seen-headers", ",".join(self.headers.keys()))
         self.send_header("x-seen-host", self.headers.get("host", ""))
+        self.send_header("x-seen-peer", f"{self.client_address[0]}:{self.client_address[1]}")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)

@@ -52,7 +52,7 @@ from typing import IO, Any
 from l7scope.capture import tproxy
 from l7scope.netlab import kubeproxy
 from l7scope.netlab.sh import NetlabError, in_ns, ip, run, sysctl
-from l7scope.proxy.config import EnvoySettings
+from l7scope.proxy.bootstrap import EnvoySettings
 from l7scope.proxy.supervisor import EnvoySupervisor
 
 UNDERLAY_NET = ipaddress.IPv4Network("172.30.0.0/24")
@@ -208,8 +208,7 @@ class Topology:
 
     def _sync_services(self, node: Node) -> None:
         rules = [kubeproxy.ServiceRule(s.vip, s.port, s.endpoints) for s in self.services.values()]
-        mark = (node.capture_rules or tproxy.Rules()).mark
-        kubeproxy.apply(node.netns, rules, skip_mark=mark)
+        kubeproxy.apply(node.netns, rules)
 
     def capture(self, node: Node, services: Iterable[Service],
                 tproxy_port: int = tproxy.DEFAULT_TPROXY_PORT) -> tproxy.Rules:
@@ -218,7 +217,6 @@ class Topology:
         rules = tproxy.Rules(tproxy_port=tproxy_port)
         tproxy.apply(tproxy.Selection.of(entries, [node.pod_cidr]), rules, netns=node.netns)
         node.capture_rules = rules
-        self._sync_services(node)
         return rules
 
     def uncapture(self, node: Node) -> None:
@@ -231,9 +229,10 @@ class Topology:
         if node.envoy is not None and node.envoy.running():
             raise RuntimeError(f"Envoy already runs on {node.name}")
         if settings is None:
-            port = (node.capture_rules or tproxy.Rules()).tproxy_port
-            settings = EnvoySettings(tproxy_port=port,
-                                     access_log_path=str(self.workdir / f"{node.name}-envoy.log"))
+            rules = node.capture_rules or tproxy.Rules()
+            settings = EnvoySettings(tproxy_port=rules.tproxy_port,
+                                     access_log_path=str(self.workdir / f"{node.name}-envoy.log"),
+                                     original_src_mark=rules.upstream_mark)
         sup = EnvoySupervisor(settings, netns=node.netns,
                               workdir=self.workdir / f"{node.name}-envoy", **supervisor_args)
         node.envoy = sup

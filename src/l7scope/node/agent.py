@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from l7scope.capture import tproxy
+from l7scope.capture import bridge
 from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.contracts.record import L7Record, encode_records
+from l7scope.contracts.status import NodeAgentStats, StatusEndpoint
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.enrich import Enricher
@@ -37,10 +38,9 @@ from l7scope.node.inventory import Inventory
 from l7scope.node.l7log_file import L7LogFile
 from l7scope.node.metadata import DEFAULT_GRACE_SECONDS, MetadataCache
 from l7scope.node.policysync_server import PolicySyncServer
-from l7scope.node.selection import CaptureController, envoy_ready_probe
-from l7scope.node.settings import NodeSettings, SettingsFile
+from l7scope.node.selection import CaptureController, capture_rules, envoy_ready_probe
+from l7scope.node.settings import SettingsFile
 from l7scope.node.shipper import Shipper
-from l7scope.status.endpoint import StatusEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class AgentConfig:
     settings_path: str | None = None
     inventory_dir: str | None = None
     server_url: str | None = None
+    server_token_file: str | None = None  # bearer token for shipping (contracts/auth.py)
     envoy_admin: str | None = None
     status_addr: str | None = None  # HOST:PORT
     data_dir: str = "/var/lib/l7scope/node"
@@ -90,11 +91,12 @@ class Agent:
         self.aggregator = Aggregator(s.aggregation(), cfg.node_name, time.time())
         self.l7log = self._l7log(s)
         self.shipper = Shipper(cfg.server_url, Path(cfg.data_dir) / "spool", cfg.node_name,
-                               max_spool_bytes=cfg.max_spool_bytes)
+                               max_spool_bytes=cfg.max_spool_bytes,
+                               token_file=Path(cfg.server_token_file) if cfg.server_token_file else None)
         probe = envoy_ready_probe(cfg.envoy_admin) if cfg.envoy_admin else (lambda: True)
-        self.capture = CaptureController(self.cache, cfg.node_name,
-                                         tproxy.Rules(tproxy_port=s.tproxy_port), probe, cfg.netns)
-        self.capture.set_mode(s.tproxy_mode, s.tproxy_port)
+        self.capture = CaptureController(self.cache, cfg.node_name, capture_rules(s), probe,
+                                         cfg.netns, host_net=lambda: bridge.read_host(cfg.netns))
+        self.capture.set_mode(s.tproxy_mode, capture_rules(s))
         self.stats = AgentStats()
         self.started = time.time()
         self._stop = threading.Event()
@@ -236,7 +238,7 @@ class Agent:
 
     def apply_settings(self, new: NodeSettings) -> None:
         """Use new settings (from the settings file, or a cluster feed such as H5's
-        `l7scope.kube.feed.start_watches(kube, agent.cache, agent.apply_settings)`)."""
+        `l7scope.node.cluster_feed.start_watches(kube, agent.cache, agent.apply_settings)`)."""
         with self._settings_lock:
             self._pending_settings = new
             self._pending_capture = new
@@ -249,7 +251,13 @@ class Agent:
             with self._settings_lock:
                 capture, self._pending_capture = self._pending_capture, None
             if capture is not None:
-                self.capture.set_mode(capture.tproxy_mode, capture.tproxy_port)
+                if capture_rules(capture) != self.capture.rules:
+                    # Envoy listens on the old port and marks with the old mark until it is
+                    # restarted with a new config (the operator rolls the DaemonSet), so the
+                    # rules keep the values Envoy was started with.
+                    log.warning("tproxyPort/tproxyMark/tproxyUpstreamConnMark changed: takes "
+                                "effect after a restart (with Envoy's new config)")
+                self.capture.set_mode(capture.tproxy_mode, self.capture.rules)
             if self.inventory is not None:
                 self.inventory.poll()
             self.capture.step()
@@ -261,7 +269,7 @@ class Agent:
             self.stats.last_control_error = str(e)
 
     # ---- status -----------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> NodeAgentStats:
         agg, sh, cap, intake = (self.aggregator.totals, self.shipper.stats, self.capture.stats,
                                 self.server.stats)
         return {
@@ -292,6 +300,7 @@ class Agent:
             "selected_services": cap.selected_services,
             "capture_state": cap.state,
             "envoy_ready": cap.envoy_ready,
+            "capture_bridged_clients": cap.bridged_clients,
             "capture": asdict(cap),
             "metadata": dict(self.cache.stats.counts),
             "settings": {"tproxyMode": self.settings.tproxy_mode,

@@ -14,13 +14,14 @@ import click
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.nodeconfig import NodeSettings, SettingsError
 from l7scope.contracts.record import encode_records
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.enrich import Enricher
 from l7scope.node.inventory import Inventory
 from l7scope.node.metadata import MetadataCache
-from l7scope.node.settings import NodeSettings, SettingsError, load
+from l7scope.node.settings import load
 
 if TYPE_CHECKING:
     from l7scope.node.agent import Agent, MetadataFeed
@@ -51,7 +52,10 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
 @click.option("--node-name", default=socket.gethostname, show_default="hostname",
               help="This node's name (pods with this spec.nodeName are local clients).")
 @click.option("--server", "server_url", help="Server base URL for shipping, e.g. http://127.0.0.1:8686.")
-@click.option("--envoy-admin", help="Envoy admin URL; capture is withdrawn while its /ready fails.")
+@click.option("--server-token-file", type=click.Path(dir_okay=False),
+              help="File with the bearer token for shipping (the standalone server's <data-dir>/token, "
+                   "or a projected ServiceAccount token in a cluster); re-read when it changes.")
+@click.option("--envoy-admin", help="Envoy admin: unix:/path or http://127.0.0.1:PORT; capture is withdrawn while its /ready fails.")
 @click.option("--status-addr", help="HOST:PORT for GET /healthz and GET /stats.")
 @click.option("--data-dir", default="/var/lib/l7scope/node", show_default=True,
               help="Spool directory parent (batches not yet shipped survive restarts).")
@@ -64,7 +68,7 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig for --kube.")
 @click.pass_context
 def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | None,
-         node_name: str, server_url: str | None, envoy_admin: str | None,
+         node_name: str, server_url: str | None, server_token_file: str | None, envoy_admin: str | None,
          status_addr: str | None, data_dir: str, netns: str | None, grace_seconds: float,
          use_kube: bool, kubeconfig: str | None) -> None:
     if ctx.invoked_subcommand is not None:
@@ -76,6 +80,7 @@ def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | Non
         settings_path = _cluster_settings(kubeconfig, data_dir)
     cfg = AgentConfig(node_name=node_name, settings_path=settings_path,
                       inventory_dir=inventory_dir, server_url=server_url,
+                      server_token_file=server_token_file,
                       envoy_admin=envoy_admin, status_addr=status_addr, data_dir=data_dir,
                       netns=netns, grace_seconds=grace_seconds)
     try:
@@ -103,7 +108,7 @@ def _cluster_settings(kubeconfig: str | None, data_dir: str) -> str:
     from pathlib import Path
 
     from l7scope.kube.client import KubeError, connect
-    from l7scope.kube.feed import write_current_settings
+    from l7scope.node.cluster_feed import write_current_settings
 
     try:
         return str(write_current_settings(connect(kubeconfig), Path(data_dir) / "cluster-settings.yaml"))
@@ -117,7 +122,7 @@ def _kube_feed(agent: Agent, kubeconfig: str | None) -> MetadataFeed:
 
     def feed(cache: MetadataCache, stop: threading.Event) -> None:
         from l7scope.kube.client import connect
-        from l7scope.kube.feed import start_watches
+        from l7scope.node.cluster_feed import start_watches
 
         watches = start_watches(connect(kubeconfig), cache, agent.apply_settings)
         try:

@@ -1,7 +1,9 @@
 """gRPC `felix.PolicySync` server on the Policy Sync unix socket (what Felix serves to collectors).
 
-The socket is `<policySyncPathPrefix>/socket` (`contracts.policysync`); the directory is created
-owner-only (0700) and the socket made 0660, so it is not world-writable. `Report(DataplaneStats)`
+The socket is `<policySyncPathPrefix>/socket` (`contracts.policysync`); a directory the server
+creates is made owner-only (0700), an existing one keeps its mode (the prefix is a host path that
+may be shared, and chmod-ing e.g. /var/run would break the node), and the socket is made 0660,
+so it is not world-writable. `Report(DataplaneStats)`
 puts the message into a bounded intake queue and answers `successful: true`; when the queue stays
 full for `put_timeout` seconds the Report is refused (`successful: false`) and counted with the
 number of requests it carried, so the collector can count it too. Malformed messages cannot
@@ -69,8 +71,13 @@ class PolicySyncServer:
         self._server: grpc.Server | None = None
 
     def start(self) -> None:
-        self.prefix.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.prefix, 0o700)
+        try:
+            self.prefix.mkdir(parents=True)
+        except FileExistsError:
+            if not self.prefix.is_dir():
+                raise
+        else:
+            os.chmod(self.prefix, 0o700)  # ours: we just created it
         if self.path.exists() or self.path.is_symlink():
             self.path.unlink()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._workers,

@@ -11,19 +11,27 @@ is proxied once, on the client's node.
 atomically (`tproxy.apply`) and fails open: while Envoy is not ready (its admin `/ready` does not
 answer 200) the table is removed, and it is put back when Envoy is ready again. `stop()` removes
 everything. `tproxyMode: Disabled` means no rules.
+
+Unsupported pod interfaces fail open too: with a `host_net` reader (`capture.bridge.read_host`),
+clients that sit behind a Linux bridge while `bridge-nf-call-iptables` is 1 (where TPROXY loses
+its socket assignment, see capture/bridge.py) are left out of `@clients`, logged once per
+bridge and counted in the stats. The check runs when the cache changes and every
+`recheck_seconds` (the sysctl or a pod's interface may change on their own).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
-
-from l7scope.capture import tproxy
+from l7scope.capture import bridge, tproxy
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.node.metadata import MetadataCache, Service
+from l7scope.proxy import admin
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +71,21 @@ def select(cache: MetadataCache, mode: str, node_name: str) -> tproxy.Selection:
     return tproxy.Selection.of(services, clients)
 
 
-def envoy_ready_probe(admin_url: str, timeout: float = 0.5) -> Callable[[], bool]:
-    """A readiness check against Envoy's admin `/ready` (200 = LIVE)."""
-    url = admin_url.rstrip("/") + "/ready"
-    client = httpx.Client(timeout=timeout)
+def capture_rules(settings: NodeSettings) -> tproxy.Rules:
+    """The capture rules these settings ask for (port, proxy mark, upstream connection mark)."""
+    return tproxy.Rules(tproxy_port=settings.tproxy_port, mark=settings.tproxy_mark,
+                        upstream_mark=settings.tproxy_upstream_conn_mark)
 
+
+def envoy_ready_probe(admin_address: str, timeout: float = 0.5) -> Callable[[], bool]:
+    """A readiness check against Envoy's admin `/ready` (200 = LIVE); the address is
+    `unix:/path`, `host:port` or `http://host:port` (`l7scope.proxy.admin`)."""
     def probe() -> bool:
         try:
-            return client.get(url).status_code == 200
-        except httpx.HTTPError:
+            status, _ = admin.request_at(admin_address, "/ready", timeout=timeout)
+        except admin.AdminError:
             return False
+        return status == 200
 
     return probe
 
@@ -89,6 +102,11 @@ class CaptureStats:
     withdrawals: int = 0
     errors: int = 0
     last_error: str = ""
+    bridge_nf_call_iptables: bool = False
+    bridged_clients: int = 0  # left out of capture (fail open): behind a bridge with br_netfilter
+    bridges: list[str] = field(default_factory=list)  # the bridges they sit behind
+    host_check_errors: int = 0
+    last_host_check_error: str = ""
 
 
 class CaptureController:
@@ -97,7 +115,10 @@ class CaptureController:
     def __init__(self, cache: MetadataCache, node_name: str, rules: tproxy.Rules,
                  envoy_ready: Callable[[], bool], netns: str | None = None,
                  apply: Callable[..., None] = tproxy.apply,
-                 remove: Callable[..., None] = tproxy.remove) -> None:
+                 remove: Callable[..., None] = tproxy.remove,
+                 host_net: Callable[[], bridge.HostNet] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 recheck_seconds: float = 10.0) -> None:
         self.cache = cache
         self.node_name = node_name
         self.rules = rules
@@ -108,27 +129,37 @@ class CaptureController:
         self.stats = CaptureStats()
         self._applied: tproxy.Selection | None = None  # what is in the kernel (None: no table)
         self._version = -1
-        self._desired = tproxy.Selection()
+        self._selected = tproxy.Selection()  # what the cache selects
+        self._desired = tproxy.Selection()  # that, without the clients capture cannot serve
+        self.host_net, self.clock, self.recheck_seconds = host_net, clock, recheck_seconds
+        self._next_host_check = 0.0
+        self._warned_bridges: set[str] = set()
 
-    def set_mode(self, mode: str, tproxy_port: int) -> None:
-        if mode != self.mode or tproxy_port != self.rules.tproxy_port:
-            log.info("capture: tproxyMode %s, port %d", mode, tproxy_port)
+    def set_mode(self, mode: str, rules: tproxy.Rules) -> None:
+        """Use this mode and these rules (port, mark); changed rules replace the installed ones
+        (the old table and policy route are removed with the old rules)."""
+        if mode != self.mode or rules != self.rules:
+            log.info("capture: tproxyMode %s, port %d, mark 0x%x", mode, rules.tproxy_port,
+                     rules.mark)
             self.mode = mode
-            if tproxy_port != self.rules.tproxy_port:
+            if rules != self.rules:
                 self._withdraw()
-                self.rules = tproxy.Rules(self.rules.table, tproxy_port, self.rules.mark,
-                                          self.rules.route_table)
+                self.rules = rules
             self._version = -1
 
     def step(self) -> None:
         """One reconcile: recompute on cache change, probe Envoy, apply or withdraw."""
-        if self._version != self.cache.version:
+        now = self.clock()
+        changed = self._version != self.cache.version
+        if changed:
             self._version = self.cache.version
-            self._desired = select(self.cache, self.mode, self.node_name)
+            self._selected = select(self.cache, self.mode, self.node_name)
             names = {(s.namespace, s.name) for s in self.cache.services() if is_selected(s, self.mode)}
             self.stats.selected_services = len(names)
             self.stats.selected_service_names = sorted(f"{ns}/{name}" for ns, name in names)
-            self.stats.selected_addresses = len(self._desired.services)
+            self.stats.selected_addresses = len(self._selected.services)
+        if changed or (self.host_net is not None and now >= self._next_host_check):
+            self._desired = self._without_bridged(self._selected, now)
             self.stats.clients = len(self._desired.clients)
         if self.mode == "Disabled":
             self.stats.envoy_ready = False
@@ -156,6 +187,35 @@ class CaptureController:
             self._applied = self._desired
             self.stats.applies += 1
         self.stats.state = "active"
+
+    def _without_bridged(self, sel: tproxy.Selection, now: float) -> tproxy.Selection:
+        """`sel` without the clients behind a bridge with br_netfilter on (see module doc)."""
+        if self.host_net is None or not sel.clients:
+            return sel
+        self._next_host_check = now + self.recheck_seconds
+        try:
+            host = self.host_net()
+        except (bridge.HostReadError, OSError, subprocess.TimeoutExpired) as e:
+            # cannot tell: capture as configured (the apply needs the same tools anyway)
+            self.stats.host_check_errors += 1
+            self.stats.last_host_check_error = str(e)
+            return sel
+        bridged = bridge.bridged_clients(sel.clients, host)
+        self.stats.bridge_nf_call_iptables = host.bridge_nf_call_iptables
+        self.stats.bridged_clients = len(bridged)
+        self.stats.bridges = sorted(set(bridged.values()))
+        for name in sorted(set(bridged.values()) - self._warned_bridges):
+            pods = sorted(c for c, b in bridged.items() if b == name)
+            log.warning(
+                "capture: %d client pod(s) (%s%s) reach this node through bridge %s while "
+                "net.bridge.bridge-nf-call-iptables=1; TPROXY cannot capture bridged packets "
+                "(the kernel drops its socket assignment), so their connections are NOT captured "
+                "(fail open). Routed pod interfaces (Calico, the ptp CNI plugin) are supported.",
+                len(pods), ", ".join(pods[:5]), ", ..." if len(pods) > 5 else "", name)
+            self._warned_bridges.add(name)
+        if not bridged:
+            return sel
+        return tproxy.Selection(sel.services, sel.clients - bridged.keys())
 
     def _withdraw(self) -> None:
         if self._applied is None:

@@ -1,172 +1,21 @@
-"""Node agent settings: Felix's FelixConfiguration fields for L7, same names, values and defaults.
+"""The node agent's settings file: `load()` (a local file: any absolute normalized host path) and
+`SettingsFile` (re-read when it changes; a bad edit keeps the last good settings).
 
-The YAML keys are Felix's (`policySyncPathPrefix`, `tproxyMode`, `l7LogsFile*`, ...); the Python
-attribute names are their snake_case forms. A settings file is either the bare `spec` mapping or a
-whole FelixConfiguration-shaped object (`apiVersion`, `kind`, `metadata`, `spec`). Unknown keys
-are rejected, and every error names the offending key.
-
-One deliberate difference from Felix: `l7LogsFlushInterval` defaults to 1 s instead of Felix's
-5 min, so that a request is visible in the server within `logIntervalSeconds + 2 s` (Felix's
-default is the main reason Calico's L7 logs "appear after a few minutes"). Set `5m0s` for Felix's
-behaviour.
-
-Used by `l7scope.node.agent` (live reload through `SettingsFile`) and by the operator, which
-mirrors these names in its node-agent configuration.
+The settings model itself, with Felix's names, defaults and checks, is `contracts/nodeconfig.py`
+(`NodeSettings`), shared with the operator and the cluster feed.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from l7scope.contracts import policysync
-
-TproxyMode = Literal["Disabled", "Enabled", "EnabledAllServices"]
-HTTPHeaderInfo = Literal["IncludeL7HTTPHeaderInfo", "ExcludeL7HTTPHeaderInfo"]
-HTTPMethod = Literal["IncludeL7HTTPMethod", "ExcludeL7HTTPMethod"]
-ServiceInfo = Literal["IncludeL7ServiceInfo", "ExcludeL7ServiceInfo"]
-DestinationInfo = Literal["IncludeL7DestinationInfo", "ExcludeL7DestinationInfo"]
-SourceInfo = Literal["IncludeL7SourceInfo", "IncludeL7SourceInfoNoPort", "ExcludeL7SourceInfo"]
-ResponseCode = Literal["IncludeL7ResponseCode", "ExcludeL7ResponseCode"]
-TrimURL = Literal["IncludeL7FullURL", "TrimURLQuery", "TrimURLQueryAndPath", "ExcludeL7URL"]
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
-def parse_duration(value: str | int | float) -> float:
-    """Seconds from a Go duration string (`300s`, `5m0s`, `1.5s`, `500ms`) or a number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as '1s' or '5m0s'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = value.strip()
-        pos, seconds = 0, 0.0
-        for m in _DURATION_PART.finditer(text):
-            if m.start() != pos:
-                break
-            seconds += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-            pos = m.end()
-        if pos != len(text) or not text:
-            raise ValueError(f"not a duration: {value!r} (examples: '1s', '500ms', '5m0s')")
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive: {value!r}")
-    return seconds
-
-
-class AggregationSettings(BaseModel):
-    """The `l7LogsFileAggregation*` and `l7LogsFilePerNodeLimit` settings (what aggregate.py uses)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    http_header_info: HTTPHeaderInfo = "ExcludeL7HTTPHeaderInfo"
-    http_method: HTTPMethod = "IncludeL7HTTPMethod"
-    service_info: ServiceInfo = "IncludeL7ServiceInfo"
-    destination_info: DestinationInfo = "IncludeL7DestinationInfo"
-    source_info: SourceInfo = "IncludeL7SourceInfoNoPort"
-    response_code: ResponseCode = "IncludeL7ResponseCode"
-    trim_url: TrimURL = "IncludeL7FullURL"
-    num_url_path: int = 5
-    url_char_limit: int = Field(default=250, ge=1)
-    per_node_limit: int = Field(default=1500, ge=0)
-
-
-class NodeSettings(BaseModel):
-    """Felix's L7 settings (FelixConfiguration `spec` field names), with Felix's defaults."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    policy_sync_path_prefix: str = Field(default=policysync.DEFAULT_PREFIX, alias="policySyncPathPrefix")
-    """Directory of the Policy Sync socket (`<prefix>/socket`). Felix's default is "" (disabled);
-    the node agent always serves it, so the default is the operator's `/var/run/nodeagent`."""
-    tproxy_mode: TproxyMode = Field(default="Disabled", alias="tproxyMode")
-    """Disabled: no capture rules. Enabled: annotated Services. EnabledAllServices: every Service."""
-    tproxy_port: int = Field(default=16001, alias="tproxyPort", ge=1, le=65535)
-    """Envoy's transparent listener port."""
-    l7_logs_flush_interval: float = Field(default=1.0, alias="l7LogsFlushInterval")
-    """Aggregation period in seconds (Go duration text accepted). Felix: 5m0s; see module doc."""
-    l7_logs_file_enabled: bool = Field(default=True, alias="l7LogsFileEnabled")
-    l7_logs_file_directory: str = Field(default="/var/log/calico/l7logs", alias="l7LogsFileDirectory")
-    l7_logs_file_max_files: int = Field(default=5, alias="l7LogsFileMaxFiles", ge=0)
-    """Rotated files kept next to `l7.log`."""
-    l7_logs_file_max_file_size_mb: int = Field(default=100, alias="l7LogsFileMaxFileSizeMB", ge=1)
-    l7_logs_file_aggregation_http_header_info: HTTPHeaderInfo = Field(
-        default="ExcludeL7HTTPHeaderInfo", alias="l7LogsFileAggregationHTTPHeaderInfo")
-    """Exclude: `user_agent` and `type` are `-`."""
-    l7_logs_file_aggregation_http_method: HTTPMethod = Field(
-        default="IncludeL7HTTPMethod", alias="l7LogsFileAggregationHTTPMethod")
-    l7_logs_file_aggregation_service_info: ServiceInfo = Field(
-        default="IncludeL7ServiceInfo", alias="l7LogsFileAggregationServiceInfo")
-    l7_logs_file_aggregation_destination_info: DestinationInfo = Field(
-        default="IncludeL7DestinationInfo", alias="l7LogsFileAggregationDestinationInfo")
-    l7_logs_file_aggregation_source_info: SourceInfo = Field(
-        default="IncludeL7SourceInfoNoPort", alias="l7LogsFileAggregationSourceInfo")
-    l7_logs_file_aggregation_response_code: ResponseCode = Field(
-        default="IncludeL7ResponseCode", alias="l7LogsFileAggregationResponseCode")
-    l7_logs_file_aggregation_trim_url: TrimURL = Field(
-        default="IncludeL7FullURL", alias="l7LogsFileAggregationTrimURL")
-    l7_logs_file_aggregation_num_url_path: int = Field(default=5, alias="l7LogsFileAggregationNumURLPath")
-    """Path segments kept with IncludeL7FullURL; negative keeps all."""
-    l7_logs_file_aggregation_url_char_limit: int = Field(
-        default=250, alias="l7LogsFileAggregationURLCharLimit", ge=1)
-    """Maximum length of domain + path."""
-    l7_logs_file_per_node_limit: int = Field(default=1500, alias="l7LogsFilePerNodeLimit", ge=0)
-    """Maximum records per flush on this node (0: no limit); the rest is counted in one
-    `type: unlogged` record."""
-
-    @field_validator("l7_logs_flush_interval", mode="before")
-    @classmethod
-    def _duration(cls, v: Any) -> float:
-        return parse_duration(v)
-
-    def aggregation(self) -> AggregationSettings:
-        return AggregationSettings(
-            http_header_info=self.l7_logs_file_aggregation_http_header_info,
-            http_method=self.l7_logs_file_aggregation_http_method,
-            service_info=self.l7_logs_file_aggregation_service_info,
-            destination_info=self.l7_logs_file_aggregation_destination_info,
-            source_info=self.l7_logs_file_aggregation_source_info,
-            response_code=self.l7_logs_file_aggregation_response_code,
-            trim_url=self.l7_logs_file_aggregation_trim_url,
-            num_url_path=self.l7_logs_file_aggregation_num_url_path,
-            url_char_limit=self.l7_logs_file_aggregation_url_char_limit,
-            per_node_limit=self.l7_logs_file_per_node_limit,
-        )
-
-    def socket_path(self) -> Path:
-        return policysync.socket_path(self.policy_sync_path_prefix)
-
-
-class SettingsError(ValueError):
-    """The settings file is unusable; the message names the file and each offending key."""
-
-
-def from_mapping(data: Any, source: str = "settings") -> NodeSettings:
-    """Validate a `spec` mapping, or a whole FelixConfiguration-shaped object."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise SettingsError(f"{source}: expected a mapping, got {type(data).__name__}")
-    if "spec" in data and ("kind" in data or "apiVersion" in data or "metadata" in data):
-        data = data["spec"] or {}
-        if not isinstance(data, dict):
-            raise SettingsError(f"{source}: `spec` must be a mapping")
-    try:
-        return NodeSettings.model_validate(data)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"{key}: {err['msg']}")
-        raise SettingsError(f"{source}: " + "; ".join(problems)) from None
+from l7scope.contracts.nodeconfig import NodeSettings, SettingsError, from_mapping
 
 
 def load(path: str | Path) -> NodeSettings:
+    """A local settings file: any absolute normalized host path is accepted."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())
@@ -174,7 +23,7 @@ def load(path: str | Path) -> NodeSettings:
         raise SettingsError(f"{p}: cannot read: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise SettingsError(f"{p}: not YAML: {e}") from None
-    return from_mapping(data, str(p))
+    return from_mapping(data, str(p), local_paths=True)
 
 
 class SettingsFile:

@@ -6,8 +6,9 @@ Each batch keeps one identifier (in its file name) across retries and restarts; 
 batch id it has already stored (`contracts.bulk`), so re-sending after a crash is safe: nothing
 lost, nothing counted twice.
 
-Failures: connection errors, 408, 429 and 5xx are retried with exponential backoff and jitter
-(httpx); any other 4xx is permanent (the batch is dropped and counted). The spool is bounded
+Failures: connection errors, 401/403 (a credential problem of the installation, not of the
+batch), 408, 429 and 5xx are retried with exponential backoff and jitter (httpx); any other 4xx
+is permanent (the batch is dropped and counted). The spool is bounded
 (`max_bytes`): when full, the oldest batches not being sent are dropped and their records counted.
 """
 
@@ -27,6 +28,7 @@ import httpx
 import msgspec
 
 from l7scope.contracts import bulk
+from l7scope.contracts.auth import TokenFileError, bearer, read_token
 from l7scope.contracts.record import L7Record, encode_records
 
 log = logging.getLogger(__name__)
@@ -141,14 +143,37 @@ def _size(p: Path) -> int:
         return 0
 
 
+class TokenSource:
+    """The bearer token for shipping, re-read when its file changes (projected ServiceAccount
+    tokens are rotated by the kubelet); no file, no header."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._seen: tuple[float, int] | None = None
+        self._token: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        if self.path is None:
+            return {}
+        try:
+            st = self.path.stat()
+        except OSError as e:
+            raise TokenFileError(f"no token file at {self.path}: {e.strerror}") from None
+        if self._seen != (st.st_mtime, st.st_size) or self._token is None:
+            self._token = read_token(self.path)
+            self._seen = (st.st_mtime, st.st_size)
+        return bearer(self._token)
+
+
 class Shipper:
     """Background thread sending spooled batches, oldest first."""
 
     def __init__(self, server_url: str | None, spool_dir: str | Path, node_name: str,
                  max_spool_bytes: int = 512 * 1024 * 1024, timeout: float = 10.0,
                  backoff_base: float = 0.1, backoff_cap: float = 5.0,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random, token_file: Path | None = None) -> None:
         self.stats = ShipperStats()
+        self.token = TokenSource(token_file)
         self.url = server_url.rstrip("/") + bulk.BULK_PATH if server_url else None
         # no server, no spool: records then only go to l7.log
         self.spool = Spool(spool_dir, max_spool_bytes, self.stats, node_name) if self.url else None
@@ -218,12 +243,20 @@ class Shipper:
             self.spool.done(path)  # evicted meanwhile
             return True
         records = self.spool.records_in(path)
+        headers = {bulk.BATCH_ID_HEADER: self.spool.batch_id(path), "Content-Type": bulk.CONTENT_TYPE}
         try:
-            resp = client.post(self.url, content=body, headers={
-                bulk.BATCH_ID_HEADER: self.spool.batch_id(path),
-                "Content-Type": bulk.CONTENT_TYPE})
+            headers.update(self.token.headers())
+        except TokenFileError as e:
+            self._failed(str(e))  # kept in the spool until the token is there
+            return False
+        try:
+            resp = client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as e:
             self._failed(f"{type(e).__name__}: {e}")
+            return False
+        if resp.status_code in (401, 403):
+            # a credential problem is the installation's, not the batch's: keep it and retry
+            self._failed(f"HTTP {resp.status_code} (credential refused; check --server-token-file)")
             return False
         if resp.status_code in (408, 429) or resp.status_code >= 500:
             self._failed(f"HTTP {resp.status_code}")
@@ -231,10 +264,9 @@ class Shipper:
         if 200 <= resp.status_code < 300:
             try:
                 result = self._decoder.decode(resp.content)
-                extra = msgspec.json.decode(resp.content)
-                rejected = int(extra.get("rejected_total", len(result.rejected)))
-            except (msgspec.DecodeError, msgspec.ValidationError, AttributeError, ValueError):
-                result, rejected = bulk.BulkResult(accepted=records, rejected=[]), 0
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                result = bulk.BulkResult(accepted=records, rejected=[])
+            rejected = result.rejected_count()
             if result.duplicate:
                 self.stats.batches_duplicate += 1
             else:

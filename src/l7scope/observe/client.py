@@ -14,12 +14,19 @@ from typing import Any, Final
 
 import httpx
 
-DEFAULT_SERVER: Final = "http://127.0.0.1:8686"
+from l7scope.contracts.api import (
+    AGGREGATION_PATH,
+    DEFAULT_URL,
+    SEARCH_PATH,
+    SERVICEGRAPH_PATH,
+    STATUS_PATH,
+    decode_error,
+)
+from l7scope.contracts.auth import TOKEN_ENV, bearer
+from l7scope.observe import filters
+from l7scope.observe.filters import FilterSpec
+
 SERVER_ENV: Final = "L7SCOPE_SERVER"
-SEARCH_PATH: Final = "/api/v1/l7/logs/search"
-AGGREGATION_PATH: Final = "/api/v1/l7/logs/aggregation"
-SERVICEGRAPH_PATH: Final = "/api/v1/servicegraph"
-STATUS_PATH: Final = "/api/v1/status"
 MAX_PAGE: Final = 1000
 
 # httpx logs every request at INFO; the CLI's output is the answer, not the transport.
@@ -27,7 +34,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def default_server() -> str:
-    return os.environ.get(SERVER_ENV) or DEFAULT_SERVER
+    return os.environ.get(SERVER_ENV) or DEFAULT_URL
 
 
 class ApiError(RuntimeError):
@@ -40,13 +47,15 @@ class ApiError(RuntimeError):
 
 
 class Client:
-    def __init__(self, server: str | None = None, *, timeout: float = 10.0,
+    def __init__(self, server: str | None = None, *, token: str | None = None, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None) -> None:
         base = (server or default_server()).rstrip("/")
         if "://" not in base:
             base = "http://" + base
         self.base = base
-        self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport)
+        self.has_token = token is not None
+        self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport,
+                                  headers=bearer(token) if token is not None else None)
 
     def close(self) -> None:
         self._http.close()
@@ -61,7 +70,7 @@ class Client:
         return ApiError(
             f"cannot reach the l7scope server at {self.base}{path}: {err or type(err).__name__}\n"
             f"Start it with `l7scope server`, or point the CLI at it with --server URL or "
-            f"the {SERVER_ENV} environment variable (default {DEFAULT_SERVER})."
+            f"the {SERVER_ENV} environment variable (default {DEFAULT_URL})."
         )
 
     def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -75,11 +84,16 @@ class Client:
             data = resp.json()
         except ValueError:
             data = None
+        if resp.status_code == 401:
+            hint = ("the token was refused; check --token-file / $" + TOKEN_ENV) if self.has_token else (
+                "no token found: pass --token-file PATH (the server's <data-dir>/token) or set $"
+                + TOKEN_ENV)
+            raise ApiError(f"the l7scope server at {self.base} wants a credential: {hint}",
+                           code="unauthorized", status=401)
         if resp.status_code >= 400:
-            err = data.get("error") if isinstance(data, dict) else None
-            if isinstance(err, dict):
-                raise ApiError(f"server: {err.get('message', resp.text[:200])} ({err.get('code', 'error')})",
-                               code=str(err.get("code")), status=resp.status_code)
+            err = decode_error(data)
+            if err is not None:
+                raise ApiError(f"server: {err.message} ({err.code})", code=err.code, status=resp.status_code)
             raise ApiError(f"server answered {resp.status_code} at {self.base}{path}: {resp.text[:200]}",
                            status=resp.status_code)
         if not isinstance(data, dict):
@@ -134,3 +148,15 @@ class Client:
 
     def status(self) -> dict[str, Any]:
         return self.request("GET", STATUS_PATH)
+
+
+def service_backends(client: Client, spec: FilterSpec, time_range: Mapping[str, Any]
+                     ) -> dict[str, list[tuple[str, str]]]:
+    """The workloads (namespace, name_aggr) behind each Service a filter names, from the server."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for v in spec.needs_services():
+        ans = client.aggregation(filters.service_query(v), time_range,
+                                 ["dest_namespace", "dest_name_aggr"], limit=1000)
+        out[v] = sorted((str(g["key"]["dest_namespace"]), str(g["key"]["dest_name_aggr"]))
+                        for g in ans.get("groups", []))
+    return out

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from l7scope.contracts.record import L7Record
-from l7scope.server.selector import And, Cmp, In, Node, Or, SelectorError, parse, quote
+from l7scope.contracts.selector import And, Cmp, In, Node, Or, SelectorError, parse, quote
 
 Record = Mapping[str, Any]
 

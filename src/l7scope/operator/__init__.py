@@ -1,4 +1,5 @@
 """The ApplicationLayer operator: `spec` (the resource model, validation, defaults), `render`
-(the manifests it creates), `status`, `nodeconfig` (the node-agent configuration resource),
-`crd` (CRDs generated from the models), `reconcile` (what it does) and `handlers` (kopf wiring;
-the only module importing kopf)."""
+(the manifests it creates), `status`, `nodeconfig` (the operator's patch of the node-agent
+configuration resource, named in `contracts/nodeconfig.py`), `crd` (CRDs generated from the
+models), `reconcile` (what it does) and `handlers` (kopf wiring; with `cli`, which runs kopf, the
+only modules importing kopf)."""

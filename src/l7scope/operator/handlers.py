@@ -1,4 +1,4 @@
-"""Thin kopf wiring around `reconcile.Reconciler` (the only module that imports kopf).
+"""Thin kopf wiring around `reconcile.Reconciler` (with `cli.py`, the only modules importing kopf).
 
 - ApplicationLayer resumed (operator start), created or updated -> `reconcile`;
 - ApplicationLayer deleted (kopf finalizer `l7scope.io/operator`) -> `teardown`;
@@ -6,7 +6,8 @@
 - NodeAgentConfiguration changed -> `node_config_changed`.
 
 kopf keeps its bookkeeping in annotations under `l7scope.io/` (not in `status`, which is ours),
-so handlers are idempotent and an operator restart resumes where it was.
+so handlers are idempotent and an operator restart resumes where it was. Cluster scanning is
+off (no list/watch of Namespaces and CRDs, which its least-privilege RBAC does not grant).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 import kopf
 
+from l7scope.contracts import nodeconfig
 from l7scope.kube.client import Kube, KubeError
-from l7scope.operator import nodeconfig, render
+from l7scope.operator import render
 from l7scope.operator import spec as alspec
 from l7scope.operator.reconcile import OperatorConfig, Reconciler
 
@@ -41,6 +43,10 @@ def build_registry(kube: Kube, cfg: OperatorConfig) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.execution.max_workers = 4
+        # No cluster scanning: kopf would list/watch every Namespace and CRD to follow new ones.
+        # We serve one named namespace, and our CRDs exist before the operator starts (the
+        # chart installs them first), so its RBAC grants neither (docs/security.md).
+        settings.scanning.disabled = True
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:

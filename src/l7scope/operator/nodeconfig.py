@@ -1,8 +1,9 @@
 """The node-agent configuration resource: `NodeAgentConfiguration` (cluster-scoped, one object
-named `default`), whose `spec` holds Felix's field names exactly as `l7scope.node.settings`
-reads them (`policySyncPathPrefix`, `tproxyMode`, `tproxyPort`, `l7Logs*`). The node agents
-watch it and apply changes live; the operator sets `tproxyMode` and, when empty,
-`policySyncPathPrefix`. Pure.
+named `default`), whose `spec` holds Felix's field names exactly as `l7scope.contracts.nodeconfig.NodeSettings`
+reads them (`policySyncPathPrefix`, `tproxyMode`, `tproxyPort`, `tproxyUpstreamConnMark`,
+`l7Logs*`) plus l7scope's `tproxyMark`. The CRD schema is generated from that model (host path
+pattern, port range); the mark rules are checked by the model. The node agents watch it and
+apply changes live; the operator sets `tproxyMode` and, when empty, `policySyncPathPrefix`. Pure.
 
 The workshop's step 1 becomes:
 
@@ -13,21 +14,9 @@ The workshop's step 1 becomes:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from l7scope.contracts import policysync
-
-GROUP: Final = "l7scope.io"
-VERSION: Final = "v1"
-API_VERSION: Final = f"{GROUP}/{VERSION}"
-KIND: Final = "NodeAgentConfiguration"
-PLURAL: Final = "nodeagentconfigurations"
-NAME: Final = "default"
-PATH: Final = f"/apis/{API_VERSION}/{PLURAL}/{NAME}"
-
-
-def empty() -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": NAME}, "spec": {}}
 
 
 def tproxy_patch(spec: Mapping[str, Any] | None, collect_logs: bool) -> dict[str, Any]:

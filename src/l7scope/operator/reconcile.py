@@ -19,10 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from l7scope.contracts import nodeconfig
+from l7scope.contracts.auth import new_token
+from l7scope.contracts.nodeconfig import NodeSettings, SettingsError, from_mapping
 from l7scope.kube.client import JSON, Kube, KubeError
-from l7scope.node.settings import NodeSettings, SettingsError, from_mapping
-from l7scope.operator import nodeconfig, render, status
+from l7scope.operator import render, status
 from l7scope.operator import spec as alspec
+from l7scope.operator.nodeconfig import tproxy_patch
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,7 @@ class Reconciler:
                                        owner=owner_reference(body))
             objects = render.render(spec, ctx)
             self._ensure_namespace(objects[0])
+            self._ensure_token_secret(ctx)
             for obj in objects[1:]:
                 self.kube.apply(obj, field_manager=FIELD_MANAGER)
             state, msg = render.daemonset_state(self._daemonset())
@@ -152,6 +156,18 @@ class Reconciler:
             if e.status != 409:
                 raise
 
+    def _ensure_token_secret(self, ctx: render.RenderContext) -> None:
+        """The API token Secret, created once with a fresh token; an existing one is kept."""
+        path = f"/api/v1/namespaces/{self.cfg.namespace}/secrets/{render.TOKEN_SECRET}"
+        if self.kube.exists(path):
+            return
+        try:
+            self.kube.create(render.api_token_secret(ctx, new_token()))
+            log.info("created the API token Secret %s", render.TOKEN_SECRET)
+        except KubeError as e:
+            if e.status != 409:
+                raise
+
     def _patch_node_config(self, collect_logs: bool) -> NodeSettings:
         try:
             current = self.kube.get(nodeconfig.PATH)
@@ -167,7 +183,7 @@ class Reconciler:
                     raise
                 current = self.kube.get(nodeconfig.PATH)
         spec = dict(current.get("spec") or {})
-        patch = nodeconfig.tproxy_patch(spec, collect_logs)
+        patch = tproxy_patch(spec, collect_logs)
         if patch:
             log.info("node-agent configuration: %s", patch)
             current = self.kube.merge_patch(nodeconfig.PATH, {"spec": patch})

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import resource
 from pathlib import Path
+from typing import Any
 
 import click
+from pydantic import ValidationError
 
-from l7scope.server.config import ServerConfig, default_data_dir, open_store
+from l7scope.contracts.auth import TokenFileError, ensure_token
+from l7scope.server.auth import Authenticator, NoAuth, SharedToken
+from l7scope.server.config import ServerConfig, default, open_store
+from l7scope.server.limits import Limits
 from l7scope.server.metrics import Metrics
 from l7scope.server.retention import Retention, parse_duration
 from l7scope.server.store.base import StoreError
 
 log = logging.getLogger(__name__)
+
+
+def _shown(name: str) -> str:
+    """` [default: X]` for a help text, X from ServerConfig."""
+    value = default(name)
+    if name == "retention_s":
+        value = f"{value // 3600}h" if value % 3600 == 0 else f"{value}s"
+    return f" [default: {value}]"
 
 
 @click.command(
@@ -23,37 +38,56 @@ Examples:
   l7scope server --port 9090 --retention 7d --data-dir /var/lib/l7scope
   l7scope server --store clickhouse --clickhouse-url clickhouse://ch1:9000/l7 --clickhouse-cluster prod
 API: docs/api.md (also GET /openapi.json).""",
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8686, show_default=True, type=int, help="TCP port (0 = any free port).")
-@click.option("--store", "store_kind", type=click.Choice(["duckdb", "clickhouse"]), default="duckdb",
-              show_default=True, help="Where records are kept.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"DuckDB store directory [default: {default_data_dir()}].")
-@click.option("--clickhouse-url", default="clickhouse://127.0.0.1:9000/default", show_default=True,
-              help="ClickHouse native-protocol URL (clickhouse://[user[:pw]@]host:port/db).")
-@click.option("--clickhouse-cluster", default=None,
+)  # every option defaults to None: ServerConfig holds the defaults (--help shows them from it)
+@click.option("--host", help="Address to listen on." + _shown("host"))
+@click.option("--port", type=int, help="TCP port (0 = any free port)." + _shown("port"))
+@click.option("--store", "store_kind", type=click.Choice(["duckdb", "clickhouse"]),
+              help="Where records are kept." + _shown("store"))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="DuckDB store directory." + _shown("data_dir"))
+@click.option("--clickhouse-url",
+              help="ClickHouse native-protocol URL (clickhouse://[user[:pw]@]host:port/db)." + _shown("clickhouse_url"))
+@click.option("--clickhouse-cluster",
               help="Cluster name from the server's remote_servers: write and read through a Distributed table.")
-@click.option("--retention", default="24h", show_default=True,
-              help="Remove records older than this (90m, 24h, 7d).")
-@click.option("--duckdb-memory-limit", default=None, help="DuckDB memory_limit, e.g. 512MB.")
-def server(host: str, port: int, store_kind: str, data_dir: Path | None, clickhouse_url: str,
-           clickhouse_cluster: str | None, retention: str, duckdb_memory_limit: str | None) -> None:
-    """Store L7 records and serve the query API, /metrics and the Service Graph page."""
+@click.option("--retention", help="Remove records older than this (90m, 24h, 7d)." + _shown("retention_s"))
+@click.option("--duckdb-memory-limit", help="DuckDB memory_limit, e.g. 512MB.")
+@click.option("--duckdb-threads", type=int, help="DuckDB threads [default: DuckDB's].")
+@click.option("--auth", type=click.Choice(["token", "none"]),
+              help="token: every API call needs the bearer token of --token-file (created on first "
+                   "start); none: no credential asked (only on a loopback --host; prints a warning)."
+                   + _shown("auth"))
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The shared bearer token [default: <data-dir>/token, mode 0600].")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A host name the server may be reached by (Host header), besides IP addresses "
+                   "and localhost; repeatable; '*' allows any (not recommended).")
+def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[str, ...],
+           **options: Any) -> None:
+    """Store L7 records and serve the query API, /metrics and the Service Graph page.
+
+    Every API call needs `Authorization: Bearer <token>` (the token is in --token-file) or the
+    page's login; `observe`, `top` and `status` read the same file (docs/security.md).
+    """
     import uvicorn
 
     from l7scope.server.api import create_app
 
+    given = {k: v for k, v in options.items() if v is not None}
+    if store_kind is not None:
+        given["store"] = store_kind
+    if allowed_hosts:
+        given["allowed_hosts"] = (*default("allowed_hosts"), *allowed_hosts)
+    if retention is not None:
+        try:
+            given["retention_s"] = parse_duration(retention)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--retention") from None
     try:
-        retention_s = parse_duration(retention)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--retention") from None
-    cfg = ServerConfig(
-        host=host, port=port, store=store_kind,  # type: ignore[arg-type]
-        data_dir=data_dir or default_data_dir(), clickhouse_url=clickhouse_url,
-        clickhouse_cluster=clickhouse_cluster, retention_s=retention_s,
-        duckdb_memory_limit=duckdb_memory_limit,
-    )
+        cfg = ServerConfig(**given)
+    except ValidationError as e:
+        raise click.UsageError("; ".join(str(err["msg"]).removeprefix("Value error, ")
+                                         for err in e.errors())) from None
+    authenticator = _authenticator(cfg)
     try:
         store = open_store(cfg)
     except (StoreError, ValueError) as e:
@@ -66,6 +100,127 @@ def server(host: str, port: int, store_kind: str, data_dir: Path | None, clickho
         ret.stop()
         store.close()
 
-    app = create_app(store, retention_s=cfg.retention_s, metrics=metrics, on_shutdown=shutdown)
-    log.info("l7scope server: store %s, http://%s:%d", store_kind, cfg.host, cfg.port)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+    app = create_app(store, auth=authenticator, retention_s=cfg.retention_s, metrics=metrics,
+                     on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts, limits=cfg.limits)
+    log.info("l7scope server: store %s, http://%s:%d", cfg.store, cfg.host, cfg.port)
+    uvicorn.Server(uvicorn_config(app, cfg.host, cfg.port, cfg.limits)).run()
+
+
+def _authenticator(cfg: ServerConfig) -> Authenticator:
+    if cfg.auth == "none":
+        click.echo(f"WARNING: --auth none: anyone who can reach {cfg.host}:{cfg.port} may read and "
+                   "write every record", err=True)
+        return NoAuth()
+    path = cfg.token_path()
+    try:
+        token, created = ensure_token(path)
+    except (TokenFileError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    if created:
+        log.warning("created the API token file %s (mode 0600)", path)
+    return SharedToken(token)
+
+
+#: File descriptors kept free of HTTP connections (store files, sockets, threads, logs).
+FD_RESERVE = 64
+#: Most connections accepted in one event-loop pass (uvicorn's backlog). asyncio accepts a
+#: whole pass before the protocol sees any, and the connections those evict are closed a pass
+#: later, so 2 x this many descriptors are kept free on top of the cap as well.
+MAX_ACCEPT_BURST = 128
+
+
+def connection_cap(limits: Limits) -> tuple[int, int]:
+    """(connection cap, accept burst): limits.max_connections, raising this process's soft
+    RLIMIT_NOFILE toward its hard limit to fit it plus the reserve and two accept bursts, and
+    capped below the soft limit when that is not enough, so an accept never fails for want of a
+    descriptor (an EMFILE stops asyncio accepting for a second) and /healthz keeps answering."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = limits.max_connections + FD_RESERVE + 2 * MAX_ACCEPT_BURST
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return limits.max_connections, MAX_ACCEPT_BURST
+    burst = max(8, min(MAX_ACCEPT_BURST, soft // 8))
+    return max(4, min(limits.max_connections, soft - FD_RESERVE - 2 * burst)), burst
+
+
+def uvicorn_config(app: Any, host: str, port: int, limits: Limits) -> Any:
+    """The uvicorn.Config the server runs with: keep-alive, header-size, header-timeout and
+    connection limits of `limits` (the body and statement timeouts live in api.py)."""
+    import uvicorn
+
+    cap, burst = connection_cap(limits)
+    log.info("at most %d connections (accepting %d at a time)", cap, burst)
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+        http=_guarded_h11(limits.header_timeout_s, cap), timeout_keep_alive=limits.keep_alive_s,
+        h11_max_incomplete_event_size=limits.max_header_bytes, backlog=burst,
+        # A backstop only: GuardedH11 keeps open connections (so requests) <= cap; closed ones
+        # linger in uvicorn's set until the loop reaps them.
+        limit_concurrency=2 * cap,
+    )
+
+
+def _guarded_h11(header_timeout_s: float, cap: int) -> type[asyncio.Protocol]:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11(H11Protocol):
+        """uvicorn's h11 protocol with a header timeout and a connection cap: a connection must
+        send a request's headers within header_timeout_s of opening or of its last answer, and
+        at `cap` open connections a new one closes the one waiting longest for headers (or
+        itself, when every connection is busy with a request)."""
+
+        _timer: asyncio.TimerHandle | None = None
+        _waiting = False
+        _idle_since = 0.0
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            # (closed connections stay in the set until the loop runs their connection_lost)
+            open_ = [c for c in self.connections if isinstance(c, GuardedH11) and not c.transport.is_closing()]
+            if len(open_) > cap:
+                idle = [c for c in open_ if c is not self and c._waiting]
+                if not idle:
+                    log.warning("%d connections open, none idle: refusing a new one", len(open_))
+                    transport.close()
+                    return
+                min(idle, key=lambda c: c._idle_since).transport.close()
+            self._wait_for_headers()
+
+        def _wait_for_headers(self) -> None:
+            self._waiting = True
+            self._idle_since = self.loop.time()
+            self._cancel_timer()
+            self._timer = self.loop.call_later(header_timeout_s, self._headers_late)
+
+        def _headers_late(self) -> None:
+            if self._waiting and not self.transport.is_closing():
+                self.transport.close()
+
+        def _cancel_timer(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self._waiting and self.cycle is not None and not self.cycle.response_complete:
+                self._waiting = False  # a request's headers arrived
+                self._cancel_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._wait_for_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_timer()
+            self._waiting = False
+            super().connection_lost(exc)
+
+    return GuardedH11

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from itertools import accumulate, chain
 from typing import Any, Final
 
+from l7scope.contracts.fields import COLUMNS, HIST_FIELD
 from l7scope.contracts.record import FIELDS, L7Record
-from l7scope.server.fields import COLUMNS, HIST_FIELD
 
 #: A batch as columns: every scalar column name (fields.COLUMNS) -> one list with a value per
 #: record, plus fields.HIST_FIELD -> the records' histograms (wire form, {"bucket": count}).

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-import os
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from l7scope.contracts.api import DEFAULT_HOST, DEFAULT_PORT
+from l7scope.contracts.auth import TOKEN_FILE_NAME, default_data_dir
+from l7scope.server.access import DEFAULT_ALLOWED_HOSTS
+from l7scope.server.limits import Limits
 from l7scope.server.store.base import Store
 
 
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "l7scope"
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ServerConfig(BaseModel):
+    """The server's settings; the only place with their defaults (`l7scope server` reads them)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8686, ge=0, le=65535)
+    host: str = DEFAULT_HOST
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     store: Literal["duckdb", "clickhouse"] = "duckdb"
     data_dir: Path = Field(default_factory=default_data_dir)
     clickhouse_url: str = "clickhouse://127.0.0.1:9000/default"
@@ -28,6 +38,27 @@ class ServerConfig(BaseModel):
     retention_s: int = Field(default=86400, ge=60)
     duckdb_memory_limit: str | None = None
     duckdb_threads: int | None = Field(default=None, ge=1)
+    # Who may call the API (docs/security.md): "token" = the shared bearer token in token_file
+    # (default <data_dir>/token, created on first start); "none" = nobody is asked (loopback only).
+    auth: Literal["token", "none"] = "token"
+    token_file: Path | None = None
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    limits: Limits = Field(default_factory=Limits)
+
+    def token_path(self) -> Path:
+        return self.token_file or self.data_dir / TOKEN_FILE_NAME
+
+    @model_validator(mode="after")
+    def _no_open_server_off_loopback(self) -> ServerConfig:
+        if self.auth == "none" and not is_loopback(self.host):
+            raise ValueError(f"--auth none is only allowed on a loopback address, not {self.host!r}: "
+                             "anyone who can reach the port could read and write every record")
+        return self
+
+
+def default(name: str) -> Any:
+    """The default of one ServerConfig field."""
+    return ServerConfig.model_fields[name].get_default(call_default_factory=True)
 
 
 def open_store(cfg: ServerConfig) -> Store:
@@ -35,7 +66,8 @@ def open_store(cfg: ServerConfig) -> Store:
     if cfg.store == "clickhouse":
         from l7scope.server.store.clickhouse import ClickHouseStore
 
-        return ClickHouseStore(cfg.clickhouse_url, cluster=cfg.clickhouse_cluster)
+        return ClickHouseStore(cfg.clickhouse_url, cluster=cfg.clickhouse_cluster,
+                               statement_timeout_s=cfg.limits.statement_timeout_s)
     from l7scope.server.store.duckdb import DuckDBStore
 
     return DuckDBStore(cfg.data_dir / "l7.duckdb", memory_limit=cfg.duckdb_memory_limit,

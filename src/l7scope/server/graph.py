@@ -1,8 +1,8 @@
 """The service graph: grouped store rows -> nodes, edges, per-class L7 stats, top routes.
 
 `graph_keys()` is the one store grouping it needs: the source and destination node ids are
-computed in SQL (`source_id_sql` / `dest_id_sql`, the same rules as the Python reference
-`source_node` / `dest_node`, checked against each other by the contract tests), then response
+computed in SQL (`store.graph_ids`, the same rules as the Python reference `source_node` /
+`dest_node`, checked against each other by the contract tests), then response
 class, method and url. `build()` turns the groups into nodes and edges, sums the stats per edge
 and response class, merges latency histograms for the percentiles, and gives every node and
 edge a selector that matches exactly its records. Node-id rules: docs/api.md.
@@ -15,8 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from l7scope.contracts import latency
-from l7scope.server.selector import SqlParams, quote
-from l7scope.server.store.base import ExprKey, GroupKey, GroupRow
+from l7scope.contracts.selector import quote
+from l7scope.server.store.base import (
+    MERGED_CLASS,
+    MERGED_TOTAL,
+    MERGED_TOTAL_ROUTE,
+    ExprKey,
+    GroupKey,
+    GroupRow,
+    MergedRow,
+)
+from l7scope.server.store.graph_ids import backend_sql, dest_id_sql, source_id_sql
 
 CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "no_response")
 MAX_EDGES: Final = 20_000
@@ -86,62 +95,6 @@ def namespace_selector(ns: str) -> str:
             f"dest_service_namespace = {quote(ns)}")
 
 
-# --- node ids in SQL (the same rules as source_node / dest_node) -------------------------------
-
-_DNS_SQL: Final = ("(CASE WHEN \"dest_service_namespace\" != '' AND \"dest_service_name\" != '' "
-                   "THEN \"dest_service_namespace\" ELSE \"dest_namespace\" END)")
-_KNOWN_SQL: Final = "(\"dest_service_namespace\" != '' AND \"dest_service_name\" != '')"
-
-
-def _in_expanded(expr: str, expanded: Collection[str], p: SqlParams) -> str | None:
-    """SQL: `expr` is an expanded namespace; None when nothing is expanded."""
-    if "*" in expanded:
-        return "1 = 1"
-    names = sorted(expanded)
-    if not names:
-        return None
-    return f"{expr} IN ({', '.join(p.add(n) for n in names)})"
-
-
-def source_id_sql(expanded: Collection[str], p: SqlParams) -> str:
-    ns, name = '"src_namespace"', '"src_name_aggr"'
-    exp = _in_expanded(ns, expanded, p)
-    return (
-        f"CASE WHEN {ns} IN ('', '-') THEN concat(CASE WHEN \"src_type\" = 'hep' THEN 'hep/' "
-        f"ELSE 'net/' END, {name}) "
-        + (f"WHEN {exp} THEN concat('wep/', {ns}, '/', {name}) " if exp else "")
-        + f"ELSE concat('namespace/', {ns}) END"
-    )
-
-
-def dest_id_sql(expanded: Collection[str], p: SqlParams) -> str:
-    name = '"dest_name_aggr"'
-    exp = _in_expanded(_DNS_SQL, expanded, p)
-    inside = (f"CASE WHEN {_KNOWN_SQL} THEN concat('svc/', {_DNS_SQL}, '/', \"dest_service_name\") "
-              f"ELSE concat('wep/', {_DNS_SQL}, '/', {name}) END")
-    return (
-        f"CASE WHEN {_DNS_SQL} IN ('', '-') THEN concat(CASE WHEN \"dest_type\" = 'hep' THEN 'hep/' "
-        f"ELSE 'net/' END, {name}) "
-        + (f"WHEN {exp} THEN {inside} " if exp else "")
-        + f"ELSE concat('namespace/', {_DNS_SQL}) END"
-    )
-
-
-def backend_sql(expanded: Collection[str], p: SqlParams) -> str:
-    """`dest_namespace/dest_name_aggr` of records whose destination node is a service, else ''."""
-    exp = _in_expanded(_DNS_SQL, expanded, p)
-    return (f"CASE WHEN {_KNOWN_SQL} AND {_DNS_SQL} NOT IN ('', '-') AND {exp} "
-            f"THEN concat(\"dest_namespace\", '/', \"dest_name_aggr\") ELSE '' END")
-
-
-def backend_edge_sql(expanded: Collection[str], p: SqlParams) -> str:
-    """The far end of a backend edge as `Edges.backend` names it: `<service namespace>/<dest_name_aggr>`
-    for records whose destination node is a service, else ''. (Backends of a service live in its
-    namespace, so this is backend_sql's value; records claiming another namespace share the edge.)"""
-    return (f"CASE WHEN ({backend_sql(expanded, p)}) != '' "
-            f"THEN concat({_DNS_SQL}, '/', \"dest_name_aggr\") ELSE '' END")
-
-
 def graph_keys(expanded: Collection[str]) -> list[GroupKey]:
     """The store grouping of the graph: src id, dst id, [backend], class, method, url."""
     exp = frozenset(expanded)
@@ -158,7 +111,7 @@ def _none_sel(side: str, name: str, kind: str) -> str:
 
 
 def node_from_id(node_id: str, side: str) -> NodeRef:
-    """The node of an id built by source_id_sql (side "src") or dest_id_sql (side "dst")."""
+    """The node of an id built by graph_ids.source_id_sql (side "src") or dest_id_sql (side "dst")."""
     kind, _, rest = node_id.partition("/")
     if kind == "namespace":
         if side == "src":
@@ -397,21 +350,6 @@ def build(rows: Iterable[GroupRow], *, expanded: Collection[str], top_routes: in
     logged = sum(e.total.count for e in eds.edges.values() if e.kind == "traffic")
     return _finish([_edge_json(e, top_routes) for e in kept], eds.nodes, logged=logged,
                    truncated=truncated, expanded=expanded, unlogged=unlogged)
-
-
-#: Column layout of the rows `build_merged` takes (a store computes them, see
-#: DuckDBStore.graph_stats): the row kind (below), an integer edge key, the edge's two ends (node
-#: ids for a traffic edge; service node id and backend for a backend edge; only on the edge's own
-#: row), the edge kind (0 traffic, 1 backend), response class, method, url, then the sums, the
-#: mean duration (sum(duration_mean * count) // count) and the p50/p99 latency *bucket* indexes.
-#: An edge's own row names its class when it has only one (else NULL), and its route when it has
-#: only one (MERGED_TOTAL_ROUTE): that class's or route's stats are the edge's, so they get no row.
-MERGED_CLASS: Final = 0  # one row per edge and response class, for edges with several classes
-MERGED_TOTAL: Final = 1  # one row per edge
-MERGED_ROUTE: Final = 2  # per traffic edge and (method, url): its top_routes busiest, busiest first
-MERGED_TOTAL_ROUTE: Final = 3  # the row of an edge with exactly one route (method, url)
-
-MergedRow = tuple[Any, ...]
 
 
 class _Mids(dict[int | None, int | None]):

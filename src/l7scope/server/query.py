@@ -12,14 +12,15 @@ from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from l7scope.contracts import latency
+from l7scope.contracts import latency, selector
+from l7scope.contracts.api import error_body
+from l7scope.contracts.fields import resolve
 from l7scope.contracts.record import TYPE_UNLOGGED
-from l7scope.server import graph, selector
-from l7scope.server.fields import resolve
+from l7scope.contracts.timerange import TimeRange, TimeRangeError
+from l7scope.contracts.timerange import resolve as resolve_time
+from l7scope.server import graph
 from l7scope.server.gcpause import gc_paused
-from l7scope.server.store.base import Filter, SearchQuery, Sort, Store
-from l7scope.server.timerange import TimeRange, TimeRangeError
-from l7scope.server.timerange import resolve as resolve_time
+from l7scope.server.store.base import Filter, GraphStore, SearchQuery, Sort, Store
 
 MAX_GROUP_KEYS: Final = 8
 PSEUDO_KEYS: Final = ("time", "response_class")
@@ -32,12 +33,7 @@ class RequestError(ValueError):
         self.code, self.message, self.position, self.field, self.status = code, message, position, field, status
 
     def to_json(self) -> dict[str, Any]:
-        err: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.position is not None:
-            err["position"] = self.position
-        if self.field is not None:
-            err["field"] = self.field
-        return {"error": err}
+        return error_body(self.code, self.message, self.position, self.field)
 
 
 class _Model(BaseModel):
@@ -199,10 +195,10 @@ class QueryService:
             unl_sel = selector.And((sel, unl_sel))
         unl = self._run(lambda: self.store.group(Filter(tr, unl_sel), [], False))
         unlogged = sum(g.count for g in unl)
-        merged = getattr(self.store, "graph_stats", None)  # a store that sums the graph itself
+        store = self.store
         with gc_paused():
-            if merged is not None:
-                mrows = self._run(lambda: merged(flt, expanded, req.top_routes))
+            if isinstance(store, GraphStore):  # a store that sums the graph itself
+                mrows = self._run(lambda: store.graph_stats(flt, expanded, req.top_routes))
                 out = graph.build_merged(mrows, expanded=expanded, top_routes=req.top_routes,
                                          unlogged=unlogged)
             else:

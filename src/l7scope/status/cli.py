@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import click
 from rich import box
@@ -13,9 +14,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from l7scope.status import discovery
-from l7scope.status.discovery import ServerPart, State, StateError
-from l7scope.status.probe import COUNTER_NAMES, PartStatus, counters_of, probe_all
+from l7scope.contracts import demo_state
+from l7scope.contracts.demo_state import ServerPart, State, StateError
+from l7scope.contracts.status import COUNTER_NAMES
+from l7scope.observe.options import token_file_option, token_from
+from l7scope.status.probe import PartStatus, counters_of, probe_all
 
 _EPILOG = """\b
 Examples:
@@ -29,8 +32,9 @@ Examples:
 @click.command(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"],
                                                  "max_content_width": 100})
 @click.option("--state-file", type=click.Path(dir_okay=False),
-              help=f"The demo's state file (default: ${discovery.STATE_ENV}, /run/l7scope/demo.json as root).")
+              help=f"The demo's state file (default: ${demo_state.STATE_ENV}, /run/l7scope/demo.json as root).")
 @click.option("--server", help="Check this server URL too (or instead of the one in the state file).")
+@token_file_option
 @click.option("--kubeconfig", type=click.Path(dir_okay=False),
               help="Read the state of a cluster installation from the Kubernetes API instead.")
 @click.option("--namespace", "kube_namespace", default="l7scope-system", show_default=True,
@@ -38,7 +42,7 @@ Examples:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds to wait for each part.")
-def status(state_file: str | None, server: str | None, kubeconfig: str | None,
+def status(state_file: str | None, server: str | None, token_file: Path | None, kubeconfig: str | None,
            kube_namespace: str, output: str, timeout: float) -> None:
     """Health and counters of every part: per node Envoy, collector and node agent, the
     annotated Services, and the server with its store.
@@ -56,19 +60,22 @@ def status(state_file: str | None, server: str | None, kubeconfig: str | None,
             raise click.ClickException(str(e)) from None
     else:
         try:
-            state = discovery.read_state(state_file)
+            state = demo_state.read_state(state_file)
         except StateError as e:
             raise click.ClickException(str(e)) from None
         if state is None:
             state = State()
             if server is None:
-                where = state_file or str(discovery.default_path())
+                where = state_file or str(demo_state.default_path())
                 raise click.ClickException(
                     f"nothing to check: no state file at {where}. Start `l7scope demo`, or pass "
                     "--state-file, --server URL or --kubeconfig.")
+        token = token_from(token_file)
+        if token is None and state.server is not None and state.server.token_file:
+            token = token_from(Path(state.server.token_file))
         if server:
             state.server = ServerPart(url=server)
-        parts = probe_all(state, timeout=timeout)
+        parts = probe_all(state, timeout=timeout, token=token)
         services = {"*": list(state.annotated_services)} if state.annotated_services else {}
         notes = []
         in_netns = any(n.netns or any(p is not None and p.netns for p in (n.envoy_admin, n.collector, n.node_agent))
@@ -76,7 +83,7 @@ def status(state_file: str | None, server: str | None, kubeconfig: str | None,
         if in_netns and os.geteuid() != 0:
             notes.append("parts inside network namespaces can only be reached as root "
                          "(run `sudo l7scope status`)")
-        if state.demo_pid is not None and not discovery.pid_alive(state.demo_pid):
+        if state.demo_pid is not None and not demo_state.pid_alive(state.demo_pid):
             notes.append(f"the demo process {state.demo_pid} that wrote the state file has exited")
     for p in parts:  # what each node agent captures (the Services annotated for logging)
         cap = p.stats.get("capture") if p.part == "node-agent" else None

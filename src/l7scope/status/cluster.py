@@ -15,9 +15,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from l7scope.contracts.demo_state import ServerPart, State
 from l7scope.kube.client import KubeError, connect
 from l7scope.operator.render import DAEMONSET, SERVER
-from l7scope.status.discovery import ServerPart, State
 from l7scope.status.probe import PartStatus, probe_all
 
 ANNOTATIONS = ("projectcalico.org/l7-logging", "l7scope.io/logging")

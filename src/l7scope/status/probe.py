@@ -17,25 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from l7scope.proxy import admin
-from l7scope.status.discovery import Part, State, pid_alive
+import httpx
 
-#: Canonical counter -> where it comes from: (part, stats keys, how): "first" = the first key
-#: present, "sum" = the sum of those present. The first source with a value wins.
-COUNTERS: Final[dict[str, tuple[tuple[str, tuple[str, ...], str], ...]]] = {
-    # requests Envoy logged that the collector parsed
-    "seen": (("collector", ("requests_batched", "lines_read"), "first"),
-             ("node-agent", ("requests_seen",), "first")),
-    # requests the collector handed to the node agent (Policy Sync Report)
-    "reported": (("collector", ("requests_reported",), "first"),),
-    # lines or requests the collector could not use (skipped on lag, broken, invalid, dropped)
-    "skipped": (("collector", ("lines_skipped", "bad_lines", "invalid_lines", "requests_dropped"), "sum"),),
-    "logged": (("node-agent", ("requests_logged",), "first"),),
-    "unlogged": (("node-agent", ("requests_unlogged",), "first"),),
-    "spooled": (("node-agent", ("records_spooled",), "first"),),
-    "shipped": (("node-agent", ("records_shipped",), "first"),),
-}
-COUNTER_NAMES: Final[tuple[str, ...]] = tuple(COUNTERS)
+from l7scope.contracts import api, status
+from l7scope.contracts.auth import bearer
+from l7scope.contracts.demo_state import Part, State, pid_alive
+from l7scope.proxy import admin
 
 #: Batches in the node agent's spool worth a warning without a shipping error (a batch or two
 #: pass through it on their way to the server).
@@ -122,6 +109,10 @@ def node_agent_warnings(stats: Mapping[str, Any]) -> list[str]:
     state = stats.get("capture_state")
     if state and state not in ("active", "disabled"):
         out.append(f"capture {state}" + (" (fail open: Envoy not ready)" if state == "withdrawn" else ""))
+    bridged = int(stats.get("capture_bridged_clients") or 0)
+    if bridged:
+        bridges = ", ".join((stats.get("capture") or {}).get("bridges") or []) or "a bridge"
+        out.append(f"{bridged} pod(s) behind {bridges} with br_netfilter not captured (fail open)")
     if stats.get("ship_error"):
         out.append(f"shipping: {str(stats['ship_error'])[:120]}")
     spooled = int(stats.get("spool_batches") or 0)
@@ -134,19 +125,9 @@ def node_agent_warnings(stats: Mapping[str, Any]) -> list[str]:
 
 
 def counters_of(parts: list[PartStatus]) -> dict[str, int | None]:
-    """The canonical counters of one node from its parts' stats (None: no part reports it)."""
+    """The canonical counters (contracts.status.COUNTERS) of one node from its parts' stats."""
     by_part = {p.part: p.stats for p in parts}
-    out: dict[str, int | None] = {}
-    for name, sources in COUNTERS.items():
-        value: int | None = None
-        for part, keys, how in sources:
-            stats = by_part.get(part) or {}
-            present = [int(stats[k]) for k in keys if isinstance(stats.get(k), int)]
-            if present:
-                value = sum(present) if how == "sum" else present[0]
-                break
-        out[name] = value
-    return out
+    return {name: status.counter(name, by_part) for name in status.COUNTER_NAMES}
 
 
 def collector_warnings(stats: Mapping[str, Any]) -> list[str]:
@@ -186,8 +167,8 @@ def _probe_part(node: str, kind: str, part: Part, netns: str | None, getter: Get
         stats = _get(getter, part.addr, "/stats?format=json&filter=downstream_rq_total", ns, timeout)
         st.healthy, st.state, st.stats = judge_envoy(ready, stats)
     else:
-        health = _get(getter, part.addr, "/healthz", ns, timeout)
-        stats = _get(getter, part.addr, "/stats", ns, timeout)
+        health = _get(getter, part.addr, status.HEALTHZ_PATH, ns, timeout)
+        stats = _get(getter, part.addr, status.STATS_PATH, ns, timeout)
         st.healthy, st.state, st.stats = judge_service(health, stats)
         if kind == "node-agent":
             st.warnings = node_agent_warnings(st.stats)
@@ -196,18 +177,29 @@ def _probe_part(node: str, kind: str, part: Part, netns: str | None, getter: Get
     return st
 
 
-def _probe_server(url: str, pid: int | None, getter: Getter, timeout: float) -> PartStatus:
+def _server_get(url: str, path: str, token: str | None, timeout: float) -> tuple[int, bytes] | Exception:
+    try:
+        resp = httpx.get(url.rstrip("/") + path, timeout=timeout,
+                         headers=bearer(token) if token is not None else None)
+    except httpx.HTTPError as e:
+        return e
+    return resp.status_code, resp.content
+
+
+def _probe_server(url: str, pid: int | None, token: str | None, timeout: float) -> PartStatus:
     st = PartStatus(node="-", part="server", addr=url)
     if pid is not None and not pid_alive(pid):
         st.state = f"process {pid} has exited"
         return st
-    health = _get(getter, url, "/healthz", None, timeout)
+    health = _server_get(url, api.HEALTHZ_PATH, None, timeout)
     if isinstance(health, Exception):
         st.state = f"unreachable: {health}"
         return st
-    status = _get(getter, url, "/api/v1/status", None, timeout)
-    if not isinstance(status, Exception) and status[0] == 200:
-        st.stats = _json(status[1])
+    answer = _server_get(url, api.STATUS_PATH, token, timeout)
+    if not isinstance(answer, Exception) and answer[0] == 200:
+        st.stats = _json(answer[1])
+    elif not isinstance(answer, Exception) and answer[0] == 401:
+        st.warnings.append("no counters: the server wants a token (--token-file or $L7SCOPE_TOKEN)")
     if health[0] == 200:
         st.healthy, st.state = True, "healthy"
     else:
@@ -215,12 +207,14 @@ def _probe_server(url: str, pid: int | None, getter: Getter, timeout: float) -> 
     return st
 
 
-def probe_all(state: State, *, getter: Getter = http_get, timeout: float = 2.0) -> list[PartStatus]:
-    """Probe every part of `state` in parallel; results in a stable order."""
+def probe_all(state: State, *, getter: Getter = http_get, timeout: float = 2.0,
+              token: str | None = None) -> list[PartStatus]:
+    """Probe every part of `state` in parallel; results in a stable order. `token` is sent to the
+    server (its /api/v1/status needs one)."""
     jobs: list[Callable[[], PartStatus]] = []
     if state.server is not None:
         srv = state.server
-        jobs.append(lambda: _probe_server(srv.url, srv.pid, getter, timeout))
+        jobs.append(lambda: _probe_server(srv.url, srv.pid, token, timeout))
     for n in state.nodes:
         for kind, part in (("envoy", n.envoy_admin), ("collector", n.collector),
                            ("node-agent", n.node_agent)):

@@ -18,8 +18,9 @@ from typing import Final
 
 import pyarrow as pa
 
+from l7scope.contracts.fields import COLUMNS
 from l7scope.server.columns import ColumnBatch, hist_flat
-from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, int_width
+from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, int_width
 
 _ARROW_INT: Final = {"u16": pa.uint16(), "u32": pa.uint32(), "u64": pa.uint64()}
 # array.array type codes of the same widths (Linux/x86-64 and aarch64: H=2, I=4, Q=8 bytes).

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
+from l7scope.contracts.selector import Node
+from l7scope.contracts.timerange import TimeRange
 from l7scope.server.columns import ColumnBatch
-from l7scope.server.selector import Node, SqlParams
-from l7scope.server.timerange import TimeRange
+from l7scope.server.store.selector_sql import SqlParams
 
 
 class StoreError(RuntimeError):
@@ -95,6 +96,12 @@ class Store(Protocol):
         """Store a batch unless `batch_id` was stored before (persistently); False if duplicate."""
         ...
 
+    def insert_batches(self, batch_id: str | None, batches: Iterable[ColumnBatch], now: int) -> bool:
+        """Store the batches `batches` yields (one body decoded piece by piece, consumed only after
+        the duplicate check), as one transaction where the engine has them, under `batch_id`
+        unless it was stored before (then nothing is consumed: False). No id: no check."""
+        ...
+
     def search(self, q: SearchQuery) -> SearchResult: ...
 
     def group(self, flt: Filter, keys: Sequence[GroupKey], with_hist: bool) -> list[GroupRow]:
@@ -110,3 +117,27 @@ class Store(Protocol):
     def ping(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+#: Column layout of the rows `server.graph.build_merged` takes (a GraphStore computes them, see
+#: DuckDBStore.graph_stats): the row kind (below), an integer edge key, the edge's two ends (node
+#: ids for a traffic edge; service node id and backend for a backend edge; only on the edge's own
+#: row), the edge kind (0 traffic, 1 backend), response class, method, url, then the sums, the
+#: mean duration (sum(duration_mean * count) // count) and the p50/p99 latency *bucket* indexes.
+#: An edge's own row names its class when it has only one (else NULL), and its route when it has
+#: only one (MERGED_TOTAL_ROUTE): that class's or route's stats are the edge's, so they get no row.
+MERGED_CLASS: Final = 0  # one row per edge and response class, for edges with several classes
+MERGED_TOTAL: Final = 1  # one row per edge
+MERGED_ROUTE: Final = 2  # per traffic edge and (method, url): its top_routes busiest, busiest first
+MERGED_TOTAL_ROUTE: Final = 3  # the row of an edge with exactly one route (method, url)
+
+MergedRow = tuple[Any, ...]
+
+
+@runtime_checkable
+class GraphStore(Protocol):
+    """A store that sums the service graph itself (one statement) instead of `group` rows."""
+
+    def graph_stats(self, flt: Filter, expanded: Collection[str], top_routes: int) -> list[MergedRow]:
+        """The graph's sums per edge, edge and class, and route, in the MergedRow layout above."""
+        ...

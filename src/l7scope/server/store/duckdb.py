@@ -8,22 +8,28 @@ serialised by a lock. Batch ids live in a table next to the records, in the same
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from itertools import count
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from l7scope.server import graph
+from l7scope.contracts.fields import COLUMNS
+from l7scope.server import cancel
 from l7scope.server.columns import ColumnBatch, batch_len, row_to_record
-from l7scope.server.fields import COLUMNS, HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
-from l7scope.server.store import sql
+from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
+from l7scope.server.store import graph_ids, sql
 from l7scope.server.store.arrow_batch import to_arrow
 from l7scope.server.store.base import (
+    MERGED_CLASS,
+    MERGED_ROUTE,
+    MERGED_TOTAL,
+    MERGED_TOTAL_ROUTE,
     Filter,
     GroupKey,
     GroupRow,
+    MergedRow,
     SearchQuery,
     SearchResult,
     StoreError,
@@ -42,6 +48,12 @@ def _column_types() -> dict[str, str]:
     out[HIST_BUCKETS] = "USMALLINT[]"
     out[HIST_COUNTS] = "UBIGINT[]"
     return out
+
+
+def _sat(expr: str) -> str:
+    """A HUGEINT sum as UBIGINT, saturating at 2^64 - 1 instead of failing the query (the bounds
+    of contracts.record keep realistic sums far below it)."""
+    return f"least({expr}, {(1 << 64) - 1})::UBIGINT"
 
 
 class _Params:
@@ -64,6 +76,9 @@ class _Params:
 
     def int_div(self, expr: str, divisor: int) -> str:
         return f"({expr} // {int(divisor)})"
+
+    def wide_sum(self, expr: str) -> str:
+        return f"sum({expr})"  # DuckDB sums integers as HUGEINT (128 bits)
 
 
 class DuckDBStore:
@@ -133,16 +148,24 @@ class DuckDBStore:
             raise StoreError(f"insert failed: {e}") from e
 
     def insert_once(self, batch_id: str, batch: ColumnBatch, now: int) -> bool:
+        return self.insert_batches(batch_id, [batch], now)
+
+    def insert_batches(self, batch_id: str | None, batches: Iterable[ColumnBatch], now: int) -> bool:
         try:
             with self._write_lock:
                 con = self._con
-                if con.execute(f"SELECT 1 FROM {BATCHES} WHERE batch_id = ?", [batch_id]).fetchone():
+                # fetchall, not fetchone: a result left unfinished on the shared connection made
+                # every later plain insert fail ("connection has an unfinished result").
+                if batch_id is not None and con.execute(
+                        f"SELECT 1 FROM {BATCHES} WHERE batch_id = ?", [batch_id]).fetchall():
                     return False
                 con.execute("BEGIN TRANSACTION")
                 try:
-                    con.execute(f"INSERT INTO {BATCHES} VALUES (?, ?)", [batch_id, now])
-                    if batch_len(batch):
-                        self._insert_locked(con, batch)
+                    if batch_id is not None:
+                        con.execute(f"INSERT INTO {BATCHES} VALUES (?, ?)", [batch_id, now])
+                    for batch in batches:
+                        if batch_len(batch):
+                            self._insert_locked(con, batch)
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
@@ -163,8 +186,15 @@ class DuckDBStore:
 
     def _query(self, text: str, params: _Params) -> list[tuple[Any, ...]]:
         try:
-            with self._con.cursor() as cur:
-                return cur.execute(text, params.values).fetchall()
+            # A cancelled request (statement timeout, client gone: server.cancel) interrupts
+            # this cursor's statement from the event loop's thread.
+            with self._con.cursor() as cur, cancel.on_cancel(cur.interrupt) as token:
+                try:
+                    return cur.execute(text, params.values).fetchall()
+                except duckdb.InterruptException:
+                    if token is not None and token.reason is not None:
+                        raise cancel.QueryCancelled(token.reason, "query cancelled") from None
+                    raise
         except duckdb.InvalidInputException as e:
             raise ValueError(str(e)) from e
         except duckdb.Error as e:
@@ -210,13 +240,13 @@ class DuckDBStore:
                     g.hist[b] = int(c)
         return list(out.values())
 
-    def graph_stats(self, flt: Filter, expanded: Collection[str], top_routes: int) -> list[tuple[Any, ...]]:
-        """The service graph summed in one statement: rows in graph.build_merged's layout.
+    def graph_stats(self, flt: Filter, expanded: Collection[str], top_routes: int) -> list[MergedRow]:
+        """The service graph summed in one statement (GraphStore): rows in store.base's MergedRow layout.
 
         Records are summed per distinct raw key (grouped on its 64-bit hash, the key the
-        histograms are joined back on); node ids (graph.source_id_sql / dest_id_sql) are computed
-        on those few groups, and backend edges are the groups of an expanded service again, keyed
-        by service and answering workload. From these groups come the sums per edge, per edge and
+        histograms are joined back on); node ids (graph_ids.source_id_sql / dest_id_sql) are
+        computed on those few groups, and backend edges are the groups of an expanded service
+        again, keyed by service and answering workload. From these groups come the sums per edge, per edge and
         class (only for edges with several classes: otherwise the edge's row names its one class)
         and per route (only each edge's `top_routes` busiest, by count, then method and url, in
         that order; an edge's only route is named on the edge's row). Histograms are summed per
@@ -240,8 +270,8 @@ class DuckDBStore:
         if exp:  # a backend edge per expanded service and answering workload
             ends += (f" UNION ALL SELECT gk, hash(1, d, bk), d, bk, 1, cls, m, u, {cols} FROM ids0 "
                      "WHERE bk != '' AND starts_with(d, 'svc/')")
-        ids0 = (f"SELECT gk, {graph.source_id_sql(exp, p)} AS s, {graph.dest_id_sql(exp, p)} AS d, "
-                f"{graph.backend_edge_sql(exp, p) if exp else chr(39) * 2} AS bk, "
+        ids0 = (f"SELECT gk, {graph_ids.source_id_sql(exp, p)} AS s, {graph_ids.dest_id_sql(exp, p)} AS d, "
+                f"{graph_ids.backend_edge_sql(exp, p) if exp else chr(39) * 2} AS bk, "
                 f"{sql.RESPONSE_CLASS_SQL} AS cls, \"method\" AS m, \"url\" AS u, n, bi, bo, ws, dmin, dmax, "
                 f"{errors} AS er FROM grp")
         top = int(top_routes)
@@ -253,20 +283,20 @@ class DuckDBStore:
   SELECT eid, count(*) AS nr, min_by(rg, {{'n': -n, 'm': m, 'u': u}}, {top}) AS keep,
          any_value(m) AS m1, any_value(u) AS u1
   FROM rs GROUP BY eid"""
-            edge_rows = (f"SELECT CASE WHEN nr = 1 THEN {graph.MERGED_TOTAL_ROUTE} ELSE {graph.MERGED_TOTAL} END, "
+            edge_rows = (f"SELECT CASE WHEN nr = 1 THEN {MERGED_TOTAL_ROUTE} ELSE {MERGED_TOTAL} END, "
                          f"pg, eid, a, b, kind, cls1, CASE WHEN nr = 1 THEN m1 END, CASE WHEN nr = 1 THEN u1 END, "
                          f"{cols} FROM et LEFT JOIN rtop USING (eid)")
             route_rows = f"""
   UNION ALL
-  SELECT {graph.MERGED_ROUTE}, rg, eid, NULL, NULL, 0, NULL, m, u, n, NULL, NULL, NULL, NULL, NULL, er
+  SELECT {MERGED_ROUTE}, rg, eid, NULL, NULL, 0, NULL, m, u, n, NULL, NULL, NULL, NULL, NULL, er
   FROM rs JOIN rtop USING (eid) WHERE nr > 1 AND list_contains(keep, rg)"""  # (the columns a route shows)
             route_hist = f"""
   UNION ALL
-  SELECT rg, hbk, sum(c) FROM hf WHERE rg IN (SELECT pg FROM sums WHERE lv = {graph.MERGED_ROUTE})
+  SELECT rg, hbk, sum(c) FROM hf WHERE rg IN (SELECT pg FROM sums WHERE lv = {MERGED_ROUTE})
   GROUP BY rg, hbk"""
         else:
             route_ctes = route_rows = route_hist = ""
-            edge_rows = f"SELECT {graph.MERGED_TOTAL}, pg, eid, a, b, kind, cls1, NULL, NULL, {cols} FROM et"
+            edge_rows = f"SELECT {MERGED_TOTAL}, pg, eid, a, b, kind, cls1, NULL, NULL, {cols} FROM et"
         w2 = sql.where(flt, p)
         # gk/eid/cg/rg: 64-bit hashes of the raw key, the edge's ends, (edge, class), (edge, route),
         # as `group` matches groups. pg: the group whose histogram gives a row's percentiles.
@@ -286,7 +316,7 @@ WITH grp AS (
          CASE WHEN min(cls) = max(cls) THEN any_value(cls) END AS cls1, {sums}
   FROM ids GROUP BY eid{route_ctes}
 ), sums AS MATERIALIZED (
-  SELECT {graph.MERGED_CLASS} AS lv, cg AS pg, eid, NULL AS a, NULL AS b, any_value(kind) AS kind, cls,
+  SELECT {MERGED_CLASS} AS lv, cg AS pg, eid, NULL AS a, NULL AS b, any_value(kind) AS kind, cls,
          NULL AS m, NULL AS u, {sums}
   FROM ids WHERE eid IN (SELECT eid FROM et WHERE cls1 IS NULL) GROUP BY eid, cls, cg
   UNION ALL
@@ -310,9 +340,9 @@ WITH grp AS (
   SELECT g, min(hbk) FILTER (WHERE rc >= 0.5 * t) AS p50, min(hbk) FILTER (WHERE rc >= 0.99 * t) AS p99
   FROM cum JOIN tot USING (g) GROUP BY g
 )
-SELECT lv, eid, a, b, kind, cls, m, u, n::UBIGINT, bi::UBIGINT, bo::UBIGINT,
-       CASE WHEN n > 0 THEN (ws // n)::UBIGINT ELSE 0 END, dmin, dmax, er::UBIGINT,
-       CASE WHEN lv != {graph.MERGED_ROUTE} THEN p50 END, p99
+SELECT lv, eid, a, b, kind, cls, m, u, {_sat("n")}, {_sat("bi")}, {_sat("bo")},
+       CASE WHEN n > 0 THEN {_sat("ws // n")} ELSE 0 END, dmin, dmax, {_sat("er")},
+       CASE WHEN lv != {MERGED_ROUTE} THEN p50 END, p99
 FROM sums LEFT JOIN pct ON sums.pg = pct.g
 ORDER BY lv, eid, n DESC, m, u
 """

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Protocol
 
+from l7scope.contracts.fields import COLUMNS
 from l7scope.contracts.record import TYPE_UNLOGGED
-from l7scope.server.fields import COLUMNS, TABLE_COLUMNS
-from l7scope.server.selector import SqlParams, column, to_sql
+from l7scope.server.fields import TABLE_COLUMNS
 from l7scope.server.store.base import ExprKey, Filter, GroupKey, SearchQuery
+from l7scope.server.store.selector_sql import SqlParams, column, to_sql
 
 RESPONSE_CLASS_SQL: Final = (
     "(CASE WHEN length(\"response_code\") = 3 AND substring(\"response_code\", 1, 1) "
@@ -25,9 +26,16 @@ ERRORS_SQL: Final = (
     "sum(CASE WHEN substring(\"response_code\", 1, 1) IN ('4', '5') THEN \"count\" ELSE 0 END)"
 )
 
+DURATION_SUM_SQL: Final = '"duration_mean" * "count"'
+
 
 class Dialect(SqlParams, Protocol):
     def int_div(self, expr: str, divisor: int) -> str: ...
+
+    def wide_sum(self, expr: str) -> str:
+        """sum(expr) in a type wider than 64 bits (the count-weighted duration sum: each term is
+        bounded by contracts.record.MAX_DURATION_SUM_NS, their sum is not)."""
+        ...
 
 
 def where(flt: Filter, d: Dialect) -> str:
@@ -82,7 +90,7 @@ def group_sums(table: str, flt: Filter, keys: Sequence[GroupKey], d: Dialect,
         'sum("count") AS n_count',
         'sum("bytes_in") AS n_bytes_in',
         'sum("bytes_out") AS n_bytes_out',
-        'sum("duration_mean" * "count") AS n_dur_sum',
+        f"{d.wide_sum(DURATION_SUM_SQL)} AS n_dur_sum",
         'min("duration_mean") AS n_dur_min',
         'max("duration_max") AS n_dur_max',
         f"{ERRORS_SQL} AS n_errors",

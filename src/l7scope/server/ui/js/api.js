@@ -1,6 +1,8 @@
 // The server's query API (docs/api.md). Every call returns the parsed JSON answer or throws an
 // ApiError carrying the server's {"error": {code, message, position?, field?}}.
 
+import { showLogin } from "./login.js";
+
 export class ApiError extends Error {
   constructor(status, error) {
     super(error?.message || `HTTP ${status}`);
@@ -31,6 +33,7 @@ async function post(path, body, signal) {
     if (e.name === "AbortError") throw e;
     data = null;
   }
+  if (resp.status === 401) showLogin();
   if (!resp.ok) throw new ApiError(resp.status, data?.error || { message: `HTTP ${resp.status} from ${path}` });
   if (data === null || typeof data !== "object") throw new ApiError(resp.status, { code: "bad_answer", message: `${path} answered without a JSON object` });
   return data;

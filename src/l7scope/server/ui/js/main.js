@@ -8,6 +8,7 @@ import * as fmt from "./format.js";
 import { Graph, LABELS_BY_DEFAULT_UP_TO, TYPE_NAME, TYPE_SHAPE } from "./graph.js";
 import { COLORS, DEFAULT_THRESHOLDS, LABELS, loadThresholds, saveThresholds } from "./health.js";
 import { HttpTab } from "./httptab.js";
+import { initLogin } from "./login.js";
 import { SidePanel } from "./sidepanel.js";
 
 const SHAPE_GLYPH = { "round-rectangle": "▭", "round-triangle": "▲", ellipse: "●", diamond: "◆", hexagon: "⬢" };
@@ -276,6 +277,7 @@ async function start() {
   performance.mark("l7scope:start");
   renderBreadcrumb();
   renderLegend();
+  initLogin();
   bindControls();
   bindDismiss();
   if (typeof window.cytoscape === "function") {

@@ -1,10 +1,12 @@
-"""The selector language: parsing, error positions, allow-listed fields, parameterized SQL."""
+"""The selector language (contracts.selector): parsing, error positions, allow-listed fields,
+and its parameterized SQL (server.store.selector_sql)."""
 
 from __future__ import annotations
 
 import pytest
 
-from l7scope.server import selector as s
+from l7scope.contracts import selector as s
+from l7scope.server.store.selector_sql import to_sql
 
 
 class Params:
@@ -27,7 +29,7 @@ def sql(text: str) -> tuple[str, dict[str, object]]:
     node = s.parse(text)
     assert node is not None
     p = Params()
-    return s.to_sql(node, p), p.values
+    return to_sql(node, p), p.values
 
 
 def err(text: str) -> s.SelectorError:

@@ -8,8 +8,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from l7scope.kube.client import KubeError
-from l7scope.kube.feed import _Mirror, _SettingsFeed, slim
 from l7scope.kube.watch import ResourceWatch
+from l7scope.node.cluster_feed import _Mirror, _SettingsFeed, slim
 from l7scope.node.metadata import MetadataCache
 
 

@@ -1,4 +1,4 @@
-"""Feed the node agent from the cluster: metadata watches and the live node-agent configuration.
+"""The node agent's cluster feed (built on the `kube` gateway): metadata watches and the live node-agent configuration.
 
 `start_watches(kube, cache, settings_callback)` starts one list-and-watch thread each for pods,
 Services, EndpointSlices and Nodes, delivering plain Kubernetes-shaped dicts to the node agent's
@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 import yaml
 
+from l7scope.contracts import nodeconfig
+from l7scope.contracts.nodeconfig import NodeSettings, SettingsError, from_mapping
 from l7scope.kube.client import JSON, Kube, KubeError
 from l7scope.kube.watch import ResourceWatch, WatchStats
-from l7scope.node.settings import NodeSettings, SettingsError, from_mapping
-from l7scope.operator import nodeconfig
 
 log = logging.getLogger(__name__)
 

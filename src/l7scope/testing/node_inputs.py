@@ -1,4 +1,4 @@
-"""Builders of Kubernetes-shaped dicts and Report messages for the node agent's tests."""
+"""Builders of Kubernetes-shaped dicts and Policy Sync Report messages (the node agent's inputs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Where `l7scope status` finds the parts of a local installation: the demo's state file.
+"""The demo's state file: where `l7scope status` finds the parts of a local installation.
+
+The one owner of its shape: the demo writes it (`demo/session.py`), `l7scope status` reads it.
 
 The demo (or anything that starts the parts by hand) writes one small JSON file listing the
 server and, per node, the status addresses of its Envoy admin, collector and node agent, with
@@ -65,6 +67,7 @@ class ServerPart(BaseModel):
 
     url: str
     pid: int | None = None
+    token_file: str | None = None  # the server's bearer token (contracts/auth.py)
 
 
 class State(BaseModel):
