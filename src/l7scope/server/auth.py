@@ -35,11 +35,17 @@ class Principal:
                 "namespaces": None if self.namespaces is None else sorted(self.namespaces)}
 
 
+class AuthUnavailable(RuntimeError):
+    """The authenticator could not decide (e.g. the Kubernetes API did not answer): the request
+    is refused with 503 and nothing is cached, never let in."""
+
+
 class Authenticator(Protocol):
     kind: str
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal a bearer token stands for, or None. May block (thread pool)."""
+        """The principal a bearer token stands for, or None. May block (thread pool); raises
+        AuthUnavailable when it cannot decide."""
 
 
 class SharedToken:
