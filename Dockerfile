@@ -29,11 +29,16 @@ FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nftables iproute2 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
+# non-root user 10001 (numeric, so runAsNonRoot can check it); home /tmp, a volume in the pods
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin l7scope
 COPY --from=build /opt/l7scope /opt/l7scope
 COPY --from=ui /src/ui /opt/l7scope/ui
 ENV PATH=/opt/l7scope/bin:$PATH \
     L7SCOPE_UI_NODE_MODULES=/opt/l7scope/ui/node_modules \
     PYTHONUNBUFFERED=1
 RUN envoy --version && l7scope --version
+# Every role runs as this user, except the DaemonSet's envoy-proxy and l7-node-agent, which the
+# operator runs as uid 0 with CAP_NET_ADMIN only (docs/security.md).
+USER 10001:10001
 ENTRYPOINT []
 CMD ["l7scope", "--help"]

@@ -10,6 +10,10 @@ wrk runs in the client pod with one connection and one thread (`-t1 -c1`) and wa
 between requests (a fixed low rate, a few hundred requests/s): this measures latency, not
 saturation. Direct and proxied runs alternate and each percentile is the median over rounds.
 
+Envoy keeps the client's source IP upstream (`original_src`, as wherever l7scope captures).
+The same run also measures what that costs: proxied requests with `original_src` and with
+Envoy restarted without it, alternating, under SCHED_FIFO.
+
 Two modes in the same run, both reported:
 - `shared CPU`: every process at normal priority, competing with whatever else runs;
 - `SCHED_FIFO`: wrk, Envoy and the server get real-time priority (`chrt -f 20`, restored
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.row import Row
-from l7scope.netlab import Pod, Topology
+from l7scope.netlab import Node, Pod, Topology
 
 _LUA = """
 delay = function()
@@ -108,6 +112,39 @@ def _measure(lab: _Lab, rounds: int, seconds: int, rt: bool) -> list[Row]:
     )]
 
 
+def _original_src_cost(lab: _Lab, node: Node, rounds: int, seconds: int) -> Row:
+    """Proxied latency with and without `original_src`, alternating Envoy restarts."""
+    assert node.envoy is not None
+    mark = node.envoy.settings.original_src_mark
+    runs: dict[bool, list[dict[str, int]]] = {True: [], False: []}
+    for _ in range(rounds):
+        for keep in (True, False):
+            settings = node.envoy.settings.model_copy(
+                update={"original_src_mark": mark if keep else None})
+            node.envoy.stop()
+            envoy = lab.topo.start_envoy(node, settings)
+            assert envoy.pid is not None
+            lab.pids[0] = envoy.pid
+            _set_policy(lab.pids, True)
+            try:
+                _wrk(lab, lab.proxied_url, 1, True)  # warm up (new upstream connections)
+                runs[keep].append(_wrk(lab, lab.proxied_url, seconds, True))
+            finally:
+                _set_policy(lab.pids, False)
+
+    def med(rs: list[dict[str, int]], key: str) -> float:
+        return statistics.median(r[key] for r in rs) / 1000.0
+
+    w = {p: med(runs[True], p) for p in ("p50", "p90", "p99")}
+    wo = {p: med(runs[False], p) for p in ("p50", "p90", "p99")}
+    return Row(
+        f"Envoy hop, SCHED_FIFO: original_src (client IP kept) vs without, p50 / p90 / p99"
+        f" ({rounds}x{seconds}s each, alternating)",
+        f"{w['p50'] - wo['p50']:+.3f} / {w['p90'] - wo['p90']:+.3f} / {w['p99'] - wo['p99']:+.3f} ms"
+        f" (with {w['p50']:.3f} / {w['p90']:.3f} / {w['p99']:.3f})",
+        f"without {wo['p50']:.3f} / {wo['p90']:.3f} / {wo['p99']:.3f} ms")
+
+
 def run(quick: bool) -> list[Row]:
     if os.geteuid() != 0 or not shutil.which("wrk") or not shutil.which("chrt"):
         return [Row("Envoy hop latency", "skipped: needs root, wrk and chrt")]
@@ -127,5 +164,6 @@ def run(quick: bool) -> list[Row]:
         rows = _measure(lab, rounds, seconds, rt=False) + _measure(lab, rounds, seconds, rt=True)
         with open(envoy.settings.access_log_path) as f:
             logged = sum(1 for _ in f)
+        rows.append(_original_src_cost(lab, node, rounds, seconds))
     rows.append(Row("Envoy hop: proxied requests in Envoy's access log", str(logged)))
     return rows

@@ -32,10 +32,10 @@ from bench.row import Row
 from l7scope.contracts import policysync
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts import policysync_pb2_grpc as pb_grpc
+from l7scope.contracts.nodeconfig import AggregationSettings
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.metadata import MetadataCache
-from l7scope.node.settings import AggregationSettings
 
 
 def _objects(pods: int, services: int) -> list[dict[str, object]]:

@@ -145,6 +145,9 @@ def test_judgements() -> None:
     assert not judge_service((503, b'{"error": "stopping"}'), None)[0]
     assert node_agent_warnings({"capture_state": "withdrawn", "spool_batches": 2, "ship_error": "refused"}) == [
         "capture withdrawn (fail open: Envoy not ready)", "shipping: refused", "2 batches waiting in the spool"]
+    assert node_agent_warnings({"capture_state": "active", "capture_bridged_clients": 3,
+                                "capture": {"bridges": ["cni0"]}}) == [
+        "3 pod(s) behind cni0 with br_netfilter not captured (fail open)"]
 
 
 def test_counters_combine_the_parts_of_a_node() -> None:

@@ -19,7 +19,7 @@ import yaml
 from cli_support import L7SCOPE, free_port, start_server, stop, wait_http
 
 from l7scope.contracts.demo_state import NodeParts, Part, ServerPart, State, write_state
-from l7scope.proxy.config import EnvoySettings
+from l7scope.proxy.bootstrap import EnvoySettings
 from l7scope.proxy.supervisor import EnvoySupervisor
 from l7scope.testing import envoy_lines
 

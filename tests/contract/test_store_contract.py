@@ -218,6 +218,24 @@ def test_duplicate_batches_are_stored_once_and_remembered_after_reopen(opener: O
     assert again.stats().records == 55
 
 
+def test_a_body_in_pieces_is_stored_once_and_a_duplicate_reads_no_piece(store: Store) -> None:
+    recs = sample(90)
+    consumed: list[int] = []
+
+    def pieces() -> Iterator[dict[str, list[object]]]:
+        for i in range(0, 90, 30):
+            consumed.append(i)
+            yield to_columns(recs[i:i + 30])
+
+    assert store.insert_batches("body-1", pieces(), T0) is True
+    assert consumed == [0, 30, 60] and store.stats().records == 90
+    consumed.clear()
+    assert store.insert_batches("body-1", pieces(), T0) is False
+    assert consumed == [] and store.stats().records == 90  # the duplicate check comes first
+    assert store.insert_batches(None, pieces(), T0) is True  # no id: no check
+    assert store.search(q()).total_hits == 180
+
+
 def test_retention_removes_old_records_only(store: Store) -> None:
     old = [L7Record(start_time=T0 - 86400 * 3, end_time=T0 - 86400 * 3 + i, count=1) for i in range(20)]
     mid = [L7Record(start_time=T0 - 100, end_time=T0 - 100 + i, count=1) for i in range(10)]
@@ -391,3 +409,20 @@ def test_namespace_scope_matches_python_and_no_selector_widens_it(store: Store, 
                    <= allowed for h in res.hits)
         rows = store.group(Filter(ALL, base, namespaces=allowed), ["dest_namespace"], False)
         assert sum(g.count for g in rows) == sum(r.count for r in want), sel
+
+
+@pytest.mark.clickhouse
+def test_clickhouse_statement_timeout_stops_a_long_query(ch_servers: list[chserver.Server]) -> None:
+    from l7scope.server.cancel import QueryCancelled
+    from l7scope.server.store.clickhouse import ClickHouseStore, _Params
+
+    s = ClickHouseStore(f"clickhouse://127.0.0.1:{ch_servers[0].tcp_port}/t_{uuid.uuid4().hex[:12]}",
+                        statement_timeout_s=1)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(QueryCancelled) as e:
+            s._query("SELECT count() FROM numbers(1000000000000) WHERE modulo(number, 7) = 3", _Params())
+        assert e.value.reason == "timeout" and time.monotonic() - t0 < 10
+        s.ping()  # the store still answers
+    finally:
+        s.close()

@@ -21,7 +21,7 @@ from l7scope.demo.shop.redis_cart import ProtocolError, Reader, RedisClient, Red
 from l7scope.node.inventory import Inventory
 from l7scope.node.metadata import MetadataCache
 from l7scope.node.selection import select
-from l7scope.proxy.config import EnvoySettings
+from l7scope.proxy.bootstrap import EnvoySettings
 
 
 def test_counts_files_sum_per_edge(tmp_path: Path) -> None:

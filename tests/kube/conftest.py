@@ -44,7 +44,7 @@ def kube(control_plane: kubeharness.ControlPlane) -> Iterator[Kube]:
 @pytest.fixture
 def host_dir() -> Iterator[Path]:
     """A fresh directory below /run, removed afterwards: the NodeAgentConfiguration CRD only
-    takes host paths below /run, /var/run, /var/lib or /var/log (l7scope.node.settings), so a
+    takes host paths below /run, /var/run, /var/lib or /var/log (l7scope.contracts.nodeconfig), so a
     test's Policy Sync directory or log directory set through the API lives here."""
     if os.geteuid() != 0:
         pytest.skip("needs root (a directory below /run)")

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from l7scope.kube.client import Kube, KubeError, connect
 from l7scope.kube.watch import ResourceWatch
 
@@ -369,3 +371,19 @@ def restoring_node_config(kube: Kube) -> Iterator[None]:
         else:
             kube.create({k: v for k, v in before.items() if k != "metadata"}
                         | {"metadata": {"name": nodeconfig.NAME}})
+
+
+def service_account_kubeconfig(cp: ControlPlane, kube: Kube, ns: str, sa: str, path: Path) -> Path:
+    """A kubeconfig holding a token for `ns/sa` (TokenRequest API), so the operator runs with
+    exactly the permissions the install manifest grants."""
+    answer = kube.request("POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token",
+                          body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                "spec": {"expirationSeconds": 7200}})
+    token = answer["status"]["token"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "t", "cluster": {
+            "server": cp.server, "certificate-authority": str(cp.workdir / "certs" / "apiserver.crt")}}],
+        "users": [{"name": sa, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "t", "user": sa}}]}))
+    return path

@@ -42,22 +42,6 @@ spec:
 """
 
 
-def service_account_kubeconfig(cp: ControlPlane, kube: Kube, ns: str, sa: str, path: Path) -> Path:
-    """A kubeconfig holding a token for `ns/sa` (TokenRequest API), so the operator runs with
-    exactly the permissions the install manifest grants."""
-    answer = kube.request("POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token",
-                          body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                                "spec": {"expirationSeconds": 7200}})
-    token = answer["status"]["token"]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "t", "cluster": {
-            "server": cp.server, "certificate-authority": str(cp.workdir / "certs" / "apiserver.crt")}}],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "t", "user": sa}}]}))
-    return path
-
-
 class Scenario:
     def __init__(self, cp: ControlPlane, kube: Kube, ns: str, sa_kubeconfig: Path, tmp: Path) -> None:
         self.cp, self.kube, self.ns = cp, kube, ns
@@ -119,7 +103,7 @@ def _installed(control_plane: ControlPlane, kube: Kube, tmp_path_factory: pytest
     rest = [d for d in docs if d["kind"] not in ("CustomResourceDefinition", "Deployment")]
     control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rest))
     tmp = tmp_path_factory.mktemp("operator")
-    sa_kc = service_account_kubeconfig(control_plane, kube, ns, "l7scope-operator", tmp / "sa.kubeconfig")
+    sa_kc = kubeharness.service_account_kubeconfig(control_plane, kube, ns, "l7scope-operator", tmp / "sa.kubeconfig")
     sc = Scenario(control_plane, kube, ns, sa_kc, tmp)
     sc.start_operator()
     try:

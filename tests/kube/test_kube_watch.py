@@ -18,10 +18,10 @@ import yaml
 from kubeharness import ControlPlane, restoring_node_config, wait_for
 
 from l7scope.contracts import nodeconfig
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.kube.client import Kube
 from l7scope.node.cluster_feed import Watches, endpoint_source, start_watches
 from l7scope.node.metadata import MetadataCache
-from l7scope.node.settings import NodeSettings
 from l7scope.operator import chart
 
 pytestmark = pytest.mark.kube

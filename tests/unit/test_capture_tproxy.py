@@ -38,10 +38,12 @@ def test_captured_flows_are_untracked_before_conntrack() -> None:
     assert chains["raw_prerouting"] == [
         "type filter hook prerouting priority raw; policy accept;",
         "meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services notrack"]
-    # the proxy's replies to the client (source = the service address) as well
+    # the proxy's replies to the client (source = the service address, from Envoy's
+    # transparent socket; a host-network endpoint answering Envoy's upstream stays tracked)
     assert chains["raw_output"] == [
         "type filter hook output priority raw; policy accept;",
-        "meta l4proto tcp ip daddr @clients ip saddr . tcp sport @services notrack"]
+        "meta l4proto tcp ip daddr @clients ip saddr . tcp sport @services"
+        " socket transparent 1 notrack"]
 
 
 def test_tproxy_rules_or_the_mark_in() -> None:
@@ -51,13 +53,17 @@ def test_tproxy_rules_or_the_mark_in() -> None:
         "type filter hook prerouting priority mangle; policy accept;",
         # replies to Envoy's upstream connections (which carry the client's IP): back to Envoy
         "ct direction reply ct mark & 0x800 == 0x800 meta mark set meta mark | 0x400 accept",
+        # Envoy's own upstream packets looped back to a local endpoint: not captured again
+        "ct mark & 0x800 == 0x800 accept",
         "meta l4proto tcp socket transparent 1 meta mark set meta mark | 0x400 accept",
         "meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services"
         " meta mark set meta mark | 0x400 tproxy to :15001 accept"]
     # Envoy marks its upstream sockets (original_src); the mark is saved in conntrack
+    # and a local (host-network) endpoint's replies are rerouted to Envoy (type route)
     assert chains["output"] == [
-        "type filter hook output priority mangle; policy accept;",
-        "meta mark & 0x800 == 0x800 ct mark set ct mark | 0x800"]
+        "type route hook output priority mangle; policy accept;",
+        "meta mark & 0x800 == 0x800 ct mark set ct mark | 0x800",
+        "ct direction reply ct mark & 0x800 == 0x800 meta mark set meta mark | 0x400"]
     assert tproxy.Rules().upstream_mark == 0x2000
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import grpc
+import pytest
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+from pydantic import ValidationError
 
-from l7scope.collector.als import entry_to_line, serve, tcp_entry_to_line
+from l7scope.collector.als import AlsConfigError, entry_to_line, serve, tcp_entry_to_line
 from l7scope.collector.batch import Batcher
+from l7scope.collector.config import CollectorSettings
 from l7scope.contracts.envoy_log import EnvoyLogLine
 from l7scope.testing.als_entries import addr, dur, http_entry
 
@@ -95,7 +100,48 @@ def test_real_als_stream_over_unix_socket(tmp_path: Path) -> None:
             time.sleep(0.02)
         assert len(got) == 300 and svc.counters.entries == 300 and svc.counters.bad_entries == 0
         assert {ln.request_path for ln in got} == {f"/p{i}/{j}" for i in range(3) for j in range(100)}
-        assert (tmp_path / "als.sock").stat().st_mode & 0o777 == 0o777
+        assert (tmp_path / "als.sock").stat().st_mode & 0o777 == 0o660  # never world-writable
         channel.close()
+    finally:
+        server.stop(grace=0).wait()
+
+
+def test_tcp_als_without_tls_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AlsConfigError, match="needs TLS"):
+        serve("127.0.0.1:0", lambda lines: None)
+    with pytest.raises(ValidationError, match="needs TLS"):
+        CollectorSettings(als_listen="0.0.0.0:9000")
+    with pytest.raises(ValidationError, match="go together"):
+        CollectorSettings(als_listen="0.0.0.0:9000", als_tls_cert=tmp_path / "c.pem")
+    assert CollectorSettings(als_listen=f"unix:{tmp_path}/a.sock").als_tls is None
+
+
+def test_tcp_als_with_tls_takes_only_tls_clients(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=als.test",
+                    "-addext", "subjectAltName=DNS:als.test", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    got: list[EnvoyLogLine] = []
+    settings = CollectorSettings(als_listen=f"127.0.0.1:{port}", als_tls_cert=cert, als_tls_key=key)
+    server, svc = serve(str(settings.als_listen), got.extend, tls=settings.als_tls)
+    try:
+        m = als_pb2.StreamAccessLogsMessage()
+        m.http_logs.log_entry.extend(http_entry(path=f"/t/{j}") for j in range(5))
+        plain = grpc.insecure_channel(f"127.0.0.1:{port}")
+        with pytest.raises(grpc.RpcError):
+            als_pb2_grpc.AccessLogServiceStub(plain).StreamAccessLogs(iter([m]), timeout=3)
+        plain.close()
+        assert got == []
+        creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        tls = grpc.secure_channel(f"127.0.0.1:{port}", creds,
+                                  options=[("grpc.ssl_target_name_override", "als.test")])
+        als_pb2_grpc.AccessLogServiceStub(tls).StreamAccessLogs(iter([m]), timeout=10)
+        tls.close()
+        assert sorted(ln.request_path or "" for ln in got) == [f"/t/{j}" for j in range(5)]
+        assert svc.counters.entries == 5
     finally:
         server.stop(grace=0).wait()

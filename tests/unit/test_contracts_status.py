@@ -1,5 +1,6 @@
-"""The /stats contract (contracts.status): both producers publish every key its readers name,
-and the canonical counters are read the same way by `l7scope status` and the demo."""
+"""The /stats contract (contracts.status): both producers publish exactly their typed shape, every
+key the readers name is in it, and the canonical counters are read the same way by
+`l7scope status` and the demo."""
 
 from __future__ import annotations
 
@@ -18,17 +19,22 @@ def _keys(part: str) -> set[str]:
     return named | set(status.COLLECTOR_DROPS if part == status.COLLECTOR else status.NODE_AGENT_DROPS)
 
 
-def test_the_collector_publishes_every_named_key(tmp_path: Path) -> None:
+def test_every_named_key_is_in_its_shape() -> None:
+    assert _keys(status.COLLECTOR) - set(status.CollectorStats.__annotations__) == set()
+    assert _keys(status.NODE_AGENT) - set(status.NodeAgentStats.__annotations__) == set()
+
+
+def test_the_collector_publishes_its_shape(tmp_path: Path) -> None:
     settings = CollectorSettings.load({}, envoy_log=tmp_path / "envoy.log", dial_target=f"unix://{tmp_path}/s")
     stats = Collector(settings).stats()
-    assert _keys(status.COLLECTOR) - set(stats) == set()
+    assert list(stats) == list(status.CollectorStats.__annotations__)
     assert all(status.number(stats, k) == 0 for k in _keys(status.COLLECTOR))
 
 
-def test_the_node_agent_publishes_every_named_key(tmp_path: Path) -> None:
+def test_the_node_agent_publishes_its_shape(tmp_path: Path) -> None:
     agent = Agent(AgentConfig(node_name="node-a", data_dir=str(tmp_path / "data")))
     stats = agent.snapshot()
-    assert _keys(status.NODE_AGENT) - set(stats) == set()
+    assert set(stats) == set(status.NodeAgentStats.__annotations__)
     assert all(status.number(stats, k) == 0 for k in _keys(status.NODE_AGENT))
 
 

@@ -129,8 +129,8 @@ def test_stop_flushes_and_leaves_unsent_batches_in_spool(tmp_path: Path) -> None
 
 
 def test_feed_and_apply_settings(tmp_path: Path) -> None:
+    from l7scope.contracts.nodeconfig import from_mapping
     from l7scope.node.metadata import MetadataCache
-    from l7scope.node.settings import from_mapping
     from l7scope.testing.node_inputs import pod
 
     def feed(cache: MetadataCache, stop: object) -> None:
@@ -174,7 +174,7 @@ def test_policy_sync_chmods_only_a_directory_it_created(tmp_path: Path) -> None:
 
 def test_port_and_mark_changes_wait_for_a_restart(tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    from l7scope.node.settings import from_mapping
+    from l7scope.contracts.nodeconfig import from_mapping
 
     settings = tmp_path / "node.yaml"
     write_settings(settings, tmp_path, tproxyMode="Disabled")

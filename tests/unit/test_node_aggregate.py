@@ -10,12 +10,12 @@ import pytest
 
 from l7scope.contracts import latency
 from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.nodeconfig import AggregationSettings
 from l7scope.contracts.record import L7Record, decode_record, encode_record
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator, Update, limit_url, trim_path, url_of
 from l7scope.node.enrich import Endpoint, ServiceRef
 from l7scope.node.metadata import MetadataCache
-from l7scope.node.settings import AggregationSettings
 from l7scope.testing.node_inputs import http_data, report, shop
 
 SRC = Endpoint("wep", "shop", "frontend-*")

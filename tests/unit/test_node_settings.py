@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from l7scope.node import settings as st
+from l7scope.contracts import nodeconfig as st
+from l7scope.node.settings import SettingsFile, load
 
 
 def test_felix_defaults() -> None:
@@ -59,7 +60,7 @@ def test_errors_name_the_key(spec: dict[str, object], key: str) -> None:
 def test_settings_file_reload_keeps_last_good(tmp_path: Path) -> None:
     p = tmp_path / "node.yaml"
     p.write_text("tproxyMode: Enabled\n")
-    f = st.SettingsFile(p)
+    f = SettingsFile(p)
     assert f.current.tproxy_mode == "Enabled"
     assert f.poll() is None
     p.write_text("tproxyMode: EnabledAllServices\nl7LogsFlushInterval: 2s\n")
@@ -135,7 +136,7 @@ def test_bad_cluster_host_paths(path: str, key: str) -> None:
 def test_local_settings_file_may_name_any_normalized_path(tmp_path: Path) -> None:
     p = tmp_path / "node.yaml"
     p.write_text(f"policySyncPathPrefix: {tmp_path}/sync\n")
-    assert st.load(p).policy_sync_path_prefix == f"{tmp_path}/sync"
+    assert load(p).policy_sync_path_prefix == f"{tmp_path}/sync"
     for bad in BAD_PATHS:
         with pytest.raises(st.SettingsError, match="policySyncPathPrefix"):
             st.from_mapping({"policySyncPathPrefix": bad}, local_paths=True)

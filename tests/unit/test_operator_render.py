@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from l7scope.node.settings import NodeSettings
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator import crd, render
 from l7scope.operator.spec import ApplicationLayerSpec, check
 
@@ -38,14 +38,23 @@ def test_daemonset_shape() -> None:
     assert env["ENVOY_LOG_INTERVAL_SECONDS"] == "5"
     assert env["ENVOY_LOG_REQUESTS_PER_INTERVAL"] == "-1"
     assert env["FELIX_DIAL_TARGET"] == "unix:///var/run/nodeagent/socket"
-    for c in pod["containers"]:
+    envoy_c, *others = pod["containers"]
+    for c in others:
         assert c["readinessProbe"]["httpGet"]["host"] == "127.0.0.1"
-        assert c["livenessProbe"]["httpGet"]["path"] in ("/ready", "/healthz")
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Envoy's admin is a unix socket on the pod's own `run` volume, probed by exec
+    sock = "unix:/var/run/l7scope/sockets/envoy-admin.sock"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert envoy_c[probe]["exec"]["command"] == ["python", "-m", "l7scope.proxy.admin", sock, "/ready"]
+    assert all(mounts[c]["run"] == "/var/run/l7scope/sockets" for c in names)
+    assert {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod["volumes"]
+    assert all(sock in c["command"] for c in others)  # collector's reopen, node agent's probe
     cm = objs["ConfigMap"]
     envoy = yaml.safe_load(cm["data"]["envoy-config.yaml"])
     assert "static_resources" in envoy
     ports = [lst["address"]["socket_address"]["port_value"] for lst in envoy["static_resources"]["listeners"]]
-    assert 16001 in ports
+    assert ports == [16001]
+    assert envoy["admin"]["address"] == {"pipe": {"path": "/var/run/l7scope/sockets/envoy-admin.sock", "mode": 0o660}}
 
 
 def test_envoy_config_follows_the_node_settings_port_and_upstream_mark() -> None:
@@ -165,3 +174,76 @@ def test_chart_templates_use_only_plain_values() -> None:
     with pytest.raises(chart.ChartError, match="unsupported template expression"):
         chart.render_template("a: {{ include \"x\" . }}", {})
     assert chart.render_template("ns: {{ .Release.Namespace }}", {"Release": {"Namespace": "n"}}) == "ns: n"
+
+
+def _workloads() -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    """(where, pod spec) of every pod l7scope runs: what the operator renders, and the chart's
+    operator Deployment."""
+    from l7scope.operator import chart
+
+    out = [(f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"])
+           for o in render.render(_spec(), render.RenderContext())
+           if o["kind"] in ("DaemonSet", "Deployment")]
+    out += [(f"chart {o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"])
+            for o in chart.render() if o["kind"] in ("DaemonSet", "Deployment")]
+    assert [w for w, _ in out] == ["DaemonSet/l7-log-collector", "Deployment/l7scope-server",
+                                   "chart Deployment/l7scope-operator"]
+    return out
+
+
+def test_every_container_is_least_privileged() -> None:
+    from kubernetes.utils import parse_quantity
+
+    seen = 0
+    for where, pod in _workloads():
+        for c in pod["containers"]:
+            what = f"{where} {c['name']}"
+            sc = c["securityContext"]
+            assert sc["capabilities"]["drop"] == ["ALL"], what
+            assert sc["allowPrivilegeEscalation"] is False and sc.get("privileged") is False, what
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, what
+            assert sc["readOnlyRootFilesystem"] is True, what
+            added = sc["capabilities"].get("add", [])
+            if c["name"] in ("envoy-proxy", "l7-node-agent"):
+                assert added == ["NET_ADMIN"] and sc["runAsUser"] == 0, what
+            else:  # the collector, the server, the operator: nothing added, not root
+                assert added == [] and sc["runAsNonRoot"] is True, what
+                assert sc["runAsUser"] == 10001 == sc["runAsGroup"], what
+            if where.startswith("DaemonSet"):  # one group for the sockets the pod shares
+                assert sc["runAsGroup"] == render.APP_UID, what
+            res = c["resources"]
+            for q in ("cpu", "memory"):
+                assert parse_quantity(res["requests"][q]) <= parse_quantity(res["limits"][q]), what
+            # the root file system is read-only: every place it writes is a volume
+            assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}, what
+            seen += 1
+    assert seen == 5
+
+
+def test_server_and_operator_pods_meet_pod_security_restricted() -> None:
+    allowed_volumes = {"configMap", "emptyDir", "projected", "secret", "downwardAPI",
+                       "persistentVolumeClaim", "ephemeral", "csi"}
+    for where, pod in _workloads():
+        if where.startswith("DaemonSet"):
+            continue
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod), where
+        for v in pod.get("volumes", []):
+            assert set(v) - {"name"} <= allowed_volumes, (where, v)
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for c in pod["containers"]:
+            assert not c["securityContext"]["capabilities"].get("add"), where
+            assert all(p.get("hostPort") is None for p in c.get("ports", [])), where
+
+
+def test_namespace_is_labelled_for_what_the_daemonset_needs() -> None:
+    from l7scope.operator import chart
+
+    ns = render.render(_spec(), render.RenderContext())[0]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert chart.render()[0]["metadata"]["labels"] == ns["metadata"]["labels"]
+    pod = next(p for w, p in _workloads() if w.startswith("DaemonSet"))
+    # why it has to be `privileged`: each of these is refused by `baseline`
+    assert pod["hostNetwork"] is True
+    assert any("hostPath" in v for v in pod["volumes"])
+    assert any(c["securityContext"]["capabilities"].get("add") for c in pod["containers"])

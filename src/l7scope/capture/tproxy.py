@@ -10,14 +10,20 @@ mark (OR-ed in, other bits untouched), which routes them to the local stack
 The chains of the table (docs/capture.md has the packet walk):
 
 - `raw_prerouting` / `raw_output` (priority raw, before conntrack): the captured flows,
-  client -> service and the proxy's replies service -> client, are `notrack`. Without this a
-  kube-proxy in iptables mode DNATs the captured connection (nat prerouting runs after mangle)
-  and the client's next packet no longer finds the connection Envoy accepted: Envoy's wildcard
-  listener answers RST. Untracked packets skip every nat hook, so Envoy sees the ClusterIP as
-  the original destination. Envoy's own upstream connection is a new, tracked flow from the
-  node, which kube-proxy balances as usual.
-- `prerouting` (priority mangle): `socket transparent 1` for established proxied
-  connections, then the TPROXY rule for new ones.
+  client -> service, and the proxy's replies service -> client (from Envoy's transparent
+  sockets only), are `notrack`. Without this a kube-proxy in iptables mode DNATs the captured
+  connection (nat prerouting runs after mangle) and the client's next packet no longer finds
+  the connection Envoy accepted: Envoy's wildcard listener answers RST. Untracked packets skip
+  every nat hook, so Envoy sees the ClusterIP as the original destination. Envoy's own
+  upstream connection is a new, tracked flow, which kube-proxy balances as usual.
+- `prerouting` (priority mangle): replies to Envoy's upstream connections (conntrack mark
+  `upstream_mark`) get the proxy mark so they reach Envoy, not the client pod whose IP the
+  upstream connection carries (Envoy `original_src`); Envoy's own upstream packets looped
+  back to a local endpoint are left alone; `socket transparent 1` for established proxied
+  connections; then the TPROXY rule for new ones.
+- `output` (type route, priority mangle): Envoy's upstream sockets carry `upstream_mark`
+  (SO_MARK), saved into conntrack; a local (host-network) endpoint's replies to them get the
+  proxy mark and are re-routed to Envoy.
 - `input` (port guard): a connection to `tproxy_port` whose destination is not a selected
   address was not TPROXYed (someone dialled `<node>:<tproxyPort>` directly) and is reset, so
   Envoy's transparent listener cannot be used as an open proxy into the cluster.
@@ -40,15 +46,17 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from l7scope.contracts import nodeconfig
+
 DEFAULT_TABLE = "l7scope"
-DEFAULT_MARK = 0x1000
-"""Bit 12: clear of Felix's 0xffff0000 and kube-proxy's 0x4000/0x8000 (node.settings checks a
-configured `tproxyMark`)."""
-DEFAULT_UPSTREAM_MARK = 0x2000
+DEFAULT_MARK = nodeconfig.DEFAULT_TPROXY_MARK
+"""Bit 12: clear of Felix's 0xffff0000 and kube-proxy's 0x4000/0x8000 (contracts.nodeconfig
+checks a configured `tproxyMark`)."""
+DEFAULT_UPSTREAM_MARK = nodeconfig.DEFAULT_TPROXY_UPSTREAM_CONN_MARK
 """Bit 13: the mark Envoy puts on its upstream sockets (`original_src`), node setting
 `tproxyUpstreamConnMark`."""
 DEFAULT_ROUTE_TABLE = 16001
-DEFAULT_TPROXY_PORT = 16001
+DEFAULT_TPROXY_PORT = nodeconfig.DEFAULT_TPROXY_PORT
 
 
 @dataclass(frozen=True)
@@ -94,9 +102,9 @@ def render(sel: Selection, rules: Rules = Rules()) -> str:
     captured = "meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services"
     replies = "meta l4proto tcp ip daddr @clients ip saddr . tcp sport @services"
 
-    def chain(name: str, hook: str, priority: str, *body: str) -> list[str]:
+    def chain(name: str, hook: str, priority: str, *body: str, type_: str = "filter") -> list[str]:
         return [f"  chain {name} {{",
-                f"    type filter hook {hook} priority {priority}; policy accept;",
+                f"    type {type_} hook {hook} priority {priority}; policy accept;",
                 *(f"    {line}" for line in body), "  }"]
 
     lines = [
@@ -115,13 +123,16 @@ def render(sel: Selection, rules: Rules = Rules()) -> str:
         f"  counter {FORWARD_GUARD} {{}}",
         f"  counter {PORT_GUARD} {{}}",
         *chain("raw_prerouting", "prerouting", "raw", f"{captured} notrack"),
-        *chain("raw_output", "output", "raw", f"{replies} notrack"),
+        *chain("raw_output", "output", "raw", f"{replies} socket transparent 1 notrack"),
         *chain("prerouting", "prerouting", "mangle",
                f"ct direction reply ct mark & {upstream} == {upstream} {set_mark} accept",
+               f"ct mark & {upstream} == {upstream} accept",
                f"meta l4proto tcp socket transparent 1 {set_mark} accept",
                f"{captured} {set_mark} tproxy to :{rules.tproxy_port} accept"),
         *chain("output", "output", "mangle",
-               f"meta mark & {upstream} == {upstream} ct mark set ct mark | {upstream}"),
+               f"meta mark & {upstream} == {upstream} ct mark set ct mark | {upstream}",
+               f"ct direction reply ct mark & {upstream} == {upstream} {set_mark}",
+               type_="route"),
         *chain("input", "input", "filter",
                f"tcp dport {rules.tproxy_port} ip daddr . tcp dport != @services"
                f' counter name "{PORT_GUARD}" reject with tcp reset'),
@@ -146,17 +157,38 @@ def apply(sel: Selection, rules: Rules = Rules(), netns: str | None = None) -> N
 
 
 def remove(rules: Rules = Rules(), netns: str | None = None) -> None:
-    """Delete the table and the policy route; a missing table or route is not an error."""
+    """Delete the table and the policy route; a missing table or route is not an error.
+    Every fwmark rule that looks up our route table goes, whatever its mark: a previous
+    version's (0x1000000, inside Felix's mask) or a changed `tproxyMark` leaves none behind."""
     _run(["nft", "delete", "table", "ip", rules.table], netns)
-    _run(["ip", "rule", "del", "fwmark", f"0x{rules.mark:x}/0x{rules.mark:x}",
-          "lookup", str(rules.route_table)], netns)
+    for pref, _ in policy_rules(rules, netns):
+        _run(["ip", "rule", "del", "pref", str(pref)], netns)
     _run(["ip", "route", "flush", "table", str(rules.route_table)], netns)
 
 
+def policy_rules(rules: Rules = Rules(), netns: str | None = None) -> list[tuple[int, str]]:
+    """(priority, "fwmark/mask") of each `ip rule` with a fwmark that looks up our table."""
+    res = _run(["ip", "-j", "rule", "show"], netns)
+    if res.returncode != 0:
+        return []
+    out = []
+    for r in json.loads(res.stdout or "[]"):
+        if str(r.get("table")) == str(rules.route_table) and "fwmark" in r:
+            mask = r.get("fwmask", "0xffffffff")
+            out.append((int(r["priority"]), f"{int(r['fwmark'], 16):#x}/{int(mask, 16):#x}"))
+    return out
+
+
 def ensure_route(rules: Rules = Rules(), netns: str | None = None) -> None:
+    """Exactly one fwmark rule for our table, with this mark, and the local route in it."""
     mark = f"0x{rules.mark:x}/0x{rules.mark:x}"
-    shown = _run(["ip", "rule", "show"], netns).stdout
-    if f"fwmark {mark} lookup {rules.route_table}" not in shown:
+    keep = None
+    for pref, fwmark in policy_rules(rules, netns):
+        if fwmark == mark and keep is None:
+            keep = pref
+        else:  # another mark (an old version's, a changed tproxyMark) or a duplicate
+            _run(["ip", "rule", "del", "pref", str(pref)], netns)
+    if keep is None:
         res = _run(["ip", "rule", "add", "fwmark", mark, "lookup", str(rules.route_table)], netns)
         if res.returncode != 0:
             raise CaptureError(f"ip rule failed: {res.stderr.strip()}")

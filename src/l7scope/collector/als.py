@@ -11,7 +11,9 @@
 * no response (no response code) = 0, as the file log writes it;
 * `upstream_service_time` = first byte to the upstream -> first byte back, in ms.
 
-`serve()` starts a grpcio server on a unix socket (`unix:/path`) or `host:port`.
+`serve()` starts a grpcio server on a unix socket (`unix:/path`, mode 0660: the owner and the
+group, never the world, may send records) or on `host:port` with TLS only (a certificate and
+key are required: anyone who can reach a plain TCP port could forge access-log lines).
 """
 
 from __future__ import annotations
@@ -181,9 +183,28 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
         return als_pb2.StreamAccessLogsResponse()
 
 
-def serve(listen: str, sink: Sink, counters: AlsCounters | None = None,
-          workers: int = 4) -> tuple[grpc.Server, AccessLogService]:
-    """Start the ALS server on `unix:/path` (or `unix:///path`) or `host:port`."""
+SOCKET_MODE = 0o660
+
+
+class AlsConfigError(ValueError):
+    """The listen address and TLS settings do not fit together."""
+
+
+def check_listen(listen: str, tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None
+                 ) -> None:
+    """Refuse plain TCP: `host:port` needs a TLS certificate and key."""
+    if _unix_path(listen) is None and tls is None:
+        raise AlsConfigError(
+            f"ALS on TCP ({listen}) needs TLS: give a certificate and key (--als-tls-cert, "
+            "--als-tls-key), or listen on a unix socket (unix:/path) for an Envoy on this node")
+
+
+def serve(listen: str, sink: Sink, counters: AlsCounters | None = None, workers: int = 4,
+          tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+          ) -> tuple[grpc.Server, AccessLogService]:
+    """Start the ALS server on `unix:/path` (or `unix:///path`), or on `host:port` with
+    `tls=(cert.pem, key.pem)` (see the module doc)."""
+    check_listen(listen, tls)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     svc = AccessLogService(sink, counters)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(svc, server)
@@ -192,12 +213,20 @@ def serve(listen: str, sink: Sink, counters: AlsCounters | None = None,
         if os.path.exists(path):
             os.unlink(path)  # a stale socket from an earlier run
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    if server.add_insecure_port(listen) == 0 and not path:
+        old = os.umask(0o117)  # created 0660: no moment in which the world may connect
+        try:
+            bound = server.add_insecure_port(listen)
+        finally:
+            os.umask(old)
+        os.chmod(path, SOCKET_MODE)
+    else:
+        assert tls is not None
+        cert, key = (open(f, "rb").read() for f in tls)  # noqa: SIM115 - read at once
+        bound = server.add_secure_port(listen, grpc.ssl_server_credentials([(key, cert)]))
+    if bound == 0 and not path:
         raise OSError(f"cannot listen on {listen}")
     server.start()
-    if path:
-        os.chmod(path, 0o777)  # Envoy may run as another user (Calico does the same)
-    log.info("gRPC Access Log Service listening on %s", listen)
+    log.info("gRPC Access Log Service listening on %s%s", listen, " (TLS)" if tls and not path else "")
     return server, svc
 
 

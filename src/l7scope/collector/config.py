@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from l7scope.contracts.policysync import dial_target, socket_path
 
@@ -44,9 +44,12 @@ class CollectorSettings(BaseModel):
     interval: float = Field(5.0, description="seconds per batch (logIntervalSeconds)")
     requests_per_interval: int = Field(-1, description="unique keys per interval, -1 = no cap")
     max_lag_bytes: int = Field(1_000_000, ge=0, description="skip to the end when further behind")
-    als_listen: str | None = Field(None, description="gRPC ALS listen address: unix:/path or host:port")
+    als_listen: str | None = Field(
+        None, description="gRPC ALS listen address: unix:/path (mode 0660) or host:port (TLS only)")
+    als_tls_cert: Path | None = Field(None, description="certificate (PEM) of a TCP ALS listener")
+    als_tls_key: Path | None = Field(None, description="private key (PEM) of a TCP ALS listener")
     node_name: str = Field(default_factory=socket.gethostname)
-    envoy_admin: str | None = Field(None, description="Envoy admin URL, for POST /reopen_logs")
+    envoy_admin: str | None = Field(None, description="Envoy admin (unix:/path or URL), for POST /reopen_logs")
     rotate_bytes: int = Field(0, ge=0, description="rotate the log at this size (0 = never)")
     status_addr: str | None = Field(None, description="HOST:PORT of the /healthz + /stats server")
     state_file: Path | None = Field(None, description="read position; default <envoy_log>.pos")
@@ -73,6 +76,22 @@ class CollectorSettings(BaseModel):
     @classmethod
     def _target(cls, v: str) -> str:
         return dial_target(v)
+
+    @model_validator(mode="after")
+    def _als_tls(self) -> CollectorSettings:
+        if (self.als_tls_cert is None) != (self.als_tls_key is None):
+            raise ValueError("als_tls_cert and als_tls_key go together")
+        if self.als_listen:
+            from l7scope.collector.als import check_listen  # (grpc only when ALS is asked for)
+
+            check_listen(self.als_listen, self.als_tls)
+        return self
+
+    @property
+    def als_tls(self) -> tuple[Path, Path] | None:
+        if self.als_tls_cert is None or self.als_tls_key is None:
+            return None
+        return self.als_tls_cert, self.als_tls_key
 
     def state_path(self) -> Path | None:
         if not self.checkpoint or self.envoy_log is None:

@@ -22,7 +22,6 @@ import os
 import signal
 import threading
 import time
-import urllib.request
 from collections import deque
 from dataclasses import asdict
 from pathlib import Path
@@ -38,7 +37,8 @@ from l7scope.collector.decode import decode_block
 from l7scope.collector.report import GrpcSender, Reporter, Send
 from l7scope.collector.tail import Position, Tail, rotate_file
 from l7scope.contracts.envoy_log import EnvoyLogLine
-from l7scope.contracts.status import StatusEndpoint
+from l7scope.contracts.status import CollectorStats, StatusEndpoint
+from l7scope.proxy import admin
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,15 @@ def save_position(path: Path, pos: Position) -> None:
     os.replace(tmp, path)
 
 
-def reopen_envoy_logs(admin_url: str, timeout: float = 2.0) -> None:
-    """Ask Envoy to reopen its access logs (admin `POST /reopen_logs`)."""
-    req = urllib.request.Request(admin_url.rstrip("/") + "/reopen_logs", data=b"", method="POST")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        if resp.status != 200:
-            raise OSError(f"reopen_logs answered {resp.status}")
+def reopen_envoy_logs(admin_address: str, timeout: float = 2.0) -> None:
+    """Ask Envoy to reopen its access logs (admin `POST /reopen_logs`); the address is
+    `unix:/path`, `host:port` or `http://host:port` (`l7scope.proxy.admin`)."""
+    try:
+        status, _ = admin.request_at(admin_address, "/reopen_logs", method="POST", timeout=timeout)
+    except admin.AdminError as e:
+        raise OSError(str(e)) from e
+    if status != 200:
+        raise OSError(f"reopen_logs answered {status}")
 
 
 class Collector:
@@ -209,13 +212,13 @@ class Collector:
 
     # --- status ----------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> CollectorStats:
         t = self.tail.counters if self.tail else None
         r = self.reporter.counters
         with self.lock:
             pending = self.batcher.pending_requests
             c = dict(self.counters)
-        out: dict[str, Any] = {
+        out: CollectorStats = {
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             "lines_read": t.lines_read if t else 0,
             "bytes_read": t.bytes_read if t else 0,
@@ -225,7 +228,14 @@ class Collector:
             "rotations_seen": t.rotations if t else 0,
             "truncations": t.truncations if t else 0,
             "partial_lines_dropped": t.partial_dropped if t else 0,
-            **c,
+            "bad_lines": c["bad_lines"],
+            "invalid_lines": c["invalid_lines"],
+            "requests_batched": c["requests_batched"],
+            "requests_over_cap": c["requests_over_cap"],
+            "intervals": c["intervals"],
+            "messages": c["messages"],
+            "rotations_by_collector": c["rotations_by_collector"],
+            "reopen_failures": c["reopen_failures"],
             "requests_pending": pending,
             "reports_sent": r.reported,
             "reports_failed": r.failed,
@@ -257,7 +267,8 @@ class Collector:
             self._spawn(self._reader, "reader")
         self._spawn(self._report_loop, "reporter")
         if s.als_listen:
-            self._als_server, _ = als.serve(s.als_listen, self.add_lines, self.als_counters)
+            self._als_server, _ = als.serve(s.als_listen, self.add_lines, self.als_counters,
+                                             tls=s.als_tls)
         if s.status_addr:
             self._status = StatusEndpoint(s.status_addr, self.healthy, self.stats)
         log.info("collector: log %s -> %s every %.1f s (cap %s, node %s)", s.envoy_log,

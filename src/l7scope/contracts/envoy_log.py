@@ -1,6 +1,6 @@
 """The Envoy access-log contract: the JSON keys Envoy writes and how the collector reads them.
 
-This module is the single owner of the format. `l7scope.proxy.config` renders Envoy's
+This module is the single owner of the format. `l7scope.proxy.bootstrap` renders Envoy's
 `json_format` from `json_format()`, and the collector decodes each line into `EnvoyLogLine`
 with `decode_line()` / `decode_lines()`. Both sides import it; nothing else defines a key.
 

@@ -4,9 +4,10 @@ and the names of the counters its readers interpret.
 The collector and the node agent each start one on their `--status-addr` (loopback by default);
 `l7scope status` (status/probe.py), the demo (demo/probe.py) and the Kubernetes probes read it.
 It runs in a daemon thread of its own. `/stats` is a flat JSON object of counters (the
-collector's `Collector.stats()`, the node agent's `NodeAgent.snapshot()`); the keys readers
-depend on are listed here once (COUNTERS, COLLECTOR_DROPS, NODE_AGENT_DROPS) and
-`tests/unit/test_contracts_status.py` checks that both producers publish every one of them.
+collector's `Collector.stats()`, the node agent's `NodeAgent.snapshot()`); its shape is typed here
+(`CollectorStats`, `NodeAgentStats`: mypy checks that the producers build exactly these), and the
+keys readers depend on are listed here once (COUNTERS, COLLECTOR_DROPS, NODE_AGENT_DROPS;
+`tests/unit/test_contracts_status.py` checks them against the shapes and the producers).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypedDict
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,77 @@ HEALTHZ_PATH: Final = "/healthz"
 STATS_PATH: Final = "/stats"
 COLLECTOR: Final = "collector"
 NODE_AGENT: Final = "node-agent"
+
+
+class CollectorStats(TypedDict):
+    """`GET /stats` of `l7scope collector` (counters since start)."""
+
+    uptime_seconds: float
+    lines_read: int
+    bytes_read: int
+    bytes_skipped: int
+    lines_skipped: int
+    lag_skips: int
+    rotations_seen: int
+    truncations: int
+    partial_lines_dropped: int
+    bad_lines: int
+    invalid_lines: int
+    requests_batched: int
+    requests_over_cap: int
+    intervals: int
+    messages: int
+    rotations_by_collector: int
+    reopen_failures: int
+    requests_pending: int
+    reports_sent: int
+    reports_failed: int
+    reports_rejected: int
+    reports_retried: int
+    reports_buffered: int
+    reports_dropped: int
+    requests_reported: int
+    requests_dropped: int
+    als_streams: int
+    als_entries: int
+    als_bad_entries: int
+
+
+class NodeAgentStats(TypedDict):
+    """`GET /stats` of `l7scope node` (counters since start, plus its current state)."""
+
+    node: str
+    uptime_seconds: float
+    reports_received: int
+    reports_dropped: int
+    requests_dropped_at_intake: int
+    intake_queue: int
+    bad_reports: int
+    control_errors: int
+    requests_seen: int
+    requests_logged: int
+    requests_overflow: int
+    requests_unlogged: int
+    records_flushed: int
+    records_written: int
+    l7log_write_errors: int
+    records_spooled: int
+    records_shipped: int
+    records_rejected: int
+    records_dropped: int
+    batches_duplicate: int
+    spool_batches: int
+    shipping: bool
+    spool_bytes: int
+    ship_error: str
+    selected_services: int
+    capture_state: str
+    envoy_ready: bool | None
+    capture_bridged_clients: int
+    capture: dict[str, Any]
+    metadata: dict[str, int]
+    settings: dict[str, Any]
+    inventory: dict[str, Any] | None
 
 
 class Source(NamedTuple):

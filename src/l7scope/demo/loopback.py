@@ -28,7 +28,7 @@ from l7scope.demo.probe import Probe, netns_stats
 from l7scope.demo.procs import Processes, kill_recorded
 from l7scope.demo.session import Session, ensure_port_free, reachable, wait_for
 from l7scope.demo.shop import catalog
-from l7scope.proxy import config as envoy_config
+from l7scope.proxy import bootstrap as envoy_config
 from l7scope.proxy.supervisor import EnvoySupervisor
 
 NODE = "node-a"

@@ -75,7 +75,7 @@ class NetnsMode:
     def start(self, s: Session) -> None:
         from l7scope.capture import tproxy
         from l7scope.netlab import Topology, cleanup_stale
-        from l7scope.proxy.config import EnvoySettings
+        from l7scope.proxy.bootstrap import EnvoySettings
 
         o = s.o
         if os.geteuid() != 0:

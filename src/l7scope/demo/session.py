@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from l7scope.contracts import api, demo_state
+from l7scope.contracts.auth import default_data_dir as server_data_dir
 from l7scope.contracts.auth import ensure_token
 from l7scope.demo import pipeline, topology
 from l7scope.demo.probe import Probe, ServerApi
@@ -46,8 +47,8 @@ class DemoOptions:
 
 
 def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "l7scope" / "demo"
+    """`demo/` under the server's default data directory."""
+    return server_data_dir() / "demo"
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float,

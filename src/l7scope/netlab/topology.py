@@ -52,7 +52,7 @@ from typing import IO, Any
 from l7scope.capture import tproxy
 from l7scope.netlab import kubeproxy
 from l7scope.netlab.sh import NetlabError, in_ns, ip, run, sysctl
-from l7scope.proxy.config import EnvoySettings
+from l7scope.proxy.bootstrap import EnvoySettings
 from l7scope.proxy.supervisor import EnvoySupervisor
 
 UNDERLAY_NET = ipaddress.IPv4Network("172.30.0.0/24")

@@ -25,12 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from l7scope.capture import bridge
 from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.contracts.record import L7Record, encode_records
-from l7scope.contracts.status import StatusEndpoint
+from l7scope.contracts.status import NodeAgentStats, StatusEndpoint
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.enrich import Enricher
@@ -39,7 +39,7 @@ from l7scope.node.l7log_file import L7LogFile
 from l7scope.node.metadata import DEFAULT_GRACE_SECONDS, MetadataCache
 from l7scope.node.policysync_server import PolicySyncServer
 from l7scope.node.selection import CaptureController, capture_rules, envoy_ready_probe
-from l7scope.node.settings import NodeSettings, SettingsFile
+from l7scope.node.settings import SettingsFile
 from l7scope.node.shipper import Shipper
 
 log = logging.getLogger(__name__)
@@ -269,7 +269,7 @@ class Agent:
             self.stats.last_control_error = str(e)
 
     # ---- status -----------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> NodeAgentStats:
         agg, sh, cap, intake = (self.aggregator.totals, self.shipper.stats, self.capture.stats,
                                 self.server.stats)
         return {

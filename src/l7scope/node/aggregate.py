@@ -30,9 +30,9 @@ import logging
 from dataclasses import dataclass, field
 
 from l7scope.contracts import latency
+from l7scope.contracts.nodeconfig import AggregationSettings
 from l7scope.contracts.record import TYPE_UNLOGGED, L7Record
 from l7scope.node.enrich import NOT_INCLUDED, Endpoint, ServiceRef
-from l7scope.node.settings import AggregationSettings
 
 log = logging.getLogger(__name__)
 

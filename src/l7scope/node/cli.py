@@ -14,13 +14,14 @@ import click
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.nodeconfig import NodeSettings, SettingsError
 from l7scope.contracts.record import encode_records
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.enrich import Enricher
 from l7scope.node.inventory import Inventory
 from l7scope.node.metadata import MetadataCache
-from l7scope.node.settings import NodeSettings, SettingsError, load
+from l7scope.node.settings import load
 
 if TYPE_CHECKING:
     from l7scope.node.agent import Agent, MetadataFeed
@@ -54,7 +55,7 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
 @click.option("--server-token-file", type=click.Path(dir_okay=False),
               help="File with the bearer token for shipping (the standalone server's <data-dir>/token, "
                    "or a projected ServiceAccount token in a cluster); re-read when it changes.")
-@click.option("--envoy-admin", help="Envoy admin URL; capture is withdrawn while its /ready fails.")
+@click.option("--envoy-admin", help="Envoy admin: unix:/path or http://127.0.0.1:PORT; capture is withdrawn while its /ready fails.")
 @click.option("--status-addr", help="HOST:PORT for GET /healthz and GET /stats.")
 @click.option("--data-dir", default="/var/lib/l7scope/node", show_default=True,
               help="Spool directory parent (batches not yet shipped survive restarts).")

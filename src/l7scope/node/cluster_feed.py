@@ -26,9 +26,9 @@ from typing import Any, Protocol
 import yaml
 
 from l7scope.contracts import nodeconfig
+from l7scope.contracts.nodeconfig import NodeSettings, SettingsError, from_mapping
 from l7scope.kube.client import JSON, Kube, KubeError
 from l7scope.kube.watch import ResourceWatch, WatchStats
-from l7scope.node.settings import NodeSettings, SettingsError, from_mapping
 
 log = logging.getLogger(__name__)
 

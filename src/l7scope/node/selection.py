@@ -28,11 +28,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
-
 from l7scope.capture import bridge, tproxy
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.node.metadata import MetadataCache, Service
-from l7scope.node.settings import NodeSettings
+from l7scope.proxy import admin
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +77,15 @@ def capture_rules(settings: NodeSettings) -> tproxy.Rules:
                         upstream_mark=settings.tproxy_upstream_conn_mark)
 
 
-def envoy_ready_probe(admin_url: str, timeout: float = 0.5) -> Callable[[], bool]:
-    """A readiness check against Envoy's admin `/ready` (200 = LIVE)."""
-    url = admin_url.rstrip("/") + "/ready"
-    client = httpx.Client(timeout=timeout)
-
+def envoy_ready_probe(admin_address: str, timeout: float = 0.5) -> Callable[[], bool]:
+    """A readiness check against Envoy's admin `/ready` (200 = LIVE); the address is
+    `unix:/path`, `host:port` or `http://host:port` (`l7scope.proxy.admin`)."""
     def probe() -> bool:
         try:
-            return client.get(url).status_code == 200
-        except httpx.HTTPError:
+            status, _ = admin.request_at(admin_address, "/ready", timeout=timeout)
+        except admin.AdminError:
             return False
+        return status == 200
 
     return probe
 

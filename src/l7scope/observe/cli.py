@@ -13,13 +13,19 @@ from typing import IO, Any
 import click
 import msgspec
 
-from l7scope.contracts.api import DEFAULT_URL
+from l7scope.contracts.api import DEFAULT_URL, SEARCH_PATH
 from l7scope.contracts.timerange import TimeRangeError, parse_time
 from l7scope.observe import filters
-from l7scope.observe.client import ApiError, Client, default_server
+from l7scope.observe.client import ApiError, Client, default_server, service_backends
 from l7scope.observe.filters import FilterError, FilterSpec
 from l7scope.observe.follow import SERVER_ORDER, FollowCursor, order_key
-from l7scope.observe.options import token_file_option, token_from
+from l7scope.observe.options import (
+    NotAwareCommand,
+    filter_options,
+    spec_from_options,
+    token_file_option,
+    token_from,
+)
 from l7scope.observe.printer import FORMATS, Printer, make_printer
 
 Record = dict[str, Any]
@@ -36,53 +42,6 @@ Examples:
   l7scope observe --all -o jsonl | l7scope observe - --http-status 5+
   l7scope observe --selector 'duration_max > 100000000' --print-selector
 """
-
-
-class _NotAwareCommand(click.Command):
-    """`--not --FLAG VALUE` becomes the hidden option `--not-FLAG VALUE` before click parses."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        out: list[str] = []
-        i = 0
-        while i < len(args):
-            a = args[i]
-            if a == "--":
-                out.extend(args[i:])
-                break
-            if a == "--not":
-                nxt = args[i + 1] if i + 1 < len(args) else ""
-                name = nxt[2:].split("=", 1)[0] if nxt.startswith("--") else ""
-                if name not in filters.FLAGS:
-                    raise click.UsageError(
-                        f"--not must be followed by a filter flag (--{', --'.join(filters.FLAGS)}), "
-                        f"not {nxt or 'nothing'!r}", ctx)
-                out.append("--not-" + nxt[2:])
-                i += 2
-                continue
-            out.append(a)
-            i += 1
-        return super().parse_args(ctx, out)
-
-
-def _filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for flag, help_text in reversed(filters.FLAGS.items()):
-        fn = click.option(f"--not-{flag}", f"not_{flag.replace('-', '_')}", multiple=True,
-                          hidden=True)(fn)
-        fn = click.option(f"--{flag}", flag.replace("-", "_"), multiple=True, metavar="VALUE",
-                          help=help_text + " Repeat for alternatives.")(fn)
-    return fn
-
-
-def spec_from_options(options: Mapping[str, Any]) -> FilterSpec:
-    include: dict[str, tuple[str, ...]] = {}
-    exclude: dict[str, tuple[str, ...]] = {}
-    for flag in filters.FLAGS:
-        key = flag.replace("-", "_")
-        if options.get(key):
-            include[flag] = tuple(options[key])
-        if options.get("not_" + key):
-            exclude[flag] = tuple(options["not_" + key])
-    return FilterSpec(include, exclude, tuple(options.get("selector") or ()))
 
 
 def _time_value(text: str | None) -> str | None:
@@ -103,7 +62,7 @@ def _resolve_range(since: str | None, until: str | None, now: float) -> tuple[in
     return start, end
 
 
-@click.command(cls=_NotAwareCommand, epilog=_EPILOG,
+@click.command(cls=NotAwareCommand, epilog=_EPILOG,
                context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("source", required=False, metavar="[-]")
 @click.option("--server", default=default_server, show_default=f"env L7SCOPE_SERVER or {DEFAULT_URL}",
@@ -111,7 +70,7 @@ def _resolve_range(since: str | None, until: str | None, now: float) -> tuple[in
 @token_file_option
 @click.option("--input", "input_file", type=click.Path(allow_dash=True, dir_okay=False),
               help="Read records from this jsonl file (as written by -o jsonl) instead of the server; '-' = stdin.")
-@_filter_options
+@filter_options
 @click.option("--selector", multiple=True, metavar="EXPR",
               help="A raw selector (docs/api.md), ANDed with the flags.")
 @click.option("--since", metavar="TIME", help="Records with end_time after TIME: 5m, 2h, 1d, epoch seconds or ISO 8601.")
@@ -233,17 +192,6 @@ def _observe_file(path: str, spec: FilterSpec, since: str | None, until: str | N
 # --- from the server ---------------------------------------------------------------------------
 
 
-def _services(client: Client, spec: FilterSpec, time_range: Mapping[str, Any]
-              ) -> dict[str, list[tuple[str, str]]]:
-    out: dict[str, list[tuple[str, str]]] = {}
-    for v in spec.needs_services():
-        ans = client.aggregation(filters.service_query(v), time_range,
-                                 ["dest_namespace", "dest_name_aggr"], limit=1000)
-        out[v] = sorted((str(g["key"]["dest_namespace"]), str(g["key"]["dest_name_aggr"]))
-                        for g in ans.get("groups", []))
-    return out
-
-
 def _search_sorted(client: Client, sel: str, time_range: Mapping[str, Any], *,
                    limit: int | None, descending: bool
                    ) -> Iterator[tuple[dict[str, Any], list[Record]]]:
@@ -252,7 +200,7 @@ def _search_sorted(client: Client, sel: str, time_range: Mapping[str, Any], *,
     size = limit if limit is not None and limit <= 1000 else 1000
     page = got = 0
     while True:
-        ans = client.request("POST", "/api/v1/l7/logs/search", {
+        ans = client.request("POST", SEARCH_PATH, {
             "selector": sel, "time_range": dict(time_range), "page_size": size,
             "page_num": page, "sort_by": sort})
         raw: list[Record] = list(ans.get("hits") or [])
@@ -291,7 +239,7 @@ def _observe_server(client: Client, spec: FilterSpec, since: str | None, until: 
         raise click.UsageError("--follow and --until cannot be combined")
     if spec.needs_services() and print_selector:
         pass  # resolved below against the server, like a real query
-    services = _services(client, spec, time_range) if spec.needs_services() else {}
+    services = service_backends(client, spec, time_range) if spec.needs_services() else {}
     sel = filters.to_selector(spec, services)
     if print_selector:
         click.echo(sel)

@@ -23,6 +23,8 @@ from l7scope.contracts.api import (
     decode_error,
 )
 from l7scope.contracts.auth import TOKEN_ENV, bearer
+from l7scope.observe import filters
+from l7scope.observe.filters import FilterSpec
 
 SERVER_ENV: Final = "L7SCOPE_SERVER"
 MAX_PAGE: Final = 1000
@@ -146,3 +148,15 @@ class Client:
 
     def status(self) -> dict[str, Any]:
         return self.request("GET", STATUS_PATH)
+
+
+def service_backends(client: Client, spec: FilterSpec, time_range: Mapping[str, Any]
+                     ) -> dict[str, list[tuple[str, str]]]:
+    """The workloads (namespace, name_aggr) behind each Service a filter names, from the server."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for v in spec.needs_services():
+        ans = client.aggregation(filters.service_query(v), time_range,
+                                 ["dest_namespace", "dest_name_aggr"], limit=1000)
+        out[v] = sorted((str(g["key"]["dest_namespace"]), str(g["key"]["dest_name_aggr"]))
+                        for g in ans.get("groups", []))
+    return out

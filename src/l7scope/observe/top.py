@@ -19,10 +19,15 @@ from rich.text import Text
 from l7scope.contracts.api import DEFAULT_URL
 from l7scope.contracts.record import TYPE_UNLOGGED
 from l7scope.observe import filters
-from l7scope.observe.cli import _filter_options, _NotAwareCommand, _services, spec_from_options
-from l7scope.observe.client import ApiError, Client, default_server
+from l7scope.observe.client import ApiError, Client, default_server, service_backends
 from l7scope.observe.filters import FilterError
-from l7scope.observe.options import token_file_option, token_from
+from l7scope.observe.options import (
+    NotAwareCommand,
+    filter_options,
+    spec_from_options,
+    token_file_option,
+    token_from,
+)
 from l7scope.observe.printer import human_ns, safe, status_style
 
 GROUPS: Final[dict[str, list[str]]] = {
@@ -107,7 +112,7 @@ def render(rows: list[Row], by: str, limit: int, header: str) -> Group:
     return Group(Text(header, style="dim"), t)
 
 
-@click.command(cls=_NotAwareCommand, epilog=_EPILOG,
+@click.command(cls=NotAwareCommand, epilog=_EPILOG,
                context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--server", default=default_server, show_default=f"env L7SCOPE_SERVER or {DEFAULT_URL}",
               help="URL of the l7scope server.")
@@ -123,7 +128,7 @@ def render(rows: list[Row], by: str, limit: int, header: str) -> Group:
 @click.option("--once", is_flag=True, help="Print one table and exit (no live view).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="json implies --once.")
-@_filter_options
+@filter_options
 @click.option("--selector", multiple=True, metavar="EXPR", help="A raw selector, ANDed with the flags.")
 def top(server: str, token_file: Path | None, by: str, sort: str, window: str, interval: float, limit: int, once: bool,
         output: str, selector: tuple[str, ...], **flag_values: Any) -> None:
@@ -139,7 +144,7 @@ def top(server: str, token_file: Path | None, by: str, sort: str, window: str, i
         with Client(server, token=token_from(token_file)) as client:
             def frame() -> tuple[list[Row], str]:
                 tr = {"from": f"now-{secs}s", "to": "now"}
-                services = _services(client, spec, tr) if spec.needs_services() else {}
+                services = service_backends(client, spec, tr) if spec.needs_services() else {}
                 sel = filters.to_selector(spec, services)
                 logged_sel = f'({sel}) AND type != "{TYPE_UNLOGGED}"' if sel else f'type != "{TYPE_UNLOGGED}"'
                 ans = client.aggregation(logged_sel, tr, GROUPS[by], limit=10000, order_by="count")

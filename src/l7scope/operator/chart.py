@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from l7scope.operator.render import NAMESPACE_LABELS
+
 CHART = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "l7scope"
 DEFAULT_NAMESPACE = "l7scope-system"
 _KIND_ORDER = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
@@ -67,7 +69,7 @@ def render(chart: Path = CHART, namespace: str = DEFAULT_NAMESPACE,
                      "Version": meta.get("version", "")}}
     docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace",
                                    "metadata": {"name": namespace,
-                                                "labels": {"app.kubernetes.io/part-of": "l7scope"}}}]
+                                                "labels": dict(NAMESPACE_LABELS)}}]
     for p in sorted((chart / "crds").glob("*.yaml")):
         docs += [d for d in yaml.safe_load_all(p.read_text()) if d]
     rendered: list[dict[str, Any]] = []

@@ -2,7 +2,7 @@
 operator/node agent agree on every field name and type.
 
 - `applicationlayers.l7scope.io`: from `spec.ApplicationLayerSpec` / `ApplicationLayerStatus`;
-- `nodeagentconfigurations.l7scope.io`: from `l7scope.node.settings.NodeSettings` (Felix's
+- `nodeagentconfigurations.l7scope.io`: from `l7scope.contracts.nodeconfig.NodeSettings` (Felix's
   field names).
 
 Pydantic's JSON schema is turned into a Kubernetes structural schema: `$ref`s inlined,
@@ -23,7 +23,6 @@ from typing import Any
 import yaml
 
 from l7scope.contracts import nodeconfig
-from l7scope.node.settings import NodeSettings
 from l7scope.operator import spec as alspec
 
 _KEEP = {"type", "properties", "items", "enum", "description", "minimum", "maximum", "pattern",
@@ -119,7 +118,7 @@ def application_layer_crd() -> dict[str, Any]:
 
 
 def node_agent_configuration_crd() -> dict[str, Any]:
-    schema = NodeSettings.model_json_schema(by_alias=True)
+    schema = nodeconfig.NodeSettings.model_json_schema(by_alias=True)
     for name, override in _NODE_OVERRIDES.items():
         schema["properties"][name] = override
     spec = structural(schema)

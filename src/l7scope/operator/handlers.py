@@ -6,7 +6,8 @@
 - NodeAgentConfiguration changed -> `node_config_changed`.
 
 kopf keeps its bookkeeping in annotations under `l7scope.io/` (not in `status`, which is ours),
-so handlers are idempotent and an operator restart resumes where it was.
+so handlers are idempotent and an operator restart resumes where it was. Cluster scanning is
+off (no list/watch of Namespaces and CRDs, which its least-privilege RBAC does not grant).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def build_registry(kube: Kube, cfg: OperatorConfig) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.execution.max_workers = 4
+        # No cluster scanning: kopf would list/watch every Namespace and CRD to follow new ones.
+        # We serve one named namespace, and our CRDs exist before the operator starts (the
+        # chart installs them first), so its RBAC grants neither (docs/security.md).
+        settings.scanning.disabled = True
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:

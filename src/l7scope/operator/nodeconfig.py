@@ -1,5 +1,5 @@
 """The node-agent configuration resource: `NodeAgentConfiguration` (cluster-scoped, one object
-named `default`), whose `spec` holds Felix's field names exactly as `l7scope.node.settings`
+named `default`), whose `spec` holds Felix's field names exactly as `l7scope.contracts.nodeconfig.NodeSettings`
 reads them (`policySyncPathPrefix`, `tproxyMode`, `tproxyPort`, `tproxyUpstreamConnMark`,
 `l7Logs*`) plus l7scope's `tproxyMark`. The CRD schema is generated from that model (host path
 pattern, port range); the mark rules are checked by the model. The node agents watch it and

@@ -21,8 +21,8 @@ from typing import Any
 
 from l7scope.contracts import nodeconfig
 from l7scope.contracts.auth import new_token
+from l7scope.contracts.nodeconfig import NodeSettings, SettingsError, from_mapping
 from l7scope.kube.client import JSON, Kube, KubeError
-from l7scope.node.settings import NodeSettings, SettingsError, from_mapping
 from l7scope.operator import render, status
 from l7scope.operator import spec as alspec
 from l7scope.operator.nodeconfig import tproxy_patch

@@ -5,13 +5,15 @@
 - Namespace (created when missing, never owned or deleted by the operator);
 - ServiceAccount `l7-log-collector`, ClusterRole + ClusterRoleBinding `l7scope-node-agent`
   (the node agent watches pods, Services, EndpointSlices, nodes and its configuration);
-- ConfigMap `envoy-config` (key `envoy-config.yaml`, from `l7scope.proxy.config.render_yaml`);
+- ConfigMap `envoy-config` (key `envoy-config.yaml`, from `l7scope.proxy.bootstrap.render_yaml`);
 - DaemonSet `l7-log-collector`: host network, tolerates every taint (a node without it would
   lose the annotated Services' traffic), containers `envoy-proxy`, `l7-collector` and
   `l7-node-agent`; the Policy Sync directory (host path `policySyncPathPrefix`) shared by the
   collector and the node agent; the Envoy log on an emptyDir at `/tmp` shared by Envoy and the
-  collector; readiness/liveness probes on Envoy's admin `/ready` and the collector's and node
-  agent's `/healthz`; the annotation `l7scope.io/config-hash` on the pod template, a hash of
+  collector; Envoy's admin on a unix socket in the emptyDir `run` (`/var/run/l7scope/sockets`), so
+  nothing on the host network reaches it; readiness/liveness probes on Envoy's admin `/ready`
+  (an exec probe: `python -m l7scope.proxy.admin`) and the collector's and node agent's
+  `/healthz`; the annotation `l7scope.io/config-hash` on the pod template, a hash of
   everything the pods read at start, so any change rolls them;
 - the server: Deployment + Service `l7scope-server`; it reads the API token from the Secret
   `l7scope-api-token` (key `token`), which the node agents mount too to ship. The Secret itself
@@ -29,10 +31,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from l7scope.contracts import api
-from l7scope.node.settings import NodeSettings
+from l7scope.contracts import api, status
+from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
-from l7scope.proxy.config import render_yaml
+from l7scope.proxy.bootstrap import render_yaml
 
 DAEMONSET: Final = "l7-log-collector"
 SERVICE_ACCOUNT: Final = "l7-log-collector"
@@ -50,12 +52,31 @@ _TOKEN_VOLUME: Final = {"name": "api-token",
 _TOKEN_MOUNT: Final = {"name": "api-token", "mountPath": TOKEN_DIR, "readOnly": True}
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "l7scope-operator"}
 
-ENVOY_ADMIN_PORT: Final = 16010
+RUN_DIR: Final = "/var/run/l7scope/sockets"  # emptyDir shared by the pod's containers
+ENVOY_ADMIN: Final = f"unix:{RUN_DIR}/envoy-admin.sock"  # admin never on the host network
 COLLECTOR_STATUS_PORT: Final = 16011
 NODE_STATUS_PORT: Final = 16012
 ENVOY_LOG: Final = "/tmp/envoy.log"
 NODE_DATA_DIR: Final = "/var/lib/l7scope/node"
 ENVOY_LOG_ROTATE_BYTES: Final = 100 * 1024 * 1024
+#: the image's non-root user (Dockerfile `USER`); also the group every container of the
+#: DaemonSet runs with, so the sockets and files they share (mode 0660/0640) need no world bits
+APP_UID: Final = 10001
+#: What each container may do (docs/security.md, "Least privilege"). Envoy needs CAP_NET_ADMIN
+#: for its transparent listener (IP_TRANSPARENT), the node agent for nftables and policy
+#: routing; measured: either starts with that one capability and fails with none. Both run as
+#: uid 0 because Kubernetes gives added capabilities to root processes only.
+CAPABILITIES: Final = {"envoy-proxy": ("NET_ADMIN",), "l7-collector": (),
+                       "l7-node-agent": ("NET_ADMIN",), "server": ()}
+#: (requests, limits) per container; an ApplicationLayer override replaces both, as Calico's
+RESOURCES: Final = {
+    "envoy-proxy": ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "2", "memory": "1Gi"}),
+    "l7-collector": ({"cpu": "50m", "memory": "64Mi"}, {"cpu": "1", "memory": "512Mi"}),
+    "l7-node-agent": ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "1", "memory": "512Mi"}),
+    "server": ({"cpu": "100m", "memory": "256Mi"}, {"cpu": "2", "memory": "2Gi"}),
+}
+_RUNTIME_DEFAULT: Final = {"seccompProfile": {"type": "RuntimeDefault"}}
+_RUN_MOUNT: Final = {"name": "run", "mountPath": RUN_DIR}
 _NODE_NAME_ENV: Final = {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
 
 
@@ -98,18 +119,39 @@ def _http(port: int, path: str) -> dict[str, Any]:
     return {"httpGet": {"host": "127.0.0.1", "port": port, "path": path, "scheme": "HTTP"}}
 
 
+def security_context(name: str) -> dict[str, Any]:
+    """The container's securityContext: no privilege escalation, the runtime's default seccomp
+    profile, every capability dropped and only `CAPABILITIES[name]` added back; non-root with a
+    read-only root file system unless it needs a capability (then uid 0, still read-only)."""
+    add = CAPABILITIES[name]
+    caps: dict[str, Any] = {"drop": ["ALL"], **({"add": list(add)} if add else {})}
+    sc: dict[str, Any] = {"allowPrivilegeEscalation": False, "privileged": False,
+                          "capabilities": caps, "readOnlyRootFilesystem": True,
+                          **_RUNTIME_DEFAULT}
+    if add:
+        sc |= {"runAsUser": 0, "runAsGroup": APP_UID}
+    else:
+        sc |= {"runAsNonRoot": True, "runAsUser": APP_UID, "runAsGroup": APP_UID}
+    return sc
+
+
+def resources(name: str) -> dict[str, Any]:
+    requests, limits = RESOURCES[name]
+    return {"requests": dict(requests), "limits": dict(limits)}
+
+
 def _container(spec: ApplicationLayerSpec, ctx: RenderContext, name: str, command: list[str],
-               handler: dict[str, Any], *, env: list[dict[str, Any]], mounts: list[dict[str, Any]],
-               security: dict[str, Any], requests: dict[str, str]) -> dict[str, Any]:
+               handler: dict[str, Any], *, env: list[dict[str, Any]],
+               mounts: list[dict[str, Any]]) -> dict[str, Any]:
     ov = spec.container_override(name)
-    resources: dict[str, Any] = {"requests": dict(requests)}
+    res = resources(name)
     if ov is not None and ov.resources is not None:
-        resources = {k: {q: str(v) for q, v in vals.items()}
-                     for k, vals in ov.resources.model_dump(exclude_none=True).items()}
+        res = {k: {q: str(v) for q, v in vals.items()}
+               for k, vals in ov.resources.model_dump(exclude_none=True).items()}
     c: dict[str, Any] = {
         "name": name, "image": ctx.image, "imagePullPolicy": ctx.image_pull_policy,
-        "command": command, "env": env, "volumeMounts": mounts, "securityContext": security,
-        "resources": resources,
+        "command": command, "env": env, "volumeMounts": mounts,
+        "securityContext": security_context(name), "resources": res,
         "readinessProbe": _probe(handler, ov.readiness_probe if ov else None, period=5),
         "livenessProbe": _probe(handler, ov.liveness_probe if ov else None, period=10,
                                 failure=6, initial=10),
@@ -119,7 +161,7 @@ def _container(spec: ApplicationLayerSpec, ctx: RenderContext, name: str, comman
 
 def envoy_config_yaml(spec: ApplicationLayerSpec, ctx: RenderContext) -> str:
     return render_yaml(envoy_settings(spec, tproxy_port=ctx.node.tproxy_port,
-                                      admin_address=f"127.0.0.1:{ENVOY_ADMIN_PORT}",
+                                      admin_address=ENVOY_ADMIN,
                                       original_src_mark=ctx.node.tproxy_upstream_conn_mark))
 
 
@@ -127,42 +169,40 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
     prefix = ctx.node.policy_sync_path_prefix
     log_dir = ctx.node.l7_logs_file_directory
     server_url = f"http://{SERVER}.{ctx.namespace}.svc:{SERVER_PORT}"
-    root = {"runAsUser": 0, "runAsGroup": 0}
-    net = {**root, "capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}}
     envoy = _container(
         spec, ctx, "envoy-proxy",
-        ["envoy", "-c", f"/etc/envoy/{CONFIGMAP_KEY}", "--log-level", "warn"],
-        _http(ENVOY_ADMIN_PORT, "/ready"),
+        ["envoy", "-c", f"/etc/envoy/{CONFIGMAP_KEY}", "--log-level", "warn",
+         "--disable-hot-restart"],
+        # admin is a unix socket: an exec probe (stdlib only, ~0.1 s) instead of httpGet
+        {"exec": {"command": ["python", "-m", "l7scope.proxy.admin", ENVOY_ADMIN, "/ready"]}},
         env=[{"name": "ENVOY_UID", "value": "0"}, {"name": "ENVOY_GID", "value": "0"}],
         mounts=[{"name": "envoy-config", "mountPath": "/etc/envoy", "readOnly": True},
-                {"name": "envoy-logs", "mountPath": "/tmp"}],
-        security=net, requests={"cpu": "100m", "memory": "128Mi"})
+                {"name": "envoy-logs", "mountPath": "/tmp"}, _RUN_MOUNT])
     collector = _container(
         spec, ctx, "l7-collector",
         ["l7scope", "collector", "--envoy-log", ENVOY_LOG,
          "--status-addr", f"127.0.0.1:{COLLECTOR_STATUS_PORT}",
          # the log lives on an emptyDir: rotate it (Envoy reopens it through its admin API)
-         "--envoy-admin", f"http://127.0.0.1:{ENVOY_ADMIN_PORT}", "--rotate-bytes", str(ENVOY_LOG_ROTATE_BYTES)],
-        _http(COLLECTOR_STATUS_PORT, "/healthz"),
+         "--envoy-admin", ENVOY_ADMIN, "--rotate-bytes", str(ENVOY_LOG_ROTATE_BYTES)],
+        _http(COLLECTOR_STATUS_PORT, status.HEALTHZ_PATH),
         env=[{"name": "LOG_LEVEL", "value": "Info"}, _NODE_NAME_ENV,
              {"name": "FELIX_DIAL_TARGET", "value": f"unix://{prefix.rstrip('/')}/socket"},
              {"name": "ENVOY_LOG_INTERVAL_SECONDS", "value": str(spec.log_interval_seconds)},
              {"name": "ENVOY_LOG_REQUESTS_PER_INTERVAL", "value": str(spec.log_requests_per_interval)}],
-        mounts=[{"name": "envoy-logs", "mountPath": "/tmp"},
-                {"name": "policy-sync", "mountPath": prefix}],
-        security=root, requests={"cpu": "50m", "memory": "64Mi"})
+        mounts=[{"name": "envoy-logs", "mountPath": "/tmp"}, _RUN_MOUNT,
+                {"name": "policy-sync", "mountPath": prefix}])
     node_agent = _container(
         spec, ctx, "l7-node-agent",
         ["l7scope", "node", "--kube", "--node-name", "$(NODE_NAME)", "--server", server_url,
          "--server-token-file", f"{TOKEN_DIR}/{TOKEN_KEY}",
-         "--envoy-admin", f"http://127.0.0.1:{ENVOY_ADMIN_PORT}",
+         "--envoy-admin", ENVOY_ADMIN,
          "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR],
-        _http(NODE_STATUS_PORT, "/healthz"),
+        _http(NODE_STATUS_PORT, status.HEALTHZ_PATH),
         env=[_NODE_NAME_ENV],
-        mounts=[{"name": "policy-sync", "mountPath": prefix},
+        mounts=[{"name": "policy-sync", "mountPath": prefix}, _RUN_MOUNT,
                 {"name": "l7-logs", "mountPath": log_dir},
-                {"name": "node-data", "mountPath": NODE_DATA_DIR}, _TOKEN_MOUNT],
-        security=net, requests={"cpu": "100m", "memory": "128Mi"})
+                {"name": "node-data", "mountPath": NODE_DATA_DIR}, _TOKEN_MOUNT,
+                {"name": "agent-tmp", "mountPath": "/tmp"}])
     template_hash = config_hash(envoy_yaml, spec.log_interval_seconds,
                                 spec.log_requests_per_interval, prefix, log_dir, ctx.image)
     return {
@@ -182,10 +222,13 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
                     # Absent on a node, the annotated Services' captured traffic would break there.
                     "tolerations": [{"operator": "Exists"}],
                     "terminationGracePeriodSeconds": 30,
+                    "securityContext": dict(_RUNTIME_DEFAULT),
                     "containers": [envoy, collector, node_agent],
                     "volumes": [
                         {"name": "envoy-config", "configMap": {"name": CONFIGMAP}},
                         {"name": "envoy-logs", "emptyDir": {}},
+                        {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                        {"name": "agent-tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                         {"name": "policy-sync", "hostPath": {"path": prefix, "type": "DirectoryOrCreate"}},
                         {"name": "l7-logs", "hostPath": {"path": log_dir, "type": "DirectoryOrCreate"}},
                         # the node agent's spool: records not yet shipped survive a pod restart
@@ -245,18 +288,27 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
             "template": {
                 "metadata": {"labels": _labels(SERVER)},
                 "spec": {
+                    # meets Pod Security `restricted`: non-root, nothing added, read-only root
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": APP_UID,
+                                        "runAsGroup": APP_UID, "fsGroup": APP_UID,
+                                        **_RUNTIME_DEFAULT},
                     "containers": [{
                         "name": "server", "image": ctx.image, "imagePullPolicy": ctx.image_pull_policy,
                         "command": ["l7scope", "server", "--host", "0.0.0.0", "--port", str(SERVER_PORT),
                                     "--data-dir", "/var/lib/l7scope",
                                     "--token-file", f"{TOKEN_DIR}/{TOKEN_KEY}",
                                     *(a for h in server_names(ctx) for a in ("--allowed-host", h))],
+                        "env": [{"name": "HOME", "value": "/tmp"}],
                         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
                         "readinessProbe": probe, "livenessProbe": {**probe, "failureThreshold": 6},
-                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-                        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/l7scope"}, _TOKEN_MOUNT],
+                        "resources": resources("server"),
+                        "securityContext": security_context("server"),
+                        # (the token Secret's files are group fsGroup, mode 0440: readable by 10001)
+                        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/l7scope"},
+                                         {"name": "tmp", "mountPath": "/tmp"}, _TOKEN_MOUNT],
                     }],
-                    "volumes": [{"name": "data", "emptyDir": {}}, _TOKEN_VOLUME],
+                    "volumes": [{"name": "data", "emptyDir": {}},
+                                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, _TOKEN_VOLUME],
                 },
             },
         },
@@ -271,9 +323,16 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
     return [deployment, service]
 
 
+#: The DaemonSet needs the host network, host paths and CAP_NET_ADMIN: only Pod Security
+#: `privileged` admits that (`baseline` forbids all three). The server and the operator meet
+#: `restricted` (see docs/security.md).
+NAMESPACE_LABELS: Final = {"app.kubernetes.io/part-of": "l7scope",
+                           "pod-security.kubernetes.io/enforce": "privileged"}
+
+
 def namespace(ctx: RenderContext) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": ctx.namespace, "labels": {"app.kubernetes.io/part-of": "l7scope"}}}
+            "metadata": {"name": ctx.namespace, "labels": dict(NAMESPACE_LABELS)}}
 
 
 def render(spec: ApplicationLayerSpec, ctx: RenderContext) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from l7scope.proxy.config import EnvoySettings
+from l7scope.proxy.bootstrap import EnvoySettings
 
 GROUP: Final = "l7scope.io"
 VERSION: Final = "v1"
@@ -246,7 +246,7 @@ def check(name: str, raw_spec: Mapping[str, Any] | None) -> Checked:
 
 
 def envoy_settings(spec: ApplicationLayerSpec, *, tproxy_port: int = 16001,
-                   admin_address: str = "127.0.0.1:16010",
+                   admin_address: str = "unix:/var/run/l7scope/sockets/envoy-admin.sock",
                    original_src_mark: int | None = None) -> EnvoySettings:
     """The Envoy settings this spec asks for (raises pydantic's ValidationError).
     `original_src_mark`: the node settings' tproxyUpstreamConnMark (client IP kept upstream)."""

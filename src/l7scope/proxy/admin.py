@@ -1,9 +1,16 @@
-"""A tiny client for Envoy's admin endpoint, also inside a network namespace.
+"""A tiny client for Envoy's admin endpoint: a unix socket, or loopback TCP, also inside a
+network namespace.
 
-The admin endpoint listens on loopback only. When Envoy runs in another network namespace, its
-loopback is that namespace's: we open the TCP socket from a short-lived thread that has entered
-the namespace with setns(2) (a socket keeps the namespace it was created in; the calling
-process is not moved). One HTTP/1.1 request per connection: a handful of calls a second.
+An admin address is `unix:/path` (in a cluster: a socket on the pod's own volume, so nothing on
+the host network reaches admin), `127.0.0.1:9901` or `http://127.0.0.1:9901` (standalone and
+the demo). A unix socket is found through the file system, whatever the network namespace.
+For TCP inside another network namespace, whose loopback is that namespace's, we open the
+socket from a short-lived thread that has entered the namespace with setns(2) (a socket keeps
+the namespace it was created in; the calling process is not moved). One HTTP/1.1 request per
+connection: a handful of calls a second.
+
+`python -m l7scope.proxy.admin ADDRESS [PATH]` exits 0 when PATH (default `/ready`) answers
+200: the DaemonSet's exec probe (stdlib imports only, so it starts in milliseconds).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import ctypes
 import http.client
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -67,20 +75,78 @@ def connect(host: str, port: int, netns: str | None = None,
     return in_netns(netns, dial)
 
 
+def unix_path(address: str) -> str | None:
+    """The socket path of `unix:/p` or `unix:///p`; None for a TCP address."""
+    if not address.startswith("unix:"):
+        return None
+    p = address[len("unix:"):]
+    return "/" + p.lstrip("/") if p.startswith("//") else p
+
+
 def request(host: str, port: int, path: str, *, method: str = "GET",
             netns: str | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
-    """One admin request; returns (status, body). Raises AdminError when unreachable."""
+    """One admin request over TCP; returns (status, body). Raises AdminError when unreachable."""
     try:
         sock = connect(host, port, netns, timeout)
     except OSError as e:
         raise AdminError(f"admin {host}:{port} unreachable: {e}") from e
+    return _exchange(sock, host, port, f"{host}:{port}", path, method, timeout)
+
+
+def request_at(address: str, path: str, *, method: str = "GET", netns: str | None = None,
+               timeout: float = 2.0) -> tuple[int, bytes]:
+    """One admin request to `unix:/path`, `host:port` or `http://host:port`."""
+    sock_path = unix_path(address)
+    if sock_path is None:
+        host, port = _host_port(address)
+        return request(host, port, path, method=method, netns=netns, timeout=timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(sock_path)
+    except OSError as e:
+        sock.close()
+        raise AdminError(f"admin {address} unreachable: {e}") from e
+    return _exchange(sock, "localhost", None, address, path, method, timeout)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    hostport = address.removeprefix("http://").rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise AdminError(f"admin address must be unix:/path or host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def _exchange(sock: socket.socket, host: str, port: int | None, where: str, path: str,
+              method: str, timeout: float) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    conn.sock = sock  # already connected, in the right namespace
+    conn.sock = sock  # already connected (in the right namespace, or to the unix socket)
     try:
         conn.request(method, path, headers={"Connection": "close"})
         resp = conn.getresponse()
         return resp.status, resp.read()
     except (OSError, http.client.HTTPException) as e:
-        raise AdminError(f"admin {host}:{port}{path}: {e}") from e
+        raise AdminError(f"admin {where}{path}: {e}") from e
     finally:
         conn.close()
+
+
+def main(argv: list[str]) -> int:
+    """Probe: exit 0 when the admin path answers 200, 1 otherwise (reason on stderr)."""
+    if not 1 <= len(argv) <= 2:
+        print("usage: python -m l7scope.proxy.admin ADDRESS [PATH]", file=sys.stderr)
+        return 2
+    try:
+        status, body = request_at(argv[0], argv[1] if len(argv) > 1 else "/ready", timeout=2.0)
+    except AdminError as e:
+        print(e, file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"{status} {body[:200]!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
-from l7scope.proxy.config import (
+from l7scope.proxy.bootstrap import (
     DEFAULT_ACCESS_LOG_PATH,
     DEFAULT_ADMIN_ADDRESS,
     EnvoySettings,
@@ -21,7 +21,7 @@ from l7scope.proxy.config import (
 @click.option("--access-log", "access_log_path", default=DEFAULT_ACCESS_LOG_PATH,
               show_default=True, help="JSON access log file the collector tails.")
 @click.option("--admin-address", default=DEFAULT_ADMIN_ADDRESS, show_default=True,
-              help="Admin endpoint, ip:port on loopback only.")
+              help="Admin endpoint: unix:/absolute/path (socket, mode 0660) or ip:port on loopback.")
 @click.option("--xff-num-trusted-hops", type=int, default=0, show_default=True,
               help="X-Forwarded-For hops to trust.")
 @click.option("--use-remote-address/--no-use-remote-address", default=False, show_default=True,

@@ -7,8 +7,8 @@ stopped by a signal used to leave one behind in /dev/shm) and no base id, so any
 side by side. A short `--file-flush-interval-msec` lets the collector see lines within a
 fraction of a second.
 
-Readiness and health go through the admin endpoint (`/ready` answers 200 `LIVE`), which is on
-loopback inside Envoy's namespace (see `l7scope.proxy.admin`).
+Readiness and health go through the admin endpoint (`/ready` answers 200 `LIVE`): a unix
+socket, or loopback inside Envoy's namespace (see `l7scope.proxy.admin`).
 
     with EnvoySupervisor(EnvoySettings(access_log_path="/tmp/a.log"), netns="n1") as envoy:
         envoy.healthy()      # True
@@ -29,7 +29,7 @@ from types import TracebackType
 
 from l7scope.proxy import admin
 from l7scope.proxy.binary import envoy_path
-from l7scope.proxy.config import EnvoySettings, render_yaml
+from l7scope.proxy.bootstrap import EnvoySettings, render_yaml
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ class EnvoySupervisor:
             raise RuntimeError("Envoy is already running")
         self.config_path.write_text(render_yaml(self.settings))
         Path(self.settings.access_log_path).parent.mkdir(parents=True, exist_ok=True)
+        sock = admin.unix_path(self.settings.admin_address)
+        if sock is not None:
+            Path(sock).parent.mkdir(parents=True, exist_ok=True)
+            Path(sock).unlink(missing_ok=True)  # a stale socket from an Envoy that was killed
         with open(self.stderr_path, "wb") as err:
             self._proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
@@ -134,9 +138,8 @@ class EnvoySupervisor:
 
     def ready(self) -> bool:
         """True when the admin endpoint answers `/ready` with 200."""
-        host, port = self.settings.admin_host_port
         try:
-            status, _ = admin.request(host, port, "/ready", netns=self.netns, timeout=1.0)
+            status, _ = self.admin("/ready", timeout=1.0)
         except admin.AdminError:
             return False
         return status == 200
@@ -150,15 +153,13 @@ class EnvoySupervisor:
 
     def reopen_logs(self) -> None:
         """Make Envoy reopen its access log files (after a rotation)."""
-        host, port = self.settings.admin_host_port
-        status, body = admin.request(host, port, "/reopen_logs", method="POST",
-                                     netns=self.netns)
+        status, body = self.admin("/reopen_logs", method="POST")
         if status != 200:
             raise admin.AdminError(f"/reopen_logs answered {status}: {body[:200]!r}")
 
-    def admin(self, path: str, method: str = "GET") -> tuple[int, bytes]:
-        host, port = self.settings.admin_host_port
-        return admin.request(host, port, path, method=method, netns=self.netns)
+    def admin(self, path: str, method: str = "GET", timeout: float = 2.0) -> tuple[int, bytes]:
+        return admin.request_at(self.settings.admin_address, path, method=method,
+                                netns=self.netns, timeout=timeout)
 
     def stop(self, grace: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace` seconds. Returns the exit code (None if never run)."""

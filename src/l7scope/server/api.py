@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
+import anyio
 import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -31,11 +32,14 @@ from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
 from l7scope.server import login
 from l7scope.server.access import DEFAULT_ALLOWED_HOSTS, AccessMiddleware, HostPolicy
 from l7scope.server.auth import Authenticator, Principal, Sessions
+from l7scope.server.cancel import QueryCancelled, run_cancellable
 from l7scope.server.ingest import BadBatchId, Ingestor, check_batch_id
 from l7scope.server.limits import (
     MAX_JSON_DEPTH,
     MAX_QUERY_BODY_BYTES,
     BodyError,
+    BodyGate,
+    Limits,
     check_encoding,
     gunzip,
     too_deep,
@@ -66,6 +70,8 @@ class AppState(Protocol):
     authenticator: Authenticator
     sessions: Sessions
     blocking_auth: bool
+    limits: Limits
+    gate: BodyGate
 
 
 def state(request: Request) -> AppState:
@@ -98,8 +104,17 @@ async def _store_call(fn: Callable[[], T]) -> T:
         raise _StoreDown(_error(503, "store_unavailable", str(e))) from e
 
 
-async def _json_body(request: Request, limit: int = MAX_QUERY_BODY_BYTES) -> object:
-    body = await _read_body(request, limit)
+async def _store_query(request: Request, fn: Callable[[], T], timeout_s: float) -> T:
+    """`_store_call` for a query: cancelled (QueryCancelled) after `timeout_s` or when the client
+    disconnects (server/cancel.py)."""
+    try:
+        return await run_cancellable(fn, timeout_s, request.is_disconnected)
+    except StoreError as e:
+        raise _StoreDown(_error(503, "store_unavailable", str(e))) from e
+
+
+async def _json_body(request: Request, timeout_s: float, limit: int = MAX_QUERY_BODY_BYTES) -> object:
+    body = await _read_body(request, limit, timeout_s)
     if too_deep(body):
         raise RequestError("bad_request", f"the body nests JSON more than {MAX_JSON_DEPTH} levels deep")
     try:
@@ -108,17 +123,23 @@ async def _json_body(request: Request, limit: int = MAX_QUERY_BODY_BYTES) -> obj
         raise RequestError("bad_request", f"the body is not valid JSON: {e}") from None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body, which must arrive within `timeout_s` (a slow sender cannot hold a slot)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError("body_too_large", f"body is {declared} bytes, over the {limit}-byte limit", status=413)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError("body_too_large", f"body is over the {limit}-byte limit", status=413)
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError("body_too_large", f"body is over the {limit}-byte limit", status=413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError("body_timeout", f"the body did not arrive within {timeout_s:g} s",
+                           status=408) from None
     return b"".join(chunks)
 
 
@@ -127,10 +148,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 async def bulk(request: Request) -> Response:
     st = state(request)
+    if not await st.gate.acquire():  # at most limits.max_bodies_in_flight bodies at once
+        st.metrics.inc("bodies_busy")
+        busy = _error(503, "busy", f"{st.limits.max_bodies_in_flight} bulk bodies are being stored; retry")
+        busy.headers["Retry-After"] = "1"
+        return busy
+    try:
+        return await _bulk(request, st)
+    finally:
+        st.gate.release()
+
+
+async def _bulk(request: Request, st: AppState) -> Response:
     try:
         batch_id = check_batch_id(request.headers.get(BATCH_ID_HEADER))
         encoding = check_encoding(request.headers.get("content-encoding"))
-        body = await _read_body(request, MAX_BODY_BYTES)
+        body = await _read_body(request, MAX_BODY_BYTES, st.limits.body_timeout_s)
         if encoding == "gzip":
             body = await run_in_threadpool(gunzip, body, MAX_BODY_BYTES)
     except BadBatchId as e:
@@ -175,8 +208,14 @@ async def _query(request: Request, kind: str, fn: QueryFn) -> Response:
     t0 = time.perf_counter()
     namespaces = _scope(request)
     try:
-        body = await _json_body(request)
-        out = await _store_call(lambda: fn(st.queries, body, namespaces))
+        body = await _json_body(request, st.limits.body_timeout_s)
+        out = await _store_query(request, lambda: fn(st.queries, body, namespaces),
+                                 st.limits.statement_timeout_s)
+    except QueryCancelled as e:  # statement timeout, or the client left (server/cancel.py)
+        st.metrics.query(kind, False, time.perf_counter() - t0)
+        st.metrics.inc("queries_timed_out" if e.reason == "timeout" else "queries_cancelled")
+        log.warning("%s query cancelled: %s", kind, e)
+        return _error(503, "query_timeout" if e.reason == "timeout" else "cancelled", str(e))
     except RequestError as e:
         st.metrics.query(kind, False, time.perf_counter() - t0)
         return JSON(e.to_json(), status_code=e.status)
@@ -227,10 +266,11 @@ async def status(request: Request) -> Response:
         "ingest": {"requests": c["ingest_requests"], "records_accepted": c["records_accepted"],
                    "records_rejected": c["records_rejected"], "duplicate_batches": c["duplicate_batches"],
                    "bodies_rejected": c["bodies_rejected"], "unlogged_requests": c["unlogged_requests"],
-                   "unknown_fields_ignored": c["unknown_fields_ignored"]},
+                   "unknown_fields_ignored": c["unknown_fields_ignored"], "bodies_busy": c["bodies_busy"]},
         "queries": {
             **{k: sum(n for (kk, _), n in q.items() if kk == k) for k in ("search", "aggregation", "servicegraph")},
             "errors": sum(n for (_, r), n in q.items() if r == "error"),
+            "timed_out": c["queries_timed_out"], "cancelled": c["queries_cancelled"],
         },
         "retention": {"runs": m.retention_runs,
                       "last_run": None if m.retention_last_run is None else int(m.retention_last_run),
@@ -292,7 +332,8 @@ def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = N
                metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
                ui_dir: Path | None = UI_DIR, on_shutdown: Callable[[], None] | None = None,
                allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
-               sessions: Sessions | None = None, blocking_auth: bool = False) -> Starlette:
+               sessions: Sessions | None = None, blocking_auth: bool = False,
+               limits: Limits | None = None) -> Starlette:
     """Assemble the app: the routes, the shared objects on `app.state`, the error handlers.
 
     `auth` decides who may call it (server/auth.py); every route but /healthz, the login
@@ -315,4 +356,6 @@ def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = N
     st.retention_s = retention_s
     st.on_shutdown = on_shutdown
     st.authenticator, st.sessions, st.blocking_auth = auth, sessions, blocking_auth
+    st.limits = limits or Limits()
+    st.gate = BodyGate(st.limits.max_bodies_in_flight, st.limits.body_wait_s)
     return app

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from pydantic import ValidationError
 from l7scope.contracts.auth import TokenFileError, ensure_token
 from l7scope.server.auth import Authenticator, NoAuth, Sessions, SharedToken
 from l7scope.server.config import ServerConfig, default, open_store
+from l7scope.server.limits import Limits
 from l7scope.server.metrics import Metrics
 from l7scope.server.retention import Retention, parse_duration
 from l7scope.server.store.base import StoreError
@@ -113,10 +116,10 @@ def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[s
         store.close()
 
     app = create_app(store, auth=authenticator, retention_s=cfg.retention_s, metrics=metrics,
-                     on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts,
+                     on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts, limits=cfg.limits,
                      blocking_auth=blocking_auth, sessions=sessions)
     log.info("l7scope server: store %s, http://%s:%d", cfg.store, cfg.host, cfg.port)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+    uvicorn.Server(uvicorn_config(app, cfg.host, cfg.port, cfg.limits)).run()
 
 
 def _authenticator(cfg: ServerConfig) -> Authenticator:
@@ -143,3 +146,108 @@ def _authenticator(cfg: ServerConfig) -> Authenticator:
     if created:
         log.warning("created the API token file %s (mode 0600)", path)
     return SharedToken(token)
+
+
+#: File descriptors kept free of HTTP connections (store files, sockets, threads, logs).
+FD_RESERVE = 64
+#: Most connections accepted in one event-loop pass (uvicorn's backlog). asyncio accepts a
+#: whole pass before the protocol sees any, and the connections those evict are closed a pass
+#: later, so 2 x this many descriptors are kept free on top of the cap as well.
+MAX_ACCEPT_BURST = 128
+
+
+def connection_cap(limits: Limits) -> tuple[int, int]:
+    """(connection cap, accept burst): limits.max_connections, raising this process's soft
+    RLIMIT_NOFILE toward its hard limit to fit it plus the reserve and two accept bursts, and
+    capped below the soft limit when that is not enough, so an accept never fails for want of a
+    descriptor (an EMFILE stops asyncio accepting for a second) and /healthz keeps answering."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = limits.max_connections + FD_RESERVE + 2 * MAX_ACCEPT_BURST
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return limits.max_connections, MAX_ACCEPT_BURST
+    burst = max(8, min(MAX_ACCEPT_BURST, soft // 8))
+    return max(4, min(limits.max_connections, soft - FD_RESERVE - 2 * burst)), burst
+
+
+def uvicorn_config(app: Any, host: str, port: int, limits: Limits) -> Any:
+    """The uvicorn.Config the server runs with: keep-alive, header-size, header-timeout and
+    connection limits of `limits` (the body and statement timeouts live in api.py)."""
+    import uvicorn
+
+    cap, burst = connection_cap(limits)
+    log.info("at most %d connections (accepting %d at a time)", cap, burst)
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+        http=_guarded_h11(limits.header_timeout_s, cap), timeout_keep_alive=limits.keep_alive_s,
+        h11_max_incomplete_event_size=limits.max_header_bytes, backlog=burst,
+        # A backstop only: GuardedH11 keeps open connections (so requests) <= cap; closed ones
+        # linger in uvicorn's set until the loop reaps them.
+        limit_concurrency=2 * cap,
+    )
+
+
+def _guarded_h11(header_timeout_s: float, cap: int) -> type[asyncio.Protocol]:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11(H11Protocol):
+        """uvicorn's h11 protocol with a header timeout and a connection cap: a connection must
+        send a request's headers within header_timeout_s of opening or of its last answer, and
+        at `cap` open connections a new one closes the one waiting longest for headers (or
+        itself, when every connection is busy with a request)."""
+
+        _timer: asyncio.TimerHandle | None = None
+        _waiting = False
+        _idle_since = 0.0
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            # (closed connections stay in the set until the loop runs their connection_lost)
+            open_ = [c for c in self.connections if isinstance(c, GuardedH11) and not c.transport.is_closing()]
+            if len(open_) > cap:
+                idle = [c for c in open_ if c is not self and c._waiting]
+                if not idle:
+                    log.warning("%d connections open, none idle: refusing a new one", len(open_))
+                    transport.close()
+                    return
+                min(idle, key=lambda c: c._idle_since).transport.close()
+            self._wait_for_headers()
+
+        def _wait_for_headers(self) -> None:
+            self._waiting = True
+            self._idle_since = self.loop.time()
+            self._cancel_timer()
+            self._timer = self.loop.call_later(header_timeout_s, self._headers_late)
+
+        def _headers_late(self) -> None:
+            if self._waiting and not self.transport.is_closing():
+                self.transport.close()
+
+        def _cancel_timer(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self._waiting and self.cycle is not None and not self.cycle.response_complete:
+                self._waiting = False  # a request's headers arrived
+                self._cancel_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._wait_for_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_timer()
+            self._waiting = False
+            super().connection_lost(exc)
+
+    return GuardedH11

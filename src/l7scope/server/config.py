@@ -16,6 +16,7 @@ from l7scope.contracts.auth import (
     default_data_dir,
 )
 from l7scope.server.access import DEFAULT_ALLOWED_HOSTS
+from l7scope.server.limits import Limits
 from l7scope.server.store.base import Store
 
 
@@ -52,6 +53,7 @@ class ServerConfig(BaseModel):
     writer_serviceaccount: str = DEFAULT_WRITER_SERVICEACCOUNT
     token_audience: str = Field(default=TOKEN_AUDIENCE, min_length=1)
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    limits: Limits = Field(default_factory=Limits)
 
     def token_path(self) -> Path:
         return self.token_file or self.data_dir / TOKEN_FILE_NAME
@@ -86,7 +88,8 @@ def open_store(cfg: ServerConfig) -> Store:
     if cfg.store == "clickhouse":
         from l7scope.server.store.clickhouse import ClickHouseStore
 
-        return ClickHouseStore(cfg.clickhouse_url, cluster=cfg.clickhouse_cluster)
+        return ClickHouseStore(cfg.clickhouse_url, cluster=cfg.clickhouse_cluster,
+                               statement_timeout_s=cfg.limits.statement_timeout_s)
     from l7scope.server.store.duckdb import DuckDBStore
 
     return DuckDBStore(cfg.data_dir / "l7.duckdb", memory_limit=cfg.duckdb_memory_limit,

@@ -4,18 +4,21 @@
 JSON nesting, the record schema and its bounds, histogram keys, integers within their stored
 widths, times not in the future nor inverted) so one bad line never costs the others. Unknown
 fields of a record of a newer schema version are dropped and counted, the record kept.
-A body whose lines are all good (the usual case) is decoded in one msgspec call and checked
-per column; any bad line sends the whole body through the line-by-line path instead. `Ingestor` adds the batch-id
-de-duplication (remembered by the store, so across restarts) and the counters.
+A body is handled in pieces of about CHUNK_BYTES (`parse_chunks`); a piece whose lines are all
+good (the usual case) is decoded in one msgspec call straight from the body and checked per
+column; any bad line sends that piece through the line-by-line path instead. `Ingestor` hands
+the pieces to the store as it consumes them (each piece's records freed before the next is
+decoded), and adds the batch-id de-duplication (remembered by the store, so across restarts)
+and the counters.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import chain
 from operator import gt, mul
 from typing import Final
 
@@ -36,14 +39,21 @@ from l7scope.server.columns import ColumnBatch, to_columns
 from l7scope.server.fields import int_width
 from l7scope.server.gcpause import gc_paused
 from l7scope.server.limits import MAX_JSON_DEPTH, too_deep
-from l7scope.server.metrics import Metrics
+from l7scope.server.metrics import EdgeCounts, Metrics, edge_counts
 from l7scope.server.store.base import Store
 
 MAX_LISTED_REJECTIONS: Final = 1000
+#: Bodies are decoded, stored and freed in pieces of about this size (a node agent's batch of
+#: 5,000 records is one piece): the records of a 64 MiB body are never all alive at once.
+CHUNK_BYTES: Final = 8 * 1024 * 1024
+#: Rejected lines after which the rest of a body is not decoded (a node agent's batch has 5,000).
+MAX_REJECTED_LINES: Final = 100_000
 MAX_BUCKET: Final = 65535  # stored as UInt16
 _BATCH_ID: Final = re.compile(r"[\x21-\x7e]{1,200}")
-_array_decoder: Final = msgspec.json.Decoder(list[L7Record])
-_JSON_SPACE: Final = b" \t\r"  # JSON whitespace within a line ("\n" ends it)
+_record_decoder: Final = msgspec.json.Decoder(L7Record)
+_WHITESPACE: Final = frozenset(b" \t\r\n")
+_OPEN_BRACE: Final = ord("{")
+_CLOSE_BRACE: Final = ord("}")
 #: Integer columns narrower than the schema's unbounded non-negative ints: the stores keep
 #: them as UInt16/UInt32/UInt64, so a larger value is a bad line, not a failed batch.
 _INT_LIMITS: Final = tuple((c, (1 << {"u16": 16, "u32": 32, "u64": 64}[int_width(c)]) - 1)
@@ -65,6 +75,7 @@ class Parsed:
     rejected_total: int
     columns: ColumnBatch  # the records as columns (server.columns.to_columns)
     fields_ignored: int = 0  # unknown fields of newer-schema records, dropped
+    stopped: int | None = None  # body offset where decoding stopped (MAX_REJECTED_LINES), if it did
 
 
 def _bucket_ok(k: str) -> bool:
@@ -112,36 +123,88 @@ def _columns_ok(cols: ColumnBatch, now: int) -> bool:
     return max(chain.from_iterable(map(dict.values, hists)), default=0) <= _COUNT_LIMIT
 
 
-def _parse_fast(body: bytes, now: int) -> Parsed | None:
-    """All lines in one msgspec call (the lines joined into one JSON array), checked per
-    column; None when any line needs the line-by-line path (too long, not one object,
-    invalid, a bad bucket, an integer too wide)."""
-    raw = body.split(b"\n")
-    if max(map(len, raw)) > MAX_LINE_BYTES:  # conservative: a CR is counted here, not there
-        return None
-    lines = [ln for ln in (r.strip(_JSON_SPACE) for r in raw) if ln]
-    if not lines:
+def _parse_fast(body: bytes, now: int, start: int = 0, end: int | None = None) -> Parsed | None:
+    """All lines in one msgspec call straight from the body (no copy of it), checked per column;
+    None when any line needs the line-by-line path (too long, not exactly one object, a blank
+    line, invalid, out of bounds, a bad bucket, an integer too wide).
+
+    The body must be canonical NDJSON: `{...}` objects, each newline (or CRLF) directly between
+    a `}` and a `{`, optional whitespace at the very end. Then every line holds whole values
+    (no JSON value has `}`, whitespace, `{` inside it, nor a raw newline in a string), so the
+    record count equals the line count exactly when each line holds one object."""
+    end = len(body) if end is None else end
+    while end > start and body[end - 1] in _WHITESPACE:
+        end -= 1
+    if start == end:
         return Parsed([], [], 0, to_columns([]))
-    # One `{...}` object per line, so joined lines cannot pair up into other records (and the
-    # count below catches a line holding two).
-    if (not all(map(bytes.startswith, lines, repeat(b"{")))
-            or not all(map(bytes.endswith, lines, repeat(b"}")))):
+    if body[start] != _OPEN_BRACE or body[end - 1] != _CLOSE_BRACE:
+        return None
+    newlines = body.count(b"\n", start, end)
+    if body.count(b"}\n{", start, end) + body.count(b"}\r\n{", start, end) != newlines:
+        return None
+    if end - start > MAX_LINE_BYTES and _longest_line(body, start, end) > MAX_LINE_BYTES:
         return None
     try:
-        recs = _array_decoder.decode(b"[" + b",".join(lines) + b"]")
+        recs = _record_decoder.decode_lines(memoryview(body)[start:end])
     except (ValueError, RecursionError):  # msgspec's errors, and UnicodeDecodeError
         return None
-    if len(recs) != len(lines):
+    if len(recs) != newlines + 1:
         return None
     cols = to_columns(recs)
     return Parsed(recs, [], 0, cols) if _columns_ok(cols, now) else None
 
 
+def _longest_line(body: bytes, start: int, end: int) -> int:
+    """Length of the longest line of body[start:end] (a CR before the newline counted: conservative)."""
+    longest, pos = 0, start
+    while True:
+        nl = body.find(b"\n", pos, end)
+        stop = end if nl < 0 else nl
+        longest = max(longest, stop - pos)
+        if nl < 0:
+            return longest
+        pos = nl + 1
+
+
 def parse_body(body: bytes, now: int) -> Parsed:
     """The records and rejections of one bulk body; `now` (epoch s) bounds end_time."""
     with gc_paused():
-        fast = _parse_fast(body, now)
-        return fast if fast is not None else _parse_lines(body, now)
+        return _parse_range(body, now, 0, len(body), 1)
+
+
+def _parse_range(body: bytes, now: int, start: int, end: int, first_line: int,
+                 budget: int = MAX_REJECTED_LINES) -> Parsed:
+    fast = _parse_fast(body, now, start, end)
+    return fast if fast is not None else _parse_lines(body, now, start, end, first_line, budget)
+
+
+def parse_chunks(body: bytes, now: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Parsed]:
+    """parse_body of consecutive pieces of about `chunk_bytes` (whole lines; rejections keep
+    their line numbers in the whole body), so a caller can store and free each piece's records
+    before the next is decoded: a 64 MiB body then never has all its records alive at once.
+
+    After MAX_REJECTED_LINES rejected lines the rest of the body is not decoded (each bad line
+    costs microseconds of CPU: 64 MiB of `{}` lines would cost a minute); its lines are counted
+    as rejected, with one rejection naming the first of them."""
+    pos, line, n = 0, 1, len(body)
+    rejected = 0
+    while pos < n:
+        nl = body.find(b"\n", min(pos + chunk_bytes, n))
+        stop = n if nl < 0 else nl + 1
+        parsed = _parse_range(body, now, pos, stop, line, MAX_REJECTED_LINES - rejected)
+        rejected += parsed.rejected_total
+        if parsed.stopped is not None:
+            first = line + body.count(b"\n", pos, parsed.stopped)
+            rest = body.count(b"\n", parsed.stopped, n) + (not body.endswith(b"\n"))
+            parsed.rejected_total += rest
+            note = Rejection(first, f"not read: the body already had {MAX_REJECTED_LINES} rejected lines "
+                                    f"(this and the {rest - 1} lines after it are counted as rejected)")
+            parsed.rejected[len(parsed.rejected) - (len(parsed.rejected) >= MAX_LISTED_REJECTIONS):] = [note]
+            yield parsed
+            return
+        yield parsed
+        line += body.count(b"\n", pos, stop)
+        pos = stop
 
 
 def decode_line(line: bytes) -> tuple[L7Record, int]:
@@ -170,12 +233,20 @@ def decode_line(line: bytes) -> tuple[L7Record, int]:
     return rec, len(unknown)
 
 
-def _parse_lines(body: bytes, now: int) -> Parsed:
+def _parse_lines(body: bytes, now: int, start: int = 0, end: int | None = None,
+                 first_line: int = 1, budget: int = MAX_REJECTED_LINES) -> Parsed:
+    """Line by line; stops after `budget` rejected lines (Parsed.stopped: where it stopped)."""
     records: list[L7Record] = []
     rejected: list[Rejection] = []
     total = 0
     ignored = 0
-    for i, raw in enumerate(body.split(b"\n"), start=1):
+    stopped: int | None = None
+    pos, stop, i = start, len(body) if end is None else end, first_line - 1
+    while pos <= stop:  # body[start:end].split(b"\n") one line at a time (a list of millions
+        nl = body.find(b"\n", pos, stop)  # of tiny lines cost 15x the body)
+        if nl < 0:
+            nl = stop
+        raw, pos, i = body[pos:nl], nl + 1, i + 1
         line = raw[:-1] if raw.endswith(b"\r") else raw
         if not line.strip():
             continue
@@ -200,7 +271,10 @@ def _parse_lines(body: bytes, now: int) -> Parsed:
             total += 1
             if len(rejected) < MAX_LISTED_REJECTIONS:
                 rejected.append(Rejection(i, error[:500]))
-    return Parsed(records, rejected, total, to_columns(records), ignored)
+            if total >= budget and pos < stop:
+                stopped = pos
+                break
+    return Parsed(records, rejected, total, to_columns(records), ignored, stopped)
 
 
 def check_batch_id(value: str | None) -> str | None:
@@ -228,17 +302,31 @@ class Ingestor:
 
     def _ingest(self, body: bytes, batch_id: str | None) -> tuple[BulkResult, int]:
         self.metrics.inc("ingest_requests")
-        parsed = parse_body(body, int(self.clock()))
-        cols = parsed.columns
-        if batch_id is not None:
-            if not self.store.insert_once(batch_id, cols, int(self.clock())):
-                self.metrics.inc("duplicate_batches")
-                return BulkResult(0, [], duplicate=True), 0
-        else:
-            self.store.insert(cols)
-        self.metrics.inc("records_accepted", len(parsed.records))
-        self.metrics.inc("records_rejected", parsed.rejected_total)
-        if parsed.fields_ignored:
-            self.metrics.inc("unknown_fields_ignored", parsed.fields_ignored)
-        self.metrics.observe_columns(cols)
-        return BulkResult(len(parsed.records), parsed.rejected), parsed.rejected_total
+        now = int(self.clock())
+        accepted = rejected_total = ignored = 0
+        rejected: list[Rejection] = []
+        edges: list[EdgeCounts] = []
+
+        def batches() -> Iterator[ColumnBatch]:
+            # Decoded piece by piece while the store inserts them (in one transaction where the
+            # engine has them); each piece's records are freed before the next is decoded.
+            nonlocal accepted, rejected_total, ignored
+            for parsed in parse_chunks(body, now):
+                accepted += len(parsed.records)
+                parsed.records.clear()  # the columns hold every value
+                rejected_total += parsed.rejected_total
+                rejected.extend(parsed.rejected[: MAX_LISTED_REJECTIONS - len(rejected)])
+                ignored += parsed.fields_ignored
+                edges.append(edge_counts(parsed.columns))
+                yield parsed.columns
+
+        if not self.store.insert_batches(batch_id, batches(), now):
+            self.metrics.inc("duplicate_batches")
+            return BulkResult(0, [], duplicate=True), 0
+        self.metrics.inc("records_accepted", accepted)
+        self.metrics.inc("records_rejected", rejected_total)
+        if ignored:
+            self.metrics.inc("unknown_fields_ignored", ignored)
+        for e in edges:
+            self.metrics.add_edges(e)
+        return BulkResult(accepted, rejected), rejected_total

@@ -3,9 +3,12 @@ flight, timeouts. Pure helpers; api.py and cli.py apply them (docs/server.md, "L
 
 from __future__ import annotations
 
+import asyncio
 import re
 import zlib
 from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field
 
 #: Deepest JSON nesting accepted in a query body or a bulk line (a record has 2 levels).
 MAX_JSON_DEPTH: Final = 32
@@ -76,3 +79,51 @@ def gunzip(data: bytes, limit: int) -> bytes:
         out.append(chunk)
         rest = d.unused_data.lstrip(b"\0")  # gzip(1) pads some members with zeros
     return b"".join(out)
+
+
+class Limits(BaseModel):
+    """The server's resource limits (ServerConfig.limits; docs/server.md, "Limits")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Bulk bodies read, decoded and stored at once; more wait up to body_wait_s, then get 503
+    #: with Retry-After (each costs up to 64 MiB plus about 2.2x that while it is decoded).
+    max_bodies_in_flight: int = Field(default=4, ge=1)
+    body_wait_s: float = Field(default=5.0, ge=0)
+    #: A request body must arrive completely within this (else 408).
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    #: A connection must send a request's headers within this after it opens or after its
+    #: previous answer (else it is closed): slow-header clients cannot hold sockets.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: An idle keep-alive connection is closed after this (uvicorn's timeout_keep_alive).
+    keep_alive_s: int = Field(default=5, ge=1)
+    #: Open connections at most; at the limit a new one closes the longest-idle connection (one
+    #: waiting for request headers), or is itself closed when none is idle. Also capped below the
+    #: process's file descriptor limit, so the server can always accept /healthz.
+    max_connections: int = Field(default=1000, ge=4)
+    #: Largest request header block (uvicorn's h11_max_incomplete_event_size).
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
+    #: A query (search, aggregation, service graph) is cancelled after this (503 query_timeout);
+    #: also when its client disconnects.
+    statement_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class BodyGate:
+    """At most `limit` bulk bodies in flight; `acquire` waits up to `wait_s` for a slot."""
+
+    def __init__(self, limit: int, wait_s: float) -> None:
+        self.limit, self.wait_s = limit, wait_s
+        self._sem: asyncio.Semaphore | None = None  # created on the server's event loop
+
+    async def acquire(self) -> bool:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.limit)
+        try:
+            await asyncio.wait_for(self._sem.acquire(), self.wait_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def release(self) -> None:
+        assert self._sem is not None
+        self._sem.release()

@@ -21,6 +21,32 @@ def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+#: Requests per namespace-level edge (source, target, class), and unlogged requests, of a batch.
+EdgeCounts = tuple[dict[tuple[str, str, str], int], int]
+
+
+def edge_counts(cols: Mapping[str, Sequence[Any]]) -> EdgeCounts:
+    """A batch's (server.columns.ColumnBatch) requests per namespace-level edge and status class,
+    and its unlogged requests. Counts are summed per distinct raw key first, so the per-record
+    work is one dict update."""
+    keys = zip(cols["type"], cols["src_namespace"], cols["src_name_aggr"], cols["src_type"],
+               cols["dest_service_namespace"], cols["dest_service_name"], cols["dest_namespace"],
+               cols["dest_name_aggr"], cols["dest_type"], cols["response_code"], strict=True)
+    raw: dict[tuple[str, ...], int] = {}
+    for key, n in zip(keys, cols["count"], strict=True):
+        raw[key] = raw.get(key, 0) + n
+    local: dict[tuple[str, str, str], int] = {}
+    unlogged = 0
+    for (typ, sns, sname, stype, dsns, dsname, dns, dname, dtype, code), n in raw.items():
+        if typ == TYPE_UNLOGGED:
+            unlogged += n
+            continue
+        edge = (source_node(stype, sns, sname, ()).id,  # namespace-level: nothing expanded
+                dest_node(dtype, dns, dname, dsns, dsname, ()).id, _class(code))
+        local[edge] = local.get(edge, 0) + n
+    return local, unlogged
+
+
 class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -28,7 +54,8 @@ class Metrics:
         self.counters: dict[str, int] = {
             "ingest_requests": 0, "records_accepted": 0, "records_rejected": 0,
             "duplicate_batches": 0, "bodies_rejected": 0, "unlogged_requests": 0,
-            "unknown_fields_ignored": 0,
+            "unknown_fields_ignored": 0, "bodies_busy": 0, "queries_timed_out": 0,
+            "queries_cancelled": 0,
         }
         self.queries: dict[tuple[str, str], int] = {}
         self.query_seconds: dict[str, float] = {}
@@ -41,24 +68,12 @@ class Metrics:
             self.counters[name] += n
 
     def observe_columns(self, cols: Mapping[str, Sequence[Any]]) -> None:
-        """Count a batch (server.columns.ColumnBatch) into the per-edge counters: requests per
-        namespace-level edge and status class, and unlogged requests. Counts are summed per
-        distinct raw key first, so the per-record work is one dict update."""
-        keys = zip(cols["type"], cols["src_namespace"], cols["src_name_aggr"], cols["src_type"],
-                   cols["dest_service_namespace"], cols["dest_service_name"], cols["dest_namespace"],
-                   cols["dest_name_aggr"], cols["dest_type"], cols["response_code"], strict=True)
-        raw: dict[tuple[str, ...], int] = {}
-        for key, n in zip(keys, cols["count"], strict=True):
-            raw[key] = raw.get(key, 0) + n
-        local: dict[tuple[str, str, str], int] = {}
-        unlogged = 0
-        for (typ, sns, sname, stype, dsns, dsname, dns, dname, dtype, code), n in raw.items():
-            if typ == TYPE_UNLOGGED:
-                unlogged += n
-                continue
-            edge = (source_node(stype, sns, sname, ()).id,  # namespace-level: nothing expanded
-                    dest_node(dtype, dns, dname, dsns, dsname, ()).id, _class(code))
-            local[edge] = local.get(edge, 0) + n
+        """Count a batch (server.columns.ColumnBatch) into the per-edge counters."""
+        self.add_edges(edge_counts(cols))
+
+    def add_edges(self, counts: EdgeCounts) -> None:
+        """Add what `edge_counts` computed for a stored batch."""
+        local, unlogged = counts
         with self._lock:
             self.counters["unlogged_requests"] += unlogged
             for edge, n in local.items():
@@ -98,6 +113,12 @@ class Metrics:
             ("l7scope_unlogged_requests_total", "unlogged_requests", "Requests reported as not logged in detail."),
             ("l7scope_ingest_unknown_fields_ignored_total", "unknown_fields_ignored",
              "Fields of newer-schema records the server does not know, dropped (the records kept)."),
+            ("l7scope_ingest_bodies_busy_total", "bodies_busy",
+             "Bulk bodies refused with 503 because the bodies in flight were at their limit."),
+            ("l7scope_queries_timed_out_total", "queries_timed_out",
+             "Queries cancelled at the statement timeout."),
+            ("l7scope_queries_cancelled_total", "queries_cancelled",
+             "Queries cancelled because their client disconnected."),
         ):
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {c[key]}"]
         lines += ["# HELP l7scope_ingest_records_total Records received, by result.",

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from l7scope import __version__
+from l7scope.contracts import api
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH
 from l7scope.contracts.fields import COLUMNS
 from l7scope.server.query import AggregationBody, GraphBody, SearchBody
@@ -44,18 +45,23 @@ _ERROR = _obj({"error": {"type": "object", "required": ["code", "message"], "pro
     "code": _STR, "message": _STR, "position": _INT, "field": _STR}}})
 
 
+_LATE_BODY: dict[str, Any] = {"408": {"description": "the body did not arrive in time",
+                                      "content": {"application/json": {"schema": _ERROR}}}}
+
+
 def _answers(ok: dict[str, Any], *, json: bool = True) -> dict[str, Any]:
     content = {"application/json": {"schema": ok}} if json else {"text/plain": {"schema": _STR}}
     return {
         "200": {"description": "OK", "content": content},
         "400": {"description": "bad request", "content": {"application/json": {"schema": _ERROR}}},
-        "503": {"description": "store unavailable, retry", "content": {"application/json": {"schema": _ERROR}}},
+        "503": {"description": "store unavailable, busy (bulk: Retry-After), or query cancelled at the "
+                               "statement timeout", "content": {"application/json": {"schema": _ERROR}}},
     }
 
 
 def _post(summary: str, body: dict[str, Any], ok: dict[str, Any]) -> dict[str, Any]:
     return {"post": {"summary": summary, "requestBody": {"required": True, "content": {
-        "application/json": {"schema": body}}}, "responses": _answers(ok)}}
+        "application/json": {"schema": body}}}, "responses": _answers(ok) | _LATE_BODY}}
 
 
 _COMPONENTS: dict[str, Any] = {}
@@ -103,33 +109,33 @@ def schema() -> dict[str, Any]:
                     "413": {"description": "body (or its decompressed form) too large",
                             "content": {"application/json": {"schema": _ERROR}}},
                     "415": {"description": "unsupported Content-Encoding",
-                            "content": {"application/json": {"schema": _ERROR}}}},
+                            "content": {"application/json": {"schema": _ERROR}}}} | _LATE_BODY,
             }},
-            "/api/v1/l7/logs/search": _post(
+            api.SEARCH_PATH: _post(
                 "Records matching a selector in a time range, sorted and paged",
                 _model(SearchBody),
                 _obj({"total_hits": _INT, "total_requests": _INT, "num_pages": _INT, "page_num": _INT,
                       "page_size": _INT, "time_range": _TIME_RANGE, "took_ms": _NUM,
                       "hits": {"type": "array", "items": _record()}})),
-            "/api/v1/l7/logs/aggregation": _post(
+            api.AGGREGATION_PATH: _post(
                 "Counts, bytes, durations and percentiles grouped by fields",
                 _model(AggregationBody),
                 _obj({"total_groups": _INT, "time_range": _TIME_RANGE, "took_ms": _NUM,
                       "groups": {"type": "array", "items": group}})),
-            "/api/v1/servicegraph": _post(
+            api.SERVICEGRAPH_PATH: _post(
                 "Nodes and edges with L7 stats per response class, top routes, completeness",
                 _model(GraphBody),
                 _obj({"time_range": _TIME_RANGE, "took_ms": _NUM, "truncated": {"type": "boolean"},
                       "nodes": {"type": "array", "items": node}, "edges": {"type": "array", "items": edge},
                       "completeness": _obj({"requests_logged": _INT, "requests_unlogged": _INT,
                                             "requests_seen": _INT, "ratio": _NUM})})),
-            "/api/v1/status": {"get": {"summary": "Server, store and counters", "responses": _answers(_obj({
+            api.STATUS_PATH: {"get": {"summary": "Server, store and counters", "responses": _answers(_obj({
                 "version": _STR, "started_at": _INT, "uptime_s": _NUM, "store": {"type": "object"},
                 "retention_s": _NINT, "ingest": {"type": "object"}, "queries": {"type": "object"},
                 "retention": {"type": "object"}}))}},
-            "/healthz": {"get": {"summary": "Store reachable", "responses": _answers(_obj({"status": _STR}))}},
-            "/metrics": {"get": {"summary": "Prometheus text format", "responses": _answers({}, json=False)}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": _answers({"type": "object"})}},
+            api.HEALTHZ_PATH: {"get": {"summary": "Store reachable", "responses": _answers(_obj({"status": _STR}))}},
+            api.METRICS_PATH: {"get": {"summary": "Prometheus text format", "responses": _answers({}, json=False)}},
+            api.OPENAPI_PATH: {"get": {"summary": "This document", "responses": _answers({"type": "object"})}},
         },
         "components": {"schemas": dict(_COMPONENTS)},
     }

@@ -109,6 +109,10 @@ def node_agent_warnings(stats: Mapping[str, Any]) -> list[str]:
     state = stats.get("capture_state")
     if state and state not in ("active", "disabled"):
         out.append(f"capture {state}" + (" (fail open: Envoy not ready)" if state == "withdrawn" else ""))
+    bridged = int(stats.get("capture_bridged_clients") or 0)
+    if bridged:
+        bridges = ", ".join((stats.get("capture") or {}).get("bridges") or []) or "a bridge"
+        out.append(f"{bridged} pod(s) behind {bridges} with br_netfilter not captured (fail open)")
     if stats.get("ship_error"):
         out.append(f"shipping: {str(stats['ship_error'])[:120]}")
     spooled = int(stats.get("spool_batches") or 0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -99,6 +99,12 @@ class Store(Protocol):
 
     def insert_once(self, batch_id: str, batch: ColumnBatch, now: int) -> bool:
         """Store a batch unless `batch_id` was stored before (persistently); False if duplicate."""
+        ...
+
+    def insert_batches(self, batch_id: str | None, batches: Iterable[ColumnBatch], now: int) -> bool:
+        """Store the batches `batches` yields (one body decoded piece by piece, consumed only after
+        the duplicate check), as one transaction where the engine has them, under `batch_id`
+        unless it was stored before (then nothing is consumed: False). No id: no check."""
         ...
 
     def search(self, q: SearchQuery) -> SearchResult: ...

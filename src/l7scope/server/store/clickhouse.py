@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +23,7 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
 from l7scope.contracts.fields import COLUMNS
+from l7scope.server.cancel import QueryCancelled
 from l7scope.server.columns import ColumnBatch, batch_len, hist_lists, row_to_record
 from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
 from l7scope.server.store import sql
@@ -40,6 +41,7 @@ LOCAL = "l7_local"
 DIST = "l7_dist"
 BATCHES = "l7_batches"
 _CH_INT = {"u16": "UInt16", "u32": "UInt32", "u64": "UInt64"}
+_TIMEOUT_EXCEEDED = 159  # max_execution_time
 _BAD_QUERY_CODES = {427}  # CANNOT_COMPILE_REGEXP: a user's regex, not a store failure
 
 
@@ -102,7 +104,13 @@ class ClickHouseStore:
     kind = "clickhouse"
 
     def __init__(self, url: str, *, cluster: str | None = None, connect_timeout: float = 5.0,
-                 query_timeout: float = 60.0) -> None:
+                 query_timeout: float = 60.0, statement_timeout_s: float | None = None) -> None:
+        # Reads run at most statement_timeout_s on the server (max_execution_time, whole
+        # seconds); the client's socket timeout stays above it.
+        self._read_settings = ({"max_execution_time": max(1, round(statement_timeout_s))}
+                               if statement_timeout_s else {})
+        if statement_timeout_s:
+            query_timeout = max(query_timeout, statement_timeout_s + 5)
         self._args = parse_url(url) | {
             "connect_timeout": connect_timeout,
             "send_receive_timeout": query_timeout,
@@ -211,18 +219,24 @@ class ClickHouseStore:
             )
 
     def insert_once(self, batch_id: str, batch: ColumnBatch, now: int) -> bool:
+        return self.insert_batches(batch_id, [batch], now)
+
+    def insert_batches(self, batch_id: str | None, batches: Iterable[ColumnBatch], now: int) -> bool:
         # No transactions: records first, then the id. A crash between the two means the
         # retried batch is stored twice, never that a batch is lost.
         with self._write_lock:
-            with self._errors("duplicate check"):
-                seen = self._client().execute(
-                    f"SELECT count() FROM {BATCHES} WHERE batch_id = %(b)s", {"b": batch_id})[0][0]
-            if seen:
-                return False
-            self.insert(batch)
-            with self._errors("insert"):
-                self._client().execute(f"INSERT INTO {BATCHES} (batch_id, received_at) VALUES",
-                                       [(batch_id, now)])
+            if batch_id is not None:
+                with self._errors("duplicate check"):
+                    seen = self._client().execute(
+                        f"SELECT count() FROM {BATCHES} WHERE batch_id = %(b)s", {"b": batch_id})[0][0]
+                if seen:
+                    return False
+            for batch in batches:
+                self.insert(batch)
+            if batch_id is not None:
+                with self._errors("insert"):
+                    self._client().execute(f"INSERT INTO {BATCHES} (batch_id, received_at) VALUES",
+                                           [(batch_id, now)])
             return True
 
     def delete_before(self, cutoff: int) -> None:
@@ -251,9 +265,15 @@ class ClickHouseStore:
     # --- reads --------------------------------------------------------------------------
 
     def _query(self, text: str, params: _Params) -> list[tuple[Any, ...]]:
-        with self._errors("query"):
-            rows: list[tuple[Any, ...]] = self._client().execute(text, params.values)
-            return rows
+        try:
+            with self._errors("query"):
+                rows: list[tuple[Any, ...]] = self._client().execute(text, params.values,
+                                                                     settings=self._read_settings)
+                return rows
+        except StoreError as e:
+            if isinstance(e.__cause__, ch_errors.ServerException) and e.__cause__.code == _TIMEOUT_EXCEEDED:
+                raise QueryCancelled("timeout", "query ran over max_execution_time") from e
+            raise
 
     def search(self, q: SearchQuery) -> SearchResult:
         p = _Params()

@@ -8,7 +8,7 @@ serialised by a lock. Batch ids live in a table next to the records, in the same
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from l7scope.contracts.fields import COLUMNS
+from l7scope.server import cancel
 from l7scope.server.columns import ColumnBatch, batch_len, row_to_record
 from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
 from l7scope.server.store import graph_ids, sql
@@ -147,18 +148,24 @@ class DuckDBStore:
             raise StoreError(f"insert failed: {e}") from e
 
     def insert_once(self, batch_id: str, batch: ColumnBatch, now: int) -> bool:
+        return self.insert_batches(batch_id, [batch], now)
+
+    def insert_batches(self, batch_id: str | None, batches: Iterable[ColumnBatch], now: int) -> bool:
         try:
             with self._write_lock:
                 con = self._con
                 # fetchall, not fetchone: a result left unfinished on the shared connection made
                 # every later plain insert fail ("connection has an unfinished result").
-                if con.execute(f"SELECT 1 FROM {BATCHES} WHERE batch_id = ?", [batch_id]).fetchall():
+                if batch_id is not None and con.execute(
+                        f"SELECT 1 FROM {BATCHES} WHERE batch_id = ?", [batch_id]).fetchall():
                     return False
                 con.execute("BEGIN TRANSACTION")
                 try:
-                    con.execute(f"INSERT INTO {BATCHES} VALUES (?, ?)", [batch_id, now])
-                    if batch_len(batch):
-                        self._insert_locked(con, batch)
+                    if batch_id is not None:
+                        con.execute(f"INSERT INTO {BATCHES} VALUES (?, ?)", [batch_id, now])
+                    for batch in batches:
+                        if batch_len(batch):
+                            self._insert_locked(con, batch)
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
@@ -179,8 +186,15 @@ class DuckDBStore:
 
     def _query(self, text: str, params: _Params) -> list[tuple[Any, ...]]:
         try:
-            with self._con.cursor() as cur:
-                return cur.execute(text, params.values).fetchall()
+            # A cancelled request (statement timeout, client gone: server.cancel) interrupts
+            # this cursor's statement from the event loop's thread.
+            with self._con.cursor() as cur, cancel.on_cancel(cur.interrupt) as token:
+                try:
+                    return cur.execute(text, params.values).fetchall()
+                except duckdb.InterruptException:
+                    if token is not None and token.reason is not None:
+                        raise cancel.QueryCancelled(token.reason, "query cancelled") from None
+                    raise
         except duckdb.InvalidInputException as e:
             raise ValueError(str(e)) from e
         except duckdb.Error as e:

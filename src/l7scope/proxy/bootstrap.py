@@ -12,10 +12,21 @@ Filter chains, in Calico's order (spec section 4):
    cluster, type %PROTOCOL%.
 4. anything else: `tcp_proxy`, log type `tcp`.
 
+Self-loop guard: a connection whose (restored) destination port is the listener's own port was
+not TPROXYed to us but dialled directly (`node:16001`); forwarding it to its "original
+destination" would make Envoy connect to itself, again and again, until its file descriptors run
+out. The inspectors are disabled for that port and the first filter chain (`self_loop_guard`,
+no network filters) matches it, so Envoy closes such a connection as soon as it is accepted,
+without waiting for data and without a log line.
+
 Every access-log `json_format` comes from `l7scope.contracts.envoy_log.json_format()`; this
 module never names a log key. The proxy must be invisible to clients: no retries, no route
 timeout, Host, header case and the upstream's `server` header are kept, websockets upgrade,
-and connection limits are lifted so the proxy never answers 503 for overload on its own.
+and the circuit breakers are set far above what a node carries (`max_connections` etc. =
+`upstream_limit`) so the proxy does not answer 503 for overload on its own, yet finite: a flood
+ends at the limit, not at the process's fd limit. The overload manager caps all downstream
+connections at `max_downstream_connections` (the admin endpoint is exempt, so it answers even
+then).
 
 `render()` is pure (settings -> dict); `render_yaml()` dumps it for `envoy -c`.
 """
@@ -23,6 +34,7 @@ and connection limits are lifted so the proxy never answers 503 for overload on 
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 from typing import Any, Final
 
 import yaml
@@ -42,7 +54,10 @@ CLUSTER_HTTP1: Final = "original_dst"
 CLUSTER_H2C: Final = "original_dst_h2c"
 CLUSTER_ALS: Final = "l7scope_als"
 
-_NO_LIMIT: Final = 1_000_000_000  # circuit-breaker thresholds: "never refuse on our own"
+DEFAULT_UPSTREAM_LIMIT: Final = 65_536  # per original_dst cluster: connections, pending, requests
+DEFAULT_MAX_DOWNSTREAM_CONNECTIONS: Final = 100_000
+GUARD_CHAIN: Final = "self_loop_guard"
+ADMIN_SOCKET_MODE: Final = 0o660
 _PRESERVE_CASE: Final = {
     "stateful_formatter": {
         "name": "preserve_case",
@@ -64,8 +79,10 @@ class EnvoySettings(BaseModel):
     listen_address: str = Field(default="0.0.0.0", description="address of the transparent listener")
     access_log_path: str = Field(default=DEFAULT_ACCESS_LOG_PATH, min_length=1,
                                  description="JSON access log file the collector tails")
-    admin_address: str = Field(default=DEFAULT_ADMIN_ADDRESS,
-                               description="admin endpoint, loopback ip:port only")
+    admin_address: str = Field(
+        default=DEFAULT_ADMIN_ADDRESS,
+        description="admin endpoint: unix:/absolute/path (a socket, mode 0660), or ip:port on"
+                    " loopback")
     xff_num_trusted_hops: int = Field(default=0, ge=0, le=16)
     use_remote_address: bool = False
     als_socket: str | None = Field(
@@ -84,6 +101,13 @@ class EnvoySettings(BaseModel):
         description="keep the client's source IP on upstream connections (listener filter"
                     " original_src) and mark them with this value (tproxyUpstreamConnMark); the"
                     " capture rules route their replies back to Envoy (capture/tproxy.py)")
+    upstream_limit: int = Field(
+        default=DEFAULT_UPSTREAM_LIMIT, ge=1, le=10_000_000,
+        description="circuit breakers of each original_dst cluster: max_connections,"
+                    " max_pending_requests and max_requests")
+    max_downstream_connections: int = Field(
+        default=DEFAULT_MAX_DOWNSTREAM_CONNECTIONS, ge=1, le=10_000_000,
+        description="overload manager: accepted connections over all listeners (admin exempt)")
 
     @field_validator("listen_address")
     @classmethod
@@ -93,9 +117,15 @@ class EnvoySettings(BaseModel):
     @field_validator("admin_address")
     @classmethod
     def _loopback(cls, v: str) -> str:
+        if v.startswith("unix:"):
+            path = v.removeprefix("unix:")
+            path = "/" + path.lstrip("/") if path.startswith("//") else path
+            if not path.startswith("/") or posixpath.normpath(path) != path:
+                raise ValueError(f"admin socket must be an absolute, normalized path, got {v!r}")
+            return f"unix:{path}"
         host, port = split_host_port(v)
         if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"admin address must be on loopback, got {host}")
+            raise ValueError(f"admin address must be a unix socket or on loopback, got {host}")
         return f"{host}:{port}"
 
     @field_validator("als_socket")
@@ -109,8 +139,10 @@ class EnvoySettings(BaseModel):
         return path
 
     @property
-    def admin_host_port(self) -> tuple[str, int]:
-        return split_host_port(self.admin_address)
+    def admin_socket(self) -> str | None:
+        """The admin socket's path when admin is a unix socket."""
+        return self.admin_address.removeprefix("unix:") if self.admin_address.startswith(
+            "unix:") else None
 
 
 def split_host_port(addr: str) -> tuple[str, int]:
@@ -230,8 +262,14 @@ def _hcm(settings: EnvoySettings, stat_prefix: str, cluster: str, h2c: bool) -> 
 
 
 def _listener(settings: EnvoySettings) -> dict[str, Any]:
-    def inspector(name: str, type_url: str) -> dict[str, Any]:
-        return {"name": name, "typed_config": {"@type": type_url}}
+    own_port = {"destination_port_range": {"start": settings.tproxy_port,
+                                           "end": settings.tproxy_port + 1}}
+
+    def inspector(name: str, type_url: str, skip_own_port: bool = True) -> dict[str, Any]:
+        f: dict[str, Any] = {"name": name, "typed_config": {"@type": type_url}}
+        if skip_own_port:  # a direct connection is closed at once, not after the sniff timeout
+            f["filter_disabled"] = own_port
+        return f
 
     ext = "type.googleapis.com/envoy.extensions.filters.listener"
     return {
@@ -240,8 +278,9 @@ def _listener(settings: EnvoySettings) -> dict[str, Any]:
         "transparent": True,
         "listener_filters": [
             inspector("envoy.filters.listener.original_dst",
-                      f"{ext}.original_dst.v3.OriginalDst"),
-            *([{"name": "envoy.filters.listener.original_src",
+                      f"{ext}.original_dst.v3.OriginalDst", skip_own_port=False),
+            *([inspector("envoy.filters.listener.original_src",
+                         f"{ext}.original_src.v3.OriginalSrc") | {
                 "typed_config": {"@type": f"{ext}.original_src.v3.OriginalSrc",
                                  "mark": settings.original_src_mark}}]
               if settings.original_src_mark is not None else []),
@@ -253,6 +292,12 @@ def _listener(settings: EnvoySettings) -> dict[str, Any]:
         "listener_filters_timeout": _seconds(settings.listener_filters_timeout_s),
         "continue_on_listener_filters_timeout": True,
         "filter_chains": [
+            {
+                # not TPROXYed: dialled at the listener itself. No filters: Envoy closes it.
+                "name": GUARD_CHAIN,
+                "filter_chain_match": {"destination_port": settings.tproxy_port},
+                "filters": [],
+            },
             {
                 "name": "tls_passthrough",
                 "filter_chain_match": {"transport_protocol": "tls"},
@@ -287,9 +332,9 @@ def _original_dst_cluster(settings: EnvoySettings, name: str, h2c: bool) -> dict
         "lb_policy": "CLUSTER_PROVIDED",
         "connect_timeout": _seconds(settings.connect_timeout_s),
         "circuit_breakers": {"thresholds": [{
-            "max_connections": _NO_LIMIT,
-            "max_pending_requests": _NO_LIMIT,
-            "max_requests": _NO_LIMIT,
+            "max_connections": settings.upstream_limit,
+            "max_pending_requests": settings.upstream_limit,
+            "max_requests": settings.upstream_limit,
             "max_retries": 0,
         }]},
         "typed_extension_protocol_options": {
@@ -333,11 +378,24 @@ def render(settings: EnvoySettings | None = None) -> dict[str, Any]:
     ]
     if s.als_socket:
         clusters.append(_als_cluster(s))
-    admin_host, admin_port = s.admin_host_port
+    if s.admin_socket is not None:
+        # owner and group only: the pod's containers share the group (see operator.render)
+        admin_address: dict[str, Any] = {"pipe": {"path": s.admin_socket, "mode": ADMIN_SOCKET_MODE}}
+    else:
+        admin_address = _socket_address(*split_host_port(s.admin_address))
     return {
         "node": {"id": s.node_id, "cluster": "l7scope"},
-        "admin": {"address": _socket_address(admin_host, admin_port)},
+        "admin": {"address": admin_address,
+                  "ignore_global_conn_limit": True},
         "static_resources": {"listeners": [_listener(s)], "clusters": clusters},
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors"
+                ".downstream_connections.v3.DownstreamConnectionsConfig",
+                "max_active_downstream_connections": s.max_downstream_connections,
+            },
+        }]},
     }
 
 

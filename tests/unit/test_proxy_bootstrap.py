@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from l7scope.contracts import envoy_log
-from l7scope.proxy import config
-from l7scope.proxy.config import EnvoySettings, render, render_yaml
+from l7scope.proxy import bootstrap
+from l7scope.proxy.bootstrap import EnvoySettings, render, render_yaml
 
 
 def _listener(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +21,8 @@ def _listener(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _chains(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     listener = _listener(cfg)
-    return [*listener["filter_chains"], listener["default_filter_chain"]]
+    chains: list[dict[str, Any]] = listener["filter_chains"][1:]  # [0] is the self-loop guard
+    return [*chains, listener["default_filter_chain"]]
 
 
 def _loggers(chain: dict[str, Any]) -> list[dict[str, Any]]:
@@ -48,6 +49,30 @@ def test_original_src_keeps_the_client_ip_with_the_upstream_mark() -> None:
         "mark": 0x2000}
     with pytest.raises(ValidationError):
         EnvoySettings(original_src_mark=0)
+
+
+def test_self_loop_guard_closes_direct_connections_first() -> None:
+    listener = _listener(render(EnvoySettings(tproxy_port=15001)))
+    guard = listener["filter_chains"][0]
+    assert guard == {"name": bootstrap.GUARD_CHAIN, "filter_chain_match": {"destination_port": 15001},
+                     "filters": []}
+    own = {"destination_port_range": {"start": 15001, "end": 15002}}
+    odst, *inspectors = listener["listener_filters"]
+    assert "filter_disabled" not in odst  # the destination must be restored to be matched
+    assert [f["filter_disabled"] for f in inspectors] == [own, own]
+
+
+def test_limits_are_finite() -> None:
+    cfg = render(EnvoySettings(upstream_limit=500, max_downstream_connections=900))
+    for c in cfg["static_resources"]["clusters"]:
+        (t,) = c["circuit_breakers"]["thresholds"]
+        assert (t["max_connections"], t["max_pending_requests"], t["max_requests"]) == (500,) * 3
+    (mon,) = cfg["overload_manager"]["resource_monitors"]
+    assert mon["name"].endswith("global_downstream_max_connections")
+    assert mon["typed_config"]["max_active_downstream_connections"] == 900
+    assert cfg["admin"]["ignore_global_conn_limit"] is True
+    with pytest.raises(ValidationError):
+        EnvoySettings(upstream_limit=0)
 
 
 def test_filter_chains_follow_calicos_order_and_log_types() -> None:
@@ -93,20 +118,20 @@ def test_hcm_never_alters_requests() -> None:
             route["route"])
     http1 = _chains(render())[1]["filters"][0]["typed_config"]
     assert http1["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["cluster"] == (
-        config.CLUSTER_HTTP1)
+        bootstrap.CLUSTER_HTTP1)
     h2c = _chains(render())[2]["filters"][0]["typed_config"]
     assert h2c["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["cluster"] == (
-        config.CLUSTER_H2C)
+        bootstrap.CLUSTER_H2C)
 
 
 def test_original_dst_clusters() -> None:
     clusters = {c["name"]: c for c in render()["static_resources"]["clusters"]}
-    assert set(clusters) == {config.CLUSTER_HTTP1, config.CLUSTER_H2C}
+    assert set(clusters) == {bootstrap.CLUSTER_HTTP1, bootstrap.CLUSTER_H2C}
     for c in clusters.values():
         assert (c["type"], c["lb_policy"]) == ("ORIGINAL_DST", "CLUSTER_PROVIDED")
         assert c["circuit_breakers"]["thresholds"][0]["max_retries"] == 0
     opts = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    h2 = clusters[config.CLUSTER_H2C]["typed_extension_protocol_options"][opts]
+    h2 = clusters[bootstrap.CLUSTER_H2C]["typed_extension_protocol_options"][opts]
     assert "http2_protocol_options" in h2["explicit_http_config"]
 
 
@@ -119,18 +144,24 @@ def test_als_logger_and_unix_cluster_only_when_configured() -> None:
         assert names == ["envoy.access_loggers.file", "envoy.access_loggers.http_grpc"]
         common = _loggers(chain)[1]["typed_config"]["common_config"]
         assert common["log_name"] == "node-1"
-        assert common["grpc_service"]["envoy_grpc"]["cluster_name"] == config.CLUSTER_ALS
+        assert common["grpc_service"]["envoy_grpc"]["cluster_name"] == bootstrap.CLUSTER_ALS
     assert all(len(_loggers(c)) == 1 for c in (chains[0], chains[3]))
-    (als,) = [c for c in cfg["static_resources"]["clusters"] if c["name"] == config.CLUSTER_ALS]
+    (als,) = [c for c in cfg["static_resources"]["clusters"] if c["name"] == bootstrap.CLUSTER_ALS]
     ep = als["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert ep["address"] == {"pipe": {"path": "/run/l7/als.sock"}}
 
 
-def test_admin_is_loopback_only() -> None:
+def test_admin_is_a_unix_socket_or_loopback_only() -> None:
     cfg = render(EnvoySettings(admin_address="127.0.0.2:19901"))
     assert cfg["admin"]["address"]["socket_address"] == {"address": "127.0.0.2",
                                                          "port_value": 19901}
-    for bad in ("0.0.0.0:9901", "10.0.0.1:9901", "localhost", "127.0.0.1:0"):
+    for given in ("unix:/run/l7scope/admin.sock", "unix:///run/l7scope/admin.sock"):
+        s = EnvoySettings(admin_address=given)
+        assert s.admin_address == "unix:/run/l7scope/admin.sock"
+        assert render(s)["admin"]["address"] == {
+            "pipe": {"path": "/run/l7scope/admin.sock", "mode": 0o660}}
+    for bad in ("0.0.0.0:9901", "10.0.0.1:9901", "localhost", "127.0.0.1:0",
+                "unix:relative.sock", "unix:/run/../etc/admin.sock"):
         with pytest.raises(ValidationError):
             EnvoySettings(admin_address=bad)
 

@@ -8,12 +8,12 @@ import json
 import logging
 
 import pytest
-from node_factories import pod, shop
 
 from l7scope.capture import bridge, tproxy
 from l7scope.capture.bridge import HostNet, Link
 from l7scope.node.metadata import MetadataCache
 from l7scope.node.selection import CaptureController
+from l7scope.testing.node_inputs import pod, shop
 
 N = ipaddress.IPv4Network
 
