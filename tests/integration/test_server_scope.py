@@ -154,6 +154,13 @@ def test_server_wide_counters_need_a_cluster_wide_reader(url: str) -> None:
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", path
     r = httpx.get(url + "/api/v1/whoami", headers=bearer(SHOP))
     assert r.json()["user"]["namespaces"] == ["shop"]
+    # `l7scope status` says why it shows no counters
+    from l7scope.status.probe import _probe_server
+
+    part = _probe_server(url, None, SHOP, 10)
+    assert part.healthy and not part.stats and "may not read them" in part.warnings[0]
+    part = _probe_server(url, None, ADMIN, 10)
+    assert part.stats and not part.warnings
 
 
 def test_the_writer_cannot_read(url: str) -> None:
