@@ -37,7 +37,7 @@ def _body(case: str, mib: int) -> bytes:
     if case == "empty_objects":
         return b"{}\n" * (mib * 1024 * 1024 // 3)
     from l7scope.contracts.record import encode_records
-    from l7scope.server import gen
+    from l7scope.testing import record_gen as gen
 
     topo = gen.topology(namespaces=20, services_per_ns=5, edges=200, seed=5)
     out: list[bytes] = []

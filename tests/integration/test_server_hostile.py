@@ -34,7 +34,6 @@ from l7scope.contracts.record import (
     encode_record,
 )
 from l7scope.node.shipper import Shipper
-from l7scope.server import gen
 from l7scope.server.api import create_app
 from l7scope.server.auth import SharedToken
 from l7scope.server.cli import uvicorn_config
@@ -42,6 +41,7 @@ from l7scope.server.columns import to_columns
 from l7scope.server.ingest import MAX_REJECTED_LINES
 from l7scope.server.limits import MAX_JSON_DEPTH, Limits
 from l7scope.server.store.duckdb import DuckDBStore
+from l7scope.testing import record_gen as gen
 
 NOW = 1_790_000_000
 TR = {"from": NOW - 3600, "to": NOW + 2 * MAX_FUTURE_S}

@@ -157,9 +157,9 @@ def test_server_wide_counters_need_a_cluster_wide_reader(url: str) -> None:
     # `l7scope status` says why it shows no counters
     from l7scope.status.probe import _probe_server
 
-    part = _probe_server(url, None, SHOP, 10)
+    part = _probe_server(url, None, SHOP, 10, True)
     assert part.healthy and not part.stats and "may not read them" in part.warnings[0]
-    part = _probe_server(url, None, ADMIN, 10)
+    part = _probe_server(url, None, ADMIN, 10, True)
     assert part.stats and not part.warnings
 
 

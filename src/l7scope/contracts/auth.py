@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import ssl
 from pathlib import Path
 from typing import Final
 
 AUTH_HEADER: Final = "Authorization"
 TOKEN_ENV: Final = "L7SCOPE_TOKEN"
+CA_FILE_ENV: Final = "L7SCOPE_CA_FILE"
 TOKEN_FILE_NAME: Final = "token"
 SESSION_COOKIE: Final = "l7scope_session"
 LOGIN_PATH: Final = "/login"
@@ -124,3 +126,15 @@ def find_token(token_file: Path | None = None) -> str | None:
     if default.exists():
         return read_token(default)
     return None
+
+
+def tls_verify(ca_file: Path | None = None) -> ssl.SSLContext | bool:
+    """How a client checks an https server: the CA bundle `ca_file`, else $L7SCOPE_CA_FILE, else
+    the system's CAs (True). A server over plain http ignores it."""
+    path = ca_file or (Path(os.environ[CA_FILE_ENV]) if os.environ.get(CA_FILE_ENV) else None)
+    if path is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as e:
+        raise TokenFileError(f"cannot use the CA file {path}: {e}") from None

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from l7scope.capture import bridge
 from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.auth import tls_verify
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.contracts.record import L7Record, encode_records
 from l7scope.contracts.status import NodeAgentStats, StatusEndpoint
@@ -57,6 +58,7 @@ class AgentConfig:
     inventory_dir: str | None = None
     server_url: str | None = None
     server_token_file: str | None = None  # bearer token for shipping (contracts/auth.py)
+    server_ca_file: str | None = None  # CA bundle of an https server
     envoy_admin: str | None = None
     status_addr: str | None = None  # HOST:PORT
     data_dir: str = "/var/lib/l7scope/node"
@@ -92,7 +94,8 @@ class Agent:
         self.l7log = self._l7log(s)
         self.shipper = Shipper(cfg.server_url, Path(cfg.data_dir) / "spool", cfg.node_name,
                                max_spool_bytes=cfg.max_spool_bytes,
-                               token_file=Path(cfg.server_token_file) if cfg.server_token_file else None)
+                               token_file=Path(cfg.server_token_file) if cfg.server_token_file else None,
+                               verify=tls_verify(Path(cfg.server_ca_file) if cfg.server_ca_file else None))
         probe = envoy_ready_probe(cfg.envoy_admin) if cfg.envoy_admin else (lambda: True)
         self.capture = CaptureController(self.cache, cfg.node_name, capture_rules(s), probe,
                                          cfg.netns, host_net=lambda: bridge.read_host(cfg.netns))

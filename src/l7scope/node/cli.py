@@ -14,6 +14,7 @@ import click
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts.auth import TokenFileError
 from l7scope.contracts.nodeconfig import NodeSettings, SettingsError
 from l7scope.contracts.record import encode_records
 from l7scope.node import ingest
@@ -55,6 +56,9 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
 @click.option("--server-token-file", type=click.Path(dir_okay=False),
               help="File with the bearer token for shipping (the standalone server's <data-dir>/token, "
                    "or a projected ServiceAccount token in a cluster); re-read when it changes.")
+@click.option("--server-ca-file", type=click.Path(dir_okay=False),
+              help="CA bundle that signed an https server's certificate [default: $L7SCOPE_CA_FILE, "
+                   "else the system's CAs].")
 @click.option("--envoy-admin", help="Envoy admin: unix:/path or http://127.0.0.1:PORT; capture is withdrawn while its /ready fails.")
 @click.option("--status-addr", help="HOST:PORT for GET /healthz and GET /stats.")
 @click.option("--data-dir", default="/var/lib/l7scope/node", show_default=True,
@@ -68,7 +72,7 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig for --kube.")
 @click.pass_context
 def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | None,
-         node_name: str, server_url: str | None, server_token_file: str | None, envoy_admin: str | None,
+         node_name: str, server_url: str | None, server_token_file: str | None, server_ca_file: str | None, envoy_admin: str | None,
          status_addr: str | None, data_dir: str, netns: str | None, grace_seconds: float,
          use_kube: bool, kubeconfig: str | None) -> None:
     if ctx.invoked_subcommand is not None:
@@ -80,12 +84,12 @@ def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | Non
         settings_path = _cluster_settings(kubeconfig, data_dir)
     cfg = AgentConfig(node_name=node_name, settings_path=settings_path,
                       inventory_dir=inventory_dir, server_url=server_url,
-                      server_token_file=server_token_file,
+                      server_token_file=server_token_file, server_ca_file=server_ca_file,
                       envoy_admin=envoy_admin, status_addr=status_addr, data_dir=data_dir,
                       netns=netns, grace_seconds=grace_seconds)
     try:
         agent = Agent(cfg)
-    except SettingsError as e:
+    except (SettingsError, TokenFileError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(f"cannot start: {e}") from None

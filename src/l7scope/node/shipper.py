@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -171,9 +172,11 @@ class Shipper:
     def __init__(self, server_url: str | None, spool_dir: str | Path, node_name: str,
                  max_spool_bytes: int = 512 * 1024 * 1024, timeout: float = 10.0,
                  backoff_base: float = 0.1, backoff_cap: float = 5.0,
-                 rng: Callable[[], float] = random.random, token_file: Path | None = None) -> None:
+                 rng: Callable[[], float] = random.random, token_file: Path | None = None,
+                 verify: ssl.SSLContext | bool = True) -> None:
         self.stats = ShipperStats()
         self.token = TokenSource(token_file)
+        self.verify = verify  # how an https server's certificate is checked
         self.url = server_url.rstrip("/") + bulk.BULK_PATH if server_url else None
         # no server, no spool: records then only go to l7.log
         self.spool = Spool(spool_dir, max_spool_bytes, self.stats, node_name) if self.url else None
@@ -221,7 +224,7 @@ class Shipper:
 
     def _run(self) -> None:
         assert self.spool is not None
-        with httpx.Client(timeout=self.timeout) as client:
+        with httpx.Client(timeout=self.timeout, verify=self.verify) as client:
             while not self._stop.is_set():
                 path = self.spool.oldest()
                 if path is None:

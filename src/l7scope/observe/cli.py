@@ -21,10 +21,12 @@ from l7scope.observe.filters import FilterError, FilterSpec
 from l7scope.observe.follow import SERVER_ORDER, FollowCursor, order_key
 from l7scope.observe.options import (
     NotAwareCommand,
+    ca_file_option,
     filter_options,
     spec_from_options,
     token_file_option,
     token_from,
+    verify_from,
 )
 from l7scope.observe.printer import FORMATS, Printer, make_printer
 
@@ -68,6 +70,7 @@ def _resolve_range(since: str | None, until: str | None, now: float) -> tuple[in
 @click.option("--server", default=default_server, show_default=f"env L7SCOPE_SERVER or {DEFAULT_URL}",
               help="URL of the l7scope server.")
 @token_file_option
+@ca_file_option
 @click.option("--input", "input_file", type=click.Path(allow_dash=True, dir_okay=False),
               help="Read records from this jsonl file (as written by -o jsonl) instead of the server; '-' = stdin.")
 @filter_options
@@ -86,7 +89,7 @@ def _resolve_range(since: str | None, until: str | None, now: float) -> tuple[in
               help="Output format; jsonl can be read back with --input or '-'.")
 @click.option("--color/--no-color", default=None, help="Force colours on or off (default: when stdout is a terminal).")
 @click.option("--print-selector", is_flag=True, help="Print the selector the flags make, and exit.")
-def observe(source: str | None, server: str, token_file: Path | None, input_file: str | None, selector: tuple[str, ...],
+def observe(source: str | None, server: str, token_file: Path | None, ca_file: Path | None, input_file: str | None, selector: tuple[str, ...],
             since: str | None, until: str | None, last: int | None, all_: bool, follow: bool,
             follow_window: int, interval: float, output: str, color: bool | None,
             print_selector: bool, **flag_values: Any) -> None:
@@ -110,7 +113,7 @@ def observe(source: str | None, server: str, token_file: Path | None, input_file
                 raise click.UsageError("--follow reads from the server, not from a file")
             _observe_file(input_file, spec, since, until, last, printer, print_selector)
             return
-        with Client(server, token=token_from(token_file)) as client:
+        with Client(server, token=token_from(token_file), verify=verify_from(ca_file)) as client:
             _observe_server(client, spec, since, until, last, all_, follow, follow_window,
                             interval, printer, print_selector)
     except (ApiError, FilterError, TimeRangeError) as e:

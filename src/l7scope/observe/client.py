@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
@@ -48,13 +49,14 @@ class ApiError(RuntimeError):
 
 class Client:
     def __init__(self, server: str | None = None, *, token: str | None = None, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 verify: ssl.SSLContext | bool = True) -> None:
         base = (server or default_server()).rstrip("/")
         if "://" not in base:
             base = "http://" + base
         self.base = base
         self.has_token = token is not None
-        self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport,
+        self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport, verify=verify,
                                   headers=bearer(token) if token is not None else None)
 
     def close(self) -> None:

@@ -3,13 +3,21 @@ and the filter flags with `--not` (`observe`, `top`)."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
-from l7scope.contracts.auth import TOKEN_ENV, TokenFileError, default_token_file, find_token
+from l7scope.contracts.auth import (
+    CA_FILE_ENV,
+    TOKEN_ENV,
+    TokenFileError,
+    default_token_file,
+    find_token,
+    tls_verify,
+)
 from l7scope.observe import filters
 from l7scope.observe.filters import FilterSpec
 
@@ -17,6 +25,19 @@ token_file_option = click.option(
     "--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help=f"File with the server's bearer token [default: ${TOKEN_ENV}, else {default_token_file()} "
          "when it exists].")
+
+
+ca_file_option = click.option(
+    "--ca-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help=f"CA bundle that signed an https server's certificate [default: ${CA_FILE_ENV}, else the "
+         "system's CAs].")
+
+
+def verify_from(ca_file: Path | None) -> ssl.SSLContext | bool:
+    try:
+        return tls_verify(ca_file)
+    except TokenFileError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def token_from(token_file: Path | None) -> str | None:

@@ -23,10 +23,12 @@ from l7scope.observe.client import ApiError, Client, default_server, service_bac
 from l7scope.observe.filters import FilterError
 from l7scope.observe.options import (
     NotAwareCommand,
+    ca_file_option,
     filter_options,
     spec_from_options,
     token_file_option,
     token_from,
+    verify_from,
 )
 from l7scope.observe.printer import human_ns, safe, status_style
 
@@ -117,6 +119,7 @@ def render(rows: list[Row], by: str, limit: int, header: str) -> Group:
 @click.option("--server", default=default_server, show_default=f"env L7SCOPE_SERVER or {DEFAULT_URL}",
               help="URL of the l7scope server.")
 @token_file_option
+@ca_file_option
 @click.option("--by", type=click.Choice(list(GROUPS)), default="edges", show_default=True,
               help="Rows: source workload -> destination Service, or Service routes.")
 @click.option("--sort", type=click.Choice(SORTS), default="rps", show_default=True,
@@ -130,7 +133,7 @@ def render(rows: list[Row], by: str, limit: int, header: str) -> Group:
               help="json implies --once.")
 @filter_options
 @click.option("--selector", multiple=True, metavar="EXPR", help="A raw selector, ANDed with the flags.")
-def top(server: str, token_file: Path | None, by: str, sort: str, window: str, interval: float, limit: int, once: bool,
+def top(server: str, token_file: Path | None, ca_file: Path | None, by: str, sort: str, window: str, interval: float, limit: int, once: bool,
         output: str, selector: tuple[str, ...], **flag_values: Any) -> None:
     """Live table of the busiest edges or routes, like `linkerd viz top`.
 
@@ -141,7 +144,7 @@ def top(server: str, token_file: Path | None, by: str, sort: str, window: str, i
     spec = spec_from_options({**flag_values, "selector": selector})
     console = Console(highlight=False)
     try:
-        with Client(server, token=token_from(token_file)) as client:
+        with Client(server, token=token_from(token_file), verify=verify_from(ca_file)) as client:
             def frame() -> tuple[list[Row], str]:
                 tr = {"from": f"now-{secs}s", "to": "now"}
                 services = service_backends(client, spec, tr) if spec.needs_services() else {}

@@ -74,6 +74,10 @@ API: docs/api.md (also GET /openapi.json).""",
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A host name the server may be reached by (Host header), besides IP addresses "
                    "and localhost; repeatable; '*' allows any (not recommended).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="Serve HTTPS with this PEM certificate (chain); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="The PEM private key of --tls-cert.")
 def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[str, ...],
            **options: Any) -> None:
     """Store L7 records and serve the query API, /metrics and the Service Graph page.
@@ -118,8 +122,10 @@ def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[s
     app = create_app(store, auth=authenticator, retention_s=cfg.retention_s, metrics=metrics,
                      on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts, limits=cfg.limits,
                      blocking_auth=blocking_auth, sessions=sessions)
-    log.info("l7scope server: store %s, http://%s:%d", cfg.store, cfg.host, cfg.port)
-    uvicorn.Server(uvicorn_config(app, cfg.host, cfg.port, cfg.limits)).run()
+    scheme = "https" if cfg.tls_cert else "http"
+    log.info("l7scope server: store %s, %s://%s:%d", cfg.store, scheme, cfg.host, cfg.port)
+    uvicorn.Server(uvicorn_config(app, cfg.host, cfg.port, cfg.limits,
+                                  tls=(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None)).run()
 
 
 def _authenticator(cfg: ServerConfig) -> Authenticator:
@@ -176,9 +182,11 @@ def connection_cap(limits: Limits) -> tuple[int, int]:
     return max(4, min(limits.max_connections, soft - FD_RESERVE - 2 * burst)), burst
 
 
-def uvicorn_config(app: Any, host: str, port: int, limits: Limits) -> Any:
+def uvicorn_config(app: Any, host: str, port: int, limits: Limits,
+                   tls: tuple[Path, Path] | None = None) -> Any:
     """The uvicorn.Config the server runs with: keep-alive, header-size, header-timeout and
-    connection limits of `limits` (the body and statement timeouts live in api.py)."""
+    connection limits of `limits` (the body and statement timeouts live in api.py); HTTPS with
+    `tls` = (certificate, key)."""
     import uvicorn
 
     cap, burst = connection_cap(limits)
@@ -190,6 +198,7 @@ def uvicorn_config(app: Any, host: str, port: int, limits: Limits) -> Any:
         # A backstop only: GuardedH11 keeps open connections (so requests) <= cap; closed ones
         # linger in uvicorn's set until the loop reaps them.
         limit_concurrency=2 * cap,
+        ssl_certfile=str(tls[0]) if tls else None, ssl_keyfile=str(tls[1]) if tls else None,
     )
 
 

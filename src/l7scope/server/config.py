@@ -58,6 +58,19 @@ class ServerConfig(BaseModel):
     def token_path(self) -> Path:
         return self.token_file or self.data_dir / TOKEN_FILE_NAME
 
+    # HTTPS: both or neither (PEM files; the key unencrypted)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        for f in (self.tls_cert, self.tls_key):
+            if f is not None and not f.is_file():
+                raise ValueError(f"no such file: {f}")
+        return self
+
     @field_validator("writer_serviceaccount")
     @classmethod
     def _namespace_and_name(cls, v: str) -> str:

@@ -17,7 +17,7 @@ from rich.text import Text
 from l7scope.contracts import demo_state
 from l7scope.contracts.demo_state import ServerPart, State, StateError
 from l7scope.contracts.status import COUNTER_NAMES
-from l7scope.observe.options import token_file_option, token_from
+from l7scope.observe.options import ca_file_option, token_file_option, token_from, verify_from
 from l7scope.status.probe import PartStatus, counters_of, probe_all
 
 _EPILOG = """\b
@@ -35,6 +35,7 @@ Examples:
               help=f"The demo's state file (default: ${demo_state.STATE_ENV}, /run/l7scope/demo.json as root).")
 @click.option("--server", help="Check this server URL too (or instead of the one in the state file).")
 @token_file_option
+@ca_file_option
 @click.option("--kubeconfig", type=click.Path(dir_okay=False),
               help="Read the state of a cluster installation from the Kubernetes API instead.")
 @click.option("--namespace", "kube_namespace", default="l7scope-system", show_default=True,
@@ -42,7 +43,7 @@ Examples:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds to wait for each part.")
-def status(state_file: str | None, server: str | None, token_file: Path | None, kubeconfig: str | None,
+def status(state_file: str | None, server: str | None, token_file: Path | None, ca_file: Path | None, kubeconfig: str | None,
            kube_namespace: str, output: str, timeout: float) -> None:
     """Health and counters of every part: per node Envoy, collector and node agent, the
     annotated Services, and the server with its store.
@@ -75,7 +76,7 @@ def status(state_file: str | None, server: str | None, token_file: Path | None, 
             token = token_from(Path(state.server.token_file))
         if server:
             state.server = ServerPart(url=server)
-        parts = probe_all(state, timeout=timeout, token=token)
+        parts = probe_all(state, timeout=timeout, token=token, verify=verify_from(ca_file))
         services = {"*": list(state.annotated_services)} if state.annotated_services else {}
         notes = []
         in_netns = any(n.netns or any(p is not None and p.netns for p in (n.envoy_admin, n.collector, n.node_agent))

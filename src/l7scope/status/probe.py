@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import ssl
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -177,25 +178,27 @@ def _probe_part(node: str, kind: str, part: Part, netns: str | None, getter: Get
     return st
 
 
-def _server_get(url: str, path: str, token: str | None, timeout: float) -> tuple[int, bytes] | Exception:
+def _server_get(url: str, path: str, token: str | None, timeout: float,
+                verify: ssl.SSLContext | bool = True) -> tuple[int, bytes] | Exception:
     try:
-        resp = httpx.get(url.rstrip("/") + path, timeout=timeout,
+        resp = httpx.get(url.rstrip("/") + path, timeout=timeout, verify=verify,
                          headers=bearer(token) if token is not None else None)
     except httpx.HTTPError as e:
         return e
     return resp.status_code, resp.content
 
 
-def _probe_server(url: str, pid: int | None, token: str | None, timeout: float) -> PartStatus:
+def _probe_server(url: str, pid: int | None, token: str | None, timeout: float,
+                  verify: ssl.SSLContext | bool) -> PartStatus:
     st = PartStatus(node="-", part="server", addr=url)
     if pid is not None and not pid_alive(pid):
         st.state = f"process {pid} has exited"
         return st
-    health = _server_get(url, api.HEALTHZ_PATH, None, timeout)
+    health = _server_get(url, api.HEALTHZ_PATH, None, timeout, verify)
     if isinstance(health, Exception):
         st.state = f"unreachable: {health}"
         return st
-    answer = _server_get(url, api.STATUS_PATH, token, timeout)
+    answer = _server_get(url, api.STATUS_PATH, token, timeout, verify)
     if not isinstance(answer, Exception) and answer[0] == 200:
         st.stats = _json(answer[1])
     elif not isinstance(answer, Exception) and answer[0] == 401:
@@ -211,13 +214,13 @@ def _probe_server(url: str, pid: int | None, token: str | None, timeout: float) 
 
 
 def probe_all(state: State, *, getter: Getter = http_get, timeout: float = 2.0,
-              token: str | None = None) -> list[PartStatus]:
+              token: str | None = None, verify: ssl.SSLContext | bool = True) -> list[PartStatus]:
     """Probe every part of `state` in parallel; results in a stable order. `token` is sent to the
     server (its /api/v1/status needs one)."""
     jobs: list[Callable[[], PartStatus]] = []
     if state.server is not None:
         srv = state.server
-        jobs.append(lambda: _probe_server(srv.url, srv.pid, token, timeout))
+        jobs.append(lambda: _probe_server(srv.url, srv.pid, token, timeout, verify))
     for n in state.nodes:
         for kind, part in (("envoy", n.envoy_admin), ("collector", n.collector),
                            ("node-agent", n.node_agent)):
