@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import kubeharness
 import pytest
 from kubeharness import ControlPlane
 
@@ -231,6 +232,10 @@ def test_a_cluster_wide_reader_sees_every_namespace(stored: str, cluster: dict[s
     assert httpx.get(stored + "/api/v1/status", headers=h).status_code == 200
     assert httpx.get(stored + "/metrics", headers=h).status_code == 200
     assert httpx.get(stored + WHOAMI_PATH, headers=h).json()["user"]["namespaces"] is None
+    # a user of the API server's static token file (not a ServiceAccount; group system:masters):
+    # reviewed for the API server's audience, its groups carried into the SubjectAccessReview
+    who = httpx.get(stored + WHOAMI_PATH, headers=bearer(kubeharness.TOKEN)).json()
+    assert who["user"] == {"name": "admin", "read": True, "write": False, "namespaces": None}
 
 
 def test_a_reader_without_any_binding_is_forbidden(stored: str, tokens: dict[str, str]) -> None:
@@ -276,3 +281,25 @@ def test_the_page_login_with_a_reader_token_carries_the_scope(stored: str, clust
         r = page.post(GRAPH, json={"time_range": {"from": "now-1h", "to": "now"}})
         assert r.status_code == 200 and cluster["bank"] not in r.text
         assert page.get("/metrics").status_code == 403
+
+
+def test_reviews_are_cached_cost_measured(stored: str, kube: Kube, cluster: dict[str, Any]) -> None:
+    """A new token of a namespace-scoped reader costs the reviews once (TokenReview x2, SAR
+    cluster-wide, the namespace list, one SAR per namespace); later calls use the cache and cost
+    about what an open route (/healthz) costs."""
+    tok = token_for(kube, cluster["tools"], "shop-viewer")  # never seen by the server
+
+    def timed(c: httpx.Client, path: str, headers: dict[str, str]) -> float:
+        t0 = time.perf_counter()
+        assert c.get(path, headers=headers).status_code == 200
+        return time.perf_counter() - t0
+
+    with httpx.Client(base_url=stored) as c:
+        timed(c, "/healthz", {})  # the connection
+        cold = timed(c, WHOAMI_PATH, bearer(tok))
+        warm = sorted(timed(c, WHOAMI_PATH, bearer(tok)) for _ in range(50))
+        open_ = sorted(timed(c, "/healthz", {}) for _ in range(50))
+    n_ns = len(kube.list("/api/v1/namespaces")[0])
+    print(f"\nwhoami, new scoped token: {cold * 1000:.1f} ms ({n_ns} namespaces reviewed); cached: "
+          f"median {warm[25] * 1000:.2f} ms; /healthz (no auth, a store ping): median {open_[25] * 1000:.2f} ms")
+    assert warm[25] < cold
