@@ -103,6 +103,19 @@ def test_results_are_cached_for_a_short_time(api: FakeAPI) -> None:
                                                    namespaces=frozenset({"b"}))
 
 
+def test_peek_answers_only_from_the_cache(api: FakeAPI) -> None:
+    from l7scope.server.auth import CachingAuthenticator
+
+    auth = KubernetesAuth(api, writer=WRITER, clock=Clock())
+    assert isinstance(auth, CachingAuthenticator)
+    assert auth.peek("alice") == (False, None) and api.calls == []
+    principal = auth.authenticate("alice")
+    calls = len(api.calls)
+    assert auth.peek("alice") == (True, principal)
+    assert auth.peek("forged") == (False, None)
+    assert len(api.calls) == calls
+
+
 def test_the_cache_is_bounded_and_keyed_by_a_hash(api: FakeAPI) -> None:
     auth = KubernetesAuth(api, writer=WRITER, clock=Clock(), max_tokens=8)
     for i in range(100):

@@ -36,7 +36,13 @@ from l7scope.contracts.auth import (
     parse_bearer,
 )
 from l7scope.contracts.bulk import BULK_PATH, CONTENT_TYPE
-from l7scope.server.auth import Authenticator, AuthUnavailable, Principal, Sessions
+from l7scope.server.auth import (
+    Authenticator,
+    AuthUnavailable,
+    CachingAuthenticator,
+    Principal,
+    Sessions,
+)
 
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
@@ -194,6 +200,10 @@ class AccessMiddleware:
 
     async def _authenticate(self, token: str) -> Principal | None:
         if self.blocking_auth:
+            if isinstance(self.authenticator, CachingAuthenticator):
+                hit, principal = self.authenticator.peek(token)  # no thread for a cached token
+                if hit:
+                    return principal
             return await run_in_threadpool(self.authenticator.authenticate, token)
         return self.authenticator.authenticate(token)
 

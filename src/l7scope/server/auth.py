@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,15 @@ class Authenticator(Protocol):
     def authenticate(self, token: str) -> Principal | None:
         """The principal a bearer token stands for, or None. May block (thread pool); raises
         AuthUnavailable when it cannot decide."""
+
+
+@runtime_checkable
+class CachingAuthenticator(Authenticator, Protocol):
+    """An authenticator that blocks on a miss but answers cached tokens at once: the middleware
+    asks `peek` on the event loop first and uses the thread pool only on a miss."""
+
+    def peek(self, token: str) -> tuple[bool, Principal | None]:
+        """(True, the cached answer) when `token` is cached, else (False, None). Never blocks."""
 
 
 class SharedToken:

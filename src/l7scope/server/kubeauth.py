@@ -12,7 +12,9 @@
   do nothing (403).
 - Results are cached by the token's sha256 (never the token) and SARs by (user, namespace), each
   for a short time and bounded in number. When the API cannot be reached the request gets
-  `AuthUnavailable` (503); nothing is let in and nothing is cached on an error.
+  `AuthUnavailable` (503); nothing is let in and nothing is cached on an error. The middleware
+  answers cached tokens on the event loop (`peek`) and sends only misses to the thread pool, so
+  a slow API server holds threads only for new tokens.
 Pure logic over an injected `KubeAPI` and clock; `l7scope.kube.client.Kube` is the real one.
 """
 
@@ -131,6 +133,10 @@ class KubernetesAuth:
         self._tokens: TTLCache[bytes, Principal | None] = TTLCache(token_ttl_s, max_tokens, clock)
         self._sars: TTLCache[tuple[User, str], bool] = TTLCache(sar_ttl_s, max_sars, clock)
         self._namespaces: TTLCache[str, tuple[str, ...]] = TTLCache(NAMESPACES_TTL_S, 1, clock)
+
+    def peek(self, token: str) -> tuple[bool, Principal | None]:
+        """The cached answer for `token`, if any (no API call: safe on the event loop)."""
+        return self._tokens.get(hashlib.sha256(token.encode()).digest())
 
     def authenticate(self, token: str) -> Principal | None:
         key = hashlib.sha256(token.encode()).digest()
