@@ -22,9 +22,15 @@ def free_port() -> int:
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Yields the base URL; stops the server on exit."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
+    with run_uvicorn(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                    access_log=False, lifespan="on")) as url:
+        yield url
+
+
+@contextmanager
+def run_uvicorn(config: Any) -> Iterator[str]:
+    """uvicorn with this Config in a thread; yields the base URL, stops the server on exit."""
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -33,7 +39,7 @@ def serve(app: Any) -> Iterator[str]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{config.host}:{config.port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

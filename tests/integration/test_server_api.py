@@ -33,11 +33,6 @@ NOW = 1_790_000_000
 TR = {"from": NOW - 3600, "to": NOW}
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[DuckDBStore]:
-    s = DuckDBStore(tmp_path / "l7.duckdb")
-    yield s
-    s.close()
 
 
 TOKEN = "test-token-" + "x" * 40

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,11 +35,6 @@ def one_record(url: str = "/forged") -> bytes:
                                     dest_namespace="shop", src_namespace="shop")])
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[DuckDBStore]:
-    s = DuckDBStore(tmp_path / "l7.duckdb")
-    yield s
-    s.close()
 
 
 @pytest.fixture
@@ -192,3 +188,32 @@ def test_a_token_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     r = subprocess.run([L7SCOPE, "server", "--port", str(free_port()), "--data-dir", str(tmp_path),
                         "--token-file", str(tf)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "readable by others" in r.stderr and "chmod 600" in r.stderr
+
+
+def test_auth_none_on_loopback_answers_without_a_credential(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([L7SCOPE, "server", "--port", str(port), "--auth", "none",
+                             "--data-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        r = httpx.post(url + BULK_PATH, content=one_record(), headers=NDJSON)
+        assert r.status_code == 200 and r.json()["accepted"] == 1
+        r = httpx.post(url + SEARCH, json={"time_range": {"from": 0, "to": "now"}})
+        assert r.status_code == 200 and r.json()["total_hits"] == 1
+        assert httpx.get(url + WHOAMI_PATH).json()["user"]["name"] == "anonymous"
+        # the browser checks still apply
+        assert httpx.post(url + BULK_PATH, content=one_record(), headers={"Content-Type": "text/plain"}).status_code == 415
+        assert httpx.get(url + "/api/v1/status", headers={"Host": "evil.example"}).status_code == 403
+        assert not (tmp_path / "token").exists()  # no token made or needed
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=15)[0].decode()
+    assert "WARNING: --auth none" in out

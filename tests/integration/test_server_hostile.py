@@ -12,17 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from contract.harness import free_port, serve
+from contract.harness import free_port, run_uvicorn, serve
 
 from l7scope.contracts.auth import bearer, read_token
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
@@ -47,11 +44,6 @@ NOW = 1_790_000_000
 TR = {"from": NOW - 3600, "to": NOW + 2 * MAX_FUTURE_S}
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[DuckDBStore]:
-    s = DuckDBStore(tmp_path / "l7.duckdb")
-    yield s
-    s.close()
 
 
 TOKEN = "hostile-test-token-" + "y" * 40
@@ -277,22 +269,9 @@ def test_shipper_drops_a_batch_the_server_refuses_with_4xx_and_ships_the_next(
 
 # --- resource bounds ----------------------------------------------------------------------
 
-@contextmanager
-def serve_limited(app: Any, limits: Limits) -> Iterator[str]:
+def serve_limited(app: Any, limits: Limits) -> Any:
     """The app on uvicorn with the configuration `l7scope server` uses (cli.uvicorn_config)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, limits))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return run_uvicorn(uvicorn_config(app, "127.0.0.1", free_port(), limits))
 
 
 def limited(store: DuckDBStore, **limits: Any) -> tuple[Any, Limits]:

@@ -185,6 +185,8 @@ class AccessMiddleware:
             sid = session_id(headers.get("cookie"))
             if sid is not None:
                 principal = self.sessions.lookup(sid)
+            if principal is None:
+                principal = self.authenticator.anonymous
         if protected:
             if principal is None:
                 await _answer(send, 401, "unauthorized",

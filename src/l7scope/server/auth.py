@@ -42,6 +42,8 @@ class AuthUnavailable(RuntimeError):
 
 class Authenticator(Protocol):
     kind: str
+    #: who a request without any credential is (None: nobody, 401)
+    anonymous: Principal | None
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal a bearer token stands for, or None. May block (thread pool); raises
@@ -61,6 +63,7 @@ class SharedToken:
     """The standalone server: one secret token that may read and write."""
 
     kind = "token"
+    anonymous: Principal | None = None
 
     def __init__(self, token: str) -> None:
         self._token = token.encode()
@@ -75,10 +78,10 @@ class NoAuth:
     """Every call is let in as `anonymous` (`--auth none`, loopback binds only)."""
 
     kind = "none"
-    ANONYMOUS = Principal("anonymous", can_read=True, can_write=True)
+    anonymous: Principal | None = Principal("anonymous", can_read=True, can_write=True)
 
     def authenticate(self, token: str) -> Principal | None:
-        return self.ANONYMOUS
+        return self.anonymous
 
 
 class _Expiring:
