@@ -35,6 +35,7 @@ WRITER, ADMIN, SHOP = TOKENS
 
 class Table:
     kind = "test"
+    anonymous: Principal | None = None
 
     def authenticate(self, token: str) -> Principal | None:
         return TOKENS.get(token)

@@ -38,6 +38,7 @@ WRITER, ADMIN, SHOP = PRINCIPALS
 
 class Table:
     kind = "test"
+    anonymous: Principal | None = None
 
     def authenticate(self, token: str) -> Principal | None:
         return PRINCIPALS.get(token)

@@ -121,6 +121,7 @@ class KubernetesAuth:
     """Bearer tokens checked by the Kubernetes API (see the module docstring)."""
 
     kind = "kubernetes"
+    anonymous: Principal | None = None  # no credential, no access
 
     def __init__(self, kube: KubeAPI, *, writer: tuple[str, str], audience: str = TOKEN_AUDIENCE,
                  token_ttl_s: float = TOKEN_TTL_S, sar_ttl_s: float = SAR_TTL_S,
