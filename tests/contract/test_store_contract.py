@@ -382,6 +382,35 @@ def test_records_at_the_contract_bounds_sum_without_overflow(store: Store) -> No
                                                          334 * record.MAX_COUNT]
 
 
+@pytest.mark.parametrize("allowed", [frozenset({"shop"}), frozenset({"shop", "payments"}), frozenset()])
+def test_namespace_scope_matches_python_and_no_selector_widens_it(store: Store, allowed: frozenset[str]) -> None:
+    """A scoped reader's filter (server/store/sql.namespace_scope): every named namespace allowed,
+    no unlogged record; the user's selector is ANDed outside it, in search, totals and groups."""
+    recs = sample()
+    recs.append(L7Record(start_time=T0, end_time=T0 + 1, count=1, src_namespace="shop",
+                         dest_namespace="-", dest_service_namespace="payments"))
+    store.insert(to_columns(recs))
+
+    def visible(r: L7Record) -> bool:
+        names = {r.src_namespace, r.dest_namespace, r.dest_service_namespace} - {"", "-"}
+        return r.type != "unlogged" and names <= allowed
+
+    want = [r for r in recs if visible(r)]
+    assert 0 < len(want) < len(recs) or not allowed
+    # each selector below is true for every record: whatever they say, the scope decides
+    for sel in ("", 'dest_namespace = "shop" OR count >= 0', 'NOT (src_namespace = "x")',
+                'type = "unlogged" OR url =~ ".*"'):
+        base = parse(sel)
+        res = store.search(SearchQuery(Filter(ALL, base, namespaces=allowed), (Sort("end_time", True),),
+                                       1000, 0))
+        assert res.total_hits == len(want), (sel, allowed)
+        assert res.total_requests == sum(r.count for r in want), sel
+        assert all({h["src_namespace"], h["dest_namespace"], h["dest_service_namespace"]} - {"", "-"}
+                   <= allowed for h in res.hits)
+        rows = store.group(Filter(ALL, base, namespaces=allowed), ["dest_namespace"], False)
+        assert sum(g.count for g in rows) == sum(r.count for r in want), sel
+
+
 @pytest.mark.clickhouse
 def test_clickhouse_statement_timeout_stops_a_long_query(ch_servers: list[chserver.Server]) -> None:
     from l7scope.server.cancel import QueryCancelled

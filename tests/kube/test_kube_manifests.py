@@ -71,7 +71,7 @@ def test_operator_rendered_objects_server_dry_run(kube: Kube, namespace: str) ->
         assert answer["kind"] == obj["kind"] and answer["metadata"]["name"] == obj["metadata"]["name"]
         kinds.append(obj["kind"])
     assert kinds == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet",
-                     "Deployment", "Service"]
+                     "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"]
     # nothing was created
     assert not kube.exists(f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{render.DAEMONSET}")
 

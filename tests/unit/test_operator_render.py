@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator import crd, render
 from l7scope.operator.spec import ApplicationLayerSpec, check
@@ -96,29 +97,48 @@ def test_owner_reference_on_everything_but_namespace() -> None:
     objs = render.render(_spec(), render.RenderContext(owner=owner))
     assert "ownerReferences" not in objs[0]["metadata"]
     assert all(o["metadata"]["ownerReferences"] == [owner] for o in objs[1:])
-    secret = render.api_token_secret(render.RenderContext(owner=owner), "t" * 43)  # made once, apart
-    assert secret["metadata"]["ownerReferences"] == [owner]
-    owned = {(o["kind"], o["metadata"]["name"]) for o in [*objs[1:], secret]}
+    owned = {(o["kind"], o["metadata"]["name"]) for o in objs[1:]}
     assert owned == {(kind, name) for _, kind, name, _ in render.OWNED}
 
 
-def test_server_and_node_agent_share_the_api_token_secret() -> None:
+def test_node_agents_ship_with_a_projected_token_the_server_checks_with_kubernetes() -> None:
     objs = {(o["kind"], o["metadata"]["name"]): o for o in render.render(_spec(), render.RenderContext())}
+    assert not [k for k in objs if k[0] == "Secret"]  # no shared secret any more
     ds = objs[("DaemonSet", render.DAEMONSET)]["spec"]["template"]["spec"]
     srv = objs[("Deployment", render.SERVER)]["spec"]["template"]["spec"]
     token_path = f"{render.TOKEN_DIR}/{render.TOKEN_KEY}"
     agent = next(c for c in ds["containers"] if c["name"] == "l7-node-agent")
     server = srv["containers"][0]
+    cmd = server["command"]
+
+    def arg(name: str) -> str:
+        return str(cmd[cmd.index(name) + 1])
+
     assert agent["command"][agent["command"].index("--server-token-file") + 1] == token_path
-    assert server["command"][server["command"].index("--token-file") + 1] == token_path
-    assert "--auth" not in server["command"]  # token auth is the default
-    hosts = [server["command"][i + 1] for i, a in enumerate(server["command"]) if a == "--allowed-host"]
+    assert arg("--auth") == "kubernetes"
+    assert arg("--writer-serviceaccount") == f"l7scope-system:{ds['serviceAccountName']}"
+    assert arg("--token-audience") == TOKEN_AUDIENCE
+    assert "--token-file" not in cmd
+    hosts = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--allowed-host"]
     assert "l7scope-server.l7scope-system.svc" in hosts
-    for spec, c in ((ds, agent), (srv, server)):
-        vol = next(v for v in spec["volumes"] if v["name"] == "api-token")
-        assert vol["secret"]["secretName"] == render.TOKEN_SECRET
-        assert vol["secret"]["defaultMode"] & 0o007 == 0  # not world-readable
-        assert {"name": "api-token", "mountPath": render.TOKEN_DIR, "readOnly": True} in c["volumeMounts"]
+    vol = next(v for v in ds["volumes"] if v["name"] == "api-token")
+    [src] = vol["projected"]["sources"]
+    assert src["serviceAccountToken"] == {"audience": TOKEN_AUDIENCE, "expirationSeconds": 3600,
+                                          "path": render.TOKEN_KEY}
+    assert vol["projected"]["defaultMode"] & 0o007 == 0  # not world-readable
+    assert {"name": "api-token", "mountPath": render.TOKEN_DIR, "readOnly": True} in agent["volumeMounts"]
+    # the server runs as its own account, allowed the reviews and the namespace list, nothing else
+    assert srv["serviceAccountName"] == render.SERVER_ROLE
+    assert all(v["name"] != "api-token" for v in srv["volumes"])
+    role = objs[("ClusterRole", render.SERVER_ROLE)]
+    assert role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]}]
+    binding = objs[("ClusterRoleBinding", render.SERVER_ROLE)]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": render.SERVER_ROLE,
+                                    "namespace": "l7scope-system"}]
+    assert ("ServiceAccount", render.SERVER_ROLE) in objs
 
 
 def test_daemonset_state() -> None:

@@ -29,6 +29,11 @@ LOGIN_PATH: Final = "/login"
 LOGOUT_PATH: Final = "/logout"
 CODES_PATH: Final = "/api/v1/login/codes"
 WHOAMI_PATH: Final = "/api/v1/whoami"
+# In a cluster (`--auth kubernetes`): the audience of the node agents' projected ServiceAccount
+# token, which the operator renders and the server's TokenReview asks for, and the writers'
+# ServiceAccount by default (namespace:name).
+TOKEN_AUDIENCE: Final = "l7scope"
+DEFAULT_WRITER_SERVICEACCOUNT: Final = "l7scope-system:l7-log-collector"
 # 32 random bytes -> 43 URL-safe characters: 256 bits.
 TOKEN_BYTES: Final = 32
 MIN_TOKEN_CHARS: Final = 32

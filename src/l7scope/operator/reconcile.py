@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from l7scope.contracts import nodeconfig
-from l7scope.contracts.auth import new_token
 from l7scope.contracts.nodeconfig import NodeSettings, SettingsError, from_mapping
 from l7scope.kube.client import JSON, Kube, KubeError
 from l7scope.operator import render, status
@@ -92,7 +91,6 @@ class Reconciler:
                                        owner=owner_reference(body))
             objects = render.render(spec, ctx)
             self._ensure_namespace(objects[0])
-            self._ensure_token_secret(ctx)
             for obj in objects[1:]:
                 self.kube.apply(obj, field_manager=FIELD_MANAGER)
             state, msg = render.daemonset_state(self._daemonset())
@@ -152,18 +150,6 @@ class Reconciler:
             return
         try:
             self.kube.create(ns_obj)
-        except KubeError as e:
-            if e.status != 409:
-                raise
-
-    def _ensure_token_secret(self, ctx: render.RenderContext) -> None:
-        """The API token Secret, created once with a fresh token; an existing one is kept."""
-        path = f"/api/v1/namespaces/{self.cfg.namespace}/secrets/{render.TOKEN_SECRET}"
-        if self.kube.exists(path):
-            return
-        try:
-            self.kube.create(render.api_token_secret(ctx, new_token()))
-            log.info("created the API token Secret %s", render.TOKEN_SECRET)
         except KubeError as e:
             if e.status != 409:
                 raise

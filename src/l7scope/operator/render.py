@@ -15,10 +15,13 @@
   (an exec probe: `python -m l7scope.proxy.admin`) and the collector's and node agent's
   `/healthz`; the annotation `l7scope.io/config-hash` on the pod template, a hash of
   everything the pods read at start, so any change rolls them;
-- the server: Deployment + Service `l7scope-server`; it reads the API token from the Secret
-  `l7scope-api-token` (key `token`), which the node agents mount too to ship. The Secret itself
-  is not rendered here (a render would rotate it): `api_token_secret()` makes one with a fresh
-  token and the reconciler creates it once (docs/security.md).
+- the server: ServiceAccount, ClusterRole + ClusterRoleBinding and Deployment + Service
+  `l7scope-server`, run with `--auth kubernetes` (docs/security.md, "Authentication in a
+  cluster"): it checks every bearer token with a TokenReview and scopes readers with
+  SubjectAccessReviews, so its ClusterRole holds `create` on those two and `list` namespaces,
+  nothing else. The node agents ship with a projected token of their own ServiceAccount for the
+  audience `l7scope` (TOKEN_AUDIENCE, an hour, renewed by the kubelet; the shipper re-reads
+  the file), the one account the server lets write. No shared secret exists.
 
 Owner references are the caller's business (`owner=`): with one, every object but the
 Namespace gets it, so deleting the ApplicationLayer garbage-collects them.
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from l7scope.contracts import api, status
+from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
 from l7scope.proxy.bootstrap import render_yaml
@@ -44,11 +48,15 @@ CONFIGMAP_KEY: Final = "envoy-config.yaml"
 SERVER: Final = "l7scope-server"
 SERVER_PORT: Final = api.DEFAULT_PORT  # l7scope server / observe default
 HASH_ANNOTATION: Final = "l7scope.io/config-hash"
-TOKEN_SECRET: Final = "l7scope-api-token"
+SERVER_ROLE: Final = "l7scope-server"  # ServiceAccount, ClusterRole, ClusterRoleBinding
 TOKEN_KEY: Final = "token"
 TOKEN_DIR: Final = "/var/run/l7scope/api-token"
-_TOKEN_VOLUME: Final = {"name": "api-token",
-                        "secret": {"secretName": TOKEN_SECRET, "defaultMode": 0o440}}
+TOKEN_EXPIRATION_S: Final = 3600
+#: The node agents' credential for the server: a projected ServiceAccount token for the server's
+#: audience only (useless against the API server), renewed by the kubelet before it expires.
+_TOKEN_VOLUME: Final = {"name": "api-token", "projected": {"defaultMode": 0o440, "sources": [
+    {"serviceAccountToken": {"audience": TOKEN_AUDIENCE, "expirationSeconds": TOKEN_EXPIRATION_S,
+                             "path": TOKEN_KEY}}]}}
 _TOKEN_MOUNT: Final = {"name": "api-token", "mountPath": TOKEN_DIR, "readOnly": True}
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "l7scope-operator"}
 
@@ -267,11 +275,30 @@ def server_names(ctx: RenderContext) -> list[str]:
     return [SERVER, base, f"{base}.svc", f"{base}.svc.cluster.local"]
 
 
-def api_token_secret(ctx: RenderContext, token: str) -> dict[str, Any]:
-    """The Secret with the server's API token (created once by the reconciler, never re-applied)."""
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": _meta(TOKEN_SECRET, ctx, SERVER),
-            "stringData": {TOKEN_KEY: token}}
+#: What `--auth kubernetes` asks the API (server/kubeauth.py), and nothing more.
+SERVER_RULES: Final = (
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+    {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]},
+)
+
+
+def server_cluster_role(ctx: RenderContext) -> dict[str, Any]:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": _meta(SERVER_ROLE, ctx, SERVER, namespaced=False),
+            "rules": [dict(r) for r in SERVER_RULES]}
+
+
+def server_rbac(ctx: RenderContext) -> list[dict[str, Any]]:
+    """The server's ServiceAccount, ClusterRole and ClusterRoleBinding."""
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(SERVER_ROLE, ctx, SERVER)}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": _meta(SERVER_ROLE, ctx, SERVER, namespaced=False),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SERVER_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": SERVER_ROLE, "namespace": ctx.namespace}],
+    }
+    return [sa, server_cluster_role(ctx), binding]
 
 
 def server(ctx: RenderContext) -> list[dict[str, Any]]:
@@ -295,20 +322,22 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
                     "containers": [{
                         "name": "server", "image": ctx.image, "imagePullPolicy": ctx.image_pull_policy,
                         "command": ["l7scope", "server", "--host", "0.0.0.0", "--port", str(SERVER_PORT),
-                                    "--data-dir", "/var/lib/l7scope",
-                                    "--token-file", f"{TOKEN_DIR}/{TOKEN_KEY}",
+                                    "--data-dir", "/var/lib/l7scope", "--auth", "kubernetes",
+                                    "--writer-serviceaccount", f"{ctx.namespace}:{SERVICE_ACCOUNT}",
+                                    "--token-audience", TOKEN_AUDIENCE,
                                     *(a for h in server_names(ctx) for a in ("--allowed-host", h))],
                         "env": [{"name": "HOME", "value": "/tmp"}],
                         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
                         "readinessProbe": probe, "livenessProbe": {**probe, "failureThreshold": 6},
                         "resources": resources("server"),
                         "securityContext": security_context("server"),
-                        # (the token Secret's files are group fsGroup, mode 0440: readable by 10001)
                         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/l7scope"},
-                                         {"name": "tmp", "mountPath": "/tmp"}, _TOKEN_MOUNT],
+                                         {"name": "tmp", "mountPath": "/tmp"}],
                     }],
+                    # its own token (in-cluster credentials) for the TokenReviews and SARs
+                    "serviceAccountName": SERVER_ROLE,
                     "volumes": [{"name": "data", "emptyDir": {}},
-                                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, _TOKEN_VOLUME],
+                                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
                 },
             },
         },
@@ -344,7 +373,7 @@ def render(spec: ApplicationLayerSpec, ctx: RenderContext) -> list[dict[str, Any
     sa = {"apiVersion": "v1", "kind": "ServiceAccount",
           "metadata": _meta(SERVICE_ACCOUNT, ctx, DAEMONSET)}
     return [namespace(ctx), sa, *node_agent_rbac(ctx), configmap,
-            daemonset(spec, ctx, envoy_yaml), *server(ctx)]
+            daemonset(spec, ctx, envoy_yaml), *server_rbac(ctx), *server(ctx)]
 
 
 #: (apiVersion, kind, name, namespaced) of everything render() makes except the Namespace;
@@ -354,7 +383,9 @@ OWNED: Final = (
     ("v1", "ConfigMap", CONFIGMAP, True),
     ("apps/v1", "Deployment", SERVER, True),
     ("v1", "Service", SERVER, True),
-    ("v1", "Secret", TOKEN_SECRET, True),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", SERVER_ROLE, False),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", SERVER_ROLE, False),
+    ("v1", "ServiceAccount", SERVER_ROLE, True),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", CLUSTER_ROLE, False),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", CLUSTER_ROLE, False),
     ("v1", "ServiceAccount", SERVICE_ACCOUNT, True),

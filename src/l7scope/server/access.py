@@ -8,7 +8,8 @@ Every HTTP request passes, in this order (docs/security.md):
    a cross-site form or a `text/plain` "simple request" can never reach a handler;
 3. for the API (`/api/`, `/metrics`, `/openapi.json`): a bearer token or the page's session
    cookie, else 401; the principal must be allowed the route (write for bulk ingest, read for the
-   rest), else 403. `/healthz`, the login routes and the page's static files are open.
+   rest), else 403. An authenticator that cannot decide (AuthUnavailable: the Kubernetes API is
+   down) gets 503 `auth_unavailable` with Retry-After, never a pass. `/healthz`, the login routes and the page's static files are open.
 Every answer carries `nosniff`, `Referrer-Policy`, `frame-ancestors 'none'` and, for the API,
 `Cache-Control: no-store`. The principal is left in `request.state.principal` for the handlers.
 """
@@ -35,7 +36,13 @@ from l7scope.contracts.auth import (
     parse_bearer,
 )
 from l7scope.contracts.bulk import BULK_PATH, CONTENT_TYPE
-from l7scope.server.auth import Authenticator, Principal, Sessions
+from l7scope.server.auth import (
+    Authenticator,
+    AuthUnavailable,
+    CachingAuthenticator,
+    Principal,
+    Sessions,
+)
 
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
@@ -164,7 +171,12 @@ class AccessMiddleware:
         principal: Principal | None = None
         token = parse_bearer(headers.get("authorization"))
         if token is not None:
-            principal = await self._authenticate(token)
+            try:
+                principal = await self._authenticate(token)
+            except AuthUnavailable as e:
+                await _answer(send, 503, "auth_unavailable", f"cannot check the credential now: {e}",
+                              retry_after=5)
+                return
             if principal is None and protected:
                 await _answer(send, 401, "unauthorized", "the bearer token was not accepted",
                               challenge=True)
@@ -190,6 +202,10 @@ class AccessMiddleware:
 
     async def _authenticate(self, token: str) -> Principal | None:
         if self.blocking_auth:
+            if isinstance(self.authenticator, CachingAuthenticator):
+                hit, principal = self.authenticator.peek(token)  # no thread for a cached token
+                if hit:
+                    return principal
             return await run_in_threadpool(self.authenticator.authenticate, token)
         return self.authenticator.authenticate(token)
 
@@ -213,12 +229,15 @@ def _with_headers(send: Send, protected: bool) -> Send:
     return wrapped
 
 
-async def _answer(send: Send, status: int, code: str, message: str, *, challenge: bool = False) -> None:
+async def _answer(send: Send, status: int, code: str, message: str, *, challenge: bool = False,
+                  retry_after: int | None = None) -> None:
     body = _encoder.encode(error_body(code, message))
     headers: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json"),
                                           (b"content-length", str(len(body)).encode())]
     if challenge:
         headers.append((b"www-authenticate", b'Bearer realm="l7scope"'))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     start: dict[str, Any] = {"type": "http.response.start", "status": status, "headers": headers}
     await send(start)
     await send({"type": "http.response.body", "body": body})

@@ -31,7 +31,7 @@ from l7scope.contracts import api as paths
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
 from l7scope.server import login
 from l7scope.server.access import DEFAULT_ALLOWED_HOSTS, AccessMiddleware, HostPolicy
-from l7scope.server.auth import Authenticator, Sessions
+from l7scope.server.auth import Authenticator, Principal, Sessions
 from l7scope.server.cancel import QueryCancelled, run_cancellable
 from l7scope.server.ingest import BadBatchId, Ingestor, check_batch_id
 from l7scope.server.limits import (
@@ -183,12 +183,34 @@ async def _bulk(request: Request, st: AppState) -> Response:
     return JSON(msgspec.structs.replace(result, rejected_total=rejected_total))
 
 
-async def _query(request: Request, kind: str, fn: Callable[[QueryService, object], dict[str, Any]]) -> Response:
+def _scope(request: Request) -> frozenset[str] | None:
+    """The namespaces the caller may read (None: all), from the principal access.py left."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # access.py lets no query through without one; be strict anyway
+        return frozenset()
+    return principal.namespaces
+
+
+def _cluster_wide(request: Request) -> Response | None:
+    """403 unless the caller reads every namespace (server-wide counters name no namespace
+    but count all of them, docs/security.md)."""
+    if _scope(request) is None:
+        return None
+    return _error(403, "forbidden", "this route needs a reader of every namespace "
+                                    "(`get pods` cluster-wide)")
+
+
+QueryFn = Callable[[QueryService, object, "frozenset[str] | None"], dict[str, Any]]
+
+
+async def _query(request: Request, kind: str, fn: QueryFn) -> Response:
     st = state(request)
     t0 = time.perf_counter()
+    namespaces = _scope(request)
     try:
         body = await _json_body(request, st.limits.body_timeout_s)
-        out = await _store_query(request, lambda: fn(st.queries, body), st.limits.statement_timeout_s)
+        out = await _store_query(request, lambda: fn(st.queries, body, namespaces),
+                                 st.limits.statement_timeout_s)
     except QueryCancelled as e:  # statement timeout, or the client left (server/cancel.py)
         st.metrics.query(kind, False, time.perf_counter() - t0)
         st.metrics.inc("queries_timed_out" if e.reason == "timeout" else "queries_cancelled")
@@ -225,6 +247,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
+    if (denied := _cluster_wide(request)) is not None:
+        return denied
     st = state(request)
     try:
         stats = await _store_call(st.store.stats)
@@ -255,6 +279,8 @@ async def status(request: Request) -> Response:
 
 
 async def prometheus(request: Request) -> Response:
+    if (denied := _cluster_wide(request)) is not None:
+        return denied
     st = state(request)
 
     def records() -> int | None:

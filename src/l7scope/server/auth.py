@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,28 @@ class Principal:
                 "namespaces": None if self.namespaces is None else sorted(self.namespaces)}
 
 
+class AuthUnavailable(RuntimeError):
+    """The authenticator could not decide (e.g. the Kubernetes API did not answer): the request
+    is refused with 503 and nothing is cached, never let in."""
+
+
 class Authenticator(Protocol):
     kind: str
     #: who a request without any credential is (None: nobody, 401)
     anonymous: Principal | None
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal a bearer token stands for, or None. May block (thread pool)."""
+        """The principal a bearer token stands for, or None. May block (thread pool); raises
+        AuthUnavailable when it cannot decide."""
+
+
+@runtime_checkable
+class CachingAuthenticator(Authenticator, Protocol):
+    """An authenticator that blocks on a miss but answers cached tokens at once: the middleware
+    asks `peek` on the event loop first and uses the thread pool only on a miss."""
+
+    def peek(self, token: str) -> tuple[bool, Principal | None]:
+        """(True, the cached answer) when `token` is cached, else (False, None). Never blocks."""
 
 
 class SharedToken:

@@ -12,7 +12,7 @@ import click
 from pydantic import ValidationError
 
 from l7scope.contracts.auth import TokenFileError, ensure_token
-from l7scope.server.auth import Authenticator, NoAuth, SharedToken
+from l7scope.server.auth import Authenticator, NoAuth, Sessions, SharedToken
 from l7scope.server.config import ServerConfig, default, open_store
 from l7scope.server.limits import Limits
 from l7scope.server.metrics import Metrics
@@ -20,6 +20,9 @@ from l7scope.server.retention import Retention, parse_duration
 from l7scope.server.store.base import StoreError
 
 log = logging.getLogger(__name__)
+#: --auth kubernetes: a page session keeps the principal (its namespaces) it logged in with, so
+#: it lasts an hour instead of 12 (an RBAC change reaches the page within it).
+KUBE_SESSION_TTL_S = 3600.0
 
 
 def _shown(name: str) -> str:
@@ -52,12 +55,22 @@ API: docs/api.md (also GET /openapi.json).""",
 @click.option("--retention", help="Remove records older than this (90m, 24h, 7d)." + _shown("retention_s"))
 @click.option("--duckdb-memory-limit", help="DuckDB memory_limit, e.g. 512MB.")
 @click.option("--duckdb-threads", type=int, help="DuckDB threads [default: DuckDB's].")
-@click.option("--auth", type=click.Choice(["token", "none"]),
+@click.option("--auth", type=click.Choice(["token", "none", "kubernetes"]),
               help="token: every API call needs the bearer token of --token-file (created on first "
-                   "start); none: no credential asked (only on a loopback --host; prints a warning)."
-                   + _shown("auth"))
+                   "start); kubernetes: Kubernetes tokens checked by TokenReview, reads scoped by "
+                   "RBAC (get pods), writes only by --writer-serviceaccount; none: no credential "
+                   "asked (only on a loopback --host; prints a warning)." + _shown("auth"))
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="The shared bearer token [default: <data-dir>/token, mode 0600].")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
+              help="--auth kubernetes: the API server's kubeconfig [default: in-cluster credentials, "
+                   "else $KUBECONFIG or ~/.kube/config].")
+@click.option("--writer-serviceaccount", metavar="NS:NAME",
+              help="--auth kubernetes: the one ServiceAccount that may write (the node agents')."
+                   + _shown("writer_serviceaccount"))
+@click.option("--token-audience", metavar="AUD",
+              help="--auth kubernetes: the audience the writers' projected token is minted for."
+                   + _shown("token_audience"))
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A host name the server may be reached by (Host header), besides IP addresses "
                    "and localhost; repeatable; '*' allows any (not recommended).")
@@ -92,6 +105,8 @@ def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[s
         raise click.UsageError("; ".join(str(err["msg"]).removeprefix("Value error, ")
                                          for err in e.errors())) from None
     authenticator = _authenticator(cfg)
+    blocking_auth = cfg.auth == "kubernetes"  # TokenReview/SAR calls: off the event loop
+    sessions = Sessions(session_ttl_s=KUBE_SESSION_TTL_S) if cfg.auth == "kubernetes" else None
     try:
         store = open_store(cfg)
     except (StoreError, ValueError) as e:
@@ -105,7 +120,8 @@ def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[s
         store.close()
 
     app = create_app(store, auth=authenticator, retention_s=cfg.retention_s, metrics=metrics,
-                     on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts, limits=cfg.limits)
+                     on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts, limits=cfg.limits,
+                     blocking_auth=blocking_auth, sessions=sessions)
     scheme = "https" if cfg.tls_cert else "http"
     log.info("l7scope server: store %s, %s://%s:%d", cfg.store, scheme, cfg.host, cfg.port)
     uvicorn.Server(uvicorn_config(app, cfg.host, cfg.port, cfg.limits,
@@ -117,6 +133,17 @@ def _authenticator(cfg: ServerConfig) -> Authenticator:
         click.echo(f"WARNING: --auth none: anyone who can reach {cfg.host}:{cfg.port} may read and "
                    "write every record", err=True)
         return NoAuth()
+    if cfg.auth == "kubernetes":
+        from l7scope.kube.client import KubeError, connect
+        from l7scope.server.kubeauth import KubernetesAuth
+
+        try:
+            kube = connect(str(cfg.kubeconfig) if cfg.kubeconfig else None)
+        except KubeError as e:
+            raise click.ClickException(f"--auth kubernetes: {e.message}") from None
+        log.info("auth: Kubernetes tokens at %s; writer %s (audience %s)",
+                 kube.configuration.host, cfg.writer_serviceaccount, cfg.token_audience)
+        return KubernetesAuth(kube, writer=cfg.writer(), audience=cfg.token_audience)
     path = cfg.token_path()
     try:
         token, created = ensure_token(path)

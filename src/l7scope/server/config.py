@@ -6,10 +6,15 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from l7scope.contracts.api import DEFAULT_HOST, DEFAULT_PORT
-from l7scope.contracts.auth import TOKEN_FILE_NAME, default_data_dir
+from l7scope.contracts.auth import (
+    DEFAULT_WRITER_SERVICEACCOUNT,
+    TOKEN_AUDIENCE,
+    TOKEN_FILE_NAME,
+    default_data_dir,
+)
 from l7scope.server.access import DEFAULT_ALLOWED_HOSTS
 from l7scope.server.limits import Limits
 from l7scope.server.store.base import Store
@@ -39,9 +44,14 @@ class ServerConfig(BaseModel):
     duckdb_memory_limit: str | None = None
     duckdb_threads: int | None = Field(default=None, ge=1)
     # Who may call the API (docs/security.md): "token" = the shared bearer token in token_file
-    # (default <data_dir>/token, created on first start); "none" = nobody is asked (loopback only).
-    auth: Literal["token", "none"] = "token"
+    # (default <data_dir>/token, created on first start); "none" = nobody is asked (loopback only);
+    # "kubernetes" = Kubernetes tokens (TokenReview), reads scoped by RBAC (SubjectAccessReview),
+    # writes only by writer_serviceaccount with a token for token_audience (server/kubeauth.py).
+    auth: Literal["token", "none", "kubernetes"] = "token"
     token_file: Path | None = None
+    kubeconfig: Path | None = None  # kubernetes: None = in-cluster credentials (or $KUBECONFIG)
+    writer_serviceaccount: str = DEFAULT_WRITER_SERVICEACCOUNT
+    token_audience: str = Field(default=TOKEN_AUDIENCE, min_length=1)
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     limits: Limits = Field(default_factory=Limits)
 
@@ -60,6 +70,18 @@ class ServerConfig(BaseModel):
             if f is not None and not f.is_file():
                 raise ValueError(f"no such file: {f}")
         return self
+
+    @field_validator("writer_serviceaccount")
+    @classmethod
+    def _namespace_and_name(cls, v: str) -> str:
+        ns, sep, name = v.partition(":")
+        if not sep or not ns or not name or ":" in name:
+            raise ValueError(f"--writer-serviceaccount is NAMESPACE:NAME, not {v!r}")
+        return v
+
+    def writer(self) -> tuple[str, str]:
+        ns, _, name = self.writer_serviceaccount.partition(":")
+        return ns, name
 
     @model_validator(mode="after")
     def _no_open_server_off_loopback(self) -> ServerConfig:

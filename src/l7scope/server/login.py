@@ -23,7 +23,7 @@ from starlette.routing import Route
 from l7scope.contracts.api import error_body
 from l7scope.contracts.auth import CODES_PATH, LOGIN_PATH, LOGOUT_PATH, SESSION_COOKIE, WHOAMI_PATH
 from l7scope.server.access import session_id
-from l7scope.server.auth import Authenticator, Principal, Sessions
+from l7scope.server.auth import Authenticator, AuthUnavailable, Principal, Sessions
 
 _encoder = msgspec.json.Encoder()
 MAX_LOGIN_BODY = 16 * 1024
@@ -60,12 +60,18 @@ async def login_with_token(request: Request) -> Response:
     if not isinstance(token, str) or not token.strip():
         return _error(400, "bad_request", 'the body must be {"token": "..."}')
     token = token.strip()
-    if request.app.state.blocking_auth:
-        principal = await run_in_threadpool(authenticator.authenticate, token)
-    else:
-        principal = authenticator.authenticate(token)
+    try:
+        if request.app.state.blocking_auth:
+            principal = await run_in_threadpool(authenticator.authenticate, token)
+        else:
+            principal = authenticator.authenticate(token)
+    except AuthUnavailable as e:
+        return _error(503, "auth_unavailable", f"cannot check the token now: {e}")
     if principal is None:
         return _error(401, "unauthorized", "the token was not accepted")
+    if not (principal.can_read or principal.can_write):
+        return _error(403, "forbidden", f"{principal.name} may not read any namespace here "
+                                        "(needs `get pods` in at least one)")
     resp = _json({"user": principal.public()})
     _set_cookie(resp, request, sessions, principal)
     return resp

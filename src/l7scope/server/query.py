@@ -2,6 +2,10 @@
 
 Transport-free (api.py adds HTTP). Every problem with a request raises `RequestError` with the
 error code, message and, for selectors, the position and field of docs/api.md.
+
+Each endpoint takes the caller's `namespaces` (server/auth.Principal.namespaces): None for a
+cluster-wide reader, else the namespaces it may read. It goes into every Filter this service
+builds (records, totals, groups, the graph and its unlogged count), never through the body.
 """
 
 from __future__ import annotations
@@ -127,12 +131,12 @@ class QueryService:
 
     # --- endpoints ----------------------------------------------------------------------
 
-    def search(self, body: object) -> dict[str, Any]:
+    def search(self, body: object, namespaces: frozenset[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         req = _validate(SearchBody, body)
         tr = self._time_range(req.time_range)
         sort = tuple(Sort(self._field(s.field, "sort_by"), s.descending) for s in req.sort_by)
-        q = SearchQuery(Filter(tr, self._selector(req.selector)), sort, req.page_size,
+        q = SearchQuery(Filter(tr, self._selector(req.selector), namespaces=namespaces), sort, req.page_size,
                         req.page_num * req.page_size)
         res = self._run(lambda: self.store.search(q))
         return {
@@ -142,7 +146,7 @@ class QueryService:
             "took_ms": round((time.perf_counter() - t0) * 1000, 2), "hits": res.hits,
         }
 
-    def aggregation(self, body: object) -> dict[str, Any]:
+    def aggregation(self, body: object, namespaces: frozenset[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         req = _validate(AggregationBody, body)
         tr = self._time_range(req.time_range)
@@ -156,7 +160,7 @@ class QueryService:
                 keys.append(name)
             else:
                 keys.append(self._field(name, "group_by"))
-        flt = Filter(tr, self._selector(req.selector))
+        flt = Filter(tr, self._selector(req.selector), namespaces=namespaces)
         rows = self._run(lambda: self.store.group(flt, keys, True))
         groups: list[dict[str, Any]] = []
         for g in rows:
@@ -183,17 +187,17 @@ class QueryService:
         return {"total_groups": len(groups), "time_range": tr.to_json(),
                 "took_ms": round((time.perf_counter() - t0) * 1000, 2), "groups": groups[: req.limit]}
 
-    def servicegraph(self, body: object) -> dict[str, Any]:
+    def servicegraph(self, body: object, namespaces: frozenset[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         req = _validate(GraphBody, body)
         tr = self._time_range(req.time_range)
         sel = self._selector(req.selector)
-        flt = Filter(tr, sel, exclude_unlogged=True)
+        flt = Filter(tr, sel, exclude_unlogged=True, namespaces=namespaces)
         expanded = set(req.expand)
         unl_sel: selector.Node = selector.Cmp("type", "=", TYPE_UNLOGGED)
         if sel is not None:
             unl_sel = selector.And((sel, unl_sel))
-        unl = self._run(lambda: self.store.group(Filter(tr, unl_sel), [], False))
+        unl = self._run(lambda: self.store.group(Filter(tr, unl_sel, namespaces=namespaces), [], False))
         unlogged = sum(g.count for g in unl)
         store = self.store
         with gc_paused():

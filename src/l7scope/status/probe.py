@@ -203,6 +203,9 @@ def _probe_server(url: str, pid: int | None, token: str | None, timeout: float,
         st.stats = _json(answer[1])
     elif not isinstance(answer, Exception) and answer[0] == 401:
         st.warnings.append("no counters: the server wants a token (--token-file or $L7SCOPE_TOKEN)")
+    elif not isinstance(answer, Exception) and answer[0] == 403:
+        st.warnings.append("no counters: this token may not read them (in a cluster they need "
+                           "`get pods` in every namespace)")
     if health[0] == 200:
         st.healthy, st.state = True, "healthy"
     else:

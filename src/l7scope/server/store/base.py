@@ -18,11 +18,16 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class Filter:
-    """Which records a query reads."""
+    """Which records a query reads.
+
+    `namespaces` is the reader's scope (server/auth.Principal.namespaces): None reads every
+    namespace; a set lets through only records whose every named namespace is in it, and no
+    `unlogged` record (sql.where renders it outside, and ANDed with, the user's selector)."""
 
     time_range: TimeRange
     selector: Node | None = None
     exclude_unlogged: bool = False
+    namespaces: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,11 @@ ERRORS_SQL: Final = (
 
 DURATION_SUM_SQL: Final = '"duration_mean" * "count"'
 
+#: The columns that name a namespace; a scoped reader sees a record only if each of them is
+#: empty/excluded or a namespace it may read (docs/security.md, "Authentication in a cluster").
+NAMESPACE_COLUMNS: Final = ("src_namespace", "dest_namespace", "dest_service_namespace")
+NO_NAMESPACE: Final = ("", "-")
+
 
 class Dialect(SqlParams, Protocol):
     def int_div(self, expr: str, divisor: int) -> str: ...
@@ -39,15 +44,28 @@ class Dialect(SqlParams, Protocol):
 
 
 def where(flt: Filter, d: Dialect) -> str:
+    """The WHERE expression of a filter: time range, then the reader's namespace scope, then the
+    user's selector in its own parentheses; the parts are ANDed, so the selector can only narrow."""
     parts = [
         f'"end_time" > {d.add(flt.time_range.start)}',
         f'"end_time" <= {d.add(flt.time_range.end)}',
     ]
     if flt.exclude_unlogged:
         parts.append(f'"type" != {d.add(TYPE_UNLOGGED)}')
+    if flt.namespaces is not None:
+        parts.append(namespace_scope(flt.namespaces, d))
     if flt.selector is not None:
         parts.append(to_sql(flt.selector, d))
-    return " AND ".join(parts)
+    return " AND ".join(f"({p})" for p in parts)
+
+
+def namespace_scope(namespaces: frozenset[str], d: Dialect) -> str:
+    """True for records a reader limited to `namespaces` may see: no `unlogged` record (its counts
+    carry no namespace), and each namespace column empty, `-`, or one of `namespaces`."""
+    allowed = (*sorted(namespaces), *NO_NAMESPACE)
+    cols = " AND ".join(f"({column(c)} IN ({', '.join(d.add(v) for v in allowed)}))"
+                        for c in NAMESPACE_COLUMNS)
+    return f'("type" != {d.add(TYPE_UNLOGGED)}) AND {cols}'
 
 
 def select_columns() -> str:
