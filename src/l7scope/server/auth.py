@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -84,40 +85,43 @@ class NoAuth:
         return self.anonymous
 
 
-class _Expiring:
-    """A bounded map of random keys to principals, each with its own expiry time."""
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class TTLCache(Generic[K, V]):
+    """A bounded map whose entries expire `ttl_s` after they were put; the oldest go first.
+    Thread-safe (the page sessions and the Kubernetes caches are read from the thread pool)."""
 
     def __init__(self, ttl_s: float, limit: int, clock: Callable[[], float]) -> None:
         self.ttl_s, self.limit, self.clock = ttl_s, limit, clock
-        self._items: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def add(self, principal: Principal) -> str:
-        self._expire()
-        while len(self._items) >= self.limit:
-            self._items.popitem(last=False)  # the oldest goes first
-        key = secrets.token_urlsafe(32)
-        self._items[key] = (self.clock() + self.ttl_s, principal)
-        return key
+    def get(self, key: K, *, pop: bool = False) -> tuple[bool, V | None]:
+        """(found, value); with `pop` the entry is gone afterwards, found or expired."""
+        with self._lock:
+            item = self._items.pop(key, None) if pop else self._items.get(key)
+            if item is None:
+                return False, None
+            if item[0] <= self.clock():
+                self._items.pop(key, None)
+                return False, None
+            return True, item[1]
 
-    def get(self, key: str, *, pop: bool = False) -> Principal | None:
-        self._expire()
-        item = self._items.pop(key, None) if pop else self._items.get(key)
-        return None if item is None else item[1]
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            while len(self._items) >= self.limit:
+                self._items.popitem(last=False)
+            self._items[key] = (self.clock() + self.ttl_s, value)
 
-    def remove(self, key: str) -> None:
-        self._items.pop(key, None)
+    def remove(self, key: K) -> None:
+        with self._lock:
+            self._items.pop(key, None)
 
     def __len__(self) -> int:
-        self._expire()
         return len(self._items)
-
-    def _expire(self) -> None:
-        now = self.clock()
-        while self._items:
-            key, (expires, _) = next(iter(self._items.items()))
-            if expires > now:
-                break
-            del self._items[key]
 
 
 class Sessions:
@@ -128,24 +132,25 @@ class Sessions:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.session_ttl_s = session_ttl_s
         self.code_ttl_s = code_ttl_s
-        self._sessions = _Expiring(session_ttl_s, max_sessions, clock)
-        self._codes = _Expiring(code_ttl_s, max_codes, clock)
+        self._sessions: TTLCache[str, Principal] = TTLCache(session_ttl_s, max_sessions, clock)
+        self._codes: TTLCache[str, Principal] = TTLCache(code_ttl_s, max_codes, clock)
 
     def open(self, principal: Principal) -> str:
-        return self._sessions.add(principal)
+        key = secrets.token_urlsafe(32)
+        self._sessions.put(key, principal)
+        return key
 
     def lookup(self, session_id: str) -> Principal | None:
-        return self._sessions.get(session_id)
+        return self._sessions.get(session_id)[1]
 
     def close(self, session_id: str) -> None:
         self._sessions.remove(session_id)
 
     def mint_code(self, principal: Principal) -> str:
-        return self._codes.add(principal)
+        code = secrets.token_urlsafe(32)
+        self._codes.put(code, principal)
+        return code
 
     def redeem(self, code: str) -> Principal | None:
         """The principal of a one-time code; the code is gone afterwards, used or not."""
-        return self._codes.get(code, pop=True)
-
-    def counts(self) -> tuple[int, int]:
-        return len(self._sessions), len(self._codes)
+        return self._codes.get(code, pop=True)[1]

@@ -21,16 +21,14 @@ Pure logic over an injected `KubeAPI` and clock; `l7scope.kube.client.Kube` is t
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.kube.client import KubeError
-from l7scope.server.auth import AuthUnavailable, Principal
+from l7scope.server.auth import AuthUnavailable, Principal, TTLCache
 
 TOKEN_TTL_S: Final = 60.0
 SAR_TTL_S: Final = 30.0
@@ -42,8 +40,6 @@ _TR: Final = "/apis/authentication.k8s.io/v1/tokenreviews"
 _SAR: Final = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 _NO_READ: Final = frozenset[str]()
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 
 class KubeAPI(Protocol):
@@ -54,35 +50,6 @@ class KubeAPI(Protocol):
                 timeout: float | None = None) -> dict[str, Any]: ...
 
     def list(self, path: str, *, page_size: int = 500, **query: Any) -> tuple[list[dict[str, Any]], str]: ...
-
-
-class TTLCache(Generic[K, V]):
-    """A bounded map whose entries expire `ttl_s` after they were put; the oldest go first."""
-
-    def __init__(self, ttl_s: float, limit: int, clock: Callable[[], float]) -> None:
-        self.ttl_s, self.limit, self.clock = ttl_s, limit, clock
-        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> tuple[bool, V | None]:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return False, None
-            if item[0] <= self.clock():
-                del self._items[key]
-                return False, None
-            return True, item[1]
-
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-            while len(self._items) >= self.limit:
-                self._items.popitem(last=False)
-            self._items[key] = (self.clock() + self.ttl_s, value)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 @dataclass(frozen=True)
