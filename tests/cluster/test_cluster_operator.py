@@ -24,6 +24,7 @@ from clusterharness import Cluster, Pods, wait_for
 from l7scope.kube.client import Kube, KubeError
 from l7scope.operator import chart
 from l7scope.operator.render import ENVOY_ADMIN
+from l7scope.testing.workshop import AL_PATH, WORKSHOP_AL
 
 from .test_cluster_workloads import CLIENT, WEB
 
@@ -31,18 +32,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "l7scope-system"
-AL_PATH = "/apis/l7scope.io/v1/applicationlayers/tigera-secure"
-WORKSHOP_AL = """
-apiVersion: l7scope.io/v1
-kind: ApplicationLayer
-metadata:
-  name: tigera-secure
-spec:
-  logCollection:
-    collectLogs: Enabled
-    logIntervalSeconds: 5
-    logRequestsPerInterval: -1
-"""
 
 
 def _ready(pod: dict[str, Any]) -> bool:

@@ -24,22 +24,11 @@ from kubeharness import ControlPlane, OperatorProcess, wait_for
 from l7scope.contracts import nodeconfig
 from l7scope.kube.client import Kube, KubeError
 from l7scope.operator import chart, render
+from l7scope.testing.workshop import AL_PATH, WORKSHOP_AL
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-AL_PATH = "/apis/l7scope.io/v1/applicationlayers/tigera-secure"
-WORKSHOP_AL = """
-apiVersion: l7scope.io/v1
-kind: ApplicationLayer
-metadata:
-  name: tigera-secure
-spec:
-  logCollection:
-    collectLogs: Enabled
-    logIntervalSeconds: 5
-    logRequestsPerInterval: -1
-"""
 
 
 class Scenario:

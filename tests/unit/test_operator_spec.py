@@ -6,18 +6,7 @@ import yaml
 
 from l7scope.operator import nodeconfig, status
 from l7scope.operator.spec import check
-
-WORKSHOP = """
-apiVersion: l7scope.io/v1
-kind: ApplicationLayer
-metadata:
-  name: tigera-secure
-spec:
-  logCollection:
-    collectLogs: Enabled
-    logIntervalSeconds: 5
-    logRequestsPerInterval: -1
-"""
+from l7scope.testing.workshop import WORKSHOP_AL as WORKSHOP
 
 
 def test_workshop_manifest_is_valid_and_gets_envoy_defaults() -> None:
