@@ -46,6 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kube"))
 import kubeharness
 
+from l7scope.contracts.demo_state import pid_alive
 from l7scope.kube.client import Kube, KubeError, connect
 
 VERSION = kubeharness.VERSION
@@ -158,26 +159,6 @@ def read_sysctl(name: str) -> str | None:
 def write_sysctl(name: str, value: str) -> None:
     with contextlib.suppress(OSError):
         Path("/proc/sys", *name.split(".")).write_text(value)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid)
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("State:"):
-                return line.lower()
-    except OSError:
-        pass
-    return ""
 
 
 def stop_pid(pid: int, timeout: float = 10, proc: subprocess.Popen[bytes] | None = None) -> None:

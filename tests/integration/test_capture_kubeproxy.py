@@ -14,13 +14,15 @@ kube-proxy's iptables mode does), and the capture table's two guards.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import pytest
 from capture_support import read_log, topology, wait_log
 
 from l7scope.capture import tproxy
-from l7scope.netlab import Pod, Topology
+from l7scope.netlab import Node, Pod, Service, Topology
 from l7scope.netlab.sh import run
+from l7scope.proxy.supervisor import EnvoySupervisor
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy]
 
@@ -29,6 +31,27 @@ def _curl(t: Topology, pod: Pod, addr: str, path: str = "/x") -> tuple[int, str]
     res = t.run(pod, ["curl", "-s", "--noproxy", "*", "-m", "3", "-o", "/dev/null",
                       "-w", "%{http_code}", f"http://{addr}{path}"], check=False)
     return res.returncode, res.stdout
+
+
+class CrossNode(NamedTuple):
+    t: Topology
+    n1: Node
+    client: Pod  # on n1, whose node captures
+    web: Pod  # the Service's endpoint, on n2
+    svc: Service
+    rules: tproxy.Rules
+    envoy: EnvoySupervisor
+
+
+def _cross_node(request: pytest.FixtureRequest) -> CrossNode:
+    """Two nodes; a client on n1 calls the Service `web` whose pod runs on n2; n1 captures it."""
+    t = topology(request)
+    n1, n2 = t.add_node("n1"), t.add_node("n2")
+    client, web = t.add_pod(n1, "client"), t.add_pod(n2, "web")
+    t.start_server(web, "http", 8080)
+    svc = t.add_service("web", 80, [(web, 8080)])
+    rules = t.capture(n1, [svc])
+    return CrossNode(t, n1, client, web, svc, rules, t.start_envoy(n1))
 
 
 def _conntrack(netns: str) -> list[str]:
@@ -71,13 +94,7 @@ def test_clusterip_capture_with_kube_proxy_dnat(request: pytest.FixtureRequest) 
 
 
 def test_without_notrack_kube_proxy_breaks_capture(request: pytest.FixtureRequest) -> None:
-    t = topology(request)
-    n1, n2 = t.add_node("n1"), t.add_node("n2")
-    client, web = t.add_pod(n1, "client"), t.add_pod(n2, "web")
-    t.start_server(web, "http", 8080)
-    svc = t.add_service("web", 80, [(web, 8080)])
-    rules = t.capture(n1, [svc])
-    envoy = t.start_envoy(n1)
+    t, n1, client, web, svc, rules, envoy = _cross_node(request)
     assert _curl(t, client, svc.address) == (0, "200")
 
     # The rules as they were before the raw chains: mangle TPROXY only.
@@ -100,13 +117,7 @@ def test_without_notrack_kube_proxy_breaks_capture(request: pytest.FixtureReques
 
 def test_port_guard_resets_direct_connections_to_the_transparent_port(
         request: pytest.FixtureRequest) -> None:
-    t = topology(request)
-    n1, n2 = t.add_node("n1"), t.add_node("n2")
-    client, web = t.add_pod(n1, "client"), t.add_pod(n2, "web")
-    t.start_server(web, "http", 8080)
-    svc = t.add_service("web", 80, [(web, 8080)])
-    rules = t.capture(n1, [svc])
-    envoy = t.start_envoy(n1)
+    t, n1, client, web, svc, rules, envoy = _cross_node(request)
     port = rules.tproxy_port
     # from a local pod, and from a pod on another node, to each of the node's addresses
     assert _curl(t, client, f"{n1.gateway}:{port}") == (7, "000")
@@ -121,13 +132,7 @@ def test_port_guard_resets_direct_connections_to_the_transparent_port(
 
 def test_forward_guard_keeps_a_missed_tproxy_packet_on_the_node(
         request: pytest.FixtureRequest) -> None:
-    t = topology(request)
-    n1, n2 = t.add_node("n1"), t.add_node("n2")
-    client, web = t.add_pod(n1, "client"), t.add_pod(n2, "web")
-    t.start_server(web, "http", 8080)
-    svc = t.add_service("web", 80, [(web, 8080)])
-    rules = t.capture(n1, [svc])
-    envoy = t.start_envoy(n1)
+    t, n1, client, web, svc, rules, envoy = _cross_node(request)
     assert _curl(t, client, svc.address) == (0, "200")
     assert tproxy.counters(rules, n1.netns)[tproxy.FORWARD_GUARD] == 0
 
