@@ -161,3 +161,34 @@ def cli_env(url: str, token: str | None = None) -> dict[str, str]:
     if token is not None:
         env[TOKEN_ENV] = token
     return env
+
+
+def run_pty(args: list[str], env: dict[str, str], cols: int = 80, timeout: float = 60.0
+            ) -> tuple[int, str]:
+    """`l7scope ARGS` with its stdout and stderr on a real pseudo-terminal `cols` wide (python's
+    pty module); returns the exit code and everything it wrote."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, cols, 0, 0))
+    full_env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "COLUMNS", "LINES")}
+    full_env.update({"TERM": "xterm-256color", **env})
+    proc = subprocess.Popen([L7SCOPE, *args], stdin=follower, stdout=follower, stderr=follower,
+                            env=full_env, close_fds=True)
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    code = proc.wait(timeout=10)
+    return code, b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")

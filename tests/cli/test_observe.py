@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from cli_support import L7SCOPE, Loaded, cli_env, free_port
+from cli_support import L7SCOPE, Loaded, cli_env, free_port, run_pty
 from click.testing import CliRunner
 
 from l7scope.observe.cli import observe
@@ -173,10 +173,11 @@ def test_default_is_the_last_20_with_a_completeness_line(env_server: Loaded) -> 
 
 @pytest.mark.parametrize("width", [80, 140])
 def test_table_fits_the_terminal_and_is_coloured(env_server: Loaded, width: int) -> None:
-    res = CliRunner(env={"COLUMNS": str(width)}).invoke(
-        observe, [*env_server.window(), "--all", "--to-namespace", "frontend", "--color"])
-    assert res.exit_code == 0, res.stderr
-    lines = res.stdout.splitlines()
+    code, out = run_pty(["observe", *env_server.window(), "--all", "--to-namespace", "frontend"],
+                        {"L7SCOPE_SERVER": env_server.server.url,
+                         "L7SCOPE_TOKEN": env_server.server.token}, cols=width)
+    assert code == 0, out
+    lines = [line for line in out.splitlines() if "records" not in line]  # stderr's summary
     assert lines[0].startswith("\x1b[1mTIME")  # bold header
     plain = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in lines]
     assert all(len(line) <= width for line in plain), max(plain, key=len)

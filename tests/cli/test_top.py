@@ -15,7 +15,7 @@ WINDOW_S = 7200  # the data set lies about an hour back
 
 
 def top(env: Loaded, *args: str) -> dict[str, Any]:
-    res = subprocess.run([L7SCOPE, "top", "--once", "-o", "json", "--window", "2h", "-n", "1000", *args],
+    res = subprocess.run([L7SCOPE, "top", "--once", "-o", "json", "--window", "2h", "--limit", "1000", *args],
                          env=cli_env(env.server.url, env.server.token), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     return dict(json.loads(res.stdout))
@@ -59,7 +59,7 @@ def test_top_routes_with_a_filter(loaded_server: Loaded) -> None:
 
 
 def test_top_table_once(loaded_server: Loaded) -> None:
-    res = subprocess.run([L7SCOPE, "top", "--once", "--window", "2h", "-n", "3"],
+    res = subprocess.run([L7SCOPE, "top", "--once", "--window", "2h", "--limit", "3"],
                          env=cli_env(loaded_server.server.url, loaded_server.server.token), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()

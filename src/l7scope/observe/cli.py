@@ -29,6 +29,7 @@ from l7scope.observe.options import (
     verify_from,
 )
 from l7scope.observe.printer import FORMATS, Printer, make_printer
+from l7scope.observe.terminal import TimeParam, color_option, time_value, use_color
 
 Record = dict[str, Any]
 DEFAULT_LAST = 20
@@ -46,19 +47,9 @@ Examples:
 """
 
 
-def _time_value(text: str | None) -> str | None:
-    """`5m` / `2h` / `30s` / `1d` -> `now-5m`; epoch, ISO 8601 and `now...` pass through."""
-    if text is None:
-        return None
-    t = text.strip()
-    if t and t[-1] in "smhd" and t[:-1].isdigit():
-        return f"now-{t}"
-    return t
-
-
 def _resolve_range(since: str | None, until: str | None, now: float) -> tuple[int, int]:
-    start = parse_time(_time_value(since), now) if since else 0
-    end = parse_time(_time_value(until), now) if until else int(now)
+    start = parse_time(time_value(since), now) if since else 0
+    end = parse_time(time_value(until), now) if until else int(now)
     if start > end:
         raise click.UsageError(f"--since ({start}) is after --until ({end})")
     return start, end
@@ -76,8 +67,8 @@ def _resolve_range(since: str | None, until: str | None, now: float) -> tuple[in
 @filter_options
 @click.option("--selector", multiple=True, metavar="EXPR",
               help="A raw selector (docs/api.md), ANDed with the flags.")
-@click.option("--since", metavar="TIME", help="Records with end_time after TIME: 5m, 2h, 1d, epoch seconds or ISO 8601.")
-@click.option("--until", metavar="TIME", help="Records with end_time up to TIME (same forms).")
+@click.option("--since", type=TimeParam(), help="Records with end_time after TIME: a duration back from now (30s, 5m, 1h30m, 2d), now-15m, epoch seconds or ISO 8601.")
+@click.option("--until", type=TimeParam(), help="Records with end_time up to TIME (same forms).")
 @click.option("--last", type=click.IntRange(min=1), help=f"Only the last N records (default {DEFAULT_LAST} when neither --all nor a time range is given).")
 @click.option("--all", "all_", is_flag=True, help="Every matching record in the time range.")
 @click.option("-f", "--follow", is_flag=True, help="Keep running and print new records as they arrive (exactly once each).")
@@ -86,12 +77,13 @@ def _resolve_range(since: str | None, until: str | None, now: float) -> tuple[in
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="With --follow: seconds between polls.")
 @click.option("-o", "--output", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="Output format; jsonl can be read back with --input or '-'.")
-@click.option("--color/--no-color", default=None, help="Force colours on or off (default: when stdout is a terminal).")
+              help="Output format: table fits a terminal (full values when piped), wide never cuts "
+                   "a value; jsonl can be read back with --input or '-'.")
+@color_option
 @click.option("--print-selector", is_flag=True, help="Print the selector the flags make, and exit.")
 def observe(source: str | None, server: str, token_file: Path | None, ca_file: Path | None, input_file: str | None, selector: tuple[str, ...],
             since: str | None, until: str | None, last: int | None, all_: bool, follow: bool,
-            follow_window: int, interval: float, output: str, color: bool | None,
+            follow_window: int, interval: float, output: str, color: str,
             print_selector: bool, **flag_values: Any) -> None:
     """Show L7 records with filters, like `hubble observe`.
 
@@ -106,7 +98,7 @@ def observe(source: str | None, server: str, token_file: Path | None, ca_file: P
     spec = spec_from_options({**flag_values, "selector": selector})
     if last is not None and all_:
         raise click.UsageError("--last and --all cannot be combined")
-    printer = make_printer(output, color=color)
+    printer = make_printer(output, color=use_color(color, sys.stdout.isatty()))
     try:
         if input_file is not None:
             if follow:
@@ -236,8 +228,8 @@ def in_order(pages: Iterable[list[Record]]) -> Iterator[list[Record]]:
 def _observe_server(client: Client, spec: FilterSpec, since: str | None, until: str | None,
                     last: int | None, all_: bool, follow: bool, follow_window: int,
                     interval: float, printer: Printer, print_selector: bool) -> None:
-    time_range: dict[str, Any] = {"from": _time_value(since) if since else 0,
-                                  "to": _time_value(until) if until else "now"}
+    time_range: dict[str, Any] = {"from": time_value(since) if since else 0,
+                                  "to": time_value(until) if until else "now"}
     if follow and until:
         raise click.UsageError("--follow and --until cannot be combined")
     if spec.needs_services() and print_selector:

@@ -61,6 +61,8 @@ class NotAwareCommand(click.Command):
                 break
             if a == "--not":
                 nxt = args[i + 1] if i + 1 < len(args) else ""
+                if nxt == "-n" or nxt.startswith("-n="):
+                    nxt = "--namespace" + nxt[2:]
                 name = nxt[2:].split("=", 1)[0] if nxt.startswith("--") else ""
                 if name not in filters.FLAGS:
                     raise click.UsageError(
@@ -79,7 +81,8 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for flag, help_text in reversed(filters.FLAGS.items()):
         fn = click.option(f"--not-{flag}", f"not_{flag.replace('-', '_')}", multiple=True,
                           hidden=True)(fn)
-        fn = click.option(f"--{flag}", flag.replace("-", "_"), multiple=True, metavar="VALUE",
+        names = ["-n", f"--{flag}"] if flag == "namespace" else [f"--{flag}"]  # as kubectl/hubble
+        fn = click.option(*names, flag.replace("-", "_"), multiple=True, metavar="VALUE",
                           help=help_text + " Repeat for alternatives.")(fn)
     return fn
 

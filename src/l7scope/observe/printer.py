@@ -23,8 +23,8 @@ from rich.text import Text
 from l7scope.contracts.record import EXCLUDED, TYPE_UNLOGGED
 
 Record = Mapping[str, Any]
-Format = Literal["table", "compact", "json", "jsonl"]
-FORMATS: Final[tuple[str, ...]] = ("table", "compact", "json", "jsonl")
+Format = Literal["table", "wide", "compact", "json", "jsonl"]
+FORMATS: Final[tuple[str, ...]] = ("table", "wide", "compact", "json", "jsonl")
 
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _jsonl: Final = msgspec.json.Encoder()
@@ -213,7 +213,8 @@ class _HumanPrinter(Printer):
             stderr=True,
         )
 
-        self.color = self.console.color_system is not None
+        self.color = (color if color is not None
+                      else self.console.color_system is not None and not self.console.no_color)
 
     def emit(self, lines: Iterable[_Line]) -> None:
         self.out.write("".join(line.render() + "\n" for line in lines))
@@ -328,41 +329,40 @@ def path_of(rec: Record) -> str:
 
 
 class TablePrinter(_HumanPrinter):
-    """Fixed-width columns computed once from the terminal width, so a streamed table (with
-    `--follow`) keeps its columns aligned; long cells end in an ellipsis."""
+    """Fixed-width columns computed once, so a streamed table (with `--follow`) keeps its
+    columns aligned. On a terminal the widths fit its width and long cells end in an ellipsis;
+    `wide` (the default when the output is not a terminal, or `-o wide`) sizes the columns to
+    the first rows' content and never cuts a value, so `| grep` sees every full name."""
+
+    def __init__(self, out: IO[str], err: IO[str] | None = None, *, color: bool | None = None,
+                 width: int | None = None, wide: bool = False) -> None:
+        super().__init__(out, err, color=color, width=width)
+        self.wide = wide
+        self.widths: list[int] | None = None
+        self._header = True
 
     def start(self) -> None:
         """The header comes with the first rows (nothing is printed before an answer)."""
-        self.widths = column_widths(self.console.width)
         self._header = True
 
-    def _print_header(self) -> None:
+    def _print_header(self, widths: list[int]) -> None:
         self._header = False
         header = _Line(self.color)
         first = True
         for i, col in enumerate(_COLUMNS):
-            if not self.widths[i]:
+            if not widths[i]:
                 continue
             if not first:
                 header.append(" " * _GAP)
             first = False
-            header.append(_fit(col[0], self.widths[i], col[4]), style="bold")
+            header.append(_fit(col[0], widths[i], col[4]), style="bold")
         self.emit([header])
 
-    def row(self, r: Record) -> _Line:
-        if not hasattr(self, "widths"):
-            self.widths = column_widths(self.console.width)
-        t = _Line(self.color)
-        ts = local_time(r.get("end_time"), "%H:%M:%S")
-        if is_unlogged(r):
-            t.append(_fit(ts, self.widths[0], False), style="dim")
-            t.append(" " * _GAP)
-            note = f"{r.get('count', 0)} requests on {safe(r.get('host') or '?')} not logged in detail (per-node limit)"
-            t.append(note, style="yellow")
-            return t
+    @staticmethod
+    def cells(r: Record) -> list[tuple[str, str]]:
         code = str(r.get("response_code") or "")
-        cells: Sequence[tuple[str, str]] = (
-            (ts, "dim"),
+        return [
+            (local_time(r.get("end_time"), "%H:%M:%S"), "dim"),
             (source_of(r), ""),
             (destination_of(r), ""),
             (kind_of(r), ""),
@@ -371,23 +371,63 @@ class TablePrinter(_HumanPrinter):
             (str(r.get("count", 0)), ""),
             (human_ns(r.get("duration_mean")), ""),
             (human_ns(r.get("duration_max")), "dim"),
-        )
+        ]
+
+    def _widths_for(self, recs: Sequence[Record]) -> list[int]:
+        if not self.wide:
+            return column_widths(self.console.width)
+        widths = [max(len(c[0]), c[1] or 0) for c in _COLUMNS]
+        for r in recs:
+            if is_unlogged(r):
+                continue
+            for i, (text, _) in enumerate(self.cells(r)):
+                widths[i] = max(widths[i], len(text))
+        return widths
+
+    def row(self, r: Record, widths: list[int] | None = None) -> _Line:
+        if widths is None:
+            if self.widths is None:
+                self.widths = self._widths_for([r])
+            widths = self.widths
+        t = _Line(self.color)
+        if is_unlogged(r):
+            t.append(_fit(local_time(r.get("end_time"), "%H:%M:%S"), widths[0], False), style="dim")
+            t.append(" " * _GAP)
+            note = f"{r.get('count', 0)} requests on {safe(r.get('host') or '?')} not logged in detail (per-node limit)"
+            t.append(note, style="yellow")
+            return t
         first = True
-        for i, ((text, style), col) in enumerate(zip(cells, _COLUMNS, strict=True)):
-            if not self.widths[i]:
+        for i, ((text, style), col) in enumerate(zip(self.cells(r), _COLUMNS, strict=True)):
+            if not widths[i]:
                 continue
             if not first:
                 t.append(" " * _GAP)
             first = False
-            t.append(_fit(text, self.widths[i], col[4], name=col[0] in ("SOURCE", "DESTINATION")),
-                     style=style)
+            if self.wide:  # padded, never cut; the last column is not padded
+                cell = text if i == len(_COLUMNS) - 1 else (
+                    text.rjust(widths[i]) if col[4] else text.ljust(widths[i]))
+            else:
+                cell = _fit(text, widths[i], col[4], name=col[0] in ("SOURCE", "DESTINATION"))
+            t.append(cell, style=style)
         return t
 
     def records(self, recs: Iterable[Record]) -> None:
-        rows = [self.row(r) for r in recs]
-        if rows and getattr(self, "_header", False):
-            self._print_header()
+        batch = list(recs)
+        if self.widths is None and batch:
+            self.widths = self._widths_for(batch)
+        if self.widths is None:
+            return
+        rows = [self.row(r, self.widths) for r in batch]
+        if rows and self._header:
+            self._print_header(self.widths)
         self.emit(rows)
+
+
+def _isatty(out: IO[str]) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def make_printer(
@@ -405,6 +445,7 @@ def make_printer(
         return JsonPrinter(out, err)
     if fmt == "compact":
         return CompactPrinter(out, err, color=color, width=width)
-    if fmt == "table":
-        return TablePrinter(out, err, color=color, width=width)
+    if fmt in ("table", "wide"):
+        wide = fmt == "wide" or (width is None and not _isatty(out))
+        return TablePrinter(out, err, color=color, width=width, wide=wide)
     raise ValueError(f"unknown output format {fmt!r} (one of {', '.join(FORMATS)})")

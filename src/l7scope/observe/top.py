@@ -5,6 +5,7 @@ like `linkerd viz top`. One aggregation query per refresh; `--once` prints a sin
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from l7scope.observe.options import (
     verify_from,
 )
 from l7scope.observe.printer import human_ns, safe, status_style
+from l7scope.observe.terminal import DurationParam, color_option, use_color
 
 GROUPS: Final[dict[str, list[str]]] = {
     "edges": ["src_namespace", "src_name_aggr", "dest_service_namespace", "dest_service_name",
@@ -59,17 +61,6 @@ class Row:
     duration_max: int
 
 
-def _seconds(text: str) -> int:
-    t = text.strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        if t and t[-1] in units:
-            return max(1, int(t[:-1]) * units[t[-1]])
-        return max(1, int(t))
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: use seconds or 30s, 5m, 1h") from None
-
-
 def rows_from(groups: list[dict[str, Any]], window: int, sort: str) -> list[Row]:
     rows = [Row(g["key"], int(g["count"]), int(g["count"]) / window, int(g["errors"]),
                 float(g["error_rate"]), g.get("p50"), g.get("p99"), int(g["duration_max"]))
@@ -88,15 +79,20 @@ def _named(ns: Any, name: Any) -> str:
     return name if ns in ("", "-") else f"{ns}/{name}"
 
 
-def render(rows: list[Row], by: str, limit: int, header: str) -> Group:
+def render(rows: list[Row], by: str, limit: int, header: str, *, wide: bool = False) -> Group:
+    """The table; `wide` (piped output) sizes every column to its content and cuts nothing."""
     t = Table(show_edge=False, pad_edge=False, expand=False)
+
+    def cap(n: int) -> int | None:
+        return None if wide else n
+
     if by == "edges":
-        t.add_column("SOURCE", overflow="ellipsis", no_wrap=True, max_width=40, ratio=1)
-        t.add_column("DESTINATION", overflow="ellipsis", no_wrap=True, max_width=40, ratio=1)
+        t.add_column("SOURCE", overflow="ellipsis", no_wrap=True, max_width=cap(40))
+        t.add_column("DESTINATION", overflow="ellipsis", no_wrap=True, max_width=cap(40))
     else:
-        t.add_column("SERVICE", overflow="ellipsis", no_wrap=True, max_width=32, ratio=1)
+        t.add_column("SERVICE", overflow="ellipsis", no_wrap=True, max_width=cap(32))
         t.add_column("METHOD", no_wrap=True, min_width=6)
-        t.add_column("URL", overflow="ellipsis", no_wrap=True, max_width=60, ratio=2)
+        t.add_column("URL", overflow="ellipsis", no_wrap=True, max_width=cap(60))
     for col in ("REQ/S", "ERR%", "P50", "P99", "MAX"):
         t.add_column(col, justify="right", no_wrap=True, min_width=7)
     for r in rows[:limit]:
@@ -124,25 +120,32 @@ def render(rows: list[Row], by: str, limit: int, header: str) -> Group:
               help="Rows: source workload -> destination Service, or Service routes.")
 @click.option("--sort", type=click.Choice(SORTS), default="rps", show_default=True,
               help="Order: requests/s, error rate, or p99 latency (descending).")
-@click.option("--window", default="60s", show_default=True, help="Sliding window: 30s, 5m, 1h.")
+@click.option("--window", type=DurationParam(), default="60s", show_default=True,
+              help="Sliding window: 30s, 5m, 1h30m.")
 @click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
               help="Seconds between refreshes.")
-@click.option("-n", "--rows", "limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", "limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Rows shown (was -n/--rows; -n is now --namespace, as in kubectl).")
 @click.option("--once", is_flag=True, help="Print one table and exit (no live view).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="json implies --once.")
+@color_option
 @filter_options
 @click.option("--selector", multiple=True, metavar="EXPR", help="A raw selector, ANDed with the flags.")
-def top(server: str, token_file: Path | None, ca_file: Path | None, by: str, sort: str, window: str, interval: float, limit: int, once: bool,
-        output: str, selector: tuple[str, ...], **flag_values: Any) -> None:
+def top(server: str, token_file: Path | None, ca_file: Path | None, by: str, sort: str, window: int, interval: float, limit: int, once: bool,
+        output: str, color: str, selector: tuple[str, ...], **flag_values: Any) -> None:
     """Live table of the busiest edges or routes, like `linkerd viz top`.
 
     Takes the same filters as `l7scope observe` (including --not). Requests the node agents did
     not log in detail (per-node limit) are counted in the header, not in the rows.
     """
-    secs = _seconds(window)
+    secs = window
     spec = spec_from_options({**flag_values, "selector": selector})
-    console = Console(highlight=False)
+    tty = sys.stdout.isatty()
+    colored = use_color(color, tty)
+    # piped: no width limit, so no column is dropped and no value is cut
+    console = Console(highlight=False, force_terminal=colored, no_color=not colored,
+                      width=None if tty else 100_000)
     try:
         with Client(server, token=token_from(token_file), verify=verify_from(ca_file)) as client:
             def frame() -> tuple[list[Row], str]:
@@ -155,7 +158,7 @@ def top(server: str, token_file: Path | None, ca_file: Path | None, by: str, sor
                 unl = client.aggregation(f'type = "{TYPE_UNLOGGED}"', tr, [], limit=1)
                 unlogged = sum(int(g["count"]) for g in unl.get("groups") or [])
                 total = sum(r.count for r in rows)
-                header = (f"{time.strftime('%H:%M:%S')}  window {window}  {len(rows)} {by}  "
+                header = (f"{time.strftime('%H:%M:%S')}  window {secs}s  {len(rows)} {by}  "
                           f"{total / secs:.2f} req/s  sorted by {sort}")
                 if unlogged:
                     header += f"  ({unlogged} requests not logged in detail, all nodes)"
@@ -168,7 +171,7 @@ def top(server: str, token_file: Path | None, ca_file: Path | None, by: str, sor
                 return
             if once:
                 rows, header = frame()
-                console.print(render(rows, by, limit, header))
+                console.print(render(rows, by, limit, header, wide=not tty))
                 return
             with Live(console=console, auto_refresh=False, screen=False) as live:
                 while True:

@@ -17,7 +17,9 @@ from rich.text import Text
 from l7scope.contracts import demo_state
 from l7scope.contracts.demo_state import ServerPart, State, StateError
 from l7scope.contracts.status import COUNTER_NAMES
+from l7scope.observe.client import SERVER_ENV
 from l7scope.observe.options import ca_file_option, token_file_option, token_from, verify_from
+from l7scope.observe.terminal import color_option, use_color
 from l7scope.status.probe import PartStatus, counters_of, probe_all
 
 _EPILOG = """\b
@@ -33,18 +35,24 @@ Examples:
                                                  "max_content_width": 100})
 @click.option("--state-file", type=click.Path(dir_okay=False),
               help=f"The demo's state file (default: ${demo_state.STATE_ENV}, /run/l7scope/demo.json as root).")
-@click.option("--server", help="Check this server URL too (or instead of the one in the state file).")
+@click.option("--server", default=lambda: os.environ.get(SERVER_ENV) or None,
+              show_default=f"env {SERVER_ENV}",
+              help="Check this server URL too (or instead of the one in the state file).")
 @token_file_option
 @ca_file_option
 @click.option("--kubeconfig", type=click.Path(dir_okay=False),
-              help="Read the state of a cluster installation from the Kubernetes API instead.")
-@click.option("--namespace", "kube_namespace", default="l7scope-system", show_default=True,
-              help="With --kubeconfig: namespace of the l7-log-collector DaemonSet.")
+              help="Read the state of a cluster installation from the Kubernetes API instead "
+                   "($KUBECONFIG or ~/.kube/config when only --context is given).")
+@click.option("--context", "kube_context", metavar="NAME",
+              help="The kubeconfig context to use (cluster mode; like kubectl --context).")
+@click.option("-n", "--namespace", "kube_namespace", default="l7scope-system", show_default=True,
+              help="Cluster mode: namespace of the l7-log-collector DaemonSet.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds to wait for each part.")
+@color_option
 def status(state_file: str | None, server: str | None, token_file: Path | None, ca_file: Path | None, kubeconfig: str | None,
-           kube_namespace: str, output: str, timeout: float) -> None:
+           kube_context: str | None, kube_namespace: str, output: str, timeout: float, color: str) -> None:
     """Health and counters of every part: per node Envoy, collector and node agent, the
     annotated Services, and the server with its store.
 
@@ -52,11 +60,12 @@ def status(state_file: str | None, server: str | None, token_file: Path | None, 
     node's network namespace; run as root). In a cluster (--kubeconfig) it reads the Kubernetes
     API. Exit code: 0 when every part is healthy, 1 when one is not (or nothing was found).
     """
-    if kubeconfig:
+    if kubeconfig or kube_context:
         from l7scope.status.cluster import ClusterError, cluster_status
 
         try:
-            parts, services, notes = cluster_status(kubeconfig, kube_namespace, server, timeout)
+            parts, services, notes = cluster_status(kubeconfig, kube_namespace, server, timeout,
+                                                    kube_context)
         except ClusterError as e:
             raise click.ClickException(str(e)) from None
     else:
@@ -101,7 +110,9 @@ def status(state_file: str | None, server: str | None, token_file: Path | None, 
             "notes": notes,
         }, indent=2))
     else:
-        render(parts, services, notes, Console(highlight=False))
+        colored = use_color(color, sys.stdout.isatty())
+        render(parts, services, notes, Console(highlight=False, force_terminal=colored,
+                                               no_color=not colored))
     if unhealthy or not parts:
         sys.exit(1)
 

@@ -84,19 +84,21 @@ def annotated(services: list[dict[str, Any]]) -> list[str]:
     return sorted(out)
 
 
-def cluster_status(kubeconfig: str, namespace: str, server_url: str | None, timeout: float
+def cluster_status(kubeconfig: str | None, namespace: str, server_url: str | None, timeout: float,
+                   context: str | None = None
                    ) -> tuple[list[PartStatus], dict[str, list[str]], list[str]]:
     # A kubeconfig with insecure-skip-tls-verify is the user's explicit choice (kubectl does not
     # warn either): keep urllib3's per-request warning out of the report.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-        return _cluster_status(kubeconfig, namespace, server_url, timeout)
+        return _cluster_status(kubeconfig, namespace, server_url, timeout, context)
 
 
-def _cluster_status(kubeconfig: str, namespace: str, server_url: str | None, timeout: float
+def _cluster_status(kubeconfig: str | None, namespace: str, server_url: str | None, timeout: float,
+                    context: str | None
                     ) -> tuple[list[PartStatus], dict[str, list[str]], list[str]]:
     try:
-        kube = connect(kubeconfig)
+        kube = connect(kubeconfig, in_cluster=False, context=context)
     except KubeError as e:
         raise ClusterError(str(e)) from None
     notes: list[str] = ["counters are not available from the Kubernetes API (status ports listen "
