@@ -40,6 +40,10 @@ class DemoRun:
         self.output: list[str] = []
 
     def wait_for_url(self, timeout: float) -> str:
+        return self.wait_for_line(URL_LINE, timeout).group(1)
+
+    def wait_for_line(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        """Read output lines until one matches `pattern`."""
         assert self.proc.stdout is not None
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -51,14 +55,14 @@ class DemoRun:
                     if not line and self.proc.poll() is not None:
                         break
                     self.output.append(line)
-                    m = URL_LINE.search(line)
+                    m = pattern.search(line)
                     if m:
-                        return m.group(1)
+                        return m
                 elif self.proc.poll() is not None:
                     break
         finally:
             sel.close()
-        raise AssertionError("no URL printed:\n" + "".join(self.output[-60:]))
+        raise AssertionError(f"no line matching {pattern.pattern!r}:\n" + "".join(self.output[-60:]))
 
     def wait(self, timeout: float) -> int:
         assert self.proc.stdout is not None
@@ -126,3 +130,9 @@ def processes_mentioning(text: str) -> list[str]:
         if text in cmd and state != "Z":
             found.append(f"{d.name}: {cmd}")
     return found
+
+
+def mounts_mentioning(*texts: str) -> list[str]:
+    """Mount points (of this mount namespace) whose line names one of `texts`."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [ln for ln in lines if any(t in ln for t in texts)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -73,14 +74,19 @@ def demo(port: int, rate: float, duration: float, data_dir: Path, no_netns: bool
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         # while running: stop gracefully (drain, summary); while starting or draining (or on
-        # a second Ctrl-C): interrupt right away; `finally` below still removes everything
+        # a second Ctrl-C): interrupt right away; `finally` below still removes everything.
+        # Once the teardown has begun, a signal (Ctrl-C twice, SIGTERM after SIGINT) is
+        # ignored: interrupting it would leave processes, namespaces or rules behind.
+        if d.closing:
+            os.write(2, f"(signal {signum} ignored: still removing what the demo made)\n".encode())
+            return
         if phase[0] == "run" and not stop.is_set():
             stop.set()
         else:
             raise KeyboardInterrupt
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     d = Demo(opts)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with console.status("starting the demo", spinner="dots") as status:
             def progress(msg: str) -> None:
@@ -115,8 +121,7 @@ def demo(port: int, rate: float, duration: float, data_dir: Path, no_netns: bool
     except KeyboardInterrupt:
         console.print("\ninterrupted: removing what the demo made ...")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        d.closing = True  # let the cleanup finish (on_signal ignores signals from now on)
         try:
             d.close()
         except DemoError as e:

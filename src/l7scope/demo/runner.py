@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from l7scope.demo import reaper
 from l7scope.demo.loopback import LoopbackMode
 from l7scope.demo.netns import NetnsMode
 from l7scope.demo.probe import Snapshot
@@ -32,6 +33,9 @@ class Demo:
     def __init__(self, opts: DemoOptions, progress: Progress = lambda _: None) -> None:
         self.s = Session(opts, progress)
         self.mode: Mode = LoopbackMode() if opts.no_netns else NetnsMode()
+        self.closing = False  # set when the teardown begins: signals must not interrupt it
+        self._previous_marker = os.environ.get(reaper.MARKER_ENV)
+        self.run_id = reaper.mark(opts.prefix)  # every child inherits it (demo/reaper.py)
 
     @property
     def progress(self) -> Progress:
@@ -59,6 +63,9 @@ class Demo:
 
     def start(self) -> str:
         """Start everything; returns the page's one-time login URL."""
+        left = reaper.reap_stale(self.s.o.prefix)
+        if left:
+            self.s.progress(f"stopped {len(left)} processes a killed run left behind")
         self.mode.start(self.s)
         try:
             self.s.login_url = self.s.api.login_url()
@@ -146,8 +153,18 @@ class Demo:
         (self.s.data / "summary.json").write_text(json.dumps(out, indent=2, sort_keys=True))
 
     def close(self) -> None:
-        """Remove every namespace, rule and process of the demo. Idempotent."""
+        """Remove every namespace, rule and process of the demo. Idempotent. Then kill any
+        process of this run that outlived the orderly stop (found by its marker)."""
+        self.closing = True
         errors = self.mode.close()
         self.s.close()
+        survivors = reaper.reap(self.run_id)
+        if survivors:
+            errors.append(f"{len(survivors)} processes outlived the stop and were killed "
+                          f"(pids {', '.join(map(str, survivors))})")
+        if self._previous_marker is None:
+            os.environ.pop(reaper.MARKER_ENV, None)
+        else:
+            os.environ[reaper.MARKER_ENV] = self._previous_marker
         if errors:
             raise DemoError("cleanup incomplete: " + "; ".join(errors))
