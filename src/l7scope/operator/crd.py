@@ -79,8 +79,12 @@ def structural(schema: Mapping[str, Any], defs: Mapping[str, Any] | None = None)
     return out
 
 
+#: `kubectl get l7scope` lists every resource of the project
+CATEGORY = "l7scope"
+
+
 def _crd(kind: str, plural: str, spec_schema: dict[str, Any], status_schema: dict[str, Any] | None,
-         columns: list[dict[str, Any]], description: str) -> dict[str, Any]:
+         columns: list[dict[str, Any]], description: str, short_names: list[str]) -> dict[str, Any]:
     props: dict[str, Any] = {
         "apiVersion": {"type": "string"}, "kind": {"type": "string"},
         "metadata": {"type": "object"}, "spec": spec_schema,
@@ -100,7 +104,8 @@ def _crd(kind: str, plural: str, spec_schema: dict[str, Any], status_schema: dic
         "spec": {
             "group": alspec.GROUP, "scope": "Cluster",
             "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
-                      "listKind": f"{kind}List"},
+                      "listKind": f"{kind}List", "shortNames": short_names,
+                      "categories": [CATEGORY]},
             "versions": [version],
         },
     }
@@ -113,8 +118,13 @@ def application_layer_crd() -> dict[str, Any]:
     age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     return _crd(alspec.KIND, alspec.PLURAL, spec, status, [
         {"name": "Logs", "type": "string", "jsonPath": ".spec.logCollection.collectLogs"},
-        {"name": "State", "type": "string", "jsonPath": ".status.state"}, age],
-        "L7 log collection for the cluster (the one object must be named tigera-secure).")
+        {"name": "Interval", "type": "integer", "jsonPath": ".spec.logCollection.logIntervalSeconds",
+         "description": "Collector interval in seconds (logIntervalSeconds)."},
+        {"name": "State", "type": "string", "jsonPath": ".status.state"},
+        {"name": "Nodes Ready", "type": "string", "jsonPath": ".status.nodesReady",
+         "description": "l7-log-collector pods available / nodes it should run on."}, age],
+        "L7 log collection for the cluster (the one object must be named tigera-secure).",
+        ["l7al"])
 
 
 def node_agent_configuration_crd() -> dict[str, Any]:
@@ -128,7 +138,8 @@ def node_agent_configuration_crd() -> dict[str, Any]:
         {"name": "TproxyMode", "type": "string", "jsonPath": ".spec.tproxyMode"},
         {"name": "PolicySyncPathPrefix", "type": "string", "jsonPath": ".spec.policySyncPathPrefix"},
         age],
-        "Node agent settings, read live by every node agent (one object named default).")
+        "Node agent settings, read live by every node agent (one object named default).",
+        ["l7nac"])
 
 
 def all_crds() -> list[dict[str, Any]]:

@@ -93,8 +93,10 @@ class Reconciler:
             self._ensure_namespace(objects[0])
             for obj in objects[1:]:
                 self.kube.apply(obj, field_manager=FIELD_MANAGER)
-            state, msg = render.daemonset_state(self._daemonset())
-            return self._set_status(body, state, msg, generation, checked.warnings)
+            ds = self._daemonset()
+            state, msg = render.daemonset_state(ds)
+            return self._set_status(body, state, msg, generation, checked.warnings,
+                                    nodes_ready=render.nodes_ready(ds))
 
     def teardown(self, name: str) -> None:
         """The ApplicationLayer is being deleted: remove what we made, disable capture."""
@@ -119,9 +121,11 @@ class Reconciler:
             if current.get("state") not in ("Ready", "Progressing"):
                 return None  # Degraded / Disabled come from the spec, not the DaemonSet
             checked = alspec.check(alspec.REQUIRED_NAME, body.get("spec") or {})
-            state, msg = render.daemonset_state(self._daemonset())
+            ds = self._daemonset()
+            state, msg = render.daemonset_state(ds)
             generation = int((body.get("metadata") or {}).get("generation") or 0)
-            return self._set_status(body, state, msg, generation, checked.warnings)
+            return self._set_status(body, state, msg, generation, checked.warnings,
+                                    nodes_ready=render.nodes_ready(ds))
 
     def node_config_changed(self) -> None:
         """The node-agent configuration changed: re-render (prefix, port and log dir are in
@@ -186,11 +190,11 @@ class Reconciler:
         return removed
 
     def _set_status(self, body: Mapping[str, Any], state: str, message: str, generation: int,
-                    warnings: list[str]) -> str:
+                    warnings: list[str], *, nodes_ready: str | None = None) -> str:
         name = str((body.get("metadata") or {}).get("name"))
         previous = body.get("status") or {}
         new = status.build(state, message, generation=generation, now=_now(),
-                           previous=previous, warnings=warnings)
+                           previous=previous, warnings=warnings, nodes_ready=nodes_ready)
         if not status.same(previous, new):
             try:
                 self.kube.merge_patch(al_path(name) + "/status", {"status": new})

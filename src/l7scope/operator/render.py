@@ -392,6 +392,14 @@ OWNED: Final = (
 )
 
 
+def nodes_ready(ds: dict[str, Any] | None) -> str | None:
+    """`available/desired` pods of the collector DaemonSet (the status' nodesReady)."""
+    if ds is None:
+        return None
+    st = ds.get("status") or {}
+    return f"{int(st.get('numberAvailable') or 0)}/{int(st.get('desiredNumberScheduled') or 0)}"
+
+
 def daemonset_state(ds: dict[str, Any] | None) -> tuple[str, str]:
     """(state, message) of the collector DaemonSet: Ready when every scheduled pod runs the
     current template and is available."""

@@ -176,6 +176,8 @@ class ApplicationLayerStatus(_Model):
         None, description="metav1.Condition list: Ready, Progressing, Degraded.",
         json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}})
     observed_generation: int | None = Field(None, alias="observedGeneration")
+    nodes_ready: str | None = Field(None, alias="nodesReady",
+                                    description="l7-log-collector pods available / desired, e.g. 3/3.")
 
 
 @dataclass(frozen=True)

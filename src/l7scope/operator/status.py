@@ -16,8 +16,10 @@ STATES = ("Ready", "Progressing", "Degraded", "Disabled")
 
 
 def build(state: str, message: str, *, generation: int, now: str,
-          previous: Mapping[str, Any] | None = None, warnings: Sequence[str] = ()) -> dict[str, Any]:
-    """The full status for `state`; `now` is an RFC 3339 timestamp."""
+          previous: Mapping[str, Any] | None = None, warnings: Sequence[str] = (),
+          nodes_ready: str | None = None) -> dict[str, Any]:
+    """The full status for `state`; `now` is an RFC 3339 timestamp; `nodes_ready` (`3/3`) is
+    the collector DaemonSet's available/desired pods, shown by `kubectl get`."""
     if state not in STATES:
         raise ValueError(f"unknown state {state!r}")
     prev = {c.get("type"): c for c in (previous or {}).get("conditions") or [] if isinstance(c, Mapping)}
@@ -41,7 +43,10 @@ def build(state: str, message: str, *, generation: int, now: str,
             "lastTransitionTime": since or now,
             "observedGeneration": generation,
         })
-    return {"state": state, "conditions": conditions, "observedGeneration": generation}
+    out: dict[str, Any] = {"state": state, "conditions": conditions, "observedGeneration": generation}
+    if nodes_ready is not None:
+        out["nodesReady"] = nodes_ready
+    return out
 
 
 def same(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
@@ -49,7 +54,7 @@ def same(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
     if not a:
         return False
     return (a.get("state") == b.get("state") and a.get("observedGeneration") == b.get("observedGeneration")
-            and _conds(a) == _conds(b))
+            and a.get("nodesReady") == b.get("nodesReady") and _conds(a) == _conds(b))
 
 
 def _conds(s: Mapping[str, Any]) -> list[tuple[Any, ...]]:
