@@ -81,3 +81,16 @@ def test_status_keeps_transition_times() -> None:
     assert cond["Degraded"]["lastTransitionTime"].endswith("00Z")
     assert status.same(ready, status.build("Ready", "2/2", generation=1, now="later", previous=ready))
     assert not status.same(ready, status.build("Ready", "2/2", generation=2, now="x", previous=ready))
+
+
+def test_status_nodes_ready_from_the_daemonset() -> None:
+    from l7scope.operator import render
+
+    ds = {"metadata": {"generation": 1},
+          "status": {"desiredNumberScheduled": 3, "numberAvailable": 2, "observedGeneration": 1}}
+    assert render.nodes_ready(ds) == "2/3" and render.nodes_ready(None) is None
+    a = status.build("Progressing", "2/3", generation=1, now="t0", nodes_ready="2/3")
+    assert a["nodesReady"] == "2/3"
+    b = status.build("Progressing", "2/3", generation=1, now="t1", previous=a, nodes_ready="3/3")
+    assert not status.same(a, b)  # a change of nodesReady is written
+    assert "nodesReady" not in status.build("Disabled", "off", generation=1, now="t0")
