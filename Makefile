@@ -1,17 +1,19 @@
 # The two commands a new user needs (see README.md):
-#   make demo   set up everything, then run `l7scope demo`
-#   make test   set up everything, then run the whole test suite (what .ci/run runs)
-.PHONY: setup demo test unit lint bench proto clean
+#   make demo   set up what the demo needs (scripts/setup.sh demo), then run `l7scope demo`
+#   make test   set up everything the tests need too, then run the whole test suite (what .ci/run runs)
+.PHONY: setup setup-demo demo test unit lint bench proto clean
 
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh test
 
-# The demo needs no Kubernetes control plane: skip its (first-time, several-minute) build.
-demo: export L7SCOPE_SKIP_KUBE_BUILD = 1
-demo: setup
+# The demo needs none of the test toolchain (ClickHouse, etcd, Chromium, Go, wrk, the kube build).
+setup-demo:
+	@bash scripts/setup.sh demo
+
+demo: setup-demo
 	$(VENV)/l7scope demo $(DEMO_ARGS)
 
 test: setup

