@@ -5,6 +5,7 @@ Services. Healthy first; then a collector container that is not ready is reporte
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -90,3 +91,21 @@ def test_status_from_the_kubernetes_api(cp: kubeharness.ControlPlane) -> None:
     bad = [(p["node"], p["part"], p["state"]) for p in report["parts"] if not p["healthy"]]
     assert bad == [(victim["spec"]["nodeName"], "collector", "waiting: CrashLoopBackOff")]
     kube.close()
+
+
+def test_status_context_and_kubeconfig_env(cp: kubeharness.ControlPlane) -> None:
+    """`--context` picks the kubeconfig's context (an unknown one is a clear error, exit 1),
+    and `--context` alone reads $KUBECONFIG, as kubectl does."""
+    import yaml
+
+    ctx = yaml.safe_load(cp.kubeconfig.read_text())["current-context"]
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    ok = subprocess.run([L7SCOPE, "status", "--context", ctx, "-n", "no-such-ns", "-o", "json"],
+                        capture_output=True, text=True, timeout=60,
+                        env={**env, "KUBECONFIG": str(cp.kubeconfig)})
+    assert "Traceback" not in ok.stderr, ok.stderr
+    body = json.loads(ok.stdout)  # the API answered: nothing installed in that namespace
+    assert body["healthy"] is False and ok.returncode == 1
+    bad = subprocess.run([L7SCOPE, "status", "--kubeconfig", str(cp.kubeconfig), "--context",
+                          "nope", "-o", "json"], capture_output=True, text=True, timeout=60, env=env)
+    assert bad.returncode == 1 and "nope" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
