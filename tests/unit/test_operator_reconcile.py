@@ -201,10 +201,15 @@ def test_reconcile_issues_once_and_reuses_across_restarts() -> None:
     kube.objects["/api/v1/nodes/n2"] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"},
                                         "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.3"}]}}
     kube.calls.clear()
-    rec2.nodes_changed()
+    rec2.node_changed("n2", kube.objects["/api/v1/nodes/n2"])
     np = kube.get("/apis/networking.k8s.io/v1/namespaces/ns1/networkpolicies/l7scope-server")
     assert [s.get("ipBlock") for s in np["spec"]["ingress"][0]["from"][:2]] == [
         {"cidr": "10.0.0.2/32"}, {"cidr": "10.0.0.3/32"}]
     kube.calls.clear()
-    rec2.nodes_changed()  # same addresses: no re-render
+    rec2.node_changed("n2", kube.objects["/api/v1/nodes/n2"])  # a heartbeat: no API call
     assert kube.calls == []
+    del kube.objects["/api/v1/nodes/n2"]
+    rec2.node_changed("n2", None)  # deleted: the policy follows
+    np = kube.get("/apis/networking.k8s.io/v1/namespaces/ns1/networkpolicies/l7scope-server")
+    assert np["spec"]["ingress"][0]["from"][1] == {
+        "namespaceSelector": {}, "podSelector": {"matchLabels": {"l7scope.io/ui-access": "true"}}}

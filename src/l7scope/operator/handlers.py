@@ -4,7 +4,7 @@
 - ApplicationLayer deleted (kopf finalizer `l7scope.io/operator`) -> `teardown`;
 - our DaemonSet changed (pods becoming available, rolling) -> `refresh_status`;
 - NodeAgentConfiguration changed -> `node_config_changed`;
-- a node added, removed or changed -> `nodes_changed` (re-renders the server's NetworkPolicy
+- a node added, removed or changed -> `node_changed` (re-renders the server's NetworkPolicy
   only when the nodes' InternalIPs differ).
 
 kopf keeps its bookkeeping in annotations under `l7scope.io/` (not in `status`, which is ours),
@@ -94,9 +94,9 @@ def build_registry(kube: Kube, cfg: OperatorConfig) -> kopf.OperatorRegistry:
                 log.warning("re-render after node-config change failed: %s", e)
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
-    def node_event(**_: Any) -> None:
+    def node_event(type: str | None, name: str, body: kopf.Body, **_: Any) -> None:
         try:
-            rec.nodes_changed()
+            rec.node_changed(name, None if type == "DELETED" else dict(body))
         except KubeError as e:
             log.warning("re-render after a node change failed: %s", e)
 

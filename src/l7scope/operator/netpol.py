@@ -40,6 +40,12 @@ def node_addresses(nodes: Iterable[Mapping[str, Any]]) -> list[str]:
     return [f"{ip}/{ip.max_prefixlen}" for ip in sorted(out, key=lambda i: (i.version, int(i)))]
 
 
+def sort_cidrs(cidrs: Iterable[str]) -> list[str]:
+    """IPv4 first, then by address."""
+    nets = [ipaddress.ip_network(c) for c in cidrs]
+    return [str(n) for n in sorted(nets, key=lambda n: (n.version, int(n.network_address)))]
+
+
 def network_policy(meta: dict[str, Any], pod_labels: Mapping[str, str], port: int,
                    node_cidrs: list[str]) -> dict[str, Any]:
     sources: list[dict[str, Any]] = [{"ipBlock": {"cidr": c}} for c in node_cidrs]

@@ -67,6 +67,7 @@ class Reconciler:
         self.cfg = cfg
         self.clock = clock
         self.node_cidrs: tuple[str, ...] = ()  # last rendered into the NetworkPolicy
+        self._nodes: dict[str, tuple[str, ...]] = {}  # node name -> its InternalIP CIDRs
         self._lock = threading.RLock()  # one reconcile at a time
 
     # ---- entry points --------------------------------------------------------------------
@@ -155,17 +156,28 @@ class Reconciler:
         if not (body.get("metadata") or {}).get("deletionTimestamp"):
             self.reconcile(body)
 
-    def nodes_changed(self) -> None:
-        """A node came, went or changed its addresses: re-render when the NetworkPolicy's
-        node addresses differ from the last ones."""
-        if self._node_cidrs() == self.node_cidrs:
-            return
+    def node_changed(self, name: str, node: Mapping[str, Any] | None) -> None:
+        """A node was added, changed (`node`) or deleted (None): re-render when the
+        NetworkPolicy's node addresses differ from the last ones rendered. Kept per node from
+        the events, so a node's status heartbeat costs no API call."""
+        with self._lock:
+            if node is None:
+                self._nodes.pop(name, None)
+            else:
+                self._nodes[name] = tuple(netpol.node_addresses([node]))
+            if self._union() == self.node_cidrs:
+                return
         self.node_config_changed()
 
     # ---- parts -----------------------------------------------------------------------------
     def _node_cidrs(self) -> tuple[str, ...]:
         nodes, _ = self.kube.list("/api/v1/nodes")
-        return tuple(netpol.node_addresses(nodes))
+        self._nodes = {str((n.get("metadata") or {}).get("name")): tuple(netpol.node_addresses([n]))
+                       for n in nodes}
+        return self._union()
+
+    def _union(self) -> tuple[str, ...]:
+        return tuple(netpol.sort_cidrs({c for cs in self._nodes.values() for c in cs}))
 
     def _service_ips(self) -> list[str]:
         try:
