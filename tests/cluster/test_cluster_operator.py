@@ -23,7 +23,7 @@ from clusterharness import Cluster, Pods, wait_for
 
 from l7scope.kube.client import Kube, KubeError
 from l7scope.operator import chart
-from l7scope.operator.render import ENVOY_ADMIN
+from l7scope.operator.render import ENVOY_ADMIN, NODE_STATUS_PORT, SERVER
 from l7scope.testing.workshop import AL_PATH, WORKSHOP_AL
 
 from .test_cluster_workloads import CLIENT, WEB
@@ -210,6 +210,109 @@ def _envoy_requests(collector: Pods, pod: str) -> int:
                 and name.endswith(".downstream_rq_completed"):
             total += int(value)
     return total
+
+
+#: Run in the node agent's container (host network, the mounted CA bundle): the server over
+#: https verified with the operator's CA; the same request over plain http, and with the
+#: system's CAs instead of the operator's, must fail.
+TLS_PROBE = """
+import json, ssl, sys
+import httpx
+url, ca, token = sys.argv[1], sys.argv[2], sys.argv[3]
+out = {}
+body = {"selector": 'dest_service_name = "shop"', "page_size": 100}
+hdr = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+r = httpx.post(url + "/api/v1/l7/logs/search", json=body, headers=hdr, verify=ssl.create_default_context(cafile=ca), timeout=10)
+out["status"] = r.status_code
+out["hits"] = r.json().get("hits", []) if r.status_code == 200 else r.text[:300]
+for name, call in (("plain_http", lambda: httpx.post(url.replace("https://", "http://") + "/api/v1/l7/logs/search", json=body, headers=hdr, timeout=10)),
+                   ("system_cas", lambda: httpx.post(url + "/api/v1/l7/logs/search", json=body, headers=hdr, verify=True, timeout=10))):
+    try:
+        out[name] = "answered %d" % call().status_code
+    except Exception as e:
+        out[name] = type(e).__name__ + ": " + str(e)[:200]
+print(json.dumps(out))
+"""
+
+STATS_GET = """
+import json, urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:%d/stats" % int(__import__("sys").argv[1]), timeout=5).read().decode())
+"""
+
+
+def test_node_agent_ships_over_tls_verified_with_the_operators_ca(
+        cluster: Cluster, kube: Kube, operator: subprocess.Popen[bytes], namespace: str,
+        pods: Pods) -> None:
+    """The operator's CA and certificate on real pods: the server pod serves HTTPS (its probes
+    over HTTPS keep it Ready), the node agent ships the shop's records to
+    https://l7scope-server.l7scope-system.svc verified with the CA bundle mounted from the
+    operator's ConfigMap, and they arrive; plain http and the system's CAs are refused."""
+    from cryptography import x509
+
+    from l7scope.operator import tls
+
+    svc = kube.get(f"/api/v1/namespaces/{NS}/services/{SERVER}")
+    cip = svc["spec"]["clusterIP"]
+
+    def cert_names_cip() -> bool:
+        pair = tls.pair_from_secret(kube.get(f"/api/v1/namespaces/{NS}/secrets/{tls.SERVER_SECRET}"))
+        assert pair is not None
+        san = x509.load_pem_x509_certificate(pair.cert_pem).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+        return cip in [str(i) for i in san.get_values_for_type(x509.IPAddress)]
+    wait_for(cert_names_cip, 30, "the server certificate naming the ClusterIP")
+    bundle = kube.get(f"/api/v1/namespaces/{NS}/configmaps/{tls.CA_CONFIGMAP}")["data"]["ca.crt"]
+    assert "PRIVATE KEY" not in bundle
+    # No cluster DNS here (docs/cluster-tests.md): the agent resolves the Service's names via
+    # hostAliases, added to the DaemonSet by the test (a field the operator does not own).
+    ds_path = f"/apis/apps/v1/namespaces/{NS}/daemonsets/l7-log-collector"
+    kube.merge_patch(ds_path, {"spec": {"template": {"spec": {"hostAliases": [
+        {"ip": cip, "hostnames": [f"{SERVER}.{NS}.svc", f"{SERVER}.{NS}"]}]}}}})
+    collector = Pods(kube, NS)
+
+    def rolled() -> dict[str, Any] | None:
+        ps = [p for p in _collector_pods(collector) if p["spec"].get("hostAliases")
+              and not p["metadata"].get("deletionTimestamp")]
+        return ps[0] if ps and _ready(ps[0]) else None
+    agent = wait_for(rolled, 120, "the node agent pod with hostAliases Ready", diagnose=collector.describe)
+    name = agent["metadata"]["name"]
+    spec = {c["name"]: c for c in agent["spec"]["containers"]}
+    cmd = spec["l7-node-agent"]["command"]
+    assert cmd[cmd.index("--server") + 1] == f"https://{SERVER}.{NS}.svc:8686"
+    ca_file = cmd[cmd.index("--server-ca-file") + 1]
+    rc, out, err = collector.exec(name, ["cat", ca_file], container="l7-node-agent")
+    assert rc == 0 and out == bundle, err
+    # traffic through the annotated Service of the capture test
+    shop_ip = kube.get(f"/api/v1/namespaces/{namespace}/services/shop")["spec"]["clusterIP"]
+    wait_for(lambda: shop_ip in clusterharness.in_netns("nft", "list", "table", "ip", "l7scope",
+                                                        check=False).stdout,
+             60, "the shop's ClusterIP in the new agent's capture set")
+    rc, out, err = pods.exec("buyer", ["python3", "-c", CLIENT, f"http://{shop_ip}", "7"])
+    assert rc == 0, err
+
+    def shipped() -> dict[str, Any] | None:
+        rc, out, err = collector.exec(name, ["python", "-c", STATS_GET, str(NODE_STATUS_PORT)],
+                                      container="l7-node-agent")
+        assert rc == 0, err
+        st = json.loads(out)
+        shipper = st.get("shipper") or st
+        return st if int(shipper.get("records_shipped", 0)) > 0 else None
+    stats = wait_for(shipped, 90, "the node agent to ship records")
+    url = f"https://{SERVER}.{NS}.svc:8686"
+
+    def arrived() -> dict[str, Any] | None:
+        rc, out, err = collector.exec(name, ["python", "-c", TLS_PROBE, url, ca_file,
+                                             clusterharness.ADMIN_TOKEN], container="l7-node-agent")
+        assert rc == 0, err
+        res: dict[str, Any] = json.loads(out)
+        assert res["status"] == 200, res
+        return res if sum(int(h.get("count", 0)) for h in res["hits"]) >= 7 else None
+    res = wait_for(arrived, 60, "the shop's 7 requests in the server")
+    assert {h["dest_service_namespace"] for h in res["hits"]} == {namespace}
+    assert not res["plain_http"].startswith("answered"), res["plain_http"]
+    assert "CERTIFICATE_VERIFY_FAILED" in res["system_cas"], res["system_cas"]
+    print(f"\nshipped over TLS: {stats}; hits {len(res['hits'])}; plain http: {res['plain_http']}; "
+          f"system CAs: {res['system_cas'][:80]}")
 
 
 def test_deleting_the_application_layer_removes_the_daemonset(

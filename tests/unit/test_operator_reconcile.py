@@ -196,7 +196,8 @@ def test_reconcile_issues_once_and_reuses_across_restarts() -> None:
     assert pair is not None and kube.get(ca_path)["data"] == first[1]
     cert = x509.load_pem_x509_certificate(pair.cert_pem)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["10.96.0.10"]
+    assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["10.96.0.10", "127.0.0.1", "::1"]
+    assert san.get_values_for_type(x509.DNSName)[-1] == "localhost"  # port-forwards verify too
     # a node joins: the policy follows
     kube.objects["/api/v1/nodes/n2"] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"},
                                         "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.3"}]}}

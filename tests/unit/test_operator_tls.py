@@ -130,7 +130,8 @@ def test_cert_manager_certificate_rendering() -> None:
     cert = next(o for o in objs if o["kind"] == "Certificate")
     assert cert["apiVersion"] == "cert-manager.io/v1"
     assert cert["spec"]["secretName"] == tls.SERVER_SECRET
-    assert cert["spec"]["dnsNames"] == NAMES
+    assert cert["spec"]["dnsNames"] == [*NAMES, "localhost"]
+    assert cert["spec"]["ipAddresses"] == ["127.0.0.1", "::1"]
     assert cert["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer",
                                          "group": "cert-manager.io"}
     assert cert["spec"]["duration"] == "2160h" and cert["spec"]["renewBefore"] == "720h"

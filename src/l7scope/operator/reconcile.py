@@ -211,7 +211,9 @@ class Reconciler:
         previous = str(((cm or {}).get("data") or {}).get(tls.CA_CERT_KEY) or "").encode()
         ca_secret = self._secret(tls.CA_SECRET)
         material, reasons = tls.ensure(tls.ca_from_secret(ca_secret), tls.pair_from_secret(server_secret),
-                                       previous, render.server_names(ctx), ips, self.clock())
+                                       previous,
+                                       [*render.server_names(ctx), *tls.PORT_FORWARD_NAMES],
+                                       [*ips, *tls.PORT_FORWARD_IPS], self.clock())
         meta: dict[str, Any] = {"namespace": ctx.namespace, "labels": {"app.kubernetes.io/part-of": "l7scope",
                                                        **render.MANAGED_BY}}
         if ctx.owner is not None:

@@ -404,7 +404,9 @@ def _secure(ctx: RenderContext, ds: dict[str, Any], workloads: list[dict[str, An
     out = [netpol.network_policy(meta, server_pod["spec"]["selector"]["matchLabels"], SERVER_PORT,
                                  list(ctx.node_cidrs))]
     if ctx.cert_manager_issuer is not None:
-        out.append(tls.certificate(*ctx.cert_manager_issuer, server_names(ctx), [], meta))
+        out.append(tls.certificate(*ctx.cert_manager_issuer,
+                                   [*server_names(ctx), *tls.PORT_FORWARD_NAMES],
+                                   list(tls.PORT_FORWARD_IPS), meta))
     return out
 
 

@@ -7,7 +7,8 @@ Three objects in the operator's namespace (docs/security.md, "TLS in a cluster")
 - Secret `l7scope-ca` (`ca.crt`, `ca.key`): the CA. Only the operator reads it (its Role names it
   by `resourceNames`); no pod mounts it.
 - Secret `l7scope-server-tls` (type `kubernetes.io/tls`: `tls.crt`, `tls.key`, plus `ca.crt`):
-  the server's certificate for the Service's four DNS names and its ClusterIP. The server pod
+  the server's certificate for the Service's four DNS names and its ClusterIP
+  (and localhost, for port-forwards). The server pod
   mounts `tls.crt` and `tls.key` read-only (`--tls-cert/--tls-key`).
 - ConfigMap `l7scope-server-ca` (`ca.crt`): the CA bundle the node agents verify the server with
   (`--server-ca-file`); no private key ever reaches a node.
@@ -56,6 +57,11 @@ CA_LIFETIME: Final = dt.timedelta(days=3650)
 CA_RENEW_BEFORE: Final = dt.timedelta(days=365)
 SERVER_LIFETIME: Final = dt.timedelta(days=90)
 SERVER_RENEW_BEFORE: Final = dt.timedelta(days=30)
+#: also in the server certificate, so `kubectl port-forward` clients verify it with the same CA
+#: (`l7scope observe --server https://127.0.0.1:8686 --ca-file ca.crt`); the CA is this
+#: install's own, trusted by nothing else
+PORT_FORWARD_NAMES: Final = ("localhost",)
+PORT_FORWARD_IPS: Final = ("127.0.0.1", "::1")
 #: clocks of the nodes may be a little behind the operator's
 BACKDATE: Final = dt.timedelta(minutes=5)
 
