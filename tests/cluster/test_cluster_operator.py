@@ -297,7 +297,20 @@ def test_node_agent_ships_over_tls_verified_with_the_operators_ca(
         st = json.loads(out)
         shipper = st.get("shipper") or st
         return st if int(shipper.get("records_shipped", 0)) > 0 else None
-    stats = wait_for(shipped, 90, "the node agent to ship records")
+    def why_not() -> str:
+        rc, out, err = collector.exec(name, ["python", "-c", STATS_GET, str(NODE_STATUS_PORT)],
+                                      container="l7-node-agent")
+        st = json.loads(out) if rc == 0 else {"error": err}
+        keys = ("requests_seen", "records_flushed", "records_spooled", "records_shipped",
+                "records_rejected", "ship_error", "shipping", "capture_state")
+        _, hosts, _ = collector.exec(name, ["cat", "/etc/hosts"], container="l7-node-agent")
+        server_pod = [p["metadata"]["name"] for p in collector.list()
+                      if p["metadata"]["name"].startswith(f"{SERVER}-")]
+        server_log = collector.logs(server_pod[0])[-1500:] if server_pod else "no server pod"
+        return (f"agent stats {({k: st.get(k) for k in keys})}\n/etc/hosts:\n{hosts}\n"
+                f"agent log:\n{collector.logs(name, container='l7-node-agent')[-1500:]}\n"
+                f"server log:\n{server_log}")
+    stats = wait_for(shipped, 90, "the node agent to ship records", diagnose=why_not)
     url = f"https://{SERVER}.{NS}.svc:8686"
 
     def arrived() -> dict[str, Any] | None:
