@@ -398,7 +398,7 @@ def _secure(ctx: RenderContext, ds: dict[str, Any], workloads: list[dict[str, An
     operator/tls.py and operator/netpol.py). Returns the objects to apply before the server."""
     digest = ctx.tls.digest() if ctx.tls is not None else ""
     tls.apply_node_agent(ds, "l7-node-agent", digest, from_secret=ctx.cert_manager_issuer is not None)
-    server_pod = next(w for w in workloads if w["kind"] != "Service")
+    server_pod = next(w for w in workloads if w["kind"] in ("Deployment", "StatefulSet"))
     tls.apply_server(server_pod, "server", digest)
     meta = _meta(SERVER, ctx, SERVER)
     out = [netpol.network_policy(meta, server_pod["spec"]["selector"]["matchLabels"], SERVER_PORT,
