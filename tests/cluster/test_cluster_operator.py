@@ -23,7 +23,7 @@ from clusterharness import Cluster, Pods, wait_for
 
 from l7scope.kube.client import Kube, KubeError
 from l7scope.operator import chart
-from l7scope.operator.render import ENVOY_ADMIN, NODE_STATUS_PORT, SERVER
+from l7scope.operator.render import ENVOY_ADMIN, SERVER
 from l7scope.testing.workshop import AL_PATH, WORKSHOP_AL
 
 from .test_cluster_workloads import CLIENT, WEB
@@ -212,44 +212,47 @@ def _envoy_requests(collector: Pods, pod: str) -> int:
     return total
 
 
-#: Run in the node agent's container (host network, the mounted CA bundle): the server over
-#: https verified with the operator's CA; the same request over plain http, and with the
-#: system's CAs instead of the operator's, must fail.
+#: Run in the node agent's container (host network, its projected token, the mounted CA
+#: bundle): a bulk POST to the server over https verified with the operator's CA, then a search
+#: as an admin; the same POST over plain http and with the system's CAs must fail.
 TLS_PROBE = """
-import json, ssl, sys
+import json, ssl, sys, uuid
 import httpx
-url, ca, token = sys.argv[1], sys.argv[2], sys.argv[3]
+url, ca, token_file, admin, body = sys.argv[1:6]
+token = open(token_file).read().strip()
+ctx = ssl.create_default_context(cafile=ca)
+bulk = {"Authorization": "Bearer " + token, "Content-Type": "application/x-ndjson",
+        "X-L7scope-Batch-Id": uuid.uuid4().hex}
 out = {}
-body = {"selector": 'dest_service_name = "shop"', "page_size": 100}
-hdr = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
-r = httpx.post(url + "/api/v1/l7/logs/search", json=body, headers=hdr, verify=ssl.create_default_context(cafile=ca), timeout=10)
-out["status"] = r.status_code
-out["hits"] = r.json().get("hits", []) if r.status_code == 200 else r.text[:300]
-for name, call in (("plain_http", lambda: httpx.post(url.replace("https://", "http://") + "/api/v1/l7/logs/search", json=body, headers=hdr, timeout=10)),
-                   ("system_cas", lambda: httpx.post(url + "/api/v1/l7/logs/search", json=body, headers=hdr, verify=True, timeout=10))):
+for name, target, verify in (("plain_http", url.replace("https://", "http://"), ctx),
+                             ("system_cas", url, True), ("operator_ca", url, ctx)):
     try:
-        out[name] = "answered %d" % call().status_code
+        r = httpx.post(target + "/api/v1/l7/logs/bulk", content=body.encode(), headers=bulk,
+                       verify=verify, timeout=10)
+        out[name] = {"status": r.status_code, "answer": r.json()}
     except Exception as e:
-        out[name] = type(e).__name__ + ": " + str(e)[:200]
+        out[name] = {"error": type(e).__name__ + ": " + str(e)[:200]}
+r = httpx.post(url + "/api/v1/l7/logs/search", json={"selector": 'host = "tls-probe"', "page_size": 100},
+               headers={"Authorization": "Bearer " + admin, "Content-Type": "application/json"},
+               verify=ctx, timeout=10)
+out["search"] = {"status": r.status_code, "hits": r.json().get("total_hits") if r.status_code == 200 else r.text[:300]}
 print(json.dumps(out))
 """
 
-STATS_GET = """
-import json, urllib.request
-print(urllib.request.urlopen("http://127.0.0.1:%d/stats" % int(__import__("sys").argv[1]), timeout=5).read().decode())
-"""
 
-
-def test_node_agent_ships_over_tls_verified_with_the_operators_ca(
-        cluster: Cluster, kube: Kube, operator: subprocess.Popen[bytes], namespace: str,
-        pods: Pods) -> None:
-    """The operator's CA and certificate on real pods: the server pod serves HTTPS (its probes
-    over HTTPS keep it Ready), the node agent ships the shop's records to
-    https://l7scope-server.l7scope-system.svc verified with the CA bundle mounted from the
-    operator's ConfigMap, and they arrive; plain http and the system's CAs are refused."""
+def test_server_tls_from_the_node_agent_pod_with_the_operators_ca(
+        cluster: Cluster, kube: Kube, operator: subprocess.Popen[bytes]) -> None:
+    """The operator's CA and certificate on real pods: the server pod serves HTTPS (its HTTPS
+    probes keep it Ready), the node agent runs with `--server https://l7scope-server.<ns>.svc`
+    and `--server-ca-file` from the operator's ConfigMap; from that container, with the agent's
+    own projected token, records POSTed over TLS verified with that CA are stored, and plain
+    http and the system's CAs are refused."""
+    import msgspec
     from cryptography import x509
 
+    from l7scope.contracts.record import encode_records
     from l7scope.operator import tls
+    from l7scope.testing import record_gen
 
     svc = kube.get(f"/api/v1/namespaces/{NS}/services/{SERVER}")
     cip = svc["spec"]["clusterIP"]
@@ -278,54 +281,26 @@ def test_node_agent_ships_over_tls_verified_with_the_operators_ca(
     name = agent["metadata"]["name"]
     spec = {c["name"]: c for c in agent["spec"]["containers"]}
     cmd = spec["l7-node-agent"]["command"]
-    assert cmd[cmd.index("--server") + 1] == f"https://{SERVER}.{NS}.svc:8686"
+    url = f"https://{SERVER}.{NS}.svc:8686"
+    assert cmd[cmd.index("--server") + 1] == url
     ca_file = cmd[cmd.index("--server-ca-file") + 1]
+    token_file = cmd[cmd.index("--server-token-file") + 1]
     rc, out, err = collector.exec(name, ["cat", ca_file], container="l7-node-agent")
     assert rc == 0 and out == bundle, err
-    # traffic through the annotated Service of the capture test
-    shop_ip = kube.get(f"/api/v1/namespaces/{namespace}/services/shop")["spec"]["clusterIP"]
-    wait_for(lambda: shop_ip in clusterharness.in_netns("nft", "list", "table", "ip", "l7scope",
-                                                        check=False).stdout,
-             60, "the shop's ClusterIP in the new agent's capture set")
-    rc, out, err = pods.exec("buyer", ["python3", "-c", CLIENT, f"http://{shop_ip}", "7"])
+    now = int(time.time())
+    recs = [msgspec.structs.replace(r, host="tls-probe") for r in
+            record_gen.records(record_gen.topology(namespaces=1, services_per_ns=2, edges=2), 3,
+                               now - 30, now)]
+    rc, out, err = collector.exec(name, ["python", "-c", TLS_PROBE, url, ca_file, token_file,
+                                         clusterharness.ADMIN_TOKEN, encode_records(recs).decode()],
+                                  container="l7-node-agent")
     assert rc == 0, err
-
-    def shipped() -> dict[str, Any] | None:
-        rc, out, err = collector.exec(name, ["python", "-c", STATS_GET, str(NODE_STATUS_PORT)],
-                                      container="l7-node-agent")
-        assert rc == 0, err
-        st = json.loads(out)
-        shipper = st.get("shipper") or st
-        return st if int(shipper.get("records_shipped", 0)) > 0 else None
-    def why_not() -> str:
-        rc, out, err = collector.exec(name, ["python", "-c", STATS_GET, str(NODE_STATUS_PORT)],
-                                      container="l7-node-agent")
-        st = json.loads(out) if rc == 0 else {"error": err}
-        keys = ("requests_seen", "records_flushed", "records_spooled", "records_shipped",
-                "records_rejected", "ship_error", "shipping", "capture_state")
-        _, hosts, _ = collector.exec(name, ["cat", "/etc/hosts"], container="l7-node-agent")
-        server_pod = [p["metadata"]["name"] for p in collector.list()
-                      if p["metadata"]["name"].startswith(f"{SERVER}-")]
-        server_log = collector.logs(server_pod[0])[-1500:] if server_pod else "no server pod"
-        return (f"agent stats {({k: st.get(k) for k in keys})}\n/etc/hosts:\n{hosts}\n"
-                f"agent log:\n{collector.logs(name, container='l7-node-agent')[-1500:]}\n"
-                f"server log:\n{server_log}")
-    stats = wait_for(shipped, 90, "the node agent to ship records", diagnose=why_not)
-    url = f"https://{SERVER}.{NS}.svc:8686"
-
-    def arrived() -> dict[str, Any] | None:
-        rc, out, err = collector.exec(name, ["python", "-c", TLS_PROBE, url, ca_file,
-                                             clusterharness.ADMIN_TOKEN], container="l7-node-agent")
-        assert rc == 0, err
-        res: dict[str, Any] = json.loads(out)
-        assert res["status"] == 200, res
-        return res if sum(int(h.get("count", 0)) for h in res["hits"]) >= 7 else None
-    res = wait_for(arrived, 60, "the shop's 7 requests in the server")
-    assert {h["dest_service_namespace"] for h in res["hits"]} == {namespace}
-    assert not res["plain_http"].startswith("answered"), res["plain_http"]
-    assert "CERTIFICATE_VERIFY_FAILED" in res["system_cas"], res["system_cas"]
-    print(f"\nshipped over TLS: {stats}; hits {len(res['hits'])}; plain http: {res['plain_http']}; "
-          f"system CAs: {res['system_cas'][:80]}")
+    res = json.loads(out)
+    print(f"\nfrom the node agent's pod: {res}")
+    assert res["operator_ca"]["status"] == 200 and res["operator_ca"]["answer"]["accepted"] == 3, res
+    assert "error" in res["plain_http"], res  # the TLS port does not speak plain HTTP
+    assert "CERTIFICATE_VERIFY_FAILED" in res["system_cas"]["error"], res
+    assert res["search"] == {"status": 200, "hits": 3}, res
 
 
 def test_deleting_the_application_layer_removes_the_daemonset(
