@@ -21,11 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import msgspec
+
 from l7scope.contracts.fields import COLUMNS
 from l7scope.server.cancel import QueryCancelled
 from l7scope.server.columns import ColumnBatch, batch_len, hist_lists, row_to_record
 from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
 from l7scope.server.store import sql
+from l7scope.server.store.arrow_batch import write_parquet
 from l7scope.server.store.base import (
     Filter,
     GroupKey,
@@ -46,6 +49,7 @@ LOCAL = "l7_local"
 DIST = "l7_dist"
 BATCHES = "l7_batches"
 _CH_INT = {"u16": "UInt16", "u32": "UInt32", "u64": "UInt64"}
+_JSON = msgspec.json.Encoder()
 _TIMEOUT_EXCEEDED = 159  # max_execution_time
 _BAD_QUERY_CODES = {427}  # CANNOT_COMPILE_REGEXP: a user's regex, not a store failure
 
@@ -354,6 +358,31 @@ class ClickHouseStore:
             if isinstance(e.__cause__, EngineError) and e.__cause__.code == _TIMEOUT_EXCEEDED:
                 raise QueryCancelled("timeout", "query ran over max_execution_time") from e
             raise
+
+    def export(self, flt: Filter, fmt: str, path: str) -> None:
+        """chDB writes the file itself (INTO OUTFILE ... FORMAT Parquet / JSONEachRow). A server
+        over the native protocol sends blocks, not formatted output (and 18.16 has no Parquet
+        format): its rows are streamed block by block into pyarrow's Parquet writer
+        (store/arrow_batch.py) or msgspec JSON lines."""
+        p = _Params()
+        text = sql.export_select(self.table, flt, p)
+        if self._chdb is not None:
+            with self._errors("export"):
+                self._chdb.into_outfile(text, p.values, path,
+                                        {"parquet": "Parquet", "jsonl": "JSONEachRow"}[fmt])
+            return
+        con = NativeConnection(self._args)
+        try:
+            with self._errors("export"):
+                rows = con.iter_rows(text, p.values, settings=self._read_settings)
+                if fmt == "parquet":
+                    write_parquet(path, rows, 10_000)
+                else:
+                    with open(path, "xb") as f:
+                        for r in rows:
+                            f.write(_JSON.encode(dict(zip(TABLE_COLUMNS, r, strict=True))) + b"\n")
+        finally:
+            con.disconnect()
 
     def search(self, q: SearchQuery) -> SearchResult:
         p = _Params()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from clickhouse_driver import Client
@@ -66,6 +66,16 @@ class NativeConnection:
                        settings: dict[str, int | str] | None = None) -> None:
         try:
             self._client.execute(text, list(columns), columnar=True, settings=settings or {})
+        except ch_errors.ServerException as e:
+            raise EngineError(e.message, e.code) from e
+        except (ch_errors.Error, OSError, EOFError) as e:
+            raise EngineError(str(e)) from e
+
+    def iter_rows(self, text: str, params: dict[str, object],
+                  settings: dict[str, int] | None = None) -> Iterator[tuple[Any, ...]]:
+        """Rows as the server sends them, block by block (bounded memory)."""
+        try:
+            yield from self._client.execute_iter(text, params, settings=settings or {})
         except ch_errors.ServerException as e:
             raise EngineError(e.message, e.code) from e
         except (ch_errors.Error, OSError, EOFError) as e:
@@ -133,6 +143,14 @@ class ChdbConnection:
         head = head[: -len("VALUES")].rstrip()
         body = json.dumps([list(c) for c in columns], ensure_ascii=True)
         self._run(f"{head}{_settings_clause(settings)} FORMAT JSONCompactColumns\n{body}", "CSV")
+
+    def into_outfile(self, text: str, params: dict[str, object], path: str, fmt: str) -> None:
+        """SELECT ... INTO OUTFILE path FORMAT fmt: the engine writes the file."""
+        if fmt not in ("Parquet", "JSONEachRow"):
+            raise ValueError(f"not an export format: {fmt!r}")
+        text = text % escape_params(params, None)
+        target = escape_params({"f": path}, None)["f"]
+        self._run(f"{text} INTO OUTFILE {target} FORMAT {fmt}", "CSV")
 
     def disconnect(self) -> None:
         self._con.close()
