@@ -18,18 +18,19 @@ from typing import Any, Protocol, TypeVar, cast
 import anyio
 import msgspec
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from l7scope import __version__
 from l7scope.contracts import api as paths
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
-from l7scope.server import login
+from l7scope.server import export, login
 from l7scope.server.access import DEFAULT_ALLOWED_HOSTS, AccessMiddleware, HostPolicy
 from l7scope.server.auth import Authenticator, Principal, Sessions
 from l7scope.server.cancel import QueryCancelled, run_cancellable
@@ -238,6 +239,35 @@ async def servicegraph(request: Request) -> Response:
     return await _query(request, "servicegraph", QueryService.servicegraph)
 
 
+async def export_logs(request: Request) -> Response:
+    """The records of a selector and time range as one Parquet or JSON-lines file the store's
+    engine writes to a temporary file, streamed back and then deleted (server/export.py)."""
+    st = state(request)
+    t0 = time.perf_counter()
+    namespaces = _scope(request)
+    try:
+        body = await _json_body(request, st.limits.body_timeout_s)
+        req = export.parse(st.queries, body, namespaces)
+        path = await _store_query(request, lambda: st.queries._run(lambda: export.write(st.store, req)),
+                                  st.limits.statement_timeout_s)
+    except NotImplementedError as e:
+        return _error(501, "not_implemented", str(e))
+    except QueryCancelled as e:
+        st.metrics.query("export", False, time.perf_counter() - t0)
+        st.metrics.inc("queries_timed_out" if e.reason == "timeout" else "queries_cancelled")
+        return _error(503, "query_timeout" if e.reason == "timeout" else "cancelled", str(e))
+    except RequestError as e:
+        st.metrics.query("export", False, time.perf_counter() - t0)
+        return JSON(e.to_json(), status_code=e.status)
+    except _StoreDown as e:
+        st.metrics.query("export", False, time.perf_counter() - t0)
+        return e.response
+    st.metrics.query("export", True, time.perf_counter() - t0)
+    return FileResponse(path, media_type=export.MEDIA_TYPES[req.format],
+                        filename=f"l7logs-{req.filter.time_range.start}-{req.filter.time_range.end}.{req.format}",
+                        background=BackgroundTask(export.remove, path))
+
+
 async def healthz(request: Request) -> Response:
     try:
         await _store_call(state(request).store.ping)
@@ -320,6 +350,7 @@ ROUTES: list[BaseRoute] = [
     Route(paths.SEARCH_PATH, search, methods=["POST"]),
     Route(paths.AGGREGATION_PATH, aggregation, methods=["POST"]),
     Route(paths.SERVICEGRAPH_PATH, servicegraph, methods=["POST"]),
+    Route(paths.EXPORT_PATH, export_logs, methods=["POST"]),
     Route(paths.STATUS_PATH, status, methods=["GET"]),
     Route(paths.HEALTHZ_PATH, healthz, methods=["GET"]),
     Route(paths.METRICS_PATH, prometheus, methods=["GET"]),
