@@ -144,3 +144,30 @@ def test_export_needs_a_token_and_a_valid_body(url: str) -> None:
     assert r.status_code == 400
     r = httpx.post(url + EXPORT, json={"time_range": TR, "selector": 'url =~ "("'}, headers=bearer(ADMIN))
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_value", r.text
+
+
+def test_the_cli_export_writes_the_servers_file(url: str, tmp_path: Path) -> None:
+    """`l7scope export` (a real process) against the server: its Parquet file equals search."""
+    import subprocess
+    import sys
+
+    token = tmp_path / "token"
+    token.write_text(ADMIN)
+    out = tmp_path / "cli.parquet"
+    sel = 'dest_namespace = "shop"'
+    p = subprocess.run([sys.executable, "-m", "l7scope", "export", "--server", url, "--token-file", str(token),
+                        "--since", str(TR["from"]), "--until", str(TR["to"]), "--selector", sel, "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "wrote" in p.stderr and out.exists() and not (tmp_path / "cli.parquet.part").exists()
+    cur = duckdb.sql(f"SELECT * FROM read_parquet('{out}')")
+    names = [c[0] for c in cur.description]
+    got = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    for r in got:
+        r["duration_hist"] = {str(b): int(c) for b, c in zip(r.pop("hist_b"), r.pop("hist_c"), strict=True)}
+    assert sorted(map(_key, got)) == sorted(map(_key, _search_all(url, ADMIN, sel)))
+    bad = subprocess.run([sys.executable, "-m", "l7scope", "export", "--server", url, "--token-file", str(token),
+                          "--since", "1h", "--selector", "url = ", "-o", str(tmp_path / "bad.parquet")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "server:" in bad.stderr and not (tmp_path / "bad.parquet").exists()
+    assert not (tmp_path / "bad.parquet.part").exists()
