@@ -68,6 +68,7 @@ class AppState(Protocol):
     started: float
     retention_s: int | None
     on_shutdown: Callable[[], None] | None
+    archive_status: Callable[[], dict[str, object]] | None
     authenticator: Authenticator
     sessions: Sessions
     blocking_auth: bool
@@ -298,13 +299,14 @@ async def status(request: Request) -> Response:
                    "bodies_rejected": c["bodies_rejected"], "unlogged_requests": c["unlogged_requests"],
                    "unknown_fields_ignored": c["unknown_fields_ignored"], "bodies_busy": c["bodies_busy"]},
         "queries": {
-            **{k: sum(n for (kk, _), n in q.items() if kk == k) for k in ("search", "aggregation", "servicegraph")},
+            **{k: sum(n for (kk, _), n in q.items() if kk == k) for k in ("search", "aggregation", "servicegraph", "export")},
             "errors": sum(n for (_, r), n in q.items() if r == "error"),
             "timed_out": c["queries_timed_out"], "cancelled": c["queries_cancelled"],
         },
         "retention": {"runs": m.retention_runs,
                       "last_run": None if m.retention_last_run is None else int(m.retention_last_run),
                       "last_cutoff": m.retention_cutoff},
+        "archive": None if st.archive_status is None else st.archive_status(),
     })
 
 
@@ -364,7 +366,8 @@ def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = N
                ui_dir: Path | None = UI_DIR, on_shutdown: Callable[[], None] | None = None,
                allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
                sessions: Sessions | None = None, blocking_auth: bool = False,
-               limits: Limits | None = None) -> Starlette:
+               limits: Limits | None = None,
+               archive_status: Callable[[], dict[str, object]] | None = None) -> Starlette:
     """Assemble the app: the routes, the shared objects on `app.state`, the error handlers.
 
     `auth` decides who may call it (server/auth.py); every route but /healthz, the login
@@ -386,6 +389,7 @@ def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = N
     st.started = clock()
     st.retention_s = retention_s
     st.on_shutdown = on_shutdown
+    st.archive_status = archive_status
     st.authenticator, st.sessions, st.blocking_auth = auth, sessions, blocking_auth
     st.limits = limits or Limits()
     st.gate = BodyGate(st.limits.max_bodies_in_flight, st.limits.body_wait_s)

@@ -28,7 +28,7 @@ KUBE_SESSION_TTL_S = 3600.0
 def _shown(name: str) -> str:
     """` [default: X]` for a help text, X from ServerConfig."""
     value = default(name)
-    if name == "retention_s":
+    if name in ("retention_s", "archive_interval_s"):
         value = f"{value // 3600}h" if value % 3600 == 0 else f"{value}s"
     return f" [default: {value}]"
 
@@ -53,6 +53,9 @@ API: docs/api.md (also GET /openapi.json).""",
 @click.option("--clickhouse-cluster",
               help="Cluster name from the server's remote_servers: write and read through a Distributed table.")
 @click.option("--retention", help="Remove records older than this (90m, 24h, 7d)." + _shown("retention_s"))
+@click.option("--archive-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write every closed --archive-interval of records as a Parquet file here [default: no archive].")
+@click.option("--archive-interval", help="Length of one archive file's interval (15m, 1h, 1d)." + _shown("archive_interval_s"))
 @click.option("--duckdb-memory-limit", help="DuckDB memory_limit, e.g. 512MB.")
 @click.option("--duckdb-threads", type=int, help="DuckDB threads [default: DuckDB's].")
 @click.option("--auth", type=click.Choice(["token", "none", "kubernetes"]),
@@ -79,7 +82,7 @@ API: docs/api.md (also GET /openapi.json).""",
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
               help="The PEM private key of --tls-cert.")
 def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[str, ...],
-           **options: Any) -> None:
+           archive_interval: str | None, **options: Any) -> None:
     """Store L7 records and serve the query API, /metrics and the Service Graph page.
 
     Every API call needs `Authorization: Bearer <token>` (the token is in --token-file) or the
@@ -99,6 +102,11 @@ def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[s
             given["retention_s"] = parse_duration(retention)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--retention") from None
+    if archive_interval is not None:
+        try:
+            given["archive_interval_s"] = parse_duration(archive_interval)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--archive-interval") from None
     try:
         cfg = ServerConfig(**given)
     except ValidationError as e:
@@ -114,14 +122,26 @@ def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[s
     metrics = Metrics()
     ret = Retention(store, cfg.retention_s, metrics)
     ret.start()
+    archiver = None
+    if cfg.archive_dir is not None:
+        from l7scope.server.archive import Archiver
+
+        try:
+            archiver = Archiver(store, cfg.archive_dir, cfg.archive_interval_s, lag_s=cfg.archive_lag_s)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        archiver.start()
 
     def shutdown() -> None:
+        if archiver is not None:
+            archiver.stop()
         ret.stop()
         store.close()
 
     app = create_app(store, auth=authenticator, retention_s=cfg.retention_s, metrics=metrics,
                      on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts, limits=cfg.limits,
-                     blocking_auth=blocking_auth, sessions=sessions)
+                     blocking_auth=blocking_auth, sessions=sessions,
+                     archive_status=None if archiver is None else archiver.counters.public)
     scheme = "https" if cfg.tls_cert else "http"
     log.info("l7scope server: store %s, %s://%s:%d", cfg.store, scheme, cfg.host, cfg.port)
     uvicorn.Server(uvicorn_config(app, cfg.host, cfg.port, cfg.limits,

@@ -41,6 +41,10 @@ class ServerConfig(BaseModel):
     clickhouse_url: str = "clickhouse://127.0.0.1:9000/default"
     clickhouse_cluster: str | None = None
     retention_s: int = Field(default=86400, ge=60)
+    # Scheduled archive (server/archive.py): closed intervals as Parquet files in archive_dir.
+    archive_dir: Path | None = None
+    archive_interval_s: int = Field(default=3600, ge=60)
+    archive_lag_s: int = Field(default=300, ge=0)
     duckdb_memory_limit: str | None = None
     duckdb_threads: int | None = Field(default=None, ge=1)
     # Who may call the API (docs/security.md): "token" = the shared bearer token in token_file

@@ -177,6 +177,8 @@ class ClickHouseStore:
         """A new connection (the caller disconnects it); chDB's one in-process engine is shared."""
         if self._chdb is not None:
             return _Shared(self._chdb)
+        if "chdb" in args:
+            raise EngineError(f"the chDB store at {args['chdb']} is closed")
         return NativeConnection(args)
 
     def _client(self) -> Connection:
@@ -371,7 +373,9 @@ class ClickHouseStore:
                 self._chdb.into_outfile(text, p.values, path,
                                         {"parquet": "Parquet", "jsonl": "JSONEachRow"}[fmt])
             return
-        con = NativeConnection(self._args)
+        with self._errors("export"):
+            con = self._connect(self._args)
+        assert isinstance(con, NativeConnection)
         try:
             with self._errors("export"):
                 rows = con.iter_rows(text, p.values, settings=self._read_settings)
