@@ -85,6 +85,8 @@ class Archiver:
             return self._failed(f"archive: cannot start a run in {self.directory}: {e}")
         if st.oldest_end_time is None:
             return 0
+        # Intervals before the oldest record (removed by retention) are never due again.
+        self.counters.done = {iv for iv in self.counters.done if iv[1] > st.oldest_end_time}
         # end_time is "from exclusive, to inclusive" in queries: [start, end) is (start-1, end-1].
         todo = [iv for iv in due(st.oldest_end_time, self.clock(), self.interval_s, self.lag_s)
                 if iv not in self.counters.done and not (self.directory / file_name(*iv)).exists()]

@@ -142,7 +142,7 @@ def schema() -> dict[str, Any]:
             api.STATUS_PATH: {"get": {"summary": "Server, store and counters", "responses": _answers(_obj({
                 "version": _STR, "started_at": _INT, "uptime_s": _NUM, "store": {"type": "object"},
                 "retention_s": _NINT, "ingest": {"type": "object"}, "queries": {"type": "object"},
-                "retention": {"type": "object"}}))}},
+                "retention": {"type": "object"}, "archive": {"type": ["object", "null"]}}))}},
             api.HEALTHZ_PATH: {"get": {"summary": "Store reachable", "responses": _answers(_obj({"status": _STR}))}},
             api.METRICS_PATH: {"get": {"summary": "Prometheus text format", "responses": _answers({}, json=False)}},
             api.OPENAPI_PATH: {"get": {"summary": "This document", "responses": _answers({"type": "object"})}},
