@@ -106,7 +106,11 @@ class ChdbConnection:
     _lock = threading.Lock()
 
     def __init__(self, path: str) -> None:
-        import chdb
+        try:
+            import chdb
+        except ImportError as e:
+            raise EngineError("chDB is not installed: pip install 'chdb-core==26.9.0' "
+                              "(the version pyproject.toml's dev extra pins)") from e
 
         self._chdb = chdb
         self._con = chdb.connect(path)
