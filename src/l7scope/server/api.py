@@ -34,7 +34,7 @@ from l7scope.server import export, login
 from l7scope.server.access import DEFAULT_ALLOWED_HOSTS, AccessMiddleware, HostPolicy
 from l7scope.server.auth import Authenticator, Principal, Sessions
 from l7scope.server.cancel import QueryCancelled, run_cancellable
-from l7scope.server.ingest import BadBatchId, Ingestor, check_batch_id
+from l7scope.server.ingest import BadBatchId, Ingestor, Sink, check_batch_id
 from l7scope.server.limits import (
     MAX_JSON_DEPTH,
     MAX_QUERY_BODY_BYTES,
@@ -366,7 +366,7 @@ def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = N
                ui_dir: Path | None = UI_DIR, on_shutdown: Callable[[], None] | None = None,
                allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
                sessions: Sessions | None = None, blocking_auth: bool = False,
-               limits: Limits | None = None,
+               limits: Limits | None = None, sink: Sink | None = None,
                archive_status: Callable[[], dict[str, object]] | None = None) -> Starlette:
     """Assemble the app: the routes, the shared objects on `app.state`, the error handlers.
 
@@ -385,7 +385,7 @@ def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = N
     st = cast(AppState, app.state)
     st.store, st.metrics, st.clock = store, metrics, clock
     st.queries = QueryService(store, clock)
-    st.ingestor = Ingestor(store, metrics, clock)
+    st.ingestor = Ingestor(store, metrics, clock, sink)
     st.started = clock()
     st.retention_s = retention_s
     st.on_shutdown = on_shutdown
