@@ -222,3 +222,38 @@ def test_a_hostile_url_stays_text(page: Any, shop_server: Server) -> None:
     assert evil in page.inner_text("#breadcrumb")  # the namespace name, shown as text
     time.sleep(0.5)
     assert not dialogs
+
+
+def test_layered_layout_runs_under_the_pages_policy(browser: Any, demo_server: Server) -> None:
+    """dagre and cytoscape-dagre load and lay out with the Content-Security-Policy enforced
+    (no eval), on the page and in the layout worker."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})  # CSP enforced
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text or m.type == "error" else None)
+        demo_server.log_in(context)
+        page.goto(demo_server.url + "?layout=layered")
+        page.wait_for_selector("html[data-ready='1']", state="attached", timeout=30_000)
+        # (wait_for_function evaluates a string, which this policy forbids: poll instead)
+        deadline = time.monotonic() + 20
+        while not page.evaluate("() => typeof window.cytoscapeDagre !== 'undefined' && window.l7scope.graph.layoutName === 'layered'"):
+            assert time.monotonic() < deadline, "the layered layout did not load"
+            time.sleep(0.1)
+        page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        dx = page.evaluate("""() => window.l7scope.graph.cy.edges().filter((e) => !e.isLoop())
+            .map((e) => e.target().position('x') - e.source().position('x'))""")
+        assert dx and all(d > 0 for d in dx), dx
+        # the worker's layered layout (used above 120 nodes), under the same policy
+        got = page.evaluate("""() => new Promise((resolve) => {
+            const w = new Worker('js/layout-worker.js');
+            w.onmessage = (e) => resolve(e.data);
+            w.postMessage({ seq: 1, nodes: [{ id: 'a', w: 20, h: 20, x: 0, y: 0 }, { id: 'b', w: 20, h: 20, x: 0, y: 0 }],
+              edges: [{ id: 'a-b', source: 'a', target: 'b' }], options: { name: 'dagre', rankDir: 'LR' } });
+        })""")
+        assert "error" not in got, got
+        assert got["positions"]["b"]["x"] > got["positions"]["a"]["x"]
+        assert not errors, errors
+    finally:
+        context.close()

@@ -23,7 +23,7 @@ const FCOSE = {
 };
 
 // small graphs: room for the labels, shorter edges so the fit zoom keeps the text readable
-const SMALL = { nodeDimensionsIncludeLabels: true, idealEdgeLength: 60, nodeRepulsion: 6000 };
+const SMALL = { nodeDimensionsIncludeLabels: true, idealEdgeLength: 80, nodeRepulsion: 16000 };
 // the layered layout: left to right by call depth (dagre, loaded on first use)
 const DAGRE = { name: "dagre", rankDir: "LR", nodeSep: 24, rankSep: 90, edgeSep: 8, nodeDimensionsIncludeLabels: true };
 export const LAYOUTS = ["force", "layered"];
