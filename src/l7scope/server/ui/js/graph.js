@@ -104,8 +104,8 @@ function style(f = 1) {
     // a self-loop (traffic inside one collapsed namespace): a small loop above the node, its
     // label level beside it (autorotate would turn it along the loop, across the node)
     { selector: "edge:loop", style: {
-      "loop-direction": "0deg", "loop-sweep": "-50deg", "control-point-step-size": 36,
-      "text-rotation": "none", "text-margin-y": -8, "source-endpoint": "outside-to-node", "target-endpoint": "outside-to-node",
+      "loop-direction": "-45deg", "loop-sweep": "-70deg", "control-point-step-size": 56,
+      "text-rotation": "none", "text-halign": "left", "text-margin-x": -4,
     } },
     { selector: "edge[kind = 'backend']", style: { "line-style": "dashed", "opacity": 0.6 } },
     // Large graphs: plain lines (no arrowhead maths per edge); the edges of the selection get
