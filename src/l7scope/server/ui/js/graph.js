@@ -207,6 +207,7 @@ export class Graph {
     });
     this.signature = "";
     this.layoutName = "force";
+    this.fitNext = true; // the next new set of elements is fitted (the page sets it on navigation)
     this.fontStep = 1;
     this.bind();
     // The canvas follows its box (side panel opening, window resize).
@@ -256,6 +257,7 @@ export class Graph {
       // same elements: update their numbers and colours, keep positions and view state classes
       cy.batch(() => { for (const el of els) cy.getElementById(el.data.id).data(el.data); });
       this.setLabels(showLabels);
+      this.fitNext = false;
       return;
     }
     const old = new Map(cy.nodes().map((n) => [n.id(), { ...n.position() }]));
@@ -276,8 +278,11 @@ export class Graph {
     }
     await this.layout(incremental);
     cy.nodes().scratch("_placed", true);
-    // a new set of nodes (expand, collapse, new range) is fitted; large graphs fit themselves
-    if (cy.nodes().length <= BIG_GRAPH) this.fit();
+    // fitted after a navigation (expand, collapse, range, Back; see fitNext) or when most nodes
+    // are new, but not when a refresh adds a node to a view the user zoomed; large graphs fit
+    // themselves
+    if (cy.nodes().length <= BIG_GRAPH && (this.fitNext || !incremental)) this.fit();
+    this.fitNext = false;
   }
 
   /**

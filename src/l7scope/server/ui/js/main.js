@@ -201,6 +201,7 @@ async function onPopState() {
     side.hide();
     showAll();
     applyView(view);
+    if (graph) graph.fitNext = true;
     if (graph) await graph.setLayout(state.layout);
     await loadGraph();
     applySelection(view);
@@ -215,6 +216,7 @@ async function onPopState() {
 function setExpanded(list) {
   state.expanded = list;
   state.expandedSet = true;
+  if (graph) graph.fitNext = true;
   clearSelection();
   showAll();
   renderBreadcrumb();
@@ -308,6 +310,7 @@ function bindControls() {
     }
     state.range = v;
     state.custom = null;
+    if (graph) graph.fitNext = true;
     syncUrl(true);
     refreshAll();
   });
@@ -322,6 +325,7 @@ function bindControls() {
     }
     state.range = "custom";
     state.custom = { from, to };
+    if (graph) graph.fitNext = true;
     syncUrl(true);
     refreshAll();
   });
