@@ -55,7 +55,8 @@ class Metrics:
             "ingest_requests": 0, "records_accepted": 0, "records_rejected": 0,
             "duplicate_batches": 0, "bodies_rejected": 0, "unlogged_requests": 0,
             "unknown_fields_ignored": 0, "bodies_busy": 0, "queries_timed_out": 0,
-            "queries_cancelled": 0,
+            "queries_cancelled": 0, "otlp_records_exported": 0, "otlp_records_dropped": 0,
+            "otlp_export_retries": 0, "otlp_export_failures": 0,
         }
         self.queries: dict[tuple[str, str], int] = {}
         self.query_seconds: dict[str, float] = {}
@@ -119,6 +120,14 @@ class Metrics:
              "Queries cancelled at the statement timeout."),
             ("l7scope_queries_cancelled_total", "queries_cancelled",
              "Queries cancelled because their client disconnected."),
+            ("l7scope_otlp_records_exported_total", "otlp_records_exported",
+             "Stored records exported as OTLP logs (--otlp-endpoint)."),
+            ("l7scope_otlp_records_dropped_total", "otlp_records_dropped",
+             "Stored records not exported: the export queue was full or the receiver kept failing."),
+            ("l7scope_otlp_export_retries_total", "otlp_export_retries",
+             "OTLP export calls retried (the receiver answered a retryable error)."),
+            ("l7scope_otlp_export_failures_total", "otlp_export_failures",
+             "OTLP export calls given up (retries exhausted, or a non-retryable error)."),
         ):
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {c[key]}"]
         lines += ["# HELP l7scope_ingest_records_total Records received, by result.",
