@@ -76,6 +76,7 @@ class NodeAgentStats(TypedDict):
     requests_logged: int
     requests_overflow: int
     requests_unlogged: int
+    requests_route_other: int
     records_flushed: int
     records_written: int
     l7log_write_errors: int

@@ -288,6 +288,7 @@ class Agent:
             "requests_logged": agg.requests_logged,
             "requests_overflow": agg.requests_overflow,
             "requests_unlogged": agg.requests_unlogged,
+            "requests_route_other": agg.requests_route_other,
             "records_flushed": self.stats.records_flushed,
             "records_written": self.l7log.lines_written if self.l7log else 0,
             "l7log_write_errors": self.l7log.write_errors if self.l7log else 0,
