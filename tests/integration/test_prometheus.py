@@ -6,6 +6,7 @@ carry the same edges (docs/metrics.md)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(180)
               pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus is not installed "
                                  "(scripts/setup.sh)")]
 
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "l7scope-edges.json"
 SCRAPE_S = 1.0
 WINDOW_S = 10
 #: (source workload, destination Service) -> requests per second, shipped every 0.5 s
@@ -64,6 +66,19 @@ def _query(prom: str, q: str) -> dict[tuple[str, str], float]:
     res = r.json()["data"]["result"]
     return {(m["metric"].get("source_workload", ""), m["metric"].get("destination_service", "")):
             float(m["value"][1]) for m in res}
+
+
+def _dashboard_queries_run(prom: str) -> None:
+    """Every query of deploy/grafana/l7scope-edges.json is valid PromQL for this Prometheus; the
+    per-edge panels show the shipped edges (the status-port panels have no target here)."""
+    dash = json.loads(DASHBOARD.read_text())
+    for panel in dash["panels"]:
+        for target in panel["targets"]:
+            q = target["expr"].replace("$__rate_interval", f"{WINDOW_S}s").replace("$namespace", ".*")
+            r = httpx.get(f"{prom}/api/v1/query", params={"query": q}, timeout=10)
+            assert r.status_code == 200 and r.json()["status"] == "success", (q, r.text)
+            if "l7scope_request" in q and "5xx" not in q:
+                assert r.json()["data"]["result"], (panel["title"], q)
 
 
 def test_prometheus_rates_per_edge_equal_the_sent_rates(tmp_path: Path) -> None:
@@ -141,6 +156,7 @@ def test_prometheus_rates_per_edge_equal_the_sent_rates(tmp_path: Path) -> None:
         assert resp == {e: 1000.0 * n for e, n in sent.items()}
         routes = httpx.get(f"{prom}/api/v1/label/route/values", timeout=10).json()["data"]
         assert sorted(routes) == ["/item/{id}"]
+        _dashboard_queries_run(prom)
     finally:
         for p in reversed(procs):
             p.terminate()
