@@ -13,7 +13,7 @@ say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 # only check and tell what is missing.
 APT_PACKAGES=(nftables iproute2 wrk curl openssl conntrack psmisc procps
   clickhouse-server clickhouse-client etcd-server chromium fonts-liberation
-  golang-go rsync dpkg-dev make nodejs)
+  golang-go rsync dpkg-dev make nodejs prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,4 +1,6 @@
-"""Server counters and their Prometheus text rendering (format 0.0.4). Thread-safe; no deps."""
+"""Server counters and their Prometheus text rendering (format 0.0.4). Thread-safe. The per-edge
+series (workload labels, bytes, latency histograms) are `server/edge_metrics.py`'s
+`prometheus_client` collector, rendered after these (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from l7scope.contracts.record import TYPE_UNLOGGED
+from l7scope.server.edge_metrics import Acc, EdgeSeries, Labels, count_batch
 from l7scope.server.graph import dest_node, source_node
 
 MAX_EDGE_SERIES: Final = 10_000
@@ -21,8 +26,9 @@ def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-#: Requests per namespace-level edge (source, target, class), and unlogged requests, of a batch.
-EdgeCounts = tuple[dict[tuple[str, str, str], int], int]
+#: Requests per namespace-level edge (source, target, class), unlogged requests, and the
+#: per-edge series (edge_metrics.count_batch) of a batch.
+EdgeCounts = tuple[dict[tuple[str, str, str], int], int, dict[Labels, Acc]]
 
 
 def edge_counts(cols: Mapping[str, Sequence[Any]]) -> EdgeCounts:
@@ -44,7 +50,7 @@ def edge_counts(cols: Mapping[str, Sequence[Any]]) -> EdgeCounts:
         edge = (source_node(stype, sns, sname, ()).id,  # namespace-level: nothing expanded
                 dest_node(dtype, dns, dname, dsns, dsname, ()).id, _class(code))
         local[edge] = local.get(edge, 0) + n
-    return local, unlogged
+    return local, unlogged, count_batch(cols)
 
 
 class Metrics:
@@ -63,6 +69,9 @@ class Metrics:
         self.retention_runs = 0
         self.retention_last_run: float | None = None
         self.retention_cutoff: int | None = None
+        self.series = EdgeSeries()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.series)
 
     def inc(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -74,7 +83,8 @@ class Metrics:
 
     def add_edges(self, counts: EdgeCounts) -> None:
         """Add what `edge_counts` computed for a stored batch."""
-        local, unlogged = counts
+        local, unlogged, series = counts
+        self.series.add(series)
         with self._lock:
             self.counters["unlogged_requests"] += unlogged
             for edge, n in local.items():
@@ -154,4 +164,4 @@ class Metrics:
             lines += ["# HELP l7scope_retention_deleted_before Epoch seconds of the last retention cutoff.",
                       "# TYPE l7scope_retention_deleted_before gauge",
                       f"l7scope_retention_deleted_before {cutoff}"]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + generate_latest(self.registry).decode()
