@@ -48,9 +48,9 @@ def _run(ex: OtlpExporter, m: Metrics, want: dict[str, int]) -> None:
 def test_a_full_queue_drops_and_counts_without_blocking() -> None:
     m = Metrics()
     ex = OtlpExporter(OtlpConfig(endpoint="x:1", queue_records=10), m, transport=Fake([]))
-    assert ex.submit(_cols(6), ({}, 0))
-    assert not ex.submit(_cols(6), ({}, 0))  # 12 > 10: not queued
-    assert ex.submit(_cols(4), ({}, 0))
+    assert ex.submit(_cols(6), ({}, 0, {}))
+    assert not ex.submit(_cols(6), ({}, 0, {}))  # 12 > 10: not queued
+    assert ex.submit(_cols(4), ({}, 0, {}))
     _run(ex, m, {"otlp_records_exported": 10, "otlp_records_dropped": 6})
 
 
@@ -58,14 +58,14 @@ def test_retryable_errors_are_retried_then_given_up_and_counted() -> None:
     m = Metrics()
     fake = Fake([Retryable("UNAVAILABLE")] * 2)
     ex = OtlpExporter(OtlpConfig(endpoint="x:1", retry_s=5), m, transport=fake, sleep=lambda s: None)
-    ex.submit(_cols(3), ({}, 0))
+    ex.submit(_cols(3), ({}, 0, {}))
     _run(ex, m, {"otlp_records_exported": 3, "otlp_export_retries": 2, "otlp_export_failures": 0})
     assert len(fake.log_bodies) == 1 and len(fake.metric_bodies) == 1
 
     m = Metrics()
     fake = Fake([Retryable("UNAVAILABLE")] * 100)
     ex = OtlpExporter(OtlpConfig(endpoint="x:1", retry_s=0), m, transport=fake, sleep=lambda s: None)
-    ex.submit(_cols(3), ({}, 0))
+    ex.submit(_cols(3), ({}, 0, {}))
     _run(ex, m, {"otlp_records_dropped": 3, "otlp_export_failures": 1, "otlp_records_exported": 0})
 
 
@@ -73,7 +73,7 @@ def test_a_refused_export_is_not_retried() -> None:
     m = Metrics()
     fake = Fake([RuntimeError("gRPC UNAUTHENTICATED")])
     ex = OtlpExporter(OtlpConfig(endpoint="x:1"), m, transport=fake, sleep=lambda s: None)
-    ex.submit(_cols(2), ({}, 0))
-    ex.submit(_cols(5), ({}, 0))
+    ex.submit(_cols(2), ({}, 0, {}))
+    ex.submit(_cols(5), ({}, 0, {}))
     _run(ex, m, {"otlp_records_dropped": 2, "otlp_records_exported": 5, "otlp_export_failures": 1,
                  "otlp_export_retries": 0})

@@ -107,7 +107,7 @@ def logs_request(cols: ColumnBatch, observed_s: float, res: Resource) -> ExportL
 def metrics_request(edges: EdgeCounts, start_s: float, end_s: float,
                     res: Resource) -> ExportMetricsServiceRequest:
     """The batch's requests per namespace-level edge and class as one delta Sum."""
-    local, _unlogged = edges
+    local = edges[0]
     points = [metrics_pb2.NumberDataPoint(
         start_time_unix_nano=int(start_s * _NS), time_unix_nano=int(end_s * _NS), as_int=n,
         attributes=[_kv("source", s), _kv("target", t), _kv("class", k)])
