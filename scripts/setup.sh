@@ -24,7 +24,7 @@ dry() { [ "$DRY" = 1 ] && say "dry run: would $*"; [ "$DRY" = 1 ]; }
 DEMO_PACKAGES=(nftables iproute2 procps psmisc nodejs)
 TEST_PACKAGES=(wrk curl openssl conntrack
   clickhouse-server clickhouse-client etcd-server chromium fonts-liberation
-  golang-go rsync dpkg-dev make)
+  golang-go rsync dpkg-dev make prometheus)
 APT_PACKAGES=("${DEMO_PACKAGES[@]}")
 [ "$PROFILE" = test ] && APT_PACKAGES+=("${TEST_PACKAGES[@]}")
 missing=()

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "node": ("l7scope.node.cli:node", "Node agent: Policy Sync server, capture rules, enrich, aggregate, ship."),
     "server": ("l7scope.server.cli:server", "Store L7 records and serve the query API and web page."),
     "observe": ("l7scope.observe.cli:observe", "Show L7 records from the server, with filters (like hubble observe)."),
+    "export": ("l7scope.observe.export:export", "Write the L7 records of a time range to a Parquet or JSON-lines file."),
     "top": ("l7scope.observe.top:top", "Live table of the busiest edges or routes."),
     "status": ("l7scope.status.cli:status", "Health and counters of every part."),
     "operator": ("l7scope.operator.cli:operator", "Kubernetes operator for the ApplicationLayer resource."),

@@ -23,7 +23,7 @@ from clusterharness import Cluster, Pods, wait_for
 
 from l7scope.kube.client import Kube, KubeError
 from l7scope.operator import chart
-from l7scope.operator.render import ENVOY_ADMIN
+from l7scope.operator.render import ENVOY_ADMIN, SERVER
 from l7scope.testing.workshop import AL_PATH, WORKSHOP_AL
 
 from .test_cluster_workloads import CLIENT, WEB
@@ -210,6 +210,97 @@ def _envoy_requests(collector: Pods, pod: str) -> int:
                 and name.endswith(".downstream_rq_completed"):
             total += int(value)
     return total
+
+
+#: Run in the node agent's container (host network, its projected token, the mounted CA
+#: bundle): a bulk POST to the server over https verified with the operator's CA, then a search
+#: as an admin; the same POST over plain http and with the system's CAs must fail.
+TLS_PROBE = """
+import json, ssl, sys, uuid
+import httpx
+url, ca, token_file, admin, body = sys.argv[1:6]
+token = open(token_file).read().strip()
+ctx = ssl.create_default_context(cafile=ca)
+bulk = {"Authorization": "Bearer " + token, "Content-Type": "application/x-ndjson",
+        "X-L7scope-Batch-Id": uuid.uuid4().hex}
+out = {}
+for name, target, verify in (("plain_http", url.replace("https://", "http://"), ctx),
+                             ("system_cas", url, True), ("operator_ca", url, ctx)):
+    try:
+        r = httpx.post(target + "/api/v1/l7/logs/bulk", content=body.encode(), headers=bulk,
+                       verify=verify, timeout=10)
+        out[name] = {"status": r.status_code, "answer": r.json()}
+    except Exception as e:
+        out[name] = {"error": type(e).__name__ + ": " + str(e)[:200]}
+r = httpx.post(url + "/api/v1/l7/logs/search", json={"selector": 'host = "tls-probe"', "page_size": 100},
+               headers={"Authorization": "Bearer " + admin, "Content-Type": "application/json"},
+               verify=ctx, timeout=10)
+out["search"] = {"status": r.status_code, "hits": r.json().get("total_hits") if r.status_code == 200 else r.text[:300]}
+print(json.dumps(out))
+"""
+
+
+def test_server_tls_from_the_node_agent_pod_with_the_operators_ca(
+        cluster: Cluster, kube: Kube, operator: subprocess.Popen[bytes]) -> None:
+    """The operator's CA and certificate on real pods: the server pod serves HTTPS (its HTTPS
+    probes keep it Ready), the node agent runs with `--server https://l7scope-server.<ns>.svc`
+    and `--server-ca-file` from the operator's ConfigMap; from that container, with the agent's
+    own projected token, records POSTed over TLS verified with that CA are stored, and plain
+    http and the system's CAs are refused."""
+    import msgspec
+    from cryptography import x509
+
+    from l7scope.contracts.record import encode_records
+    from l7scope.operator import tls
+    from l7scope.testing import record_gen
+
+    svc = kube.get(f"/api/v1/namespaces/{NS}/services/{SERVER}")
+    cip = svc["spec"]["clusterIP"]
+
+    def cert_names_cip() -> bool:
+        pair = tls.pair_from_secret(kube.get(f"/api/v1/namespaces/{NS}/secrets/{tls.SERVER_SECRET}"))
+        assert pair is not None
+        san = x509.load_pem_x509_certificate(pair.cert_pem).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+        return cip in [str(i) for i in san.get_values_for_type(x509.IPAddress)]
+    wait_for(cert_names_cip, 30, "the server certificate naming the ClusterIP")
+    bundle = kube.get(f"/api/v1/namespaces/{NS}/configmaps/{tls.CA_CONFIGMAP}")["data"]["ca.crt"]
+    assert "PRIVATE KEY" not in bundle
+    # No cluster DNS here (docs/cluster-tests.md): the agent resolves the Service's names via
+    # hostAliases, added to the DaemonSet by the test (a field the operator does not own).
+    ds_path = f"/apis/apps/v1/namespaces/{NS}/daemonsets/l7-log-collector"
+    kube.merge_patch(ds_path, {"spec": {"template": {"spec": {"hostAliases": [
+        {"ip": cip, "hostnames": [f"{SERVER}.{NS}.svc", f"{SERVER}.{NS}"]}]}}}})
+    collector = Pods(kube, NS)
+
+    def rolled() -> dict[str, Any] | None:
+        ps = [p for p in _collector_pods(collector) if p["spec"].get("hostAliases")
+              and not p["metadata"].get("deletionTimestamp")]
+        return ps[0] if ps and _ready(ps[0]) else None
+    agent = wait_for(rolled, 120, "the node agent pod with hostAliases Ready", diagnose=collector.describe)
+    name = agent["metadata"]["name"]
+    spec = {c["name"]: c for c in agent["spec"]["containers"]}
+    cmd = spec["l7-node-agent"]["command"]
+    url = f"https://{SERVER}.{NS}.svc:8686"
+    assert cmd[cmd.index("--server") + 1] == url
+    ca_file = cmd[cmd.index("--server-ca-file") + 1]
+    token_file = cmd[cmd.index("--server-token-file") + 1]
+    rc, out, err = collector.exec(name, ["cat", ca_file], container="l7-node-agent")
+    assert rc == 0 and out == bundle, err
+    now = int(time.time())
+    recs = [msgspec.structs.replace(r, host="tls-probe") for r in
+            record_gen.records(record_gen.topology(namespaces=1, services_per_ns=2, edges=2), 3,
+                               now - 30, now)]
+    rc, out, err = collector.exec(name, ["python", "-c", TLS_PROBE, url, ca_file, token_file,
+                                         clusterharness.ADMIN_TOKEN, encode_records(recs).decode()],
+                                  container="l7-node-agent")
+    assert rc == 0, err
+    res = json.loads(out)
+    print(f"\nfrom the node agent's pod: {res}")
+    assert res["operator_ca"]["status"] == 200 and res["operator_ca"]["answer"]["accepted"] == 3, res
+    assert "error" in res["plain_http"], res  # the TLS port does not speak plain HTTP
+    assert "CERTIFICATE_VERIFY_FAILED" in res["system_cas"]["error"], res
+    assert res["search"] == {"status": 200, "hits": 3}, res
 
 
 def test_deleting_the_application_layer_removes_the_daemonset(

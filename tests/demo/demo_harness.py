@@ -116,6 +116,15 @@ def service_graph(page: httpx.Client) -> dict[str, Any]:
     return data
 
 
+def url_counts(page: httpx.Client) -> dict[str, int]:
+    """Stored requests per `url` (the route-templated URL) over the last hour."""
+    r = page.post("/api/v1/l7/logs/aggregation",
+                  json={"selector": "", "time_range": {"from": "now-1h", "to": "now"},
+                        "group_by": ["url"], "limit": 10000})
+    r.raise_for_status()
+    return {str(g["key"]["url"]): int(g["count"]) for g in r.json()["groups"]}
+
+
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes that contain `text` (zombies excluded)."""
     found = []

@@ -17,6 +17,7 @@ from demo_harness import (
     open_login_link,
     processes_mentioning,
     service_graph,
+    url_counts,
 )
 
 from l7scope.demo import probe
@@ -45,6 +46,10 @@ def test_no_netns_fallback(tmp_path: Path) -> None:
         assert services >= {s.name for s in catalog.SERVICES}
         edges = probe.graph_edges(service_graph(page), app_of_name_aggr(data).get)
         assert ("frontend", "cartservice") in edges and ("cartservice", "redis-cart") in edges
+        # the product pages (ten ids, plus bad ones) are one route (the demo's l7RouteTemplates)
+        products = {u: n for u, n in url_counts(page).items() if "/product/" in u}
+        assert len(products) == 1 and next(iter(products)).endswith("/product/{id}"), products
+        assert next(iter(products.values())) > 10, products
         assert run.wait(180) == 0, run.text()[-3000:]
     finally:
         run.kill()

@@ -196,3 +196,12 @@ def test_a_running_demo_with_the_same_prefix_is_not_cleaned_away(
         other.kill()
         other.wait()
     netns.refuse_if_running("l7demo")  # its process is gone: a crash, clean it up
+
+
+def test_all_stored_needs_what_the_collectors_read_too() -> None:
+    # the shop's own count is reached by outside requests before the shop's last interval
+    assert not probe.Snapshot(sent=100, captured=5100, stored=5000).all_stored()
+    assert probe.Snapshot(sent=100, captured=5100, stored=5100).all_stored()
+    assert not probe.Snapshot(sent=100, captured=90, stored=95).all_stored()  # shop short
+    assert probe.Snapshot(sent=100, captured=None, stored=100).all_stored()  # no collector stats
+    assert not probe.Snapshot(sent=100, captured=100, stored=None).all_stored()  # server down

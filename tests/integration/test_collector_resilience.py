@@ -214,6 +214,13 @@ def test_undecodable_lines_are_counted_and_their_block_kept(env: dict[str, Any])
     assert env["rec"].wait_requests(6) == 6
     assert reported_paths(env["rec"]) == [f"/r/{i:08d}" for i in range(6)]
     assert c.stats()["bad_lines"] == 3
+    # the same counts as Prometheus text on the status port (contracts/status_metrics.py)
+    url = f"http://127.0.0.1:{c.status_port}/metrics"
+    with urllib.request.urlopen(url, timeout=2) as r:
+        text = r.read().decode()
+    assert "l7scope_collector_bad_lines_total 3.0" in text
+    assert 'l7scope_collector_dropped_total{counter="bad_lines"} 3.0' in text
+    assert "l7scope_collector_lines_read_total 9.0" in text
     assert c.stop() == 0
 
 

@@ -25,6 +25,7 @@ import grpc
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from l7scope.contracts import policysync
 from l7scope.contracts import policysync_pb2 as pb
@@ -185,6 +186,13 @@ def test_server_outage_and_agent_restart_lose_and_duplicate_nothing(tmp_path: Pa
               f"agent after restart: {json.dumps({k: stats[k] for k in ('records_shipped', 'batches_duplicate', 'records_dropped', 'spool_batches')})}")
         assert total == sent
         assert stats["records_dropped"] == 0 and stats["spool_batches"] == 0
+        # the same counters as Prometheus text on the status port (contracts/status_metrics.py)
+        text = httpx.get(f"http://127.0.0.1:{status_port}/metrics").text
+        samples = {smp.name: smp.value for fam in text_string_to_metric_families(text)
+                   for smp in fam.samples if not smp.labels}
+        assert samples["l7scope_node_agent_records_shipped_total"] == stats["records_shipped"] > 0
+        assert samples["l7scope_node_agent_requests_seen_total"] == stats["requests_seen"]
+        assert samples["l7scope_node_agent_shipping"] == 1.0
     finally:
         load.stop_event.set()
         for p in reversed(procs):

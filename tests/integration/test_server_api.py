@@ -302,7 +302,7 @@ def test_openapi_describes_every_route_and_real_answers(api: httpx.Client) -> No
     assert served == json.loads(json.dumps(schema()))
     bulk_answer = bulk(api, encode_records(records(200)) + b"bad\n").json()
     paths = served["paths"]
-    assert set(paths) == {BULK_PATH, "/api/v1/l7/logs/search", "/api/v1/l7/logs/aggregation",
+    assert set(paths) == {BULK_PATH, "/api/v1/l7/logs/search", "/api/v1/l7/logs/aggregation", "/api/v1/l7/logs/export",
                           "/api/v1/servicegraph", "/api/v1/status", "/healthz", "/metrics", "/openapi.json"}
     answers = {
         BULK_PATH: bulk_answer,

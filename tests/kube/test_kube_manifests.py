@@ -3,6 +3,7 @@ and the CRD schemas enforcing types."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 import yaml
 from kubeharness import ControlPlane
 
-from l7scope.kube.client import Kube
-from l7scope.operator import chart, render
+from l7scope.kube.client import Kube, KubeError
+from l7scope.operator import chart, netpol, render, tls
 from l7scope.operator.spec import check
 
 pytestmark = pytest.mark.kube
@@ -71,7 +72,8 @@ def test_operator_rendered_objects_server_dry_run(kube: Kube, namespace: str) ->
         assert answer["kind"] == obj["kind"] and answer["metadata"]["name"] == obj["metadata"]["name"]
         kinds.append(obj["kind"])
     assert kinds == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet",
-                     "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"]
+                     "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy",
+                     "Deployment", "Service"]
     # nothing was created
     assert not kube.exists(f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{render.DAEMONSET}")
 
@@ -98,3 +100,32 @@ spec: {tproxyMode: Sometimes, tproxyPort: 70000}
     r = control_plane.kubectl("apply", "--dry-run=server", "--validate=false", "-f", "-",
                               input=bad_node, check=False)
     assert r.returncode != 0 and "spec.tproxyMode" in r.stderr and "spec.tproxyPort" in r.stderr
+
+
+def test_network_policy_and_tls_objects_server_side(kube: Kube, namespace: str) -> None:
+    """The server's NetworkPolicy with IPv4 and IPv6 node addresses, and the Secrets and CA
+    ConfigMap the operator issues, validated by the real API server (dry run). A policy the
+    server would reject (a bad CIDR, a port out of range) is refused, so the check can fail."""
+    c = check("tigera-secure", {"logCollection": {"collectLogs": "Enabled"}})
+    assert c.spec is not None
+    nodes = [{"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.2"},
+                                       {"type": "InternalIP", "address": "fd00::2"}]}}]
+    ctx = render.RenderContext(namespace=namespace, node_cidrs=tuple(netpol.node_addresses(nodes)))
+    names = render.server_names(ctx)
+    material, _ = tls.ensure(None, None, b"", names, ["10.96.0.10"], dt.datetime.now(dt.UTC))
+    objs = render.render(c.spec, ctx)
+    np = next(o for o in objs if o["kind"] == "NetworkPolicy")
+    answer = kube.apply(np, field_manager="dry-run-test", dry_run=True)
+    assert answer["spec"]["ingress"] == np["spec"]["ingress"]
+    assert answer["spec"]["podSelector"] == np["spec"]["podSelector"]
+    meta = {"namespace": namespace}
+    for obj in (tls.ca_secret(material, meta), tls.server_secret(material, meta),
+                tls.ca_configmap(material, meta)):
+        got = kube.apply(obj, field_manager="dry-run-test", dry_run=True)
+        assert got["data"] == obj["data"]
+    for bad in ({"ipBlock": {"cidr": "10.0.0.2"}}, {"ipBlock": {"cidr": "300.0.0.0/8"}}):
+        broken = {**np, "spec": {**np["spec"], "ingress": [{"from": [bad], "ports": [
+            {"protocol": "TCP", "port": 8686}]}]}}
+        with pytest.raises(KubeError) as e:
+            kube.apply(broken, field_manager="dry-run-test", dry_run=True)
+        assert e.value.status == 422, e.value

@@ -16,7 +16,8 @@ import yaml
 from kubeharness import ControlPlane
 
 from l7scope.kube.client import Kube, KubeError, connect
-from l7scope.operator import chart, render
+from l7scope.operator import chart, render, tls
+from l7scope.operator.reconcile import OperatorConfig, Reconciler
 from l7scope.operator.spec import check
 
 pytestmark = pytest.mark.kube
@@ -187,3 +188,28 @@ def test_cluster_scoped_create_is_what_server_side_apply_needs(installed: Instal
         assert admin.get(f"/api/v1/namespaces/{ns}/configmaps/{name}")["data"] == {"a": "2"}
     finally:
         probe.close()
+
+
+def test_operator_issues_its_tls_secrets_and_reads_no_other(installed: Installed) -> None:
+    """The Reconciler's TLS step under the operator's own token: it creates the CA and server
+    Secrets and the CA ConfigMap (by name), re-reads them on a second run without writing, and
+    cannot read a Secret it does not own."""
+    op, admin, ns = installed.operator, installed.admin, installed.ns
+    rec = Reconciler(op, OperatorConfig(namespace=ns))
+    ctx = render.RenderContext(namespace=ns)
+    first = rec._ensure_tls(ctx, ["10.96.0.10"])
+    assert first is not None and first.server is not None
+    srv = admin.get(f"/api/v1/namespaces/{ns}/secrets/{tls.SERVER_SECRET}")
+    assert srv["type"] == "kubernetes.io/tls" and tls.pair_from_secret(srv) == first.server
+    ca = admin.get(f"/api/v1/namespaces/{ns}/secrets/{tls.CA_SECRET}")
+    assert tls.ca_from_secret(ca) == first.ca
+    cm = admin.get(f"/api/v1/namespaces/{ns}/configmaps/{tls.CA_CONFIGMAP}")
+    assert cm["data"]["ca.crt"].encode() == first.bundle_pem
+    again = Reconciler(op, OperatorConfig(namespace=ns))._ensure_tls(ctx, ["10.96.0.10"])
+    assert again == first  # a restarted operator reuses them
+    assert admin.get(f"/api/v1/namespaces/{ns}/secrets/{tls.SERVER_SECRET}")["metadata"][
+        "resourceVersion"] == srv["metadata"]["resourceVersion"]
+    admin.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "foreign", "namespace": ns},
+                  "stringData": {"k": "v"}})
+    _forbidden(lambda: op.get(f"/api/v1/namespaces/{ns}/secrets/foreign"))
+    _forbidden(lambda: op.get(f"/api/v1/namespaces/{installed.other_ns}/secrets/{tls.CA_SECRET}"))

@@ -12,6 +12,7 @@ from l7scope.contracts import latency
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts.nodeconfig import AggregationSettings
 from l7scope.contracts.record import L7Record, decode_record, encode_record
+from l7scope.contracts.routes import RouteSettings
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator, Update, limit_url, trim_path, url_of
 from l7scope.node.enrich import Endpoint, ServiceRef
@@ -21,6 +22,7 @@ from l7scope.testing.node_inputs import http_data, report, shop
 SRC = Endpoint("wep", "shop", "frontend-*")
 DST = Endpoint("wep", "shop", "cart-*")
 SVC = ServiceRef("cart", "shop", "http", 80)
+RAW = RouteSettings(enabled=False)
 
 
 def upd(**kw: Any) -> Update:
@@ -34,6 +36,7 @@ def upd(**kw: Any) -> Update:
 
 
 def run(updates: list[Update], **settings: Any) -> list[L7Record]:
+    settings.setdefault("routes", RAW)  # Calico's URL settings alone; templates: test_node_routes.py
     agg = Aggregator(AggregationSettings(**settings), "node-a", 100.0)
     for u in updates:
         agg.add(u)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from typing import Any
+
+from cryptography import x509
 
 from l7scope.contracts import nodeconfig
 from l7scope.kube.client import KubeError, Resource
-from l7scope.operator import render
+from l7scope.operator import render, tls
 from l7scope.operator.reconcile import OperatorConfig, Reconciler, al_path
 
 PLURALS = {"DaemonSet": ("apps/v1", "daemonsets", True), "ConfigMap": ("v1", "configmaps", True),
            "Deployment": ("apps/v1", "deployments", True), "Service": ("v1", "services", True),
            "ServiceAccount": ("v1", "serviceaccounts", True), "Namespace": ("v1", "namespaces", False),
            "Secret": ("v1", "secrets", True),
+           "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies", True),
            "ClusterRole": ("rbac.authorization.k8s.io/v1", "clusterroles", False),
            "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
            "NodeAgentConfiguration": ("l7scope.io/v1", "nodeagentconfigurations", False),
@@ -41,6 +45,10 @@ class MemoryKube:
     def exists(self, path: str) -> bool:
         return path in self.objects
 
+    def list(self, path: str, **_: Any) -> tuple[list[dict[str, Any]], str]:
+        prefix = path.rstrip("/") + "/"
+        return [copy.deepcopy(o) for p, o in self.objects.items() if p.startswith(prefix)], "1"
+
     def create(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         p = self._path(obj)
         if p in self.objects:
@@ -56,6 +64,8 @@ class MemoryKube:
         new = copy.deepcopy(obj)
         if "status" in old:  # like the server: apply of the object leaves its status alone
             new["status"] = old["status"]
+        if "clusterIP" in old.get("spec", {}):  # allocated by the server, kept on apply
+            new["spec"]["clusterIP"] = old["spec"]["clusterIP"]
         if "generation" in old.get("metadata", {}):
             new["metadata"]["generation"] = old["metadata"]["generation"]
         self.objects[p] = new
@@ -152,3 +162,55 @@ def test_invalid_node_config_is_reported() -> None:
     st = kube.get(al_path("tigera-secure"))["status"]
     msg = next(c["message"] for c in st["conditions"] if c["type"] == "Degraded")
     assert msg.startswith("invalid node-agent configuration: nodeagentconfigurations/default: tproxyPort")
+
+
+_T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def test_reconcile_issues_once_and_reuses_across_restarts() -> None:
+    kube = MemoryKube()
+    body = al({"logCollection": {"collectLogs": "Enabled"}})
+    kube.objects[al_path("tigera-secure")] = copy.deepcopy(body)
+    kube.objects["/api/v1/nodes/n1"] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                                        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.2"}]}}
+    now = [_T0]
+    rec = Reconciler(kube, OperatorConfig(namespace="ns1"), clock=lambda: now[0])  # type: ignore[arg-type]
+    rec.reconcile(body)
+    srv_path = "/api/v1/namespaces/ns1/secrets/l7scope-server-tls"
+    ca_path = "/api/v1/namespaces/ns1/secrets/l7scope-ca"
+    first = (kube.get(srv_path)["data"], kube.get(ca_path)["data"])
+    np = kube.get("/apis/networking.k8s.io/v1/namespaces/ns1/networkpolicies/l7scope-server")
+    assert np["spec"]["ingress"][0]["from"][0] == {"ipBlock": {"cidr": "10.0.0.2/32"}}
+    # a restarted operator (new Reconciler) 10 days later: nothing is issued again
+    now[0] = _T0 + dt.timedelta(days=10)
+    rec2 = Reconciler(kube, OperatorConfig(namespace="ns1"), clock=lambda: now[0])  # type: ignore[arg-type]
+    kube.calls.clear()
+    rec2.reconcile(kube.get(al_path("tigera-secure")))
+    assert (kube.get(srv_path)["data"], kube.get(ca_path)["data"]) == first
+    assert ("apply", srv_path) not in kube.calls and ("apply", ca_path) not in kube.calls
+    # the Service gets a ClusterIP: the certificate is re-issued for it, the CA kept
+    svc = "/api/v1/namespaces/ns1/services/l7scope-server"
+    kube.objects[svc]["spec"]["clusterIP"] = "10.96.0.10"
+    rec2.reconcile(kube.get(al_path("tigera-secure")))
+    pair = tls.pair_from_secret(kube.get(srv_path))
+    assert pair is not None and kube.get(ca_path)["data"] == first[1]
+    cert = x509.load_pem_x509_certificate(pair.cert_pem)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["10.96.0.10", "127.0.0.1", "::1"]
+    assert san.get_values_for_type(x509.DNSName)[-1] == "localhost"  # port-forwards verify too
+    # a node joins: the policy follows
+    kube.objects["/api/v1/nodes/n2"] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"},
+                                        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.3"}]}}
+    kube.calls.clear()
+    rec2.node_changed("n2", kube.objects["/api/v1/nodes/n2"])
+    np = kube.get("/apis/networking.k8s.io/v1/namespaces/ns1/networkpolicies/l7scope-server")
+    assert [s.get("ipBlock") for s in np["spec"]["ingress"][0]["from"][:2]] == [
+        {"cidr": "10.0.0.2/32"}, {"cidr": "10.0.0.3/32"}]
+    kube.calls.clear()
+    rec2.node_changed("n2", kube.objects["/api/v1/nodes/n2"])  # a heartbeat: no API call
+    assert kube.calls == []
+    del kube.objects["/api/v1/nodes/n2"]
+    rec2.node_changed("n2", None)  # deleted: the policy follows
+    np = kube.get("/apis/networking.k8s.io/v1/namespaces/ns1/networkpolicies/l7scope-server")
+    assert np["spec"]["ingress"][0]["from"][1] == {
+        "namespaceSelector": {}, "podSelector": {"matchLabels": {"l7scope.io/ui-access": "true"}}}

@@ -8,7 +8,7 @@ import yaml
 
 from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.contracts.nodeconfig import NodeSettings
-from l7scope.operator import crd, render
+from l7scope.operator import crd, render, tls
 from l7scope.operator.spec import ApplicationLayerSpec, check
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,7 +98,10 @@ def test_owner_reference_on_everything_but_namespace() -> None:
     assert "ownerReferences" not in objs[0]["metadata"]
     assert all(o["metadata"]["ownerReferences"] == [owner] for o in objs[1:])
     owned = {(o["kind"], o["metadata"]["name"]) for o in objs[1:]}
-    assert owned == {(kind, name) for _, kind, name, _ in render.OWNED}
+    # the TLS Secrets and the CA bundle are written by the Reconciler (they hold keys)
+    issued = {("Secret", tls.SERVER_SECRET), ("Secret", tls.CA_SECRET),
+              ("ConfigMap", tls.CA_CONFIGMAP)}
+    assert owned | issued == {(kind, name) for _, kind, name, _ in render.OWNED}
 
 
 def test_node_agents_ship_with_a_projected_token_the_server_checks_with_kubernetes() -> None:

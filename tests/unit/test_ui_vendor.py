@@ -66,6 +66,13 @@ def test_the_repository_checkout_finds_its_own_packages() -> None:
         assert (found / rel).is_file(), rel
 
 
+def test_every_vendor_file_is_bundled_or_layered() -> None:
+    assert set(vendor.BUNDLED) | set(vendor.LAYERED) == set(vendor.VENDOR_FILES)
+    assert not set(vendor.BUNDLED) & set(vendor.LAYERED)
+    graph = (UI / "js" / "graph.js").read_text()
+    assert [f"/vendor/{name}" for name in vendor.LAYERED] == re.findall(r'"(/vendor/[^"]+)"', graph)
+
+
 def test_index_and_worker_load_the_bundle() -> None:
     html = (UI / "index.html").read_text()
     assert re.findall(r'src="/vendor/([^"]+)"', html) == [vendor.BUNDLE]
@@ -78,8 +85,10 @@ async def test_bundle_joins_every_file_in_order(tmp_path: Path) -> None:
     async with _client(nm) as client:
         r = await client.get(f"/vendor/{vendor.BUNDLE}")
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/javascript")
-        at = [r.text.index(f"/* {rel} */") for rel in vendor.VENDOR_FILES.values()]
+        at = [r.text.index(f"/* {vendor.VENDOR_FILES[name]} */") for name in vendor.BUNDLED]
         assert at == sorted(at)
+        for name in vendor.LAYERED:  # fetched on demand, not in the bundle
+            assert vendor.VENDOR_FILES[name] not in r.text
         (nm / "cytoscape-fcose" / "cytoscape-fcose.js").unlink()
         assert (await client.get(f"/vendor/{vendor.BUNDLE}")).text == r.text  # built once
     async with _client(nm) as client:  # a new server with a package missing: the fix, not half a bundle

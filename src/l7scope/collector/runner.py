@@ -36,8 +36,9 @@ from l7scope.collector.config import CollectorSettings
 from l7scope.collector.decode import decode_block
 from l7scope.collector.report import GrpcSender, Reporter, Send
 from l7scope.collector.tail import Position, Tail, rotate_file
+from l7scope.contracts import status_metrics
 from l7scope.contracts.envoy_log import EnvoyLogLine
-from l7scope.contracts.status import CollectorStats, StatusEndpoint
+from l7scope.contracts.status import COLLECTOR, CollectorStats, StatusEndpoint
 from l7scope.proxy import admin
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,8 @@ class Collector:
             self._als_server, _ = als.serve(s.als_listen, self.add_lines, self.als_counters,
                                              tls=s.als_tls)
         if s.status_addr:
-            self._status = StatusEndpoint(s.status_addr, self.healthy, self.stats)
+            self._status = StatusEndpoint(s.status_addr, self.healthy, self.stats,
+                                          metrics=lambda: status_metrics.render(COLLECTOR, self.stats()))
         log.info("collector: log %s -> %s every %.1f s (cap %s, node %s)", s.envoy_log,
                  s.dial_target, s.interval, s.requests_per_interval, s.node_name)
 

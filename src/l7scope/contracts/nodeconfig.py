@@ -55,6 +55,7 @@ from pydantic import (
 )
 
 from l7scope.contracts import policysync
+from l7scope.contracts.routes import RouteSettings
 
 TproxyMode = Literal["Disabled", "Enabled", "EnabledAllServices"]
 HTTPHeaderInfo = Literal["IncludeL7HTTPHeaderInfo", "ExcludeL7HTTPHeaderInfo"]
@@ -151,6 +152,7 @@ class AggregationSettings(BaseModel):
     num_url_path: int = 5
     url_char_limit: int = Field(default=250, ge=1)
     per_node_limit: int = Field(default=1500, ge=0)
+    routes: RouteSettings = RouteSettings()
 
 
 class NodeSettings(BaseModel):
@@ -209,6 +211,8 @@ class NodeSettings(BaseModel):
     l7_logs_file_per_node_limit: int = Field(default=1500, alias="l7LogsFilePerNodeLimit", ge=0)
     """Maximum records per flush on this node (0: no limit); the rest is counted in one
     `type: unlogged` record."""
+    l7_route_templates: RouteSettings = Field(default_factory=RouteSettings, alias="l7RouteTemplates")
+    """l7scope's own: route templates of the aggregated URL (`contracts/routes.py`, docs/routes.md)."""
 
     @field_validator("l7_logs_flush_interval", mode="before")
     @classmethod
@@ -255,6 +259,7 @@ class NodeSettings(BaseModel):
             num_url_path=self.l7_logs_file_aggregation_num_url_path,
             url_char_limit=self.l7_logs_file_aggregation_url_char_limit,
             per_node_limit=self.l7_logs_file_per_node_limit,
+            routes=self.l7_route_templates,
         )
 
     def socket_path(self) -> Path:

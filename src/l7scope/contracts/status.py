@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 HEALTHZ_PATH: Final = "/healthz"
 STATS_PATH: Final = "/stats"
+METRICS_PATH: Final = "/metrics"
 COLLECTOR: Final = "collector"
 NODE_AGENT: Final = "node-agent"
 
@@ -76,6 +77,7 @@ class NodeAgentStats(TypedDict):
     requests_logged: int
     requests_overflow: int
     requests_unlogged: int
+    requests_route_other: int
     records_flushed: int
     records_written: int
     l7log_write_errors: int
@@ -150,12 +152,22 @@ def counter(name: str, stats_by_part: Mapping[str, Mapping[str, Any]]) -> int | 
 
 class StatusEndpoint:
     def __init__(self, addr: str, healthy: Callable[[], bool],
-                 stats: Callable[[], Mapping[str, Any]]) -> None:
+                 stats: Callable[[], Mapping[str, Any]],
+                 metrics: Callable[[], bytes] | None = None) -> None:
+        """`metrics`: also serve `/metrics`, Prometheus text (contracts/status_metrics.py)."""
         host, _, port = addr.rpartition(":")
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 body: dict[str, Any]
+                if metrics is not None and self.path == METRICS_PATH:
+                    text = metrics()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                    return
                 if self.path == HEALTHZ_PATH:
                     ok = healthy()
                     code, body = (200 if ok else 503), {"ok": ok}

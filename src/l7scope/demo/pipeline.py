@@ -69,6 +69,8 @@ def node_settings(files: NodeFiles, capture: bool, tproxy_port: int) -> dict[str
         "l7LogsFileDirectory": str(files.l7logs),
         # show the protocol (HTTP/1.1, HTTP/2, tcp) and user agent in the demo's records
         "l7LogsFileAggregationHTTPHeaderInfo": "IncludeL7HTTPHeaderInfo",
+        # the shop's product pages as one route (docs/routes.md)
+        "l7RouteTemplates": {"rules": ["/product/{id}"]},
     }
 
 

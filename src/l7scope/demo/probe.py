@@ -45,6 +45,15 @@ class Snapshot:
             parts.append(f"dropped {dropped} ({', '.join(f'{k} {v}' for k, v in self.drops.items() if v)})")
         return " · ".join(parts)
 
+    def all_stored(self) -> bool:
+        """The store holds the shop's own count and also everything the collectors read. The
+        shop's count alone is not enough: requests from outside the shop (a user's curl, a load
+        tool in a pod) are in the store too, and could make up that sum while the shop's last
+        interval is still on its way."""
+        if self.stored is None or self.stored < self.sent:
+            return False
+        return self.captured is None or self.stored >= self.captured
+
     def to_dict(self) -> dict[str, Any]:
         return {"sent": self.sent, "failed": self.failed, "captured": self.captured,
                 "stored": self.stored, "drops": self.drops, "errors": self.errors,

@@ -102,12 +102,13 @@ class Demo:
             time.sleep(0.25)
 
     def drain(self, timeout: float | None = None) -> Snapshot:
-        """Wait until the store holds every request the shop made (or the timeout passes)."""
+        """Wait until the store holds every request the shop made and every request the
+        collectors read (or the timeout passes)."""
         timeout = timeout if timeout is not None else self.s.o.interval + 20.0
         deadline = time.monotonic() + timeout
         snap = self.snapshot()
         while time.monotonic() < deadline:
-            if snap.stored is not None and snap.stored >= snap.sent:
+            if snap.all_stored():
                 break
             time.sleep(0.5)
             snap = self.snapshot()

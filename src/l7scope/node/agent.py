@@ -28,10 +28,11 @@ from pathlib import Path
 
 from l7scope.capture import bridge
 from l7scope.contracts import policysync_pb2 as pb
+from l7scope.contracts import status_metrics
 from l7scope.contracts.auth import tls_verify
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.contracts.record import L7Record, encode_records
-from l7scope.contracts.status import NodeAgentStats, StatusEndpoint
+from l7scope.contracts.status import NODE_AGENT, NodeAgentStats, StatusEndpoint
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.enrich import Enricher
@@ -128,7 +129,8 @@ class Agent:
         for i, feed in enumerate(self.cfg.feeds):
             self._spawn(f"l7scope-feed-{i}", self._feed_runner(feed))
         if self.cfg.status_addr:
-            self._status = StatusEndpoint(self.cfg.status_addr, lambda: True, self.snapshot)
+            self._status = StatusEndpoint(self.cfg.status_addr, lambda: True, self.snapshot,
+                                          metrics=lambda: status_metrics.render(NODE_AGENT, self.snapshot()))
         if self.cfg.envoy_admin is None and self.settings.tproxy_mode != "Disabled":
             log.warning("no --envoy-admin: capture cannot fail open when Envoy is down")
         log.info("node agent %s started (tproxyMode %s, flush every %.1fs)",
@@ -288,6 +290,7 @@ class Agent:
             "requests_logged": agg.requests_logged,
             "requests_overflow": agg.requests_overflow,
             "requests_unlogged": agg.requests_unlogged,
+            "requests_route_other": agg.requests_route_other,
             "records_flushed": self.stats.records_flushed,
             "records_written": self.l7log.lines_written if self.l7log else 0,
             "l7log_write_errors": self.l7log.write_errors if self.l7log else 0,

@@ -8,8 +8,11 @@ Key: every meta field after the `l7LogsFileAggregation*` settings blank excluded
 (ports to 0). Merge: sums of durations, latency, bytes and count, max of duration_max, and the
 latency histograms added bucket by bucket. URL: `IncludeL7FullURL` drops the query and keeps the
 first `NumURLPath` path segments (negative keeps all); `TrimURLQuery` drops the query;
-`TrimURLQueryAndPath` keeps only the domain; `ExcludeL7URL` drops both; then domain + path is cut
-to `URLCharLimit` (the path first; a domain alone over the limit is cut and the path dropped).
+`TrimURLQueryAndPath` keeps only the domain; `ExcludeL7URL` drops both; then the path is turned
+into its route template (`contracts/routes.py`, unless `l7RouteTemplates.enabled` is false; the
+per-Service cardinality bound puts the rest into `/{other}`, counted in `requests_route_other`); then
+domain + path is cut to `URLCharLimit` (the path first; a domain alone over the limit is cut and
+the path dropped).
 
 Per-node limit (`l7LogsFilePerNodeLimit`, 0 = none): at most `limit` detailed records per
 interval; new keys beyond it are not stored. Overflow entries (requests the collector counted
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from l7scope.contracts import latency
 from l7scope.contracts.nodeconfig import AggregationSettings
 from l7scope.contracts.record import TYPE_UNLOGGED, L7Record
+from l7scope.contracts.routes import OTHER_ROUTE, Templater
 from l7scope.node.enrich import NOT_INCLUDED, Endpoint, ServiceRef
 
 log = logging.getLogger(__name__)
@@ -155,8 +159,9 @@ _KEY_FIELDS = (
 Key = tuple[str | int, ...]
 
 
-def key_of(u: Update, s: AggregationSettings) -> Key:
-    """The aggregation key of an update under settings `s` (a tuple in _KEY_FIELDS order)."""
+def key_of(u: Update, s: AggregationSettings, path: str | None = None) -> Key:
+    """The aggregation key of an update under settings `s` (a tuple in _KEY_FIELDS order);
+    `path`: the trimmed (and templated) path to use instead of trimming `u.path`."""
     x = NOT_INCLUDED
     if s.source_info == "ExcludeL7SourceInfo":
         src: tuple[str | int, ...] = (x, x, x, 0)
@@ -175,8 +180,9 @@ def key_of(u: Update, s: AggregationSettings) -> Key:
     if s.trim_url == "ExcludeL7URL":
         url = ""
     else:
-        domain, path = limit_url(u.domain, trim_path(u.path, s.trim_url, s.num_url_path),
-                                 s.url_char_limit)
+        if path is None:
+            path = trim_path(u.path, s.trim_url, s.num_url_path)
+        domain, path = limit_url(u.domain, path, s.url_char_limit)
         url = url_of(domain, path)[:_LONG]
     if s.response_code == "ExcludeL7ResponseCode":
         code, grpc = x, x if u.grpc_status else ""
@@ -199,27 +205,59 @@ class FlushStats:
     requests_overflow: int = 0
     requests_unlogged: int = 0
     records: int = 0
+    requests_route_other: int = 0  # requests whose route became OTHER_ROUTE (cardinality bound)
 
 
 class Aggregator:
     """Folds updates of one flush interval; `flush(now)` emits records and resets."""
 
     def __init__(self, settings: AggregationSettings, node_name: str, start: float) -> None:
-        self.settings = settings
         self.node_name = node_name
         self._start = start
         self._store: dict[Key, _Acc] = {}
         self._overflow: dict[Key, _Acc] = {}
         self._seen = 0
         self._unlogged = 0
+        self._routes: dict[tuple[str, str], set[str]] = {}  # Service -> its templates this interval
+        self._route_other = 0
+        self.settings = settings
         self.last = FlushStats()
         self.totals = FlushStats()
+
+    @property
+    def settings(self) -> AggregationSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: AggregationSettings) -> None:
+        """New settings (a reload) take effect for the next update; a new template cache."""
+        self._settings = settings
+        routes = settings.routes
+        self._templater = Templater(routes) if routes.enabled and settings.trim_url in (
+            "IncludeL7FullURL", "TrimURLQuery") else None
+        self._max_routes = routes.max_routes_per_service
 
     def add(self, u: Update) -> None:
         if u.count <= 0:
             return
         self._seen += u.count
-        key = key_of(u, self.settings)
+        t = self._templater
+        if t is None or u.overflow or not u.path:
+            key = key_of(u, self._settings)
+        else:
+            s = self._settings
+            route = t.template(trim_path(u.path, s.trim_url, s.num_url_path))
+            svc = (u.service.name, u.service.namespace)
+            known = self._routes.get(svc)
+            if known is None:
+                known = self._routes[svc] = set()
+            if route not in known:
+                if len(known) >= self._max_routes:
+                    route = OTHER_ROUTE
+                    self._route_other += u.count
+                else:
+                    known.add(route)
+            key = key_of(u, s, route)
         store = self._overflow if u.overflow else self._store
         acc = store.get(key)
         if acc is None:
@@ -249,6 +287,7 @@ class Aggregator:
         seen = self._seen
         logged = sum(a.count for _, a in detailed)
         self._store, self._overflow, self._seen, self._unlogged = {}, {}, 0, 0
+        route_other, self._route_other, self._routes = self._route_other, 0, {}
 
         common = {"start_time": start, "end_time": end, "host": self.node_name,
                   "requests_seen": seen, "requests_logged": logged}
@@ -257,7 +296,7 @@ class Aggregator:
             log.warning("%d L7 requests were not logged, because of perNodeLimit being set to %d",
                         unlogged, limit)
             records.append(L7Record(count=unlogged, type=TYPE_UNLOGGED, **common))  # type: ignore[arg-type]
-        st = FlushStats(seen, logged, seen - logged - unlogged, unlogged, len(records))
+        st = FlushStats(seen, logged, seen - logged - unlogged, unlogged, len(records), route_other)
         self.last = st
         t = self.totals
         t.requests_seen += st.requests_seen
@@ -265,6 +304,7 @@ class Aggregator:
         t.requests_overflow += st.requests_overflow
         t.requests_unlogged += st.requests_unlogged
         t.records += st.records
+        t.requests_route_other += st.requests_route_other
         return records
 
     @staticmethod

@@ -11,7 +11,7 @@ import logging
 import os
 import ssl
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import httpx
 
@@ -82,6 +82,13 @@ class Client:
             raise ApiError(f"the l7scope server at {self.base}{path} did not answer in time ({e})") from None
         except httpx.TransportError as e:
             raise self._unreachable(path, e) from None
+        data = self._raise_for(resp, path)
+        if not isinstance(data, dict):
+            raise ApiError(f"{self.base}{path} did not answer with a JSON object; is this an l7scope server?")
+        return data
+
+    def _raise_for(self, resp: httpx.Response, path: str) -> Any:
+        """The answer's JSON (None if it is none); an ApiError for a 4xx/5xx answer."""
         try:
             data = resp.json()
         except ValueError:
@@ -98,9 +105,25 @@ class Client:
                 raise ApiError(f"server: {err.message} ({err.code})", code=err.code, status=resp.status_code)
             raise ApiError(f"server answered {resp.status_code} at {self.base}{path}: {resp.text[:200]}",
                            status=resp.status_code)
-        if not isinstance(data, dict):
-            raise ApiError(f"{self.base}{path} did not answer with a JSON object; is this an l7scope server?")
         return data
+
+    def download(self, path: str, body: Mapping[str, Any], out: IO[bytes]) -> int:
+        """POST `body`, stream the answer's bytes into `out` (an export file); the byte count.
+        A 4xx/5xx answer (small JSON) becomes the same ApiError `request` raises."""
+        try:
+            with self._http.stream("POST", path, json=body) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    self._raise_for(resp, path)
+                n = 0
+                for chunk in resp.iter_bytes():
+                    out.write(chunk)
+                    n += len(chunk)
+                return n
+        except httpx.TimeoutException as e:
+            raise ApiError(f"the l7scope server at {self.base}{path} did not answer in time ({e})") from None
+        except httpx.TransportError as e:
+            raise self._unreachable(path, e) from None
 
     # --- API ---------------------------------------------------------------------------------
 

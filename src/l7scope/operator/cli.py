@@ -36,10 +36,13 @@ In a cluster it runs with its service account (deploy/helm/l7scope):
               help="Image of the DaemonSet and server containers (one image, every role).")
 @click.option("--image-pull-policy", default="IfNotPresent", show_default=True,
               type=click.Choice(["Always", "IfNotPresent", "Never"]))
+@click.option("--cert-manager-issuer", metavar="[KIND/]NAME",
+              help="Have cert-manager issue the server's certificate (a Certificate for this "
+                   "Issuer, or ClusterIssuer/NAME) instead of the operator's own CA.")
 @click.option("--liveness", metavar="HOST:PORT",
               help="Serve kopf's liveness probe at http://HOST:PORT/healthz.")
 def operator(namespace: str, kubeconfig: str | None, in_cluster: bool, image: str,
-             image_pull_policy: str, liveness: str | None) -> None:
+             image_pull_policy: str, cert_manager_issuer: str | None, liveness: str | None) -> None:
     import kopf
 
     from l7scope.kube.client import KubeError, connect
@@ -53,7 +56,15 @@ def operator(namespace: str, kubeconfig: str | None, in_cluster: bool, image: st
         raise click.ClickException(str(e)) from None
     logging.getLogger(__name__).info("operator for namespace %s against %s (%s)",
                                      namespace, kube.credentials().server, version)
+    issuer: tuple[str, str] | None = None
+    if cert_manager_issuer:
+        kind, _, name = cert_manager_issuer.rpartition("/")
+        if kind not in ("", "Issuer", "ClusterIssuer") or not name:
+            raise click.BadParameter("expected NAME, Issuer/NAME or ClusterIssuer/NAME",
+                                     param_hint="--cert-manager-issuer")
+        issuer = (name, kind or "Issuer")
     registry = build_registry(kube, OperatorConfig(namespace=namespace, image=image,
-                                                   image_pull_policy=image_pull_policy))
+                                                   image_pull_policy=image_pull_policy,
+                                                   cert_manager_issuer=issuer))
     kopf.run(registry=registry, standalone=True, namespaces=[namespace],
              liveness_endpoint=f"http://{liveness}/healthz" if liveness else None)

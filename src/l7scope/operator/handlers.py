@@ -3,7 +3,9 @@
 - ApplicationLayer resumed (operator start), created or updated -> `reconcile`;
 - ApplicationLayer deleted (kopf finalizer `l7scope.io/operator`) -> `teardown`;
 - our DaemonSet changed (pods becoming available, rolling) -> `refresh_status`;
-- NodeAgentConfiguration changed -> `node_config_changed`.
+- NodeAgentConfiguration changed -> `node_config_changed`;
+- a node added, removed or changed -> `node_changed` (re-renders the server's NetworkPolicy
+  only when the nodes' InternalIPs differ).
 
 kopf keeps its bookkeeping in annotations under `l7scope.io/` (not in `status`, which is ours),
 so handlers are idempotent and an operator restart resumes where it was. Cluster scanning is
@@ -90,5 +92,12 @@ def build_registry(kube: Kube, cfg: OperatorConfig) -> kopf.OperatorRegistry:
                 rec.node_config_changed()
             except KubeError as e:
                 log.warning("re-render after node-config change failed: %s", e)
+
+    @kopf.on.event("", "v1", "nodes", registry=registry)
+    def node_event(type: str | None, name: str, body: kopf.Body, **_: Any) -> None:
+        try:
+            rec.node_changed(name, None if type == "DELETED" else dict(body))
+        except KubeError as e:
+            log.warning("re-render after a node change failed: %s", e)
 
     return registry

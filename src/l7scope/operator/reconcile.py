@@ -12,17 +12,18 @@ Reconcile (idempotent; runs on create, update, operator start and node-config ch
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from l7scope.contracts import nodeconfig
 from l7scope.contracts.nodeconfig import NodeSettings, SettingsError, from_mapping
 from l7scope.kube.client import JSON, Kube, KubeError
-from l7scope.operator import render, status
+from l7scope.operator import netpol, render, status, tls
 from l7scope.operator import spec as alspec
 from l7scope.operator.nodeconfig import tproxy_patch
 
@@ -36,6 +37,13 @@ class OperatorConfig:
     namespace: str = "l7scope-system"
     image: str = "ghcr.io/l7scope/l7scope:0.1.0"
     image_pull_policy: str = "IfNotPresent"
+    #: (name, kind) of a cert-manager Issuer/ClusterIssuer for the server's certificate; None:
+    #: the operator issues its own CA and certificate (operator/tls.py)
+    cert_manager_issuer: tuple[str, str] | None = None
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _now() -> str:
@@ -53,9 +61,13 @@ def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, cfg: OperatorConfig) -> None:
+    def __init__(self, kube: Kube, cfg: OperatorConfig,
+                 clock: Callable[[], dt.datetime] = _utcnow) -> None:
         self.kube = kube
         self.cfg = cfg
+        self.clock = clock
+        self.node_cidrs: tuple[str, ...] = ()  # last rendered into the NetworkPolicy
+        self._nodes: dict[str, tuple[str, ...]] = {}  # node name -> its InternalIP CIDRs
         self._lock = threading.RLock()  # one reconcile at a time
 
     # ---- entry points --------------------------------------------------------------------
@@ -88,11 +100,20 @@ class Reconciler:
                                         generation, checked.warnings)
             ctx = render.RenderContext(namespace=self.cfg.namespace, image=self.cfg.image,
                                        image_pull_policy=self.cfg.image_pull_policy, node=node,
-                                       owner=owner_reference(body))
-            objects = render.render(spec, ctx)
-            self._ensure_namespace(objects[0])
-            for obj in objects[1:]:
-                self.kube.apply(obj, field_manager=FIELD_MANAGER)
+                                       owner=owner_reference(body),
+                                       cert_manager_issuer=self.cfg.cert_manager_issuer)
+            self._ensure_namespace(render.namespace(ctx))
+            self.node_cidrs = self._node_cidrs()
+            ctx = replace(ctx, node_cidrs=self.node_cidrs)
+            # twice at most: a new Service gets its ClusterIP only once applied, and the
+            # certificate names it
+            for _ in range(2):
+                ips = self._service_ips()
+                ctx = replace(ctx, tls=self._ensure_tls(ctx, ips))
+                for obj in render.render(spec, ctx)[1:]:
+                    self.kube.apply(obj, field_manager=FIELD_MANAGER)
+                if self.cfg.cert_manager_issuer is not None or self._service_ips() == ips:
+                    break
             ds = self._daemonset()
             state, msg = render.daemonset_state(ds)
             return self._set_status(body, state, msg, generation, checked.warnings,
@@ -139,7 +160,78 @@ class Reconciler:
         if not (body.get("metadata") or {}).get("deletionTimestamp"):
             self.reconcile(body)
 
+    def node_changed(self, name: str, node: Mapping[str, Any] | None) -> None:
+        """A node was added, changed (`node`) or deleted (None): re-render when the
+        NetworkPolicy's node addresses differ from the last ones rendered. Kept per node from
+        the events, so a node's status heartbeat costs no API call."""
+        with self._lock:
+            if node is None:
+                self._nodes.pop(name, None)
+            else:
+                self._nodes[name] = tuple(netpol.node_addresses([node]))
+            if self._union() == self.node_cidrs:
+                return
+        self.node_config_changed()
+
     # ---- parts -----------------------------------------------------------------------------
+    def _node_cidrs(self) -> tuple[str, ...]:
+        nodes, _ = self.kube.list("/api/v1/nodes")
+        self._nodes = {str((n.get("metadata") or {}).get("name")): tuple(netpol.node_addresses([n]))
+                       for n in nodes}
+        return self._union()
+
+    def _union(self) -> tuple[str, ...]:
+        return tuple(netpol.sort_cidrs({c for cs in self._nodes.values() for c in cs}))
+
+    def _service_ips(self) -> list[str]:
+        try:
+            svc = self.kube.get(f"/api/v1/namespaces/{self.cfg.namespace}/services/{render.SERVER}")
+        except KubeError as e:
+            if e.status == 404:
+                return []
+            raise
+        spec = svc.get("spec") or {}
+        ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+        return [str(i) for i in ips if i and i != "None"]
+
+    def _secret(self, name: str, kind: str = "secrets") -> JSON | None:
+        try:
+            return self.kube.get(f"/api/v1/namespaces/{self.cfg.namespace}/{kind}/{name}")
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def _ensure_tls(self, ctx: render.RenderContext, ips: list[str]) -> tls.Material | None:
+        """Read the CA and server Secrets; issue what is missing, expiring or for other names
+        (operator/tls.py decides); write only what changed. With cert-manager, the bundle is
+        cert-manager's `ca.crt` (None until it has issued)."""
+        server_secret = self._secret(tls.SERVER_SECRET)
+        if self.cfg.cert_manager_issuer is not None:
+            pair = tls.pair_from_secret(server_secret)
+            ca = tls.secret_bytes(server_secret, tls.CA_CERT_KEY) or b""
+            return tls.Material(None, pair, ca) if pair else None
+        cm = self._secret(tls.CA_CONFIGMAP, "configmaps")
+        previous = str(((cm or {}).get("data") or {}).get(tls.CA_CERT_KEY) or "").encode()
+        ca_secret = self._secret(tls.CA_SECRET)
+        material, reasons = tls.ensure(tls.ca_from_secret(ca_secret), tls.pair_from_secret(server_secret),
+                                       previous,
+                                       [*render.server_names(ctx), *tls.PORT_FORWARD_NAMES],
+                                       [*ips, *tls.PORT_FORWARD_IPS], self.clock())
+        meta: dict[str, Any] = {"namespace": ctx.namespace, "labels": {"app.kubernetes.io/part-of": "l7scope",
+                                                       **render.MANAGED_BY}}
+        if ctx.owner is not None:
+            meta["ownerReferences"] = [ctx.owner]
+        for reason in reasons:
+            log.info("TLS: %s", reason)
+        if any(r.startswith("new CA") for r in reasons) or ca_secret is None:
+            self.kube.apply(tls.ca_secret(material, meta), field_manager=FIELD_MANAGER)
+        if reasons or server_secret is None:
+            self.kube.apply(tls.server_secret(material, meta), field_manager=FIELD_MANAGER)
+        if cm is None or previous != material.bundle_pem:
+            self.kube.apply(tls.ca_configmap(material, meta), field_manager=FIELD_MANAGER)
+        return material
+
     def _daemonset(self) -> JSON | None:
         try:
             return self.kube.get(f"/apis/apps/v1/namespaces/{self.cfg.namespace}/daemonsets/"

@@ -22,6 +22,12 @@
   nothing else. The node agents ship with a projected token of their own ServiceAccount for the
   audience `l7scope` (TOKEN_AUDIENCE, an hour, renewed by the kubelet; the shipper re-reads
   the file), the one account the server lets write. No shared secret exists.
+- TLS and the NetworkPolicy (`_secure`, from operator/tls.py and operator/netpol.py): the
+  server serves HTTPS with the pair of Secret `l7scope-server-tls` (probes over HTTPS), the node
+  agents ship to `https://l7scope-server.<ns>.svc` verifying it with the CA bundle of ConfigMap
+  `l7scope-server-ca`; NetworkPolicy `l7scope-server` admits the server port only from the
+  nodes and pods labelled `l7scope.io/ui-access: "true"`. The Secrets themselves are issued by
+  `Reconciler` (they hold keys, not rendering), or by cert-manager (a rendered `Certificate`).
 
 Owner references are the caller's business (`owner=`): with one, every object but the
 Namespace gets it, so deleting the ApplicationLayer garbage-collects them.
@@ -37,6 +43,7 @@ from typing import Any, Final
 from l7scope.contracts import api, status
 from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.contracts.nodeconfig import NodeSettings
+from l7scope.operator import netpol, tls
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
 from l7scope.proxy.bootstrap import render_yaml
 
@@ -95,6 +102,13 @@ class RenderContext:
     image_pull_policy: str = "IfNotPresent"
     node: NodeSettings = NodeSettings()
     owner: dict[str, Any] | None = None  # an ownerReferences entry
+    #: the server's certificate and the agents' CA bundle (operator/tls.py); its digest rolls
+    #: the pods. The TLS wiring itself (mounts, flags, https) is there with or without it.
+    tls: tls.Material | None = None
+    #: a cert-manager issuer (name, kind): render a Certificate instead of self-issuing
+    cert_manager_issuer: tuple[str, str] | None = None
+    #: the nodes' InternalIPs as CIDRs: where the node agents connect from (operator/netpol.py)
+    node_cidrs: tuple[str, ...] = ()
 
 
 def _labels(component: str) -> dict[str, str]:
@@ -176,7 +190,7 @@ def envoy_config_yaml(spec: ApplicationLayerSpec, ctx: RenderContext) -> str:
 def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -> dict[str, Any]:
     prefix = ctx.node.policy_sync_path_prefix
     log_dir = ctx.node.l7_logs_file_directory
-    server_url = f"http://{SERVER}.{ctx.namespace}.svc:{SERVER_PORT}"
+    server_url = f"https://{SERVER}.{ctx.namespace}.svc:{SERVER_PORT}"
     envoy = _container(
         spec, ctx, "envoy-proxy",
         ["envoy", "-c", f"/etc/envoy/{CONFIGMAP_KEY}", "--log-level", "warn",
@@ -372,8 +386,28 @@ def render(spec: ApplicationLayerSpec, ctx: RenderContext) -> list[dict[str, Any
                  "data": {CONFIGMAP_KEY: envoy_yaml}}
     sa = {"apiVersion": "v1", "kind": "ServiceAccount",
           "metadata": _meta(SERVICE_ACCOUNT, ctx, DAEMONSET)}
-    return [namespace(ctx), sa, *node_agent_rbac(ctx), configmap,
-            daemonset(spec, ctx, envoy_yaml), *server_rbac(ctx), *server(ctx)]
+    ds, workloads = daemonset(spec, ctx, envoy_yaml), server(ctx)
+    extra = _secure(ctx, ds, workloads)
+    return [namespace(ctx), sa, *node_agent_rbac(ctx), configmap, ds, *server_rbac(ctx),
+            *extra, *workloads]
+
+
+def _secure(ctx: RenderContext, ds: dict[str, Any], workloads: list[dict[str, Any]]
+            ) -> list[dict[str, Any]]:
+    """TLS between the node agents and the server, and the server's NetworkPolicy (hooks into
+    operator/tls.py and operator/netpol.py). Returns the objects to apply before the server."""
+    digest = ctx.tls.digest() if ctx.tls is not None else ""
+    tls.apply_node_agent(ds, "l7-node-agent", digest, from_secret=ctx.cert_manager_issuer is not None)
+    server_pod = next(w for w in workloads if w["kind"] in ("Deployment", "StatefulSet"))
+    tls.apply_server(server_pod, "server", digest)
+    meta = _meta(SERVER, ctx, SERVER)
+    out = [netpol.network_policy(meta, server_pod["spec"]["selector"]["matchLabels"], SERVER_PORT,
+                                 list(ctx.node_cidrs))]
+    if ctx.cert_manager_issuer is not None:
+        out.append(tls.certificate(*ctx.cert_manager_issuer,
+                                   [*server_names(ctx), *tls.PORT_FORWARD_NAMES],
+                                   list(tls.PORT_FORWARD_IPS), meta))
+    return out
 
 
 #: (apiVersion, kind, name, namespaced) of everything render() makes except the Namespace;
@@ -381,6 +415,10 @@ def render(spec: ApplicationLayerSpec, ctx: RenderContext) -> list[dict[str, Any
 OWNED: Final = (
     ("apps/v1", "DaemonSet", DAEMONSET, True),
     ("v1", "ConfigMap", CONFIGMAP, True),
+    ("networking.k8s.io/v1", "NetworkPolicy", netpol.NAME, True),
+    ("v1", "ConfigMap", tls.CA_CONFIGMAP, True),
+    ("v1", "Secret", tls.SERVER_SECRET, True),
+    ("v1", "Secret", tls.CA_SECRET, True),
     ("apps/v1", "Deployment", SERVER, True),
     ("v1", "Service", SERVER, True),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", SERVER_ROLE, False),

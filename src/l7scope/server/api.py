@@ -18,22 +18,23 @@ from typing import Any, Protocol, TypeVar, cast
 import anyio
 import msgspec
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from l7scope import __version__
 from l7scope.contracts import api as paths
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
-from l7scope.server import login
+from l7scope.server import export, login
 from l7scope.server.access import DEFAULT_ALLOWED_HOSTS, AccessMiddleware, HostPolicy
 from l7scope.server.auth import Authenticator, Principal, Sessions
 from l7scope.server.cancel import QueryCancelled, run_cancellable
-from l7scope.server.ingest import BadBatchId, Ingestor, check_batch_id
+from l7scope.server.ingest import BadBatchId, Ingestor, Sink, check_batch_id
 from l7scope.server.limits import (
     MAX_JSON_DEPTH,
     MAX_QUERY_BODY_BYTES,
@@ -67,6 +68,7 @@ class AppState(Protocol):
     started: float
     retention_s: int | None
     on_shutdown: Callable[[], None] | None
+    archive_status: Callable[[], dict[str, object]] | None
     authenticator: Authenticator
     sessions: Sessions
     blocking_auth: bool
@@ -238,6 +240,35 @@ async def servicegraph(request: Request) -> Response:
     return await _query(request, "servicegraph", QueryService.servicegraph)
 
 
+async def export_logs(request: Request) -> Response:
+    """The records of a selector and time range as one Parquet or JSON-lines file the store's
+    engine writes to a temporary file, streamed back and then deleted (server/export.py)."""
+    st = state(request)
+    t0 = time.perf_counter()
+    namespaces = _scope(request)
+    try:
+        body = await _json_body(request, st.limits.body_timeout_s)
+        req = export.parse(st.queries, body, namespaces)
+        path = await _store_query(request, lambda: st.queries._run(lambda: export.write(st.store, req)),
+                                  st.limits.statement_timeout_s)
+    except NotImplementedError as e:
+        return _error(501, "not_implemented", str(e))
+    except QueryCancelled as e:
+        st.metrics.query("export", False, time.perf_counter() - t0)
+        st.metrics.inc("queries_timed_out" if e.reason == "timeout" else "queries_cancelled")
+        return _error(503, "query_timeout" if e.reason == "timeout" else "cancelled", str(e))
+    except RequestError as e:
+        st.metrics.query("export", False, time.perf_counter() - t0)
+        return JSON(e.to_json(), status_code=e.status)
+    except _StoreDown as e:
+        st.metrics.query("export", False, time.perf_counter() - t0)
+        return e.response
+    st.metrics.query("export", True, time.perf_counter() - t0)
+    return FileResponse(path, media_type=export.MEDIA_TYPES[req.format],
+                        filename=f"l7logs-{req.filter.time_range.start}-{req.filter.time_range.end}.{req.format}",
+                        background=BackgroundTask(export.remove, path))
+
+
 async def healthz(request: Request) -> Response:
     try:
         await _store_call(state(request).store.ping)
@@ -268,13 +299,14 @@ async def status(request: Request) -> Response:
                    "bodies_rejected": c["bodies_rejected"], "unlogged_requests": c["unlogged_requests"],
                    "unknown_fields_ignored": c["unknown_fields_ignored"], "bodies_busy": c["bodies_busy"]},
         "queries": {
-            **{k: sum(n for (kk, _), n in q.items() if kk == k) for k in ("search", "aggregation", "servicegraph")},
+            **{k: sum(n for (kk, _), n in q.items() if kk == k) for k in ("search", "aggregation", "servicegraph", "export")},
             "errors": sum(n for (_, r), n in q.items() if r == "error"),
             "timed_out": c["queries_timed_out"], "cancelled": c["queries_cancelled"],
         },
         "retention": {"runs": m.retention_runs,
                       "last_run": None if m.retention_last_run is None else int(m.retention_last_run),
                       "last_cutoff": m.retention_cutoff},
+        "archive": None if st.archive_status is None else st.archive_status(),
     })
 
 
@@ -320,6 +352,7 @@ ROUTES: list[BaseRoute] = [
     Route(paths.SEARCH_PATH, search, methods=["POST"]),
     Route(paths.AGGREGATION_PATH, aggregation, methods=["POST"]),
     Route(paths.SERVICEGRAPH_PATH, servicegraph, methods=["POST"]),
+    Route(paths.EXPORT_PATH, export_logs, methods=["POST"]),
     Route(paths.STATUS_PATH, status, methods=["GET"]),
     Route(paths.HEALTHZ_PATH, healthz, methods=["GET"]),
     Route(paths.METRICS_PATH, prometheus, methods=["GET"]),
@@ -333,7 +366,8 @@ def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = N
                ui_dir: Path | None = UI_DIR, on_shutdown: Callable[[], None] | None = None,
                allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
                sessions: Sessions | None = None, blocking_auth: bool = False,
-               limits: Limits | None = None) -> Starlette:
+               limits: Limits | None = None, sink: Sink | None = None,
+               archive_status: Callable[[], dict[str, object]] | None = None) -> Starlette:
     """Assemble the app: the routes, the shared objects on `app.state`, the error handlers.
 
     `auth` decides who may call it (server/auth.py); every route but /healthz, the login
@@ -351,10 +385,11 @@ def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = N
     st = cast(AppState, app.state)
     st.store, st.metrics, st.clock = store, metrics, clock
     st.queries = QueryService(store, clock)
-    st.ingestor = Ingestor(store, metrics, clock)
+    st.ingestor = Ingestor(store, metrics, clock, sink)
     st.started = clock()
     st.retention_s = retention_s
     st.on_shutdown = on_shutdown
+    st.archive_status = archive_status
     st.authenticator, st.sessions, st.blocking_auth = auth, sessions, blocking_auth
     st.limits = limits or Limits()
     st.gate = BodyGate(st.limits.max_bodies_in_flight, st.limits.body_wait_s)

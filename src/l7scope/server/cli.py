@@ -28,7 +28,7 @@ KUBE_SESSION_TTL_S = 3600.0
 def _shown(name: str) -> str:
     """` [default: X]` for a help text, X from ServerConfig."""
     value = default(name)
-    if name == "retention_s":
+    if name in ("retention_s", "archive_interval_s"):
         value = f"{value // 3600}h" if value % 3600 == 0 else f"{value}s"
     return f" [default: {value}]"
 
@@ -53,6 +53,9 @@ API: docs/api.md (also GET /openapi.json).""",
 @click.option("--clickhouse-cluster",
               help="Cluster name from the server's remote_servers: write and read through a Distributed table.")
 @click.option("--retention", help="Remove records older than this (90m, 24h, 7d)." + _shown("retention_s"))
+@click.option("--archive-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write every closed --archive-interval of records as a Parquet file here [default: no archive].")
+@click.option("--archive-interval", help="Length of one archive file's interval (15m, 1h, 1d)." + _shown("archive_interval_s"))
 @click.option("--duckdb-memory-limit", help="DuckDB memory_limit, e.g. 512MB.")
 @click.option("--duckdb-threads", type=int, help="DuckDB threads [default: DuckDB's].")
 @click.option("--auth", type=click.Choice(["token", "none", "kubernetes"]),
@@ -78,8 +81,19 @@ API: docs/api.md (also GET /openapi.json).""",
               help="Serve HTTPS with this PEM certificate (chain); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
               help="The PEM private key of --tls-cert.")
+@click.option("--otlp-endpoint", metavar="ADDR",
+              help="Export stored records as OTLP logs and per-edge metrics to this receiver "
+                   "(grpc: host:port; http: http(s)://host:port) [default: no export].")
+@click.option("--otlp-protocol", type=click.Choice(["grpc", "http"]), help="OTLP transport [default: grpc].")
+@click.option("--otlp-insecure", is_flag=True, default=None, help="OTLP over gRPC without TLS.")
+@click.option("--otlp-ca-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="CA bundle that signs the OTLP receiver's certificate.")
+@click.option("--otlp-header", "otlp_headers", multiple=True, metavar="KEY=VALUE",
+              help="A header (gRPC metadata) sent with every export, e.g. authorization=Bearer ...; repeatable.")
 def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[str, ...],
-           **options: Any) -> None:
+           archive_interval: str | None,
+           otlp_endpoint: str | None, otlp_protocol: str | None, otlp_insecure: bool | None,
+           otlp_ca_file: Path | None, otlp_headers: tuple[str, ...], **options: Any) -> None:
     """Store L7 records and serve the query API, /metrics and the Service Graph page.
 
     Every API call needs `Authorization: Bearer <token>` (the token is in --token-file) or the
@@ -99,6 +113,16 @@ def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[s
             given["retention_s"] = parse_duration(retention)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--retention") from None
+    if archive_interval is not None:
+        try:
+            given["archive_interval_s"] = parse_duration(archive_interval)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--archive-interval") from None
+    if otlp_endpoint is not None:
+        given["otlp"] = _otlp_options(otlp_endpoint, otlp_protocol, otlp_insecure, otlp_ca_file,
+                                      otlp_headers)
+    elif otlp_protocol or otlp_insecure or otlp_ca_file or otlp_headers:
+        raise click.UsageError("the --otlp-* options need --otlp-endpoint")
     try:
         cfg = ServerConfig(**given)
     except ValidationError as e:
@@ -114,18 +138,58 @@ def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[s
     metrics = Metrics()
     ret = Retention(store, cfg.retention_s, metrics)
     ret.start()
+    archiver = None
+    if cfg.archive_dir is not None:
+        from l7scope.server.archive import Archiver
+
+        try:
+            archiver = Archiver(store, cfg.archive_dir, cfg.archive_interval_s, lag_s=cfg.archive_lag_s)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        archiver.start()
+    exporter = None
+    if cfg.otlp is not None:
+        from l7scope.server.otlp_export import OtlpExporter
+
+        exporter = OtlpExporter(cfg.otlp, metrics)
+        exporter.start()
+        log.info("exporting stored records over OTLP/%s to %s", cfg.otlp.protocol, cfg.otlp.endpoint)
 
     def shutdown() -> None:
+        if archiver is not None:
+            archiver.stop()
         ret.stop()
+        if exporter is not None:
+            exporter.stop()
         store.close()
 
     app = create_app(store, auth=authenticator, retention_s=cfg.retention_s, metrics=metrics,
                      on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts, limits=cfg.limits,
-                     blocking_auth=blocking_auth, sessions=sessions)
+                     blocking_auth=blocking_auth, sessions=sessions,
+                     sink=exporter.submit if exporter is not None else None,
+                     archive_status=None if archiver is None else archiver.counters.public)
     scheme = "https" if cfg.tls_cert else "http"
     log.info("l7scope server: store %s, %s://%s:%d", cfg.store, scheme, cfg.host, cfg.port)
     uvicorn.Server(uvicorn_config(app, cfg.host, cfg.port, cfg.limits,
                                   tls=(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None)).run()
+
+
+def _otlp_options(endpoint: str, protocol: str | None, insecure: bool | None, ca_file: Path | None,
+                  headers: tuple[str, ...]) -> dict[str, Any]:
+    parsed: dict[str, str] = {}
+    for h in headers:
+        key, sep, value = h.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{h!r} is not KEY=VALUE", param_hint="--otlp-header")
+        parsed[key.strip()] = value
+    out: dict[str, Any] = {"endpoint": endpoint, "headers": parsed}
+    if protocol is not None:
+        out["protocol"] = protocol
+    if insecure:
+        out["insecure"] = True
+    if ca_file is not None:
+        out["ca_file"] = ca_file
+    return out
 
 
 def _authenticator(cfg: ServerConfig) -> Authenticator:

@@ -29,6 +29,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class OtlpConfig(BaseModel):
+    """Where and how stored records are exported (`l7scope server --otlp-*`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = Field(min_length=1)  # grpc: host:port; http: http(s)://host:port
+    protocol: Literal["grpc", "http"] = "grpc"
+    insecure: bool = False  # grpc without TLS (an http endpoint's scheme decides for itself)
+    ca_file: Path | None = None  # CA bundle for the receiver's certificate
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. an authorization header
+    resource: dict[str, str] = Field(default_factory=dict)  # extra resource attributes
+    queue_records: int = Field(default=100_000, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0)
+    retry_s: float = Field(default=60.0, ge=0)  # how long one batch is retried
+
+
 class ServerConfig(BaseModel):
     """The server's settings; the only place with their defaults (`l7scope server` reads them)."""
 
@@ -41,6 +57,10 @@ class ServerConfig(BaseModel):
     clickhouse_url: str = "clickhouse://127.0.0.1:9000/default"
     clickhouse_cluster: str | None = None
     retention_s: int = Field(default=86400, ge=60)
+    # Scheduled archive (server/archive.py): closed intervals as Parquet files in archive_dir.
+    archive_dir: Path | None = None
+    archive_interval_s: int = Field(default=3600, ge=60)
+    archive_lag_s: int = Field(default=300, ge=0)
     duckdb_memory_limit: str | None = None
     duckdb_threads: int | None = Field(default=None, ge=1)
     # Who may call the API (docs/security.md): "token" = the shared bearer token in token_file
@@ -54,6 +74,7 @@ class ServerConfig(BaseModel):
     token_audience: str = Field(default=TOKEN_AUDIENCE, min_length=1)
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     limits: Limits = Field(default_factory=Limits)
+    otlp: OtlpConfig | None = None  # export stored records as OTLP logs + metrics (server/otlp_export.py)
 
     def token_path(self) -> Path:
         return self.token_file or self.data_dir / TOKEN_FILE_NAME

@@ -285,11 +285,18 @@ def check_batch_id(value: str | None) -> str | None:
     return value
 
 
+#: Gets each stored piece of a body and its edge counts, after the store accepted the body
+#: (e.g. server.otlp_export.OtlpExporter.submit); never for a duplicate batch.
+Sink = Callable[[ColumnBatch, EdgeCounts], object]
+
+
 class Ingestor:
-    def __init__(self, store: Store, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, metrics: Metrics, clock: Callable[[], float] = time.time,
+                 sink: Sink | None = None) -> None:
         self.store = store
         self.metrics = metrics
         self.clock = clock
+        self.sink = sink
 
     def ingest(self, body: bytes, batch_id: str | None) -> tuple[BulkResult, int]:
         """Store the valid lines of `body`; returns the answer and the number rejected.
@@ -306,6 +313,7 @@ class Ingestor:
         accepted = rejected_total = ignored = 0
         rejected: list[Rejection] = []
         edges: list[EdgeCounts] = []
+        stored: list[ColumnBatch] = []  # only with a sink: the pieces it gets afterwards
 
         def batches() -> Iterator[ColumnBatch]:
             # Decoded piece by piece while the store inserts them (in one transaction where the
@@ -318,6 +326,8 @@ class Ingestor:
                 rejected.extend(parsed.rejected[: MAX_LISTED_REJECTIONS - len(rejected)])
                 ignored += parsed.fields_ignored
                 edges.append(edge_counts(parsed.columns))
+                if self.sink is not None:
+                    stored.append(parsed.columns)
                 yield parsed.columns
 
         if not self.store.insert_batches(batch_id, batches(), now):
@@ -329,4 +339,7 @@ class Ingestor:
             self.metrics.inc("unknown_fields_ignored", ignored)
         for e in edges:
             self.metrics.add_edges(e)
+        if self.sink is not None:
+            for cols, e in zip(stored, edges, strict=True):
+                self.sink(cols, e)
         return BulkResult(accepted, rejected), rejected_total

@@ -1,4 +1,6 @@
-"""Server counters and their Prometheus text rendering (format 0.0.4). Thread-safe; no deps."""
+"""Server counters and their Prometheus text rendering (format 0.0.4). Thread-safe. The per-edge
+series (workload labels, bytes, latency histograms) are `server/edge_metrics.py`'s
+`prometheus_client` collector, rendered after these (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from l7scope.contracts.record import TYPE_UNLOGGED
+from l7scope.server.edge_metrics import Acc, EdgeSeries, Labels, count_batch
 from l7scope.server.graph import dest_node, source_node
 
 MAX_EDGE_SERIES: Final = 10_000
@@ -21,8 +26,9 @@ def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-#: Requests per namespace-level edge (source, target, class), and unlogged requests, of a batch.
-EdgeCounts = tuple[dict[tuple[str, str, str], int], int]
+#: Requests per namespace-level edge (source, target, class), unlogged requests, and the
+#: per-edge series (edge_metrics.count_batch) of a batch.
+EdgeCounts = tuple[dict[tuple[str, str, str], int], int, dict[Labels, Acc]]
 
 
 def edge_counts(cols: Mapping[str, Sequence[Any]]) -> EdgeCounts:
@@ -44,7 +50,7 @@ def edge_counts(cols: Mapping[str, Sequence[Any]]) -> EdgeCounts:
         edge = (source_node(stype, sns, sname, ()).id,  # namespace-level: nothing expanded
                 dest_node(dtype, dns, dname, dsns, dsname, ()).id, _class(code))
         local[edge] = local.get(edge, 0) + n
-    return local, unlogged
+    return local, unlogged, count_batch(cols)
 
 
 class Metrics:
@@ -55,13 +61,17 @@ class Metrics:
             "ingest_requests": 0, "records_accepted": 0, "records_rejected": 0,
             "duplicate_batches": 0, "bodies_rejected": 0, "unlogged_requests": 0,
             "unknown_fields_ignored": 0, "bodies_busy": 0, "queries_timed_out": 0,
-            "queries_cancelled": 0,
+            "queries_cancelled": 0, "otlp_records_exported": 0, "otlp_records_dropped": 0,
+            "otlp_export_retries": 0, "otlp_export_failures": 0,
         }
         self.queries: dict[tuple[str, str], int] = {}
         self.query_seconds: dict[str, float] = {}
         self.retention_runs = 0
         self.retention_last_run: float | None = None
         self.retention_cutoff: int | None = None
+        self.series = EdgeSeries()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.series)
 
     def inc(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -73,7 +83,8 @@ class Metrics:
 
     def add_edges(self, counts: EdgeCounts) -> None:
         """Add what `edge_counts` computed for a stored batch."""
-        local, unlogged = counts
+        local, unlogged, series = counts
+        self.series.add(series)
         with self._lock:
             self.counters["unlogged_requests"] += unlogged
             for edge, n in local.items():
@@ -119,6 +130,14 @@ class Metrics:
              "Queries cancelled at the statement timeout."),
             ("l7scope_queries_cancelled_total", "queries_cancelled",
              "Queries cancelled because their client disconnected."),
+            ("l7scope_otlp_records_exported_total", "otlp_records_exported",
+             "Stored records exported as OTLP logs (--otlp-endpoint)."),
+            ("l7scope_otlp_records_dropped_total", "otlp_records_dropped",
+             "Stored records not exported: the export queue was full or the receiver kept failing."),
+            ("l7scope_otlp_export_retries_total", "otlp_export_retries",
+             "OTLP export calls retried (the receiver answered a retryable error)."),
+            ("l7scope_otlp_export_failures_total", "otlp_export_failures",
+             "OTLP export calls given up (retries exhausted, or a non-retryable error)."),
         ):
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {c[key]}"]
         lines += ["# HELP l7scope_ingest_records_total Records received, by result.",
@@ -145,4 +164,4 @@ class Metrics:
             lines += ["# HELP l7scope_retention_deleted_before Epoch seconds of the last retention cutoff.",
                       "# TYPE l7scope_retention_deleted_before gauge",
                       f"l7scope_retention_deleted_before {cutoff}"]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + generate_latest(self.registry).decode()

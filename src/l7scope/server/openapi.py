@@ -13,6 +13,7 @@ from l7scope import __version__
 from l7scope.contracts import api
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH
 from l7scope.contracts.fields import COLUMNS
+from l7scope.server.export import ExportBody
 from l7scope.server.query import AggregationBody, GraphBody, SearchBody
 
 _INT = {"type": "integer"}
@@ -129,10 +130,19 @@ def schema() -> dict[str, Any]:
                       "nodes": {"type": "array", "items": node}, "edges": {"type": "array", "items": edge},
                       "completeness": _obj({"requests_logged": _INT, "requests_unlogged": _INT,
                                             "requests_seen": _INT, "ratio": _NUM})})),
+            api.EXPORT_PATH: {"post": {
+                "summary": "The records of a selector and time range as one Parquet or JSON-lines file",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _model(ExportBody)}}},
+                "responses": {
+                    "200": {"description": "the file, written by the store's engine",
+                            "content": {"application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+                                        "application/x-ndjson": {"schema": _STR}}},
+                    **{k: v for k, v in _answers({}).items() if k != "200"}},
+            }},
             api.STATUS_PATH: {"get": {"summary": "Server, store and counters", "responses": _answers(_obj({
                 "version": _STR, "started_at": _INT, "uptime_s": _NUM, "store": {"type": "object"},
                 "retention_s": _NINT, "ingest": {"type": "object"}, "queries": {"type": "object"},
-                "retention": {"type": "object"}}))}},
+                "retention": {"type": "object"}, "archive": {"type": ["object", "null"]}}))}},
             api.HEALTHZ_PATH: {"get": {"summary": "Store reachable", "responses": _answers(_obj({"status": _STR}))}},
             api.METRICS_PATH: {"get": {"summary": "Prometheus text format", "responses": _answers({}, json=False)}},
             api.OPENAPI_PATH: {"get": {"summary": "This document", "responses": _answers({"type": "object"})}},

@@ -2,8 +2,8 @@
 
 They come from npm (`ui/package.json`, pinned in `ui/package-lock.json`), installed into
 `ui/node_modules` by `scripts/setup.sh` and never copied into the repository. Only the files
-listed in VENDOR_FILES are served, one by one and as BUNDLE: all of them joined in their load
-order, one request instead of four (a browser opens at most six HTTP/1.1 connections to the
+listed in VENDOR_FILES are served, one by one, and the BUNDLED ones as BUNDLE: joined in their
+load order, one request instead of four (a browser opens at most six HTTP/1.1 connections to the
 server, and the page's own modules and its first query need them too). When the packages are
 missing, the route answers 404 with a JavaScript comment that says what to run; the page shows
 the same hint in place of the graph.
@@ -26,8 +26,15 @@ VENDOR_FILES: Final[dict[str, str]] = {
     "layout-base.js": "layout-base/layout-base.js",
     "cose-base.js": "cose-base/cose-base.js",
     "cytoscape-fcose.js": "cytoscape-fcose/cytoscape-fcose.js",
+    # the layered layout, loaded by the page only when it is chosen (js/graph.js loadLayered)
+    "dagre.js": "dagre/dist/dagre.min.js",
+    "cytoscape-dagre.js": "cytoscape-dagre/cytoscape-dagre.js",
 }
-#: URL name under /vendor/ of all VENDOR_FILES in order, as one script.
+#: The files joined into BUNDLE, in load order (the graph library and its force layout).
+BUNDLED: Final = ("cytoscape.js", "layout-base.js", "cose-base.js", "cytoscape-fcose.js")
+#: The layered layout's files, in load order, fetched one by one when the page needs them.
+LAYERED: Final = ("dagre.js", "cytoscape-dagre.js")
+#: URL name under /vendor/ of the BUNDLED files in order, as one script.
 BUNDLE: Final = "bundle.js"
 ENV_VAR: Final = "L7SCOPE_UI_NODE_MODULES"
 _MARKER: Final = "cytoscape/package.json"
@@ -52,10 +59,11 @@ def find_node_modules(env: Mapping[str, str] = os.environ, start: Path | None = 
 
 
 def bundle(root: Path) -> bytes | None:
-    """Every VENDOR_FILES file in order, each after a comment naming it (None if one is missing).
+    """Every BUNDLED file in order, each after a comment naming it (None if one is missing).
     The files are UMD scripts, so one after the other they behave as separate <script> tags."""
     parts: list[bytes] = []
-    for name, rel in VENDOR_FILES.items():
+    for name in BUNDLED:
+        rel = VENDOR_FILES[name]
         path = root / rel
         if not path.is_file():
             return None

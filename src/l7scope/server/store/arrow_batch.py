@@ -14,7 +14,9 @@ as possible (this is the ingest hot path).
 from __future__ import annotations
 
 from array import array
-from typing import Final
+from collections.abc import Iterable
+from itertools import islice
+from typing import Any, Final
 
 import pyarrow as pa
 
@@ -63,3 +65,17 @@ def to_arrow(batch: ColumnBatch) -> pa.Table:
     arrays.append(pa.ListArray.from_arrays(off, int_array(buckets, pa.uint16())))
     arrays.append(pa.ListArray.from_arrays(off, int_array(counts, pa.uint64())))
     return pa.Table.from_arrays(arrays, names=_NAMES)
+
+
+def write_parquet(path: str, rows: Iterable[tuple[Any, ...]], chunk: int) -> None:
+    """Rows in ARROW_SCHEMA's column order to a Parquet file, `chunk` rows per row group (the
+    ClickHouse store's export from a server: pyarrow's writer, bounded memory)."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetWriter(path, ARROW_SCHEMA) as w:
+        it = iter(rows)
+        while block := list(islice(it, chunk)):
+            cols = list(zip(*block, strict=True))
+            w.write_table(pa.Table.from_arrays(
+                [pa.array(c, f.type) for c, f in zip(cols, ARROW_SCHEMA, strict=True)],
+                schema=ARROW_SCHEMA))

@@ -139,6 +139,20 @@ MERGED_TOTAL_ROUTE: Final = 3  # the row of an edge with exactly one route (meth
 MergedRow = tuple[Any, ...]
 
 
+#: The file formats an export is written in (docs/api.md, "Export").
+EXPORT_FORMATS: Final = ("parquet", "jsonl")
+
+
+@runtime_checkable
+class ExportStore(Protocol):
+    """A store that writes the records a filter selects to a file, in the engine's own writer."""
+
+    def export(self, flt: Filter, fmt: str, path: str) -> None:
+        """Write the table's columns (scalars, then hist_b/hist_c) of the records `flt` selects,
+        ordered by end_time, to `path` (which must not exist) as `fmt` (EXPORT_FORMATS)."""
+        ...
+
+
 @runtime_checkable
 class GraphStore(Protocol):
     """A store that sums the service graph itself (one statement) instead of `group` rows."""

@@ -3,10 +3,12 @@
 Layout: a MergeTree table `l7_local` (daily partitions on end_time) on every shard, and, when a
 cluster name is configured, a `Distributed` table `l7_dist` over it (sharded by rand(); inserts
 with `insert_distributed_sync=1` so an answered batch is queryable). Without a cluster the
-MergeTree table is read and written directly. The SQL stays inside what ClickHouse 18.16 and
-current releases both accept (docs/server.md): no TTL, no Map, no server-side parameters (the
-driver binds values client-side with escaping), no positional GROUP BY. Schema changes are
-additive: missing columns are added with ALTER TABLE ... ADD COLUMN on every shard.
+MergeTree table is read and written directly. Statements go through `clickhouse_conn` (a server
+over the native protocol, or chDB's in-process engine). The SQL stays inside what ClickHouse 18.16
+and current releases both accept (docs/server.md): no Map, no server-side parameters (values are
+bound client-side with clickhouse-driver's escaping), no positional GROUP BY; what newer servers
+add (LowCardinality, insert deduplication tokens, lightweight DELETE) is used by `version()`.
+Schema changes are additive: missing columns are added with ALTER TABLE ... ADD COLUMN on every shard.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from clickhouse_driver import Client
-from clickhouse_driver import errors as ch_errors
+import msgspec
 
 from l7scope.contracts.fields import COLUMNS
 from l7scope.server.cancel import QueryCancelled
 from l7scope.server.columns import ColumnBatch, batch_len, hist_lists, row_to_record
 from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
 from l7scope.server.store import sql
+from l7scope.server.store.arrow_batch import write_parquet
 from l7scope.server.store.base import (
     Filter,
     GroupKey,
@@ -36,11 +38,18 @@ from l7scope.server.store.base import (
     StoreError,
     StoreStats,
 )
+from l7scope.server.store.clickhouse_conn import (
+    ChdbConnection,
+    Connection,
+    EngineError,
+    NativeConnection,
+)
 
 LOCAL = "l7_local"
 DIST = "l7_dist"
 BATCHES = "l7_batches"
 _CH_INT = {"u16": "UInt16", "u32": "UInt32", "u64": "UInt64"}
+_JSON = msgspec.json.Encoder()
 _TIMEOUT_EXCEEDED = 159  # max_execution_time
 _BAD_QUERY_CODES = {427}  # CANNOT_COMPILE_REGEXP: a user's regex, not a store failure
 
@@ -86,9 +95,31 @@ def _msg(e: BaseException) -> str:
     return " ".join(str(e).split("Stack trace:")[0].split())[:500]
 
 
+#: The first version with each improvement the store uses when the server has it (docs/server.md).
+V_LOW_CARDINALITY = (19, 0)  # LowCardinality(String) for the few-valued text columns
+V_DEDUP_TOKEN = (22, 2)  # insert_deduplication_token + non_replicated_deduplication_window
+V_LIGHTWEIGHT_DELETE = (23, 3)  # DELETE FROM (no mutation rewriting every part)
+
+#: Text columns with few distinct values (namespaces, kinds, methods, codes).
+LOW_CARDINALITY_COLUMNS = frozenset({
+    "src_namespace", "src_type", "dest_namespace", "dest_type", "dest_service_namespace",
+    "method", "response_code", "type", "host",
+})
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    parts = (text.split(".") + ["0", "0"])[:2]
+    return (int(parts[0]), int(parts[1])) if all(x.isdigit() for x in parts) else (0, 0)
+
+
 def parse_url(url: str) -> dict[str, Any]:
-    """`clickhouse://[user[:password]@]host[:port][/database]` -> Client keyword arguments."""
+    """`clickhouse://[user[:password]@]host[:port][/database]` -> Client keyword arguments;
+    `chdb:///path/to/dir` -> {"chdb": path} (chDB's embedded engine, database `default`)."""
     u = urlparse(url)
+    if u.scheme == "chdb":
+        if not u.path:
+            raise ValueError(f"not a chDB URL (chdb:///path/to/dir): {url!r}")
+        return {"chdb": unquote(u.path), "database": "default", "host": "chdb", "port": 0}
     if u.scheme not in ("clickhouse", "tcp") or not u.hostname:
         raise ValueError(f"not a ClickHouse URL (clickhouse://host:9000/db): {url!r}")
     return {
@@ -111,28 +142,49 @@ class ClickHouseStore:
                                if statement_timeout_s else {})
         if statement_timeout_s:
             query_timeout = max(query_timeout, statement_timeout_s + 5)
-        self._args = parse_url(url) | {
-            "connect_timeout": connect_timeout,
-            "send_receive_timeout": query_timeout,
-            "sync_request_timeout": connect_timeout,
-        }
-        self.location = f"{self._args['host']}:{self._args['port']}/{self._args['database']}"
+        parsed = parse_url(url)
+        self._chdb: ChdbConnection | None = None
+        if "chdb" in parsed:
+            if cluster:
+                raise ValueError("chDB is one embedded engine: no cluster")
+            self._args = parsed
+            self.location = f"chdb:{parsed['chdb']}"
+        else:
+            self._args = parsed | {
+                "connect_timeout": connect_timeout,
+                "send_receive_timeout": query_timeout,
+                "sync_request_timeout": connect_timeout,
+            }
+            self.location = f"{self._args['host']}:{self._args['port']}/{self._args['database']}"
         self.cluster = cluster
         self.table = DIST if cluster else LOCAL
         self._local = threading.local()
         self._write_lock = threading.Lock()
         try:
+            if "chdb" in parsed:
+                self._chdb = ChdbConnection(parsed["chdb"])
             self._shards = self._shard_args() if cluster else [self._args]
+            self.version = self._server_version()
             self._migrate()
-        except (ch_errors.Error, OSError, EOFError) as e:
+        except (EngineError, OSError) as e:
+            if self._chdb is not None:
+                self._chdb.disconnect()
             raise StoreError(f"cannot set up ClickHouse store at {self.location}: {_msg(e)}") from e
 
     # --- connections --------------------------------------------------------------------
 
-    def _client(self) -> Client:
-        c: Client | None = getattr(self._local, "client", None)
+    def _connect(self, args: dict[str, Any]) -> Connection:
+        """A new connection (the caller disconnects it); chDB's one in-process engine is shared."""
+        if self._chdb is not None:
+            return _Shared(self._chdb)
+        if "chdb" in args:
+            raise EngineError(f"the chDB store at {args['chdb']} is closed")
+        return NativeConnection(args)
+
+    def _client(self) -> Connection:
+        c: Connection | None = getattr(self._local, "client", None)
         if c is None:
-            c = Client(**self._args)
+            c = self._connect(self._args)
             self._local.client = c
         return c
 
@@ -140,12 +192,12 @@ class ClickHouseStore:
     def _errors(self, what: str) -> Iterator[None]:
         try:
             yield
-        except ch_errors.ServerException as e:
+        except EngineError as e:
             if e.code in _BAD_QUERY_CODES:
                 raise ValueError(e.message.split("\n")[0]) from e
             self._drop_client()
             raise StoreError(f"{what} failed: {_msg(e)}") from e
-        except (ch_errors.Error, OSError, EOFError) as e:
+        except OSError as e:
             self._drop_client()
             raise StoreError(f"{what} failed: {_msg(e)}") from e
 
@@ -156,7 +208,7 @@ class ClickHouseStore:
             c.disconnect()
 
     def _shard_args(self) -> list[dict[str, Any]]:
-        boot = Client(**(self._args | {"database": "default"}))
+        boot = self._connect(self._args | {"database": "default"})
         try:
             rows = boot.execute(
                 "SELECT host_address, port FROM system.clusters WHERE cluster = %(c)s "
@@ -167,27 +219,55 @@ class ClickHouseStore:
             raise StoreError(f"cluster {self.cluster!r} is not defined in the server's remote_servers")
         return [self._args | {"host": h, "port": int(p)} for h, p in rows]
 
+    def _server_version(self) -> tuple[int, int]:
+        boot = self._connect(self._args | {"database": "default"})
+        try:
+            return parse_version(str(boot.execute("SELECT version()")[0][0]))
+        finally:
+            boot.disconnect()
+
+    def has(self, since: tuple[int, int]) -> bool:
+        """Whether the server (every shard runs one release) has a feature of version `since`."""
+        return self.version >= since
+
+    def _dedup_by_token(self) -> bool:
+        # A Distributed table with rand() sharding splits a retried batch differently, so its
+        # blocks would not match: the token is used on the MergeTree table only.
+        return self.cluster is None and self.has(V_DEDUP_TOKEN)
+
     # --- schema -------------------------------------------------------------------------
 
-    def _migrate(self) -> None:
+    def _types(self) -> dict[str, str]:
         types = column_types()
+        if self.has(V_LOW_CARDINALITY):
+            for c in LOW_CARDINALITY_COLUMNS & types.keys():
+                types[c] = f"LowCardinality({types[c]})"
+        return types
+
+    def _migrate(self) -> None:
+        types = self._types()
         db = self._args["database"]
         cols = ", ".join(f'"{c}" {types[c]}' for c in TABLE_COLUMNS)
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", db):
             raise StoreError(f"database name must be an identifier: {db!r}")
+        table_settings = (" SETTINGS non_replicated_deduplication_window = 10000"
+                          if self._dedup_by_token() else "")
         for args in self._shards:
-            boot = Client(**(args | {"database": "default"}))
+            boot = self._connect(args | {"database": "default"})
             try:
                 boot.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
             finally:
                 boot.disconnect()
-            c = Client(**args)
+            c = self._connect(args)
             try:
                 c.execute(
                     f"CREATE TABLE IF NOT EXISTS {LOCAL} ({cols}) ENGINE = MergeTree "
                     'PARTITION BY toYYYYMMDD(toDateTime("end_time")) '
                     'ORDER BY ("dest_service_namespace", "dest_service_name", "end_time")'
+                    + table_settings
                 )
+                if table_settings:  # a table made before the store knew the setting
+                    c.execute(f"ALTER TABLE {LOCAL} MODIFY SETTING non_replicated_deduplication_window = 10000")
                 have = {r[0] for r in c.execute(
                     "SELECT name FROM system.columns WHERE database = %(d)s AND table = %(t)s",
                     {"d": db, "t": LOCAL})}
@@ -201,29 +281,35 @@ class ClickHouseStore:
                               f"%(cl)s, %(db)s, %(t)s, rand())", {"cl": self.cluster, "db": db, "t": LOCAL})
             finally:
                 c.disconnect()
+        # ReplacingMergeTree (every supported version has it): a batch id written twice (a retry
+        # after a lost answer) collapses to one row on merge; reads count distinct ids anyway.
         self._client().execute(
             f"CREATE TABLE IF NOT EXISTS {BATCHES} (batch_id String, received_at UInt32) "
-            "ENGINE = MergeTree ORDER BY batch_id"
+            "ENGINE = ReplacingMergeTree ORDER BY batch_id"
         )
 
     # --- writes -------------------------------------------------------------------------
 
-    def insert(self, batch: ColumnBatch) -> None:
+    def insert(self, batch: ColumnBatch, *, token: str | None = None) -> None:
         if batch_len(batch) == 0:
             return
+        settings: dict[str, int | str] = {"insert_distributed_sync": 1}
+        if token is not None and self._dedup_by_token():
+            settings["insert_deduplication_token"] = token
         with self._errors("insert"):
-            self._client().execute(
+            self._client().insert_columns(
                 f"INSERT INTO {self.table} ({', '.join(TABLE_COLUMNS)}) VALUES",
-                [*(batch[c] for c in COLUMNS), *hist_lists(batch)], columnar=True,
-                settings={"insert_distributed_sync": 1},
+                [*(batch[c] for c in COLUMNS), *hist_lists(batch)], settings=settings,
             )
 
     def insert_once(self, batch_id: str, batch: ColumnBatch, now: int) -> bool:
         return self.insert_batches(batch_id, [batch], now)
 
     def insert_batches(self, batch_id: str | None, batches: Iterable[ColumnBatch], now: int) -> bool:
-        # No transactions: records first, then the id. A crash between the two means the
-        # retried batch is stored twice, never that a batch is lost.
+        # No transactions: records first, then the id. On a server with deduplication tokens
+        # (V_DEDUP_TOKEN, MergeTree table) each piece carries "<batch id>/<piece>", so a retry
+        # after a crash between the two is dropped by the server: exactly once. On older servers
+        # and the Distributed table the retried batch is stored twice, never lost.
         with self._write_lock:
             if batch_id is not None:
                 with self._errors("duplicate check"):
@@ -231,18 +317,19 @@ class ClickHouseStore:
                         f"SELECT count() FROM {BATCHES} WHERE batch_id = %(b)s", {"b": batch_id})[0][0]
                 if seen:
                     return False
-            for batch in batches:
-                self.insert(batch)
+            for i, batch in enumerate(batches):
+                self.insert(batch, token=None if batch_id is None else f"{batch_id}/{i}")
             if batch_id is not None:
                 with self._errors("insert"):
-                    self._client().execute(f"INSERT INTO {BATCHES} (batch_id, received_at) VALUES",
-                                           [(batch_id, now)])
+                    self._client().insert_columns(f"INSERT INTO {BATCHES} (batch_id, received_at) VALUES",
+                                                  [[batch_id], [now]])
             return True
 
     def delete_before(self, cutoff: int) -> None:
         day_start = datetime.fromtimestamp(cutoff, UTC).strftime("%Y%m%d")
+        delete = "DELETE FROM {t} WHERE" if self.has(V_LIGHTWEIGHT_DELETE) else "ALTER TABLE {t} DELETE WHERE"
         for args in self._shards:
-            c = Client(**args)
+            c = self._connect(args)
             try:
                 with self._errors("retention"):
                     parts = c.execute(
@@ -253,14 +340,13 @@ class ClickHouseStore:
                             c.execute(f"ALTER TABLE {LOCAL} DROP PARTITION {int(part.strip(chr(39)))}")
                     old = c.execute(f'SELECT count() FROM {LOCAL} WHERE "end_time" < %(c)s', {"c": cutoff})
                     if old[0][0]:
-                        c.execute(f'ALTER TABLE {LOCAL} DELETE WHERE "end_time" < %(c)s', {"c": cutoff})
+                        c.execute(delete.format(t=LOCAL) + ' "end_time" < %(c)s', {"c": cutoff})
             finally:
                 c.disconnect()
         with self._errors("retention"):
             if self._client().execute(f"SELECT count() FROM {BATCHES} WHERE received_at < %(c)s",
                                       {"c": cutoff})[0][0]:
-                self._client().execute(f"ALTER TABLE {BATCHES} DELETE WHERE received_at < %(c)s",
-                                       {"c": cutoff})
+                self._client().execute(delete.format(t=BATCHES) + " received_at < %(c)s", {"c": cutoff})
 
     # --- reads --------------------------------------------------------------------------
 
@@ -271,9 +357,36 @@ class ClickHouseStore:
                                                                      settings=self._read_settings)
                 return rows
         except StoreError as e:
-            if isinstance(e.__cause__, ch_errors.ServerException) and e.__cause__.code == _TIMEOUT_EXCEEDED:
+            if isinstance(e.__cause__, EngineError) and e.__cause__.code == _TIMEOUT_EXCEEDED:
                 raise QueryCancelled("timeout", "query ran over max_execution_time") from e
             raise
+
+    def export(self, flt: Filter, fmt: str, path: str) -> None:
+        """chDB writes the file itself (INTO OUTFILE ... FORMAT Parquet / JSONEachRow). A server
+        over the native protocol sends blocks, not formatted output (and 18.16 has no Parquet
+        format): its rows are streamed block by block into pyarrow's Parquet writer
+        (store/arrow_batch.py) or msgspec JSON lines."""
+        p = _Params()
+        text = sql.export_select(self.table, flt, p)
+        if self._chdb is not None:
+            with self._errors("export"):
+                self._chdb.into_outfile(text, p.values, path,
+                                        {"parquet": "Parquet", "jsonl": "JSONEachRow"}[fmt])
+            return
+        with self._errors("export"):
+            con = self._connect(self._args)
+        assert isinstance(con, NativeConnection)
+        try:
+            with self._errors("export"):
+                rows = con.iter_rows(text, p.values, settings=self._read_settings)
+                if fmt == "parquet":
+                    write_parquet(path, rows, 10_000)
+                else:
+                    with open(path, "xb") as f:
+                        for r in rows:
+                            f.write(_JSON.encode(dict(zip(TABLE_COLUMNS, r, strict=True))) + b"\n")
+        finally:
+            con.disconnect()
 
     def search(self, q: SearchQuery) -> SearchResult:
         p = _Params()
@@ -314,3 +427,24 @@ class ClickHouseStore:
 
     def close(self) -> None:
         self._drop_client()
+        if self._chdb is not None:
+            self._chdb.disconnect()
+            self._chdb = None
+
+
+class _Shared:
+    """The store's one chDB connection handed out as if new: disconnect leaves it open."""
+
+    def __init__(self, con: ChdbConnection) -> None:
+        self._con = con
+
+    def execute(self, text: str, params: dict[str, object] | None = None,
+                settings: dict[str, int] | None = None) -> list[tuple[Any, ...]]:
+        return self._con.execute(text, params, settings)
+
+    def insert_columns(self, text: str, columns: Sequence[Sequence[Any]],
+                       settings: dict[str, int | str] | None = None) -> None:
+        self._con.insert_columns(text, columns, settings)
+
+    def disconnect(self) -> None:
+        pass

@@ -200,6 +200,20 @@ class DuckDBStore:
         except duckdb.Error as e:
             raise StoreError(f"query failed: {e}") from e
 
+    def export(self, flt: Filter, fmt: str, path: str) -> None:
+        """COPY ... TO path: DuckDB writes the Parquet (or newline-delimited JSON) file itself."""
+        option = {"parquet": "FORMAT PARQUET", "jsonl": "FORMAT JSON"}[fmt]
+        p = _Params()
+        select = sql.export_select(TABLE, flt, p)
+        target = "'" + path.replace("'", "''") + "'"  # a path the server chose, quoted
+        try:
+            with self._con.cursor() as cur, cancel.on_cancel(cur.interrupt):
+                cur.execute(f"COPY ({select}) TO {target} ({option})", p.values)
+        except duckdb.InvalidInputException as e:
+            raise ValueError(str(e)) from e
+        except duckdb.Error as e:
+            raise StoreError(f"export failed: {e}") from e
+
     def search(self, q: SearchQuery) -> SearchResult:
         p = _Params()
         total = self._query(sql.search_total(TABLE, q, p), p)[0]

@@ -80,6 +80,11 @@ def search_page(table: str, q: SearchQuery, d: Dialect) -> str:
     )
 
 
+def export_select(table: str, flt: Filter, d: Dialect) -> str:
+    """Every stored column of the records a filter selects, oldest first (an export file)."""
+    return f'SELECT {select_columns()} FROM {table} WHERE {where(flt, d)} ORDER BY "end_time"'
+
+
 def search_total(table: str, q: SearchQuery, d: Dialect) -> str:
     return f'SELECT count(*), sum("count") FROM {table} WHERE {where(q.filter, d)}'
 

@@ -23,7 +23,45 @@ const FCOSE = {
 };
 
 // small graphs: room for the labels, shorter edges so the fit zoom keeps the text readable
-const SMALL = { nodeDimensionsIncludeLabels: true, idealEdgeLength: 60, nodeRepulsion: 6000 };
+const SMALL = { nodeDimensionsIncludeLabels: true, idealEdgeLength: 80, nodeRepulsion: 16000 };
+// the layered layout: left to right by call depth (dagre, loaded on first use)
+const DAGRE = { name: "dagre", rankDir: "LR", nodeSep: 24, rankSep: 90, edgeSep: 8, nodeDimensionsIncludeLabels: true };
+export const LAYOUTS = ["force", "layered"];
+// the layered layout's scripts (server/vendor.py LAYERED), in load order
+const LAYERED_FILES = ["/vendor/dagre.js", "/vendor/cytoscape-dagre.js"];
+
+// Labels: never drawn below MIN_LABEL_PX on screen (hidden instead: min-zoomed-font-size);
+// when the zoom would draw them smaller, their font grows by one of FONT_STEPS so they stay
+// legible down to zoom MIN_LABEL_PX / (NODE_FONT * max step).
+export const MIN_LABEL_PX = 9;
+const NODE_FONT = 12;
+const TARGET_LABEL_PX = 10;
+const FONT_STEPS = [1, 1.25, 1.5, 2, 2.5, 3];
+// a fit never zooms in beyond this (one node would fill the canvas, its labels drawn huge)
+const MAX_FIT_ZOOM = 1.5;
+
+/** The font factor that draws a NODE_FONT label at >= TARGET_LABEL_PX at `zoom` (pure). */
+export function fontStep(zoom) {
+  return FONT_STEPS.find((f) => NODE_FONT * f * zoom >= TARGET_LABEL_PX) ?? FONT_STEPS[FONT_STEPS.length - 1];
+}
+
+let layeredLoad = null;
+/** Load dagre and cytoscape-dagre once; resolves to whether the "dagre" layout is there. */
+export function loadLayered() {
+  if (typeof window.cytoscapeDagre !== "undefined") return Promise.resolve(true);
+  layeredLoad = layeredLoad || LAYERED_FILES.reduce((prev, src) => prev.then(() => new Promise((resolve, reject) => {
+    const s = document.createElement("script");
+    s.src = src;
+    s.onload = resolve;
+    s.onerror = () => reject(new Error(`could not load ${src}`));
+    document.head.append(s);
+  })), Promise.resolve());
+  return layeredLoad.then(() => typeof window.cytoscapeDagre !== "undefined", (e) => {
+    console.warn("layered layout:", e.message);
+    layeredLoad = null;
+    return false;
+  });
+}
 
 function runLayout(cy, opts) {
   const layout = cy.layout(opts);
@@ -32,15 +70,15 @@ function runLayout(cy, opts) {
   return done;
 }
 
-function style() {
+function style(f = 1) {
   return [
     { selector: "node", style: {
       "shape": "ellipse", "background-color": "#eef",
       "border-width": 3, "border-color": "data(color)",
       "width": "data(size)", "height": "data(size)",
-      "label": "data(label)", "font-size": 12, "color": "#1d2430",
-      "text-valign": "bottom", "text-margin-y": 4, "text-max-width": 160, "text-wrap": "ellipsis",
-      "min-zoomed-font-size": 5,
+      "label": "data(label)", "font-size": NODE_FONT * f, "color": "#1d2430",
+      "text-valign": "bottom", "text-margin-y": 4, "text-max-width": 160 * f, "text-wrap": "ellipsis",
+      "min-zoomed-font-size": MIN_LABEL_PX,
     } },
     // per-type shape and fill as plain selectors (function-valued styles defeat style caching)
     ...Object.keys(TYPE_SHAPE).map((t) => ({ selector: `node[type = '${t}']`, style: { "shape": TYPE_SHAPE[t], "background-color": TYPE_FILL[t] } })),
@@ -50,7 +88,7 @@ function style() {
       "shape": "round-rectangle", "background-color": TYPE_FILL.group, "background-opacity": 0.6,
       "border-width": 1.5, "border-color": "#a59bf0", "border-style": "dashed",
       "label": "data(label)", "text-valign": "top", "text-halign": "center", "text-margin-y": -4,
-      "font-weight": "bold", "font-size": 15, "color": "#5b4ccf", "padding": 18,
+      "font-weight": "bold", "font-size": 15 * f, "color": "#5b4ccf", "padding": 18,
     } },
     { selector: "edge", style: {
       "width": "data(width)", "line-color": "data(color)", "target-arrow-color": "data(color)",
@@ -59,9 +97,15 @@ function style() {
     // Label properties only on labelled edges: every property set costs a style pass (and bounds
     // bookkeeping) per element, which on 1,000 unlabelled edges is most of the first paint.
     { selector: "edge.labelled", style: {
-      "label": "data(label)", "font-size": 9, "color": "#334", "text-rotation": "autorotate",
+      "label": "data(label)", "font-size": 9 * f, "color": "#334", "text-rotation": "autorotate",
       "text-background-color": "#ffffff", "text-background-opacity": 0.85, "text-background-padding": 1,
-      "min-zoomed-font-size": 7,
+      "min-zoomed-font-size": 8,
+    } },
+    // a self-loop (traffic inside one collapsed namespace): a small loop above the node, its
+    // label level beside it (autorotate would turn it along the loop, across the node)
+    { selector: "edge:loop", style: {
+      "loop-direction": "-45deg", "loop-sweep": "-70deg", "control-point-step-size": 56,
+      "text-rotation": "none", "text-halign": "left", "text-margin-x": -4,
     } },
     { selector: "edge[kind = 'backend']", style: { "line-style": "dashed", "opacity": 0.6 } },
     // Large graphs: plain lines (no arrowhead maths per edge); the edges of the selection get
@@ -162,6 +206,9 @@ export class Graph {
       selectionType: "single", textureOnViewport: false, hideEdgesOnViewport: false,
     });
     this.signature = "";
+    this.layoutName = "force";
+    this.fitNext = true; // the next new set of elements is fitted (the page sets it on navigation)
+    this.fontStep = 1;
     this.bind();
     // The canvas follows its box (side panel opening, window resize).
     new ResizeObserver(() => this.cy.resize()).observe(container);
@@ -185,6 +232,20 @@ export class Graph {
     const focus = (ele) => (ele.isNode() ? ele.connectedEdges() : ele);
     cy.on("select", "node, edge", (evt) => focus(evt.target).addClass("focus"));
     cy.on("unselect", "node, edge", (evt) => focus(evt.target).removeClass("focus"));
+    // labels keep a legible size as the zoom changes (small graphs; see fontStep)
+    cy.on("zoom", () => {
+      if (this.fontFrame) return;
+      this.fontFrame = requestAnimationFrame(() => { this.fontFrame = null; this.applyFontStep(); });
+    });
+  }
+
+  /** Restyle the labels for the current zoom if it needs another font step. */
+  applyFontStep() {
+    const cy = this.cy;
+    const f = cy.nodes().length > BIG_GRAPH ? 1 : fontStep(cy.zoom());
+    if (f === this.fontStep) return;
+    this.fontStep = f;
+    cy.style().fromJson(style(f)).update();
   }
 
   /** Draw an answer. Keeps positions when the same nodes come back (auto-refresh). */
@@ -196,6 +257,7 @@ export class Graph {
       // same elements: update their numbers and colours, keep positions and view state classes
       cy.batch(() => { for (const el of els) cy.getElementById(el.data.id).data(el.data); });
       this.setLabels(showLabels);
+      this.fitNext = false;
       return;
     }
     const old = new Map(cy.nodes().map((n) => [n.id(), { ...n.position() }]));
@@ -216,20 +278,44 @@ export class Graph {
     }
     await this.layout(incremental);
     cy.nodes().scratch("_placed", true);
+    // fitted after a navigation (expand, collapse, range, Back; see fitNext) or when most nodes
+    // are new, but not when a refresh adds a node to a view the user zoomed; large graphs fit
+    // themselves
+    if (cy.nodes().length <= BIG_GRAPH && (this.fitNext || !incremental)) this.fit();
+    this.fitNext = false;
   }
 
-  layout(incremental) {
+  /**
+   * "force" (fcose) or "layered" (dagre, left to right); lays the graph out again and fits.
+   * Graphs above BIG_GRAPH nodes stay force-directed whatever is chosen (see layeredApplies).
+   */
+  /** Whether the layered layout is used for the graph on the canvas (not above BIG_GRAPH nodes). */
+  layeredApplies() { return this.cy.nodes().length <= BIG_GRAPH; }
+
+  async setLayout(name) {
+    if (!LAYOUTS.includes(name) || name === this.layoutName) return;
+    this.layoutName = name;
+    if (!this.cy.nodes().length) return;
+    await this.layout(false);
+    if (this.cy.nodes().length <= BIG_GRAPH) this.fit();
+  }
+
+  async layout(incremental) {
     const cy = this.cy;
     if (cy.nodes().length > BIG_GRAPH) return incremental ? this.placeNewNodes() : this.bigLayout();
     // a small graph: a worker still busy with an earlier large one must not move it, and the
     // texture caches that graph switched off come back
-    this.seq = (this.seq || 0) + 1;
+    const seq = (this.seq = (this.seq || 0) + 1);
     this.cachesOn();
-    if (!cy.nodes().length) return Promise.resolve();
+    if (!cy.nodes().length) return undefined;
+    if (this.layoutName === "layered" && await loadLayered()) {
+      if (seq !== this.seq) return undefined; // a newer graph arrived while dagre loaded
+      return runLayout(cy, { ...DAGRE, animate: false, fit: false });
+    }
     // fcose registers itself when its script loads; without it fall back to the built-in cose.
     const opts = typeof window.cytoscapeFcose === "function"
-      ? { ...FCOSE, ...SMALL, name: "fcose", animate: false, randomize: !incremental, fit: true, padding: 40 }
-      : { name: "cose", animate: false };
+      ? { ...FCOSE, ...SMALL, name: "fcose", animate: false, randomize: !incremental, fit: false }
+      : { name: "cose", animate: false, fit: false };
     return runLayout(cy, opts);
   }
 
@@ -308,6 +394,8 @@ export class Graph {
       seq,
       nodes: cy.nodes().map((n) => ({ id: n.id(), parent: n.data("parent"), w: n.width(), h: n.height(), ...n.position() })),
       edges: cy.edges().map((e) => ({ id: e.id(), source: e.data("source"), target: e.data("target") })),
+      // always fcose: dagre took 50 s for 200 nodes and 1,000 edges (the layered layout is for
+      // graphs up to BIG_GRAPH nodes)
       options: { ...FCOSE, randomize },
     });
   }
@@ -360,7 +448,17 @@ export class Graph {
     return matches;
   }
 
-  fit(eles) { this.cy.fit(eles && eles.nonempty() ? eles : undefined, 40); }
+  /** Fit `eles` (default: everything), never zooming in beyond MAX_FIT_ZOOM; no animation. */
+  fit(eles) {
+    const cy = this.cy;
+    const target = eles && eles.nonempty() ? eles : cy.elements(":visible");
+    cy.fit(target, 40);
+    if (cy.zoom() > MAX_FIT_ZOOM) {
+      cy.zoom(MAX_FIT_ZOOM);
+      cy.center(target);
+    }
+    this.applyFontStep();
+  }
 
   zoom(factor) {
     const cy = this.cy;

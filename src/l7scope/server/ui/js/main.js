@@ -1,5 +1,6 @@
 // Entry point of the Service Graph page: page state (time range, expanded namespaces, selection,
-// thresholds, auto-refresh) and the wiring between the graph, the side panel and the HTTP tab.
+// thresholds, auto-refresh, layout), the view in the URL (js/viewstate.js) and the wiring between
+// the graph, the side panel and the HTTP tab.
 // Sets the performance marks "l7scope:graph-drawn" and "l7scope:interactive" on first load.
 
 import { Api, isAbort } from "./api.js";
@@ -10,6 +11,7 @@ import { COLORS, DEFAULT_THRESHOLDS, LABELS, loadThresholds, saveThresholds } fr
 import { HttpTab } from "./httptab.js";
 import { initLogin } from "./login.js";
 import { SidePanel } from "./sidepanel.js";
+import { formatView, parseView } from "./viewstate.js";
 
 const SHAPE_GLYPH = { "round-rectangle": "▭", "round-triangle": "▲", ellipse: "●", diamond: "◆", hexagon: "⬢" };
 
@@ -17,6 +19,8 @@ const state = {
   range: "15m",
   custom: null, // {from, to} epoch seconds when range = "custom"
   expanded: [], // namespaces shown as their services and workloads (the breadcrumb)
+  expandedSet: false, // the URL or the user chose `expanded`; until then one namespace opens expanded
+  layout: "force", // "force" (fcose) or "layered" (dagre, left to right)
   thresholds: loadThresholds(),
   answer: null,
   nodes: new Map(),
@@ -62,6 +66,19 @@ async function loadGraph() {
   }
   $("load-error").hidden = true;
   performance.mark("l7scope:graph-data");
+  if (!state.expandedSet && !state.expanded.length) {
+    // One namespace (the demo): a single box says nothing, so open it at once. The URL records
+    // it, so Back does not return to the box.
+    const namespaces = (answer.nodes || []).filter((n) => n.type === "namespace");
+    const only = namespaces.length === 1 ? namespaces[0] : null;
+    state.expandedSet = true;
+    if (only && only.expandable !== false && !only.expanded) {
+      state.expanded = [only.namespace || only.name];
+      renderBreadcrumb();
+      syncUrl(false);
+      return loadGraph();
+    }
+  }
   state.answer = answer;
   state.nodes = new Map((answer.nodes || []).map((n) => [n.id, n]));
   state.edges = new Map((answer.edges || []).map((e) => [e.id, e]));
@@ -111,6 +128,7 @@ function onSelect(kind, raw) {
   refreshSide();
   state.autoSelector = raw.selector || "";
   httpTab.setSelector(state.autoSelector);
+  syncUrl(true);
 }
 
 function selectById(id) {
@@ -125,12 +143,80 @@ function clearSelection() {
   $("hide-unrelated").disabled = true;
   if (state.autoSelector !== null && httpTab.selector === state.autoSelector) httpTab.setSelector("");
   state.autoSelector = null;
+  syncUrl(true);
+}
+
+// --- the view in the URL (js/viewstate.js) ------------------------------------------------------
+
+let restoring = false; // applying a URL: no new history entries
+
+function currentView() {
+  return {
+    range: state.range, custom: state.custom, expanded: state.expandedSet ? state.expanded : null,
+    selection: state.selection, layout: state.layout,
+    // the selection's own filter follows from the selection; only a typed one is recorded
+    filter: httpTab.selector && httpTab.selector !== state.autoSelector ? httpTab.selector : null,
+  };
+}
+
+/** Write the view into the URL: a new history entry (push) or in place. */
+function syncUrl(push) {
+  const search = formatView(currentView());
+  if (search === location.search) return;
+  const url = location.pathname + search + location.hash;
+  if (push && !restoring) history.pushState(null, "", url); else history.replaceState(null, "", url);
+}
+
+/** Take range, expanded namespaces and layout from a parsed URL (before the graph loads). */
+function applyView(view) {
+  state.range = view.range || "15m";
+  state.custom = view.range === "custom" ? view.custom : null;
+  $("range").value = state.range;
+  $("custom-range").hidden = state.range !== "custom";
+  if (state.custom) { $("range-from").value = fmt.toLocalInput(state.custom.from); $("range-to").value = fmt.toLocalInput(state.custom.to); }
+  state.expandedSet = view.expanded !== null;
+  state.expanded = view.expanded || [];
+  state.layout = view.layout || "force";
+  $("layout").value = state.layout;
+  renderBreadcrumb();
+}
+
+/** After the graph has loaded: select what the URL names, then put its filter in. */
+function applySelection(view) {
+  const ele = view.selection && graph?.select(view.selection.id);
+  if (ele && (ele.isNode() ? "node" : "edge") === view.selection.kind) onSelect(view.selection.kind, ele.data("raw"));
+  else if (state.selection) clearSelection();
+  if (view.filter !== null && view.filter !== httpTab.selector) httpTab.setSelector(view.filter);
+  else if (view.filter === null && !state.selection && httpTab.selector) httpTab.setSelector("");
+}
+
+/** Back / Forward: show the view of that history entry. */
+async function onPopState() {
+  const view = parseView(location.search);
+  restoring = true;
+  try {
+    state.selection = null;
+    state.autoSelector = null;
+    graph?.unselect();
+    side.hide();
+    showAll();
+    applyView(view);
+    if (graph) graph.fitNext = true;
+    if (graph) await graph.setLayout(state.layout);
+    await loadGraph();
+    applySelection(view);
+    if (!view.selection && !view.filter) await httpTab.load();
+  } finally {
+    restoring = false;
+  }
 }
 
 // --- navigation: expand / collapse / breadcrumb -------------------------------------------------
 
 function setExpanded(list) {
   state.expanded = list;
+  state.expandedSet = true;
+  if (graph) graph.fitNext = true;
   clearSelection();
   showAll();
   renderBreadcrumb();
@@ -193,6 +279,15 @@ function bindControls() {
   $("labels-toggle").addEventListener("change", (e) => { state.labelsTouched = true; graph?.setLabels(e.target.checked); });
   $("side-close").addEventListener("click", clearSelection);
   $("refresh").addEventListener("click", refreshAll);
+  $("layout").addEventListener("change", (e) => {
+    state.layout = e.target.value;
+    graph?.setLayout(state.layout);
+    syncUrl(true);
+  });
+  // the HTTP tab's own handlers run first (bound in its constructor)
+  $("filter-form").addEventListener("submit", () => syncUrl(false));
+  $("filter-clear").addEventListener("click", () => syncUrl(false));
+  window.addEventListener("popstate", onPopState);
 
   const search = $("search");
   search.addEventListener("input", () => graph?.search(search.value));
@@ -214,6 +309,9 @@ function bindControls() {
       return;
     }
     state.range = v;
+    state.custom = null;
+    if (graph) graph.fitNext = true;
+    syncUrl(true);
     refreshAll();
   });
   $("range-apply").addEventListener("click", () => {
@@ -227,6 +325,8 @@ function bindControls() {
     }
     state.range = "custom";
     state.custom = { from, to };
+    if (graph) graph.fitNext = true;
+    syncUrl(true);
     refreshAll();
   });
   $("autorefresh").addEventListener("change", setAutoRefresh);
@@ -275,7 +375,8 @@ function refreshAll() {
 
 async function start() {
   performance.mark("l7scope:start");
-  renderBreadcrumb();
+  const view = parseView(location.search);
+  applyView(view);
   renderLegend();
   initLogin();
   bindControls();
@@ -293,6 +394,7 @@ async function start() {
   } else {
     $("vendor-missing").hidden = false;
   }
+  if (graph) graph.layoutName = state.layout;
   await loadGraph();
   // cytoscape draws in its animation-frame callback, which runs before ours in the next frame;
   // a message posted from ours runs once that frame has been committed for display (the usual
@@ -307,7 +409,15 @@ async function start() {
   performance.mark("l7scope:interactive");
   window.l7scope.ready = true;
   document.documentElement.dataset.ready = "1";
-  await httpTab.load(); // after the graph, so the two do not compete for the first paint
+  // after the graph, so the two do not compete for the first paint
+  restoring = true;
+  try {
+    applySelection(view);
+  } finally {
+    restoring = false;
+  }
+  if (!state.selection && !view.filter) await httpTab.load();
+  syncUrl(false);
 }
 
 // Handles for tests and for poking at the page from the console.
