@@ -81,6 +81,8 @@ def test_since_until_are_checked_by_the_cli(loaded_server: Loaded) -> None:
         assert res.returncode == 2, (value, res.stderr)
         assert "is not a time" in res.stderr and "1h30m" in res.stderr
         assert "selector" not in res.stderr  # the CLI's hint, not the server's
+    bad = _piped(["export", "--since", "5 minutes", "-o", "unused.jsonl"], env)
+    assert bad.returncode == 2 and "is not a time" in bad.stderr  # export checks the same way
     ok = _piped(["observe", "--since", "1h30m", "--until", "now", "-o", "jsonl", "--last", "1"], env)
     assert ok.returncode == 0, ok.stderr
 

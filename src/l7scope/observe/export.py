@@ -15,6 +15,7 @@ import click
 
 from l7scope.contracts.api import DEFAULT_URL, EXPORT_PATH
 from l7scope.contracts.timerange import TimeRangeError, parse_time
+from l7scope.observe import terminal
 from l7scope.observe.client import ApiError, Client, default_server
 from l7scope.observe.options import ca_file_option, token_file_option, token_from, verify_from
 
@@ -28,10 +29,9 @@ Examples:
 
 
 def time_value(text: str, now: float) -> int:
-    """`5m` / `2h` / `30s` / `1d` ago, or epoch seconds, ISO 8601, `now-...` (the API's forms)."""
-    t = text.strip()
-    if t and t[-1] in "smhd" and t[:-1].isdigit():
-        t = f"now-{t}"
+    """A duration ago (`5m`, `1h30m`, `1d`), or epoch seconds, ISO 8601, `now-...` (the API's
+    forms); the value was checked by `TimeParam` already."""
+    t = terminal.time_value(text) or ""
     try:
         return parse_time(t, now)
     except TimeRangeError as e:
@@ -58,9 +58,10 @@ def selector_of(selectors: tuple[str, ...]) -> str:
               help="URL of the l7scope server.")
 @token_file_option
 @ca_file_option
-@click.option("--since", required=True, metavar="TIME",
-              help="Records with end_time after TIME: 5m, 2h, 1d, epoch seconds or ISO 8601.")
-@click.option("--until", metavar="TIME", help="Records with end_time up to TIME (same forms; default now).")
+@click.option("--since", required=True, type=terminal.TimeParam(),
+              help="Records with end_time after TIME: 5m, 1h30m, 1d, now-15m, epoch seconds or ISO 8601.")
+@click.option("--until", type=terminal.TimeParam(),
+              help="Records with end_time up to TIME (same forms; default now).")
 @click.option("--selector", multiple=True, metavar="EXPR",
               help="Only records matching this selector (docs/api.md); repeat to AND several.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
