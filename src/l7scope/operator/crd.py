@@ -2,8 +2,8 @@
 operator/node agent agree on every field name and type.
 
 - `applicationlayers.l7scope.io`: from `spec.ApplicationLayerSpec` / `ApplicationLayerStatus`;
-- `logstorages.l7scope.io`: from `logstorage.LogStorageSpec` / `LogStorageStatus`, with the
-  cross-field rules as CEL `x-kubernetes-validations`;
+- `logstorages.l7scope.io`: from `logstorage.LogStorageSpec` / `LogStorageStatus` (its
+  cross-field rules are the operator's: `logstorage.check`);
 - `nodeagentconfigurations.l7scope.io`: from `l7scope.contracts.nodeconfig.NodeSettings` (Felix's
   field names).
 
@@ -137,7 +137,6 @@ def node_agent_configuration_crd() -> dict[str, Any]:
 def log_storage_crd() -> dict[str, Any]:
     spec = structural(logstorage.LogStorageSpec.model_json_schema(by_alias=True))
     spec["description"] = "Where the server keeps the L7 logs (docs/server.md, \"In a cluster\")."
-    spec["x-kubernetes-validations"] = [dict(r) for r in logstorage.CEL_RULES]
     status = structural(logstorage.LogStorageStatus.model_json_schema(by_alias=True))
     age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     return _crd(logstorage.KIND, logstorage.PLURAL, spec, status, [
