@@ -10,7 +10,10 @@ manifest's operator Deployment itself as a real pod.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +24,10 @@ import pytest
 import yaml
 from clusterharness import Cluster, Pods, wait_for
 
+from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.kube.client import Kube, KubeError
 from l7scope.operator import chart
-from l7scope.operator.render import ENVOY_ADMIN, SERVER
+from l7scope.operator.render import APP_UID, ENVOY_ADMIN, SERVER, SERVER_PORT, SERVICE_ACCOUNT
 from l7scope.testing.workshop import AL_PATH, WORKSHOP_AL
 
 from .test_cluster_workloads import CLIENT, WEB
@@ -58,6 +62,7 @@ def manifest(cluster: Cluster, kube: Kube) -> Iterator[list[dict[str, Any]]]:
                 return False
         return True
     wait_for(established, 30, "the CRDs to be established")
+    pv_dir = _server_volume(kube)
     k = cluster.kube()  # a fresh client: discovery must see the new resources
     try:
         for d in docs:
@@ -67,6 +72,28 @@ def manifest(cluster: Cluster, kube: Kube) -> Iterator[list[dict[str, Any]]]:
         k.close()
     yield docs
     kube.delete(f"/api/v1/namespaces/{NS}")
+    kube.delete(f"/api/v1/persistentvolumes/{PV}")
+    shutil.rmtree(pv_dir, ignore_errors=True)
+
+
+PV = "l7scope-test-server-data"
+
+
+def _server_volume(kube: Kube) -> Path:
+    """Static provisioning (the harness has no provisioner): a hostPath PersistentVolume on the
+    node, bound in advance to the claim the server's StatefulSet makes (`data-l7scope-server-0`,
+    no StorageClass: the cluster has no default one). The directory belongs to the server's uid:
+    fsGroup does not reach hostPath volumes."""
+    d = Path(tempfile.mkdtemp(prefix="l7scope-pv-", dir="/var/tmp"))
+    os.chown(d, APP_UID, APP_UID)
+    d.chmod(0o770)
+    kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": PV},
+                "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                         "persistentVolumeReclaimPolicy": "Retain",
+                         "hostPath": {"path": str(d), "type": "Directory"},
+                         "claimRef": {"namespace": NS, "name": f"data-{SERVER}-0"}}},
+               field_manager="l7scope-test")
+    return d
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +212,93 @@ def test_annotated_service_is_captured_through_kube_proxy(cluster: Cluster, kube
     # ... each from the buyer's own address: Envoy keeps the client's source IP upstream.
     buyer_ip = pods.get("buyer")["status"]["podIP"]
     assert all(ln.endswith(f" to {buyer_ip}") for ln in served), served
+
+
+SERVER_CALL = """
+import json, sys, time, urllib.request
+from l7scope.contracts import bulk
+from l7scope.contracts.record import L7Record, encode_record
+base, token, what = sys.argv[1], sys.argv[2], sys.argv[3]
+auth = {"Authorization": "Bearer " + token}
+if what == "status":
+    req = urllib.request.Request(base + "/api/v1/status", headers=auth)
+    print(json.load(urllib.request.urlopen(req, timeout=10))["store"]["records"])
+else:  # ship batch ids sys.argv[4:] of 100 records each, as a node agent does
+    now = int(time.time())
+    body = b"\\n".join(encode_record(L7Record(start_time=now - 1, end_time=now, count=1,
+                                              url=f"shop:80/p{i}")) for i in range(100)) + b"\\n"
+    out = []
+    for bid in sys.argv[4:]:
+        req = urllib.request.Request(base + bulk.BULK_PATH, data=body, method="POST", headers={
+            **auth, bulk.BATCH_ID_HEADER: bid, "Content-Type": bulk.CONTENT_TYPE})
+        out.append(json.load(urllib.request.urlopen(req, timeout=10)))
+    print(json.dumps(out))
+"""
+
+
+def _token(kube: Kube, namespace: str, sa: str, audiences: list[str] | None = None) -> str:
+    spec: dict[str, Any] = {"expirationSeconds": 3600, **({"audiences": audiences} if audiences else {})}
+    return str(kube.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token",
+                            body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                  "spec": spec})["status"]["token"])
+
+
+def test_server_pod_recreated_keeps_every_record(kube: Kube, operator: subprocess.Popen[bytes],
+                                                 namespace: str, pods: Pods) -> None:
+    """The embedded store is a StatefulSet on a PersistentVolumeClaim: records shipped with the
+    node agents' credential (batches with ids) survive deleting the server pod (a new pod, same
+    claim), and so do their batch ids. The harness has no cluster DNS: the server by ClusterIP."""
+    reader = "records-reader"  # a cluster-wide reader (get pods everywhere) for /api/v1/status
+    kube.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                 "metadata": {"name": reader, "namespace": namespace}})
+    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": f"{namespace}-reader"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
+               field_manager="l7scope-test")
+    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": f"{namespace}-reader"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": f"{namespace}-reader"},
+                "subjects": [{"kind": "ServiceAccount", "name": reader, "namespace": namespace}]},
+               field_manager="l7scope-test")
+    try:
+        read = _token(kube, namespace, reader)
+        write = _token(kube, NS, SERVICE_ACCOUNT, [TOKEN_AUDIENCE])
+        cip = kube.get(f"/api/v1/namespaces/{NS}/services/{SERVER}")["spec"]["clusterIP"]
+        base = f"http://{cip}:{SERVER_PORT}"
+        server_pods = Pods(kube, NS)
+
+        def call(token: str, *args: str) -> str | None:
+            rc, out, _ = pods.exec("buyer", ["python3", "-c", SERVER_CALL, base, token, *args])
+            return out.strip() if rc == 0 and out.strip() else None
+
+        def records() -> int | None:
+            out = call(read, "status")
+            return int(out) if out and out.isdigit() else None
+
+        wait_for(lambda: records() is not None, 60, "the server answering",
+                 diagnose=server_pods.describe)
+        shipped = json.loads(call(write, "ship", "t-b0", "t-b1", "t-b2") or "[]")
+        assert [r["accepted"] for r in shipped] == [100, 100, 100], shipped
+        before = records()
+        assert before is not None and before >= 300
+        pvc = kube.get(f"/api/v1/namespaces/{NS}/persistentvolumeclaims/data-{SERVER}-0")
+        assert pvc["status"]["phase"] == "Bound" and pvc["spec"]["volumeName"] == PV
+        (old,) = [p for p in server_pods.list() if p["metadata"]["name"] == f"{SERVER}-0"]
+        kube.delete(f"/api/v1/namespaces/{NS}/pods/{SERVER}-0")
+        wait_for(lambda: [p for p in server_pods.list() if p["metadata"]["name"] == f"{SERVER}-0"
+                          and p["metadata"]["uid"] != old["metadata"]["uid"] and _ready(p)],
+                 120, "a new server pod Ready", diagnose=server_pods.describe)
+        after = wait_for(records, 60, "the new server pod answering")
+        print(f"\nserver records before/after the pod was recreated: {before}/{after}")
+        assert after == before
+        # the batch ids survived too: a node agent's retry of t-b1 is a duplicate, not new rows
+        again = json.loads(call(write, "ship", "t-b1") or "[]")
+        assert again and again[0]["duplicate"] is True, again
+        assert records() == before
+    finally:
+        kube.delete(f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{namespace}-reader")
+        kube.delete(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{namespace}-reader")
 
 
 ADMIN_GET = """

@@ -13,7 +13,7 @@ import yaml
 from kubeharness import ControlPlane
 
 from l7scope.kube.client import Kube, KubeError
-from l7scope.operator import chart, netpol, render, tls
+from l7scope.operator import chart, logstorage, netpol, render, tls
 from l7scope.operator.spec import check
 
 pytestmark = pytest.mark.kube
@@ -73,7 +73,16 @@ def test_operator_rendered_objects_server_dry_run(kube: Kube, namespace: str) ->
         kinds.append(obj["kind"])
     assert kinds == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet",
                      "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy",
-                     "Deployment", "Service"]
+                     "StatefulSet", "Service"]
+    # the ClickHouse shape of the server (a Deployment of N replicas with Secret credentials)
+    ls = logstorage.check("default", {"engine": "clickhouse", "server": {"replicas": 2},
+                                      "clickhouse": {"url": "clickhouse://ch:9000",
+                                                     "credentialsSecret": {"name": "ch"}}}).spec
+    assert ls is not None
+    [dep] = [o for o in render.render(c.spec, render.RenderContext(namespace=namespace, storage=ls))
+             if o["kind"] == "Deployment"]
+    answer = kube.apply(dep, field_manager="dry-run-test", dry_run=True)
+    assert answer["spec"]["replicas"] == 2
     # nothing was created
     assert not kube.exists(f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{render.DAEMONSET}")
 

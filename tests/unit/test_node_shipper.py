@@ -196,3 +196,60 @@ def test_rejected_total_is_counted(tmp_path: Path) -> None:
         assert (sh.stats.records_shipped, sh.stats.records_rejected) == (1, 1500)
     finally:
         srv.close()
+
+
+class KeepAliveServer:
+    """HTTP/1.1 with kept-alive connections; records the client port of every POST and answers
+    the first `fail_first` with 503 (the connection stays open, as a real server's does)."""
+
+    def __init__(self, fail_first: int) -> None:
+        self.ports: list[tuple[int, int]] = []  # (client port, status)
+        srv = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                status = 503 if len(srv.ports) < fail_first else 200
+                srv.ports.append((self.client_address[1], status))
+                body = b"" if status != 200 else json.dumps(
+                    {"accepted": 1, "rejected": [], "duplicate": False}).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_retry_after_a_failure_opens_a_new_connection(tmp_path: Path) -> None:
+    """Behind a Service a new connection may reach another server replica (kube-proxy balances
+    connections): a failed batch is retried on a new one, successful ones keep theirs."""
+    srv = KeepAliveServer(fail_first=2)
+    sh = Shipper(srv.url, tmp_path, "node-a", backoff_base=0.01, backoff_cap=0.02)
+    sh.start()
+    try:
+        sh.submit(recs(1))
+        wait_for(lambda: sh.stats.spool_batches == 0)
+        sh.submit(recs(1))
+        sh.submit(recs(1))
+        wait_for(lambda: sh.stats.spool_batches == 0)
+    finally:
+        sh.stop()
+        srv.close()
+    statuses = [s for _, s in srv.ports]
+    assert statuses == [503, 503, 200, 200, 200]
+    ports = [p for p, _ in srv.ports]
+    assert ports[0] != ports[1] != ports[2]  # each retry on a new connection
+    assert ports[2] == ports[3] == ports[4]  # while it works, one kept-alive connection
+    assert sh.stats.batches_shipped == 3

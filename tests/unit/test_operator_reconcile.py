@@ -14,14 +14,16 @@ from l7scope.operator import render, tls
 from l7scope.operator.reconcile import OperatorConfig, Reconciler, al_path
 
 PLURALS = {"DaemonSet": ("apps/v1", "daemonsets", True), "ConfigMap": ("v1", "configmaps", True),
-           "Deployment": ("apps/v1", "deployments", True), "Service": ("v1", "services", True),
+           "Deployment": ("apps/v1", "deployments", True),
+           "StatefulSet": ("apps/v1", "statefulsets", True), "Service": ("v1", "services", True),
            "ServiceAccount": ("v1", "serviceaccounts", True), "Namespace": ("v1", "namespaces", False),
            "Secret": ("v1", "secrets", True),
            "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies", True),
            "ClusterRole": ("rbac.authorization.k8s.io/v1", "clusterroles", False),
            "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
            "NodeAgentConfiguration": ("l7scope.io/v1", "nodeagentconfigurations", False),
-           "ApplicationLayer": ("l7scope.io/v1", "applicationlayers", False)}
+           "ApplicationLayer": ("l7scope.io/v1", "applicationlayers", False),
+           "LogStorage": ("l7scope.io/v1", "logstorages", False)}
 
 
 class MemoryKube:
@@ -114,6 +116,8 @@ def test_enabled_renders_everything_and_sets_node_config() -> None:
                                                  "policySyncPathPrefix": "/var/run/nodeagent"}
     assert kube.exists("/api/v1/namespaces/ns1")
     for api_version, kind, name, namespaced in render.OWNED:
+        if kind == "Deployment" and name == render.SERVER:
+            continue  # no LogStorage: the embedded store, a StatefulSet
         assert kube.exists(kube.resource(api_version, kind).path("ns1" if namespaced else None, name))
     # the DaemonSet becomes available -> Ready
     ds_path = "/apis/apps/v1/namespaces/ns1/daemonsets/l7-log-collector"

@@ -98,17 +98,18 @@ def test_owner_reference_on_everything_but_namespace() -> None:
     assert "ownerReferences" not in objs[0]["metadata"]
     assert all(o["metadata"]["ownerReferences"] == [owner] for o in objs[1:])
     owned = {(o["kind"], o["metadata"]["name"]) for o in objs[1:]}
-    # the TLS Secrets and the CA bundle are written by the Reconciler (they hold keys)
+    # the TLS Secrets and the CA bundle are written by the Reconciler (they hold keys); OWNED
+    # holds both server workload kinds, and the default LogStorage (duckdb) renders a StatefulSet
     issued = {("Secret", tls.SERVER_SECRET), ("Secret", tls.CA_SECRET),
               ("ConfigMap", tls.CA_CONFIGMAP)}
-    assert owned | issued == {(kind, name) for _, kind, name, _ in render.OWNED}
+    assert owned | issued == {(kind, name) for _, kind, name, _ in render.OWNED} - {("Deployment", render.SERVER)}
 
 
 def test_node_agents_ship_with_a_projected_token_the_server_checks_with_kubernetes() -> None:
     objs = {(o["kind"], o["metadata"]["name"]): o for o in render.render(_spec(), render.RenderContext())}
     assert not [k for k in objs if k[0] == "Secret"]  # no shared secret any more
     ds = objs[("DaemonSet", render.DAEMONSET)]["spec"]["template"]["spec"]
-    srv = objs[("Deployment", render.SERVER)]["spec"]["template"]["spec"]
+    srv = objs[("StatefulSet", render.SERVER)]["spec"]["template"]["spec"]
     token_path = f"{render.TOKEN_DIR}/{render.TOKEN_KEY}"
     agent = next(c for c in ds["containers"] if c["name"] == "l7-node-agent")
     server = srv["containers"][0]
@@ -206,10 +207,10 @@ def _workloads() -> list[tuple[str, dict]]:  # type: ignore[type-arg]
 
     out = [(f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"])
            for o in render.render(_spec(), render.RenderContext())
-           if o["kind"] in ("DaemonSet", "Deployment")]
+           if o["kind"] in ("DaemonSet", "Deployment", "StatefulSet")]
     out += [(f"chart {o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"])
             for o in chart.render() if o["kind"] in ("DaemonSet", "Deployment")]
-    assert [w for w, _ in out] == ["DaemonSet/l7-log-collector", "Deployment/l7scope-server",
+    assert [w for w, _ in out] == ["DaemonSet/l7-log-collector", "StatefulSet/l7scope-server",
                                    "chart Deployment/l7scope-operator"]
     return out
 

@@ -8,7 +8,8 @@ lost, nothing counted twice.
 
 Failures: connection errors, 401/403 (a credential problem of the installation, not of the
 batch), 408, 429 and 5xx are retried with exponential backoff and jitter (httpx); any other 4xx
-is permanent (the batch is dropped and counted). The spool is bounded
+is permanent (the batch is dropped and counted). Batches go over one kept-alive connection; after
+a failure the retry opens a new one (through a Service: possibly to another server replica). The spool is bounded
 (`max_bytes`): when full, the oldest batches not being sent are dropped and their records counted.
 """
 
@@ -224,7 +225,8 @@ class Shipper:
 
     def _run(self) -> None:
         assert self.spool is not None
-        with httpx.Client(timeout=self.timeout, verify=self.verify) as client:
+        client = httpx.Client(timeout=self.timeout, verify=self.verify)
+        try:
             while not self._stop.is_set():
                 path = self.spool.oldest()
                 if path is None:
@@ -235,7 +237,14 @@ class Shipper:
                     self._attempt = 0
                 else:
                     self._attempt += 1
+                    # Retry on a new connection: behind a Service, kube-proxy balances
+                    # connections, so the retry can reach another server replica instead of
+                    # the kept-alive connection to the one that failed.
+                    client.close()
+                    client = httpx.Client(timeout=self.timeout, verify=self.verify)
                     self._stop.wait(self.backoff(self._attempt))
+        finally:
+            client.close()
 
     def send_one(self, client: httpx.Client, path: Path) -> bool:
         """Send one spooled batch; True when it is settled (stored, duplicate or permanently bad)."""

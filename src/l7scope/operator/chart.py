@@ -1,7 +1,8 @@
 """Render the Helm chart `deploy/helm/l7scope` without Helm, into one plain manifest.
 
 The chart's templates deliberately use only plain value references (`{{ .Values.a.b }}`,
-`{{ .Release.Namespace }}`, `{{ .Chart.AppVersion }}`), which this module substitutes; anything
+`{{ .Release.Namespace }}`, `{{ .Chart.AppVersion }}`) and `{{- toYaml .Values.a | nindent N }}`
+for a mapping of values, which this module substitutes; anything
 else between braces is an error, so the chart stays renderable both ways. The output is what
 `helm template` would print, plus the Namespace and the CRDs first: `deploy/install.yaml`,
 for clusters without Helm (`kubectl apply -f deploy/install.yaml`).
@@ -32,12 +33,17 @@ class ChartError(ValueError):
     pass
 
 
-def _lookup(ctx: Mapping[str, Any], dotted: str, where: str) -> str:
+def _node(ctx: Mapping[str, Any], dotted: str, where: str) -> Any:
     node: Any = ctx
     for part in dotted.lstrip(".").split("."):
         if not isinstance(node, Mapping) or part not in node:
             raise ChartError(f"{where}: no value for {dotted}")
         node = node[part]
+    return node
+
+
+def _lookup(ctx: Mapping[str, Any], dotted: str, where: str) -> str:
+    node = _node(ctx, dotted, where)
     if isinstance(node, Mapping | list):
         raise ChartError(f"{where}: {dotted} is not a scalar")
     return str(node)
@@ -46,6 +52,12 @@ def _lookup(ctx: Mapping[str, Any], dotted: str, where: str) -> str:
 def render_template(text: str, ctx: Mapping[str, Any], where: str = "template") -> str:
     def sub(m: re.Match[str]) -> str:
         expr = m.group(1)
+        block = re.fullmatch(r"toYaml (\.Values(?:\.\w+)+) \| nindent (\d+)", expr)
+        if block:  # a mapping of values, as Helm's `toYaml ... | nindent N` prints it
+            node = _node(ctx, block.group(1), where)
+            text = yaml.safe_dump(node, sort_keys=False, width=100).rstrip("\n")
+            pad = " " * int(block.group(2))
+            return "\n" + "\n".join(pad + line for line in text.split("\n"))
         if not re.fullmatch(r"\.(Values|Release|Chart)(\.\w+)+", expr):
             raise ChartError(f"{where}: unsupported template expression {{{{ {expr} }}}}")
         return _lookup(ctx, expr, where)

@@ -2,6 +2,8 @@
 operator/node agent agree on every field name and type.
 
 - `applicationlayers.l7scope.io`: from `spec.ApplicationLayerSpec` / `ApplicationLayerStatus`;
+- `logstorages.l7scope.io`: from `logstorage.LogStorageSpec` / `LogStorageStatus` (its
+  cross-field rules are the operator's: `logstorage.check`);
 - `nodeagentconfigurations.l7scope.io`: from `l7scope.contracts.nodeconfig.NodeSettings` (Felix's
   field names).
 
@@ -23,6 +25,7 @@ from typing import Any
 import yaml
 
 from l7scope.contracts import nodeconfig
+from l7scope.operator import logstorage
 from l7scope.operator import spec as alspec
 
 _KEEP = {"type", "properties", "items", "enum", "description", "minimum", "maximum", "pattern",
@@ -142,8 +145,20 @@ def node_agent_configuration_crd() -> dict[str, Any]:
         ["l7nac"])
 
 
+def log_storage_crd() -> dict[str, Any]:
+    spec = structural(logstorage.LogStorageSpec.model_json_schema(by_alias=True))
+    spec["description"] = "Where the server keeps the L7 logs (docs/server.md, \"In a cluster\")."
+    status = structural(logstorage.LogStorageStatus.model_json_schema(by_alias=True))
+    age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+    return _crd(logstorage.KIND, logstorage.PLURAL, spec, status, [
+        {"name": "Engine", "type": "string", "jsonPath": ".spec.engine"},
+        {"name": "State", "type": "string", "jsonPath": ".status.state"}, age],
+        "The server's store for the cluster (the one object must be named default).",
+        ["l7ls"])
+
+
 def all_crds() -> list[dict[str, Any]]:
-    return [application_layer_crd(), node_agent_configuration_crd()]
+    return [application_layer_crd(), node_agent_configuration_crd(), log_storage_crd()]
 
 
 def crd_yaml(crd: Mapping[str, Any]) -> str:

@@ -5,7 +5,9 @@
 - our DaemonSet changed (pods becoming available, rolling) -> `refresh_status`;
 - NodeAgentConfiguration changed -> `node_config_changed`;
 - a node added, removed or changed -> `node_changed` (re-renders the server's NetworkPolicy
-  only when the nodes' InternalIPs differ).
+  only when the nodes' InternalIPs differ);
+- LogStorage changed or deleted -> `storage_changed` (re-render the server);
+- the server's StatefulSet/Deployment changed -> `refresh_storage_status`.
 
 kopf keeps its bookkeeping in annotations under `l7scope.io/` (not in `status`, which is ours),
 so handlers are idempotent and an operator restart resumes where it was. Cluster scanning is
@@ -21,7 +23,7 @@ import kopf
 
 from l7scope.contracts import nodeconfig
 from l7scope.kube.client import Kube, KubeError
-from l7scope.operator import render
+from l7scope.operator import logstorage, render
 from l7scope.operator import spec as alspec
 from l7scope.operator.reconcile import OperatorConfig, Reconciler
 
@@ -99,5 +101,22 @@ def build_registry(kube: Kube, cfg: OperatorConfig) -> kopf.OperatorRegistry:
             rec.node_changed(name, None if type == "DELETED" else dict(body))
         except KubeError as e:
             log.warning("re-render after a node change failed: %s", e)
+
+    @kopf.on.event(alspec.GROUP, alspec.VERSION, logstorage.PLURAL, registry=registry)
+    def log_storage_event(type: str | None, **_: Any) -> None:
+        try:
+            rec.storage_changed()
+        except KubeError as e:
+            log.warning("re-render after LogStorage change failed: %s", e)
+
+    @kopf.on.event("apps", "v1", "statefulsets", registry=registry,
+                   labels={"app.kubernetes.io/name": render.SERVER, **render.MANAGED_BY})
+    @kopf.on.event("apps", "v1", "deployments", registry=registry,
+                   labels={"app.kubernetes.io/name": render.SERVER, **render.MANAGED_BY})
+    def server_workload_changed(**_: Any) -> None:
+        try:
+            rec.refresh_storage_status()
+        except KubeError as e:
+            log.warning("LogStorage status refresh failed: %s", e)
 
     return registry

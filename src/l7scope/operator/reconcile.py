@@ -23,7 +23,7 @@ from typing import Any
 from l7scope.contracts import nodeconfig
 from l7scope.contracts.nodeconfig import NodeSettings, SettingsError, from_mapping
 from l7scope.kube.client import JSON, Kube, KubeError
-from l7scope.operator import netpol, render, status, tls
+from l7scope.operator import logstorage, netpol, render, status, tls
 from l7scope.operator import spec as alspec
 from l7scope.operator.nodeconfig import tproxy_patch
 
@@ -52,6 +52,11 @@ def _now() -> str:
 
 def al_path(name: str) -> str:
     return f"/apis/{alspec.API_VERSION}/{alspec.PLURAL}/{name}"
+
+
+def _is_server_workload(obj: Mapping[str, Any]) -> bool:
+    return obj.get("kind") in ("Deployment", "StatefulSet") and \
+        (obj.get("metadata") or {}).get("name") == render.SERVER
 
 
 def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,10 +103,12 @@ class Reconciler:
             except SettingsError as e:
                 return self._set_status(body, "Degraded", f"invalid node-agent configuration: {e}",
                                         generation, checked.warnings)
+            storage_body, storage = self._log_storage()
             ctx = render.RenderContext(namespace=self.cfg.namespace, image=self.cfg.image,
                                        image_pull_policy=self.cfg.image_pull_policy, node=node,
                                        owner=owner_reference(body),
-                                       cert_manager_issuer=self.cfg.cert_manager_issuer)
+                                       cert_manager_issuer=self.cfg.cert_manager_issuer,
+                                       storage=storage or logstorage.DEFAULT)
             self._ensure_namespace(render.namespace(ctx))
             self.node_cidrs = self._node_cidrs()
             ctx = replace(ctx, node_cidrs=self.node_cidrs)
@@ -111,9 +118,14 @@ class Reconciler:
                 ips = self._service_ips()
                 ctx = replace(ctx, tls=self._ensure_tls(ctx, ips))
                 for obj in render.render(spec, ctx)[1:]:
-                    self.kube.apply(obj, field_manager=FIELD_MANAGER)
+                    if storage is None and _is_server_workload(obj):
+                        continue  # invalid LogStorage: the running server is left as it is
+                    self._apply(obj)
                 if self.cfg.cert_manager_issuer is not None or self._service_ips() == ips:
                     break
+            if storage is not None:
+                self._delete_server_workload(logstorage.stale_kind(storage))
+                self._storage_status(storage_body, storage)
             ds = self._daemonset()
             state, msg = render.daemonset_state(ds)
             return self._set_status(body, state, msg, generation, checked.warnings,
@@ -202,6 +214,74 @@ class Reconciler:
                 return None
             raise
 
+    def storage_changed(self) -> None:
+        """The LogStorage changed (or went away): re-render the server from it."""
+        self.node_config_changed()
+
+    def refresh_storage_status(self) -> None:
+        """The server's workload changed: recompute the LogStorage's status."""
+        with self._lock:
+            body, storage = self._log_storage()
+            if body is not None and storage is not None:
+                self._storage_status(body, storage)
+
+    # ---- parts -----------------------------------------------------------------------------
+    def _log_storage(self) -> tuple[JSON | None, logstorage.LogStorageSpec | None]:
+        """(body, spec) of the LogStorage; (None, defaults) when there is none; (body, None)
+        when it is invalid (its status then says why)."""
+        try:
+            body = self.kube.get(logstorage.PATH)
+        except KubeError as e:
+            if e.status == 404:
+                return None, logstorage.DEFAULT
+            raise
+        meta = body.get("metadata") or {}
+        checked = logstorage.check(str(meta.get("name")), body.get("spec") or {})
+        if not checked.valid:
+            msg = "invalid LogStorage: " + "; ".join(checked.errors)
+            log.warning("%s", msg)
+            self._patch_storage_status(body, "Degraded", msg)
+        return body, checked.spec
+
+    def _storage_status(self, body: JSON | None, storage: logstorage.LogStorageSpec) -> None:
+        if body is None:
+            return
+        kind = logstorage.workload_kind(storage)
+        state, msg = logstorage.workload_state(self._server_workload(kind), storage)
+        self._patch_storage_status(body, state, msg)
+
+    def _patch_storage_status(self, body: JSON, state: str, message: str) -> None:
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        previous = body.get("status") or {}
+        new = status.build(state, message, generation=generation, now=_now(), previous=previous)
+        if not status.same(previous, new):
+            try:
+                self.kube.merge_patch(logstorage.PATH + "/status", {"status": new})
+            except KubeError as e:
+                if e.status != 404:
+                    raise
+
+    def _apply(self, obj: Mapping[str, Any]) -> None:
+        try:
+            self.kube.apply(obj, field_manager=FIELD_MANAGER)
+        except KubeError as e:
+            if e.status != 422 or obj.get("kind") != "StatefulSet":
+                raise
+            # storageClassName/storageSize changed: a StatefulSet's claim template is immutable.
+            # Replace the StatefulSet; its claim (and data) stays and is reused by the new pod.
+            log.info("server StatefulSet cannot be updated in place (%s): replacing it", e)
+            self._delete_server_workload("StatefulSet")
+            self.kube.apply(obj, field_manager=FIELD_MANAGER)
+
+    def _server_workload(self, kind: str) -> JSON | None:
+        res = self.kube.resource("apps/v1", kind)
+        try:
+            return self.kube.get(res.path(self.cfg.namespace, render.SERVER))
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
+
     def _ensure_tls(self, ctx: render.RenderContext, ips: list[str]) -> tls.Material | None:
         """Read the CA and server Secrets; issue what is missing, expiring or for other names
         (operator/tls.py decides); write only what changed. With cert-manager, the bundle is
@@ -231,6 +311,11 @@ class Reconciler:
         if cm is None or previous != material.bundle_pem:
             self.kube.apply(tls.ca_configmap(material, meta), field_manager=FIELD_MANAGER)
         return material
+
+    def _delete_server_workload(self, kind: str) -> None:
+        path = self.kube.resource("apps/v1", kind).path(self.cfg.namespace, render.SERVER)
+        if self.kube.exists(path) and self.kube.delete(path, propagation="Background"):
+            log.info("engine changed: removed the server's %s", kind)
 
     def _daemonset(self) -> JSON | None:
         try:

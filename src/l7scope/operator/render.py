@@ -15,8 +15,9 @@
   (an exec probe: `python -m l7scope.proxy.admin`) and the collector's and node agent's
   `/healthz`; the annotation `l7scope.io/config-hash` on the pod template, a hash of
   everything the pods read at start, so any change rolls them;
-- the server: ServiceAccount, ClusterRole + ClusterRoleBinding and Deployment + Service
-  `l7scope-server`, run with `--auth kubernetes` (docs/security.md, "Authentication in a
+- the server: ServiceAccount, ClusterRole + ClusterRoleBinding and a workload + Service
+  `l7scope-server` (a StatefulSet with a claim or a Deployment of N replicas, from the
+  LogStorage: `logstorage.shape`), run with `--auth kubernetes` (docs/security.md, "Authentication in a
   cluster"): it checks every bearer token with a TokenReview and scopes readers with
   SubjectAccessReviews, so its ClusterRole holds `create` on those two and `list` namespaces,
   nothing else. The node agents ship with a projected token of their own ServiceAccount for the
@@ -44,6 +45,7 @@ from l7scope.contracts import api, status
 from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator import netpol, tls
+from l7scope.operator.logstorage import DEFAULT, LogStorageSpec, shape
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
 from l7scope.proxy.bootstrap import render_yaml
 
@@ -109,6 +111,7 @@ class RenderContext:
     cert_manager_issuer: tuple[str, str] | None = None
     #: the nodes' InternalIPs as CIDRs: where the node agents connect from (operator/netpol.py)
     node_cidrs: tuple[str, ...] = ()
+    storage: LogStorageSpec = DEFAULT  # the LogStorage (absent: its defaults)
 
 
 def _labels(component: str) -> dict[str, str]:
@@ -363,7 +366,8 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
                  "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": SERVER_PORT,
                             "protocol": "TCP"}]},  # server-side apply needs every list-map key
     }
-    return [deployment, service]
+    # the LogStorage decides the workload: StatefulSet + claim (duckdb) or N replicas (clickhouse)
+    return [shape(deployment, ctx.storage), service]
 
 
 #: The DaemonSet needs the host network, host paths and CAP_NET_ADMIN: only Pod Security
@@ -420,6 +424,7 @@ OWNED: Final = (
     ("v1", "Secret", tls.SERVER_SECRET, True),
     ("v1", "Secret", tls.CA_SECRET, True),
     ("apps/v1", "Deployment", SERVER, True),
+    ("apps/v1", "StatefulSet", SERVER, True),
     ("v1", "Service", SERVER, True),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", SERVER_ROLE, False),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", SERVER_ROLE, False),
