@@ -29,6 +29,8 @@ def test_table_is_replaced_in_one_transaction_with_both_sets() -> None:
     assert lines[:3] == ["table ip l7scope {}", "delete table ip l7scope", "table ip l7scope {"]
     assert "elements = { 10.244.1.2 . 8080, 10.96.0.10 . 80 }" in lines
     assert "elements = { 10.244.0.0/24, 10.244.0.7/32 }" in lines
+    with_np = tproxy.render(tproxy.Selection.of([], [], [30081, 30080]))
+    assert "elements = { 30080, 30081 }" in [ln.strip() for ln in with_np.splitlines()]
     empty = tproxy.render(tproxy.Selection())
     assert "elements" not in empty and "set services {" in empty
 
@@ -37,13 +39,16 @@ def test_captured_flows_are_untracked_before_conntrack() -> None:
     chains = _chains(tproxy.render(SEL))
     assert chains["raw_prerouting"] == [
         "type filter hook prerouting priority raw; policy accept;",
-        "meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services notrack"]
+        "meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services notrack",
+        # a selected Service's NodePort at one of the node's addresses, from anywhere
+        'iif != "lo" meta l4proto tcp tcp dport @nodeports fib daddr type local notrack']
     # the proxy's replies to the client (source = the service address, from Envoy's
     # transparent socket; a host-network endpoint answering Envoy's upstream stays tracked)
     assert chains["raw_output"] == [
         "type filter hook output priority raw; policy accept;",
         "meta l4proto tcp ip daddr @clients ip saddr . tcp sport @services"
-        " socket transparent 1 notrack"]
+        " socket transparent 1 notrack",
+        "meta l4proto tcp tcp sport @nodeports fib saddr type local socket transparent 1 notrack"]
 
 
 def test_tproxy_rules_or_the_mark_in() -> None:
@@ -57,7 +62,11 @@ def test_tproxy_rules_or_the_mark_in() -> None:
         "ct mark & 0x800 == 0x800 accept",
         "meta l4proto tcp socket transparent 1 meta mark set meta mark | 0x400 accept",
         "meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services"
-        " meta mark set meta mark | 0x400 tproxy to :15001 accept"]
+        " meta mark set meta mark | 0x400 tproxy to :15001 accept",
+        # NodePorts go to the second listener, tproxyPort + 1
+        'iif != "lo" meta l4proto tcp tcp dport @nodeports fib daddr type local'
+        " meta mark set meta mark | 0x400 tproxy to :15002 accept"]
+    assert rules.nodeport_port == 15002
     # Envoy marks its upstream sockets (original_src); the mark is saved in conntrack
     # and a local (host-network) endpoint's replies are rerouted to Envoy (type route)
     assert chains["output"] == [
@@ -72,6 +81,8 @@ def test_guards() -> None:
     # a connection to the transparent port that was not TPROXYed is reset ...
     assert chains["input"][1] == ("tcp dport 15001 ip daddr . tcp dport != @services"
                                   ' counter name "port_guard" reject with tcp reset')
+    # a NodePort connection TPROXYed keeps its nodePort; one to 15002 itself was dialled there
+    assert chains["input"][2] == 'tcp dport 15002 counter name "port_guard" reject with tcp reset'
     # ... and a captured packet that missed TPROXY never leaves the node
     assert chains["forward"] == [
         "type filter hook forward priority filter; policy accept;",
@@ -86,4 +97,6 @@ def test_selection_validates_addresses_and_ports() -> None:
         tproxy.Selection.of([("10.96.0.10", 0)], [])
     with pytest.raises(ValueError):
         tproxy.Selection.of([("fd00::1", 80)], [])
+    with pytest.raises(ValueError):
+        tproxy.Selection.of([], [], [65536])
     assert tproxy.Selection.of([], ["10.244.0.9/24"]).clients == frozenset({"10.244.0.0/24"})

@@ -30,3 +30,20 @@ def test_render_dnat_rules_like_kube_proxy() -> None:
             "meta mark set meta mark | 0x4000") in lines
     assert ("meta mark & 0x4000 == 0x4000 meta mark set meta mark & 0xffffbfff masquerade"
             in lines)
+
+
+def test_render_nodeports_cluster_and_local() -> None:
+    lines = [ln.strip() for ln in kubeproxy.render([
+        ServiceRule("10.96.0.10", 80, [("10.244.1.2", 8080)], node_port=30080),
+        ServiceRule("10.96.0.11", 80, [("10.244.0.2", 8080), ("10.244.1.3", 8080)],
+                    node_port=30081, local_endpoints=[("10.244.0.2", 8080)]),
+        ServiceRule("10.96.0.12", 80, [("10.244.1.4", 8080)], node_port=30082,
+                    local_endpoints=[]),
+    ]).splitlines()]
+    # Cluster: any endpoint, masqueraded
+    assert "fib daddr type local tcp dport 30080 meta mark set meta mark | 0x4000" in lines
+    assert "fib daddr type local tcp dport 30080 dnat ip to 10.244.1.2:8080" in lines
+    # Local: this node's endpoints, the client's address kept; none here: dropped
+    assert "fib daddr type local tcp dport 30081 dnat ip to 10.244.0.2:8080" in lines
+    assert not any("dport 30081 meta mark" in ln for ln in lines)
+    assert "fib daddr type local tcp dport 30082 drop" in lines

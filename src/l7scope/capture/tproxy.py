@@ -3,15 +3,18 @@
 Packets from local clients (`clients`: pod addresses or prefixes on this node) to a selected
 `(ip, port)` (a Service ClusterIP:port or one of its endpoints' IP:port) are handed to Envoy's
 transparent listener on `tproxy_port`; packets of established proxied connections are
-recognised by their transparent socket. Everything else is left alone. Both carry the proxy
+recognised by their transparent socket. The TCP NodePorts of the selected Services
+(`nodeports`), dialled at one of this node's addresses by anyone, go to Envoy's second
+listener on `tproxy_port + 1` the same way (Calico's `tproxy-nodeports-tcp`). Everything else
+is left alone. Both carry the proxy
 mark (OR-ed in, other bits untouched), which routes them to the local stack
 (`ip rule fwmark MARK/MARK lookup TABLE` + `local 0.0.0.0/0 dev lo`).
 
 The chains of the table (docs/capture.md has the packet walk):
 
 - `raw_prerouting` / `raw_output` (priority raw, before conntrack): the captured flows,
-  client -> service, and the proxy's replies service -> client (from Envoy's transparent
-  sockets only), are `notrack`. Without this a kube-proxy in iptables mode DNATs the captured
+  client -> service and client -> `<node>:<nodePort>`, and the proxy's replies (from Envoy's
+  transparent sockets only), are `notrack`. Without this a kube-proxy in iptables mode DNATs the captured
   connection (nat prerouting runs after mangle) and the client's next packet no longer finds
   the connection Envoy accepted: Envoy's wildcard listener answers RST. Untracked packets skip
   every nat hook, so Envoy sees the ClusterIP as the original destination. Envoy's own
@@ -25,7 +28,7 @@ The chains of the table (docs/capture.md has the packet walk):
   (SO_MARK), saved into conntrack; a local (host-network) endpoint's replies to them get the
   proxy mark and are re-routed to Envoy.
 - `input` (port guard): a connection to `tproxy_port` whose destination is not a selected
-  address was not TPROXYed (someone dialled `<node>:<tproxyPort>` directly) and is reset, so
+  address, or to `tproxy_port + 1` at all, was not TPROXYed (someone dialled `<node>:<tproxyPort>` directly) and is reset, so
   Envoy's transparent listener cannot be used as an open proxy into the cluster.
 - `forward` (leak guard): a captured packet that reaches the forward hook missed the TPROXY
   path (policy route gone, for instance). Being untracked it was not DNATed either, so it would
@@ -65,15 +68,18 @@ class Selection:
 
     services: frozenset[tuple[str, int]] = field(default_factory=frozenset)
     clients: frozenset[str] = field(default_factory=frozenset)  # IPs or CIDR prefixes
+    nodeports: frozenset[int] = field(default_factory=frozenset)  # annotated Services' NodePorts
 
     @staticmethod
-    def of(services: Iterable[tuple[str, int]], clients: Iterable[str]) -> Selection:
+    def of(services: Iterable[tuple[str, int]], clients: Iterable[str],
+           nodeports: Iterable[int] = ()) -> Selection:
         svc = frozenset((str(ipaddress.IPv4Address(ip)), int(port)) for ip, port in services)
-        for _, port in svc:
+        nps = frozenset(int(p) for p in nodeports)
+        for port in [*(p for _, p in svc), *nps]:
             if not 0 < port < 65536:
                 raise ValueError(f"port out of range: {port}")
         cl = frozenset(str(ipaddress.IPv4Network(c, strict=False)) for c in clients)
-        return Selection(svc, cl)
+        return Selection(svc, cl, nps)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,11 @@ class Rules:
     mark: int = DEFAULT_MARK
     route_table: int = DEFAULT_ROUTE_TABLE
     upstream_mark: int = DEFAULT_UPSTREAM_MARK
+
+    @property
+    def nodeport_port(self) -> int:
+        """Envoy's NodePort listener: `tproxyPort + 1`, as in Calico."""
+        return self.tproxy_port + 1
 
 
 class CaptureError(RuntimeError):
@@ -97,10 +108,15 @@ def render(sel: Selection, rules: Rules = Rules()) -> str:
     """The nft script that (re)creates our table with this selection, as one transaction."""
     services = ", ".join(f"{ip} . {port}" for ip, port in sorted(sel.services))
     clients = ", ".join(sorted(sel.clients))
+    nodeports = ", ".join(str(p) for p in sorted(sel.nodeports))
     mark, upstream = f"0x{rules.mark:x}", f"0x{rules.upstream_mark:x}"
     set_mark = f"meta mark set meta mark | {mark}"
     captured = "meta l4proto tcp ip saddr @clients ip daddr . tcp dport @services"
     replies = "meta l4proto tcp ip daddr @clients ip saddr . tcp sport @services"
+    # A NodePort of a selected Service, dialled at one of this node's addresses from anywhere
+    # but the node's own loopback; and the proxy's replies to such connections.
+    np_captured = 'iif != "lo" meta l4proto tcp tcp dport @nodeports fib daddr type local'
+    np_replies = "meta l4proto tcp tcp sport @nodeports fib saddr type local"
 
     def chain(name: str, hook: str, priority: str, *body: str, type_: str = "filter") -> list[str]:
         return [f"  chain {name} {{",
@@ -120,22 +136,30 @@ def render(sel: Selection, rules: Rules = Rules()) -> str:
         "    flags interval",
         *([f"    elements = {{ {clients} }}"] if clients else []),
         "  }",
+        "  set nodeports {",
+        "    type inet_service",
+        *([f"    elements = {{ {nodeports} }}"] if nodeports else []),
+        "  }",
         f"  counter {FORWARD_GUARD} {{}}",
         f"  counter {PORT_GUARD} {{}}",
-        *chain("raw_prerouting", "prerouting", "raw", f"{captured} notrack"),
-        *chain("raw_output", "output", "raw", f"{replies} socket transparent 1 notrack"),
+        *chain("raw_prerouting", "prerouting", "raw", f"{captured} notrack",
+               f"{np_captured} notrack"),
+        *chain("raw_output", "output", "raw", f"{replies} socket transparent 1 notrack",
+               f"{np_replies} socket transparent 1 notrack"),
         *chain("prerouting", "prerouting", "mangle",
                f"ct direction reply ct mark & {upstream} == {upstream} {set_mark} accept",
                f"ct mark & {upstream} == {upstream} accept",
                f"meta l4proto tcp socket transparent 1 {set_mark} accept",
-               f"{captured} {set_mark} tproxy to :{rules.tproxy_port} accept"),
+               f"{captured} {set_mark} tproxy to :{rules.tproxy_port} accept",
+               f"{np_captured} {set_mark} tproxy to :{rules.nodeport_port} accept"),
         *chain("output", "output", "mangle",
                f"meta mark & {upstream} == {upstream} ct mark set ct mark | {upstream}",
                f"ct direction reply ct mark & {upstream} == {upstream} {set_mark}",
                type_="route"),
         *chain("input", "input", "filter",
                f"tcp dport {rules.tproxy_port} ip daddr . tcp dport != @services"
-               f' counter name "{PORT_GUARD}" reject with tcp reset'),
+               f' counter name "{PORT_GUARD}" reject with tcp reset',
+               f'tcp dport {rules.nodeport_port} counter name "{PORT_GUARD}" reject with tcp reset'),
         *chain("forward", "forward", "filter",
                f'{captured} counter name "{FORWARD_GUARD}" reject with tcp reset'),
         "}",
@@ -206,12 +230,15 @@ def installed(rules: Rules = Rules(), netns: str | None = None) -> Selection | N
 
     services: set[tuple[str, int]] = set()
     clients: set[str] = set()
+    nodeports: set[int] = set()
     for item in json.loads(res.stdout).get("nftables", []):
         s = item.get("set")
         if not s:
             continue
         for el in s.get("elem", []):
-            if s["name"] == "services":
+            if s["name"] == "nodeports":
+                nodeports.add(int(el))
+            elif s["name"] == "services":
                 ip, port = el["concat"]
                 services.add((ip, int(port)))
             elif s["name"] == "clients":
@@ -225,7 +252,7 @@ def installed(rules: Rules = Rules(), netns: str | None = None) -> Selection | N
                         clients.add(str(net))
                 else:
                     clients.add(f"{el}/32")
-    return Selection(frozenset(services), frozenset(clients))
+    return Selection(frozenset(services), frozenset(clients), frozenset(nodeports))
 
 
 def counters(rules: Rules = Rules(), netns: str | None = None) -> dict[str, int]:

@@ -14,6 +14,11 @@ masquerade mark 0x4000 and is masqueraded in postrouting (`KUBE-MARK-MASQ`,
 `KUBE-POSTROUTING`), which is what makes kube-proxy's mark bit a real constraint for the
 capture rules' marks.
 
+NodePorts (`node_port`): a connection to any of the node's own addresses on that port is DNATed
+as well (KUBE-NODEPORTS, `--dst-type LOCAL`), from outside and from the node itself; with
+`externalTrafficPolicy: Cluster` to any endpoint and masqueraded, with `Local` to this node's
+endpoints only and not masqueraded.
+
 Several endpoints are picked round robin with `numgen inc`. Endpoint-less services are left
 out (connections to them fail, as in a cluster). The capture table (`l7scope.capture.tproxy`)
 is a different table and is never touched here.
@@ -36,6 +41,19 @@ class ServiceRule:
     vip: str
     port: int
     endpoints: Sequence[tuple[str, int]]
+    node_port: int = 0
+    """0: ClusterIP only. Otherwise `<any node address>:node_port` is DNATed too."""
+    local_endpoints: Sequence[tuple[str, int]] | None = None
+    """None: `externalTrafficPolicy: Cluster` (NodePort connections go to any endpoint and are
+    masqueraded, KUBE-EXT's KUBE-MARK-MASQ). A list: `Local`, this node's endpoints only, the
+    client's address kept; no local endpoint: the connection is dropped."""
+
+
+def _dnat(match: str, eps: Sequence[tuple[str, int]]) -> str:
+    if len(eps) == 1:
+        return f"    {match} dnat ip to {eps[0][0]}:{eps[0][1]}"
+    mapping = ", ".join(f"{i} : {ip} . {port}" for i, (ip, port) in enumerate(eps))
+    return f"    {match} dnat ip to numgen inc mod {len(eps)} map {{ {mapping} }}"
 
 
 def render(services: Iterable[ServiceRule], table: str = TABLE) -> str:
@@ -49,11 +67,17 @@ def render(services: Iterable[ServiceRule], table: str = TABLE) -> str:
         match = f"ip daddr {s.vip} tcp dport {s.port}"
         hairpin = ", ".join(sorted({ip for ip, _ in eps}))
         rules.append(f"    {match} ip saddr {{ {hairpin} }} meta mark set meta mark | {mark}")
-        if len(eps) == 1:
-            rules.append(f"    {match} dnat ip to {eps[0][0]}:{eps[0][1]}")
+        rules.append(_dnat(match, eps))
+        if not s.node_port:
+            continue
+        np = f"fib daddr type local tcp dport {s.node_port}"
+        if s.local_endpoints is None:
+            rules.append(f"    {np} meta mark set meta mark | {mark}")
+            rules.append(_dnat(np, eps))
+        elif s.local_endpoints:
+            rules.append(_dnat(np, list(s.local_endpoints)))
         else:
-            mapping = ", ".join(f"{i} : {ip} . {port}" for i, (ip, port) in enumerate(eps))
-            rules.append(f"    {match} dnat ip to numgen inc mod {len(eps)} map {{ {mapping} }}")
+            rules.append(f"    {np} drop")
     return "\n".join([
         f"table ip {table} {{}}",
         f"delete table ip {table}",

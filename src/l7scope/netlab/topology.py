@@ -52,7 +52,7 @@ from typing import IO, Any
 from l7scope.capture import tproxy
 from l7scope.netlab import kubeproxy
 from l7scope.netlab.sh import NetlabError, in_ns, ip, run, sysctl
-from l7scope.proxy.bootstrap import EnvoySettings
+from l7scope.proxy.bootstrap import EnvoySettings, nodeport_mark
 from l7scope.proxy.supervisor import EnvoySupervisor
 
 UNDERLAY_NET = ipaddress.IPv4Network("172.30.0.0/24")
@@ -93,11 +93,22 @@ class Pod:
 
 
 @dataclass
+class External:
+    """A machine outside the cluster network on the nodes' underlay (a NodePort client)."""
+
+    name: str
+    netns: str
+    ip: str
+
+
+@dataclass
 class Service:
     name: str
     vip: str
     port: int
     endpoints: list[tuple[str, int]]
+    node_port: int = 0
+    external_traffic_policy: str = "Cluster"
 
     @property
     def address(self) -> str:
@@ -119,6 +130,7 @@ class Topology:
         self.nodes: dict[str, Node] = {}
         self.pods: dict[str, Pod] = {}
         self.services: dict[str, Service] = {}
+        self.externals: dict[str, External] = {}
         self._netns: list[str] = []
         self._procs: list[subprocess.Popen[Any]] = []
         self._underlay: str | None = None
@@ -188,10 +200,30 @@ class Topology:
         self.pods[name] = pod
         return pod
 
+    def add_external(self, name: str) -> External:
+        """A host on the underlay that is neither node nor pod (172.30.0.254 downwards)."""
+        if name in self.externals:
+            raise ValueError(f"external {name} exists")
+        ul = self._ensure_underlay()
+        addr = str(UNDERLAY_NET.broadcast_address - 1 - len(self.externals))
+        ns = self._add_netns(name)
+        port = f"x{len(self.externals)}"
+        ip("link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", ul, netns=ns)
+        ip("link", "set", port, "master", "br0", "up", netns=ul)
+        ip("addr", "add", f"{addr}/{UNDERLAY_NET.prefixlen}", "dev", "eth0", netns=ns)
+        ip("link", "set", "eth0", "up", netns=ns)
+        ext = External(name=name, netns=ns, ip=addr)
+        self.externals[name] = ext
+        return ext
+
     # -- services and capture ----------------------------------------------------------------
     def add_service(self, name: str, port: int,
-                    endpoints: Sequence[tuple[Pod | str, int]], vip: str | None = None) -> Service:
-        """A ClusterIP Service: VIP:port -> endpoints (pods or ip strings, with target port)."""
+                    endpoints: Sequence[tuple[Pod | str, int]], vip: str | None = None,
+                    node_port: int = 0, external_traffic_policy: str = "Cluster") -> Service:
+        """A ClusterIP Service: VIP:port -> endpoints (pods or ip strings, with target port);
+        with `node_port` a NodePort Service too (`externalTrafficPolicy` Cluster or Local)."""
+        if external_traffic_policy not in ("Cluster", "Local"):
+            raise ValueError(f"externalTrafficPolicy must be Cluster or Local, got {external_traffic_policy}")
         if name in self.services:
             raise ValueError(f"service {name} exists")
         if vip is None:
@@ -200,22 +232,31 @@ class Topology:
             raise ValueError(f"VIP {vip} is outside {SERVICE_NET}")
         eps = [(e.ip if isinstance(e, Pod) else str(ipaddress.IPv4Address(e)), int(p))
                for e, p in endpoints]
-        svc = Service(name=name, vip=vip, port=port, endpoints=eps)
+        svc = Service(name=name, vip=vip, port=port, endpoints=eps, node_port=node_port,
+                      external_traffic_policy=external_traffic_policy)
         self.services[name] = svc
         for node in self.nodes.values():
             self._sync_services(node)
         return svc
 
     def _sync_services(self, node: Node) -> None:
-        rules = [kubeproxy.ServiceRule(s.vip, s.port, s.endpoints) for s in self.services.values()]
+        pod_ips = {p.ip for p in node.pods} | {node.underlay_ip}
+        rules = [kubeproxy.ServiceRule(
+            s.vip, s.port, s.endpoints, s.node_port,
+            [e for e in s.endpoints if e[0] in pod_ips]
+            if s.external_traffic_policy == "Local" else None)
+            for s in self.services.values()]
         kubeproxy.apply(node.netns, rules)
 
     def capture(self, node: Node, services: Iterable[Service],
                 tproxy_port: int = tproxy.DEFAULT_TPROXY_PORT) -> tproxy.Rules:
         """Send the node's pods' connections to these Services (VIPs and endpoints) to Envoy."""
+        services = list(services)
         entries = [e for s in services for e in s.selection_entries()]
+        nodeports = [s.node_port for s in services if s.node_port]
         rules = tproxy.Rules(tproxy_port=tproxy_port)
-        tproxy.apply(tproxy.Selection.of(entries, [node.pod_cidr]), rules, netns=node.netns)
+        tproxy.apply(tproxy.Selection.of(entries, [node.pod_cidr], nodeports), rules,
+                     netns=node.netns)
         node.capture_rules = rules
         return rules
 
@@ -232,7 +273,8 @@ class Topology:
             rules = node.capture_rules or tproxy.Rules()
             settings = EnvoySettings(tproxy_port=rules.tproxy_port,
                                      access_log_path=str(self.workdir / f"{node.name}-envoy.log"),
-                                     original_src_mark=rules.upstream_mark)
+                                     original_src_mark=rules.upstream_mark,
+                                     nodeport_original_src_mark=nodeport_mark(rules.upstream_mark))
         sup = EnvoySupervisor(settings, netns=node.netns,
                               workdir=self.workdir / f"{node.name}-envoy", **supervisor_args)
         node.envoy = sup
@@ -240,7 +282,7 @@ class Topology:
         return sup
 
     # -- processes ---------------------------------------------------------------------------
-    def popen(self, where: Pod | Node | None, argv: Sequence[str], *,
+    def popen(self, where: Pod | Node | External | None, argv: Sequence[str], *,
               stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
               stdin: int | IO[Any] | None = subprocess.DEVNULL,
               text: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen[Any]:
@@ -261,11 +303,11 @@ class Topology:
         self._procs.append(proc)
         return proc
 
-    def log_path(self, where: Pod | Node | None, argv: Sequence[str]) -> Path:
+    def log_path(self, where: Pod | Node | External | None, argv: Sequence[str]) -> Path:
         name = where.name if where else "host"
         return self.workdir / f"{name}-{Path(argv[0]).name}.log"
 
-    def run(self, where: Pod | Node | None, argv: Sequence[str], *, check: bool = True,
+    def run(self, where: Pod | Node | External | None, argv: Sequence[str], *, check: bool = True,
             stdin: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run a command to completion in a pod or node namespace and capture its output."""
         return run(argv, where.netns if where else None, check=check, stdin=stdin,
