@@ -166,7 +166,7 @@ def test_annotated_service_is_captured_through_kube_proxy(cluster: Cluster, kube
              "the shop through kube-proxy")
     kube.merge_patch(f"/api/v1/namespaces/{namespace}/services/shop",
                      {"metadata": {"annotations": {"projectcalico.org/l7-logging": "true"}}})
-    wait_for(lambda: cip in clusterharness.in_netns("nft", "list", "table", "ip", "l7scope",
+    wait_for(lambda: cip in clusterharness.in_netns("nft", "list", "table", "inet", "l7scope",
                                                     check=False).stdout,
              30, "the ClusterIP in the node agent's capture set")
     collector = Pods(kube, NS)

@@ -208,3 +208,14 @@ def test_cli_prints_the_rendered_yaml() -> None:
         EnvoySettings(tproxy_port=16005, access_log_path="/tmp/a.log"))
     bad = CliRunner().invoke(main, ["envoy-config", "--admin-address", "0.0.0.0:9901"])
     assert bad.exit_code == 2 and "loopback" in bad.output
+
+
+def test_listeners_also_bind_ipv6_when_asked() -> None:
+    assert "additional_addresses" not in _listener(render(EnvoySettings()))
+    cfg = render(EnvoySettings(listen_address_v6="::", nodeport_original_src_mark=0x6000))
+    for listener in cfg["static_resources"]["listeners"]:
+        port = listener["address"]["socket_address"]["port_value"]
+        assert listener["additional_addresses"] == [
+            {"address": {"socket_address": {"address": "::", "port_value": port}}}]
+    with pytest.raises(ValidationError):
+        EnvoySettings(listen_address_v6="10.0.0.1")

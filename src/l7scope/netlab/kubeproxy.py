@@ -1,6 +1,7 @@
 """A kube-proxy stand-in: DNAT from a Service VIP:port to its endpoints, in its own nft table.
 
-Installed in every node namespace, it does what kube-proxy's iptables mode does to a
+One `inet` table: a Service with an IPv6 VIP gets `ip6` rules (a dual-stack Service is two
+`ServiceRule`s, one per family). Installed in every node namespace, it does what kube-proxy's iptables mode does to a
 connection to a ClusterIP: conntrack-based DNAT in the nat hooks (priority dstnat, like
 iptables' `nat PREROUTING`/`OUTPUT` chains `KUBE-SERVICES`), for EVERY tracked packet. It does
 not know about l7scope: packets marked for TPROXY are DNATed like any other, exactly as a real
@@ -49,11 +50,17 @@ class ServiceRule:
     client's address kept; no local endpoint: the connection is dropped."""
 
 
+def _proto(addr: str) -> str:
+    return "ip6" if ":" in addr else "ip"
+
+
 def _dnat(match: str, eps: Sequence[tuple[str, int]]) -> str:
+    proto = _proto(eps[0][0])
     if len(eps) == 1:
-        return f"    {match} dnat ip to {eps[0][0]}:{eps[0][1]}"
+        ip = f"[{eps[0][0]}]" if proto == "ip6" else eps[0][0]
+        return f"    {match} dnat {proto} to {ip}:{eps[0][1]}"
     mapping = ", ".join(f"{i} : {ip} . {port}" for i, (ip, port) in enumerate(eps))
-    return f"    {match} dnat ip to numgen inc mod {len(eps)} map {{ {mapping} }}"
+    return f"    {match} dnat {proto} to numgen inc mod {len(eps)} map {{ {mapping} }}"
 
 
 def render(services: Iterable[ServiceRule], table: str = TABLE) -> str:
@@ -64,13 +71,15 @@ def render(services: Iterable[ServiceRule], table: str = TABLE) -> str:
         eps = list(s.endpoints)
         if not eps:
             continue
-        match = f"ip daddr {s.vip} tcp dport {s.port}"
+        proto = _proto(s.vip)
+        match = f"{proto} daddr {s.vip} tcp dport {s.port}"
         hairpin = ", ".join(sorted({ip for ip, _ in eps}))
-        rules.append(f"    {match} ip saddr {{ {hairpin} }} meta mark set meta mark | {mark}")
+        rules.append(f"    {match} {proto} saddr {{ {hairpin} }} meta mark set meta mark | {mark}")
         rules.append(_dnat(match, eps))
         if not s.node_port:
             continue
-        np = f"fib daddr type local tcp dport {s.node_port}"
+        nfproto = "ipv6" if proto == "ip6" else "ipv4"
+        np = f"meta nfproto {nfproto} fib daddr type local tcp dport {s.node_port}"
         if s.local_endpoints is None:
             rules.append(f"    {np} meta mark set meta mark | {mark}")
             rules.append(_dnat(np, eps))
@@ -79,9 +88,9 @@ def render(services: Iterable[ServiceRule], table: str = TABLE) -> str:
         else:
             rules.append(f"    {np} drop")
     return "\n".join([
-        f"table ip {table} {{}}",
-        f"delete table ip {table}",
-        f"table ip {table} {{",
+        f"table inet {table} {{}}",
+        f"delete table inet {table}",
+        f"table inet {table} {{",
         "  chain services {",
         *rules,
         "  }",

@@ -47,11 +47,12 @@ def is_selected(svc: Service, mode: str) -> bool:
     return any(svc.annotations.get(a) == "true" for a in ANNOTATIONS)
 
 
-def _ipv4(ip: str) -> bool:
+def _ip(ip: str) -> bool:
+    """An IPv4 or IPv6 address (capture.tproxy handles both); not garbage from the inventory."""
     try:
-        ipaddress.IPv4Address(ip)
+        ipaddress.ip_address(ip)
     except ValueError:
-        return False  # IPv6 (capture.tproxy is IPv4 only) or garbage from the inventory
+        return False
     return True
 
 
@@ -66,12 +67,12 @@ def select(cache: MetadataCache, mode: str, node_name: str) -> tproxy.Selection:
         nodeports.update(p.node_port for p in svc.ports
                          if p.protocol == "TCP" and 0 < p.node_port < 65536)
         ports = [p.port for p in svc.ports if p.protocol == "TCP" and 0 < p.port < 65536]
-        services.update((ip, port) for ip in svc.cluster_ips if _ipv4(ip) for port in ports)
+        services.update((ip, port) for ip in svc.cluster_ips if _ip(ip) for port in ports)
         for es in cache.endpoints_of(svc):
             ports = [p.port for p in es.ports if p.protocol == "TCP" and 0 < p.port < 65536]
-            services.update((ip, port) for ip in es.addresses if _ipv4(ip) for port in ports)
+            services.update((ip, port) for ip in es.addresses if _ip(ip) for port in ports)
     clients = {ip for pod in cache.pods() if pod.node_name == node_name and not pod.host_network
-               for ip in pod.ips if _ipv4(ip)}
+               for ip in pod.ips if _ip(ip)}
     return tproxy.Selection.of(services, clients, nodeports)
 
 

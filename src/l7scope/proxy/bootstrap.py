@@ -85,6 +85,9 @@ class EnvoySettings(BaseModel):
     tproxy_port: int = Field(default=DEFAULT_TPROXY_PORT, ge=1, le=65535,
                              description="port of the transparent listener (TPROXY target)")
     listen_address: str = Field(default="0.0.0.0", description="address of the transparent listener")
+    listen_address_v6: str | None = Field(
+        default=None, description="an IPv6 address the listeners also bind (`::` for IPv6 and"
+                                  " dual-stack nodes; a v6-only socket next to the IPv4 one)")
     access_log_path: str = Field(default=DEFAULT_ACCESS_LOG_PATH, min_length=1,
                                  description="JSON access log file the collector tails")
     admin_address: str = Field(
@@ -127,6 +130,11 @@ class EnvoySettings(BaseModel):
     @classmethod
     def _ipv4(cls, v: str) -> str:
         return str(ipaddress.IPv4Address(v))
+
+    @field_validator("listen_address_v6")
+    @classmethod
+    def _ipv6(cls, v: str | None) -> str | None:
+        return None if v is None else str(ipaddress.IPv6Address(v))
 
     @field_validator("admin_address")
     @classmethod
@@ -297,6 +305,9 @@ def _listener(settings: EnvoySettings, name: str = LISTENER_NAME, port: int | No
     return {
         "name": name,
         "address": _socket_address(settings.listen_address, port),
+        **({"additional_addresses": [
+            {"address": _socket_address(settings.listen_address_v6, port)}]}
+           if settings.listen_address_v6 else {}),
         "transparent": True,
         "listener_filters": [
             inspector("envoy.filters.listener.original_dst",
