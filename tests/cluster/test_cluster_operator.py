@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def manifest(cluster: Cluster, kube: Kube) -> Iterator[list[dict[str, Any]]]:
             got = kube.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
                            f"{d['metadata']['name']}")
             if not any(c["type"] == "Established" and c["status"] == "True"
-                       for c in got.get("status", {}).get("conditions", [])):
+                       for c in (got.get("status") or {}).get("conditions") or []):
                 return False
         return True
     wait_for(established, 30, "the CRDs to be established")
@@ -177,7 +178,7 @@ def test_annotated_service_is_captured_through_kube_proxy(cluster: Cluster, kube
                                                       "command": ["python3", "-c", WEB]}]}}}})
     svc = kube.create({"apiVersion": "v1", "kind": "Service",
                        "metadata": {"name": "shop", "namespace": namespace},
-                       "spec": {"selector": {"app": "shop"},
+                       "spec": {"selector": {"app": "shop"}, "type": "NodePort",
                                 "ports": [{"port": 80, "targetPort": 8080}]}})
     kube.create({"apiVersion": "v1", "kind": "Pod",
                  "metadata": {"name": "buyer", "namespace": namespace},
@@ -193,11 +194,17 @@ def test_annotated_service_is_captured_through_kube_proxy(cluster: Cluster, kube
              "the shop through kube-proxy")
     kube.merge_patch(f"/api/v1/namespaces/{namespace}/services/shop",
                      {"metadata": {"annotations": {"projectcalico.org/l7-logging": "true"}}})
-    wait_for(lambda: cip in clusterharness.in_netns("nft", "list", "table", "ip", "l7scope",
-                                                    check=False).stdout,
-             30, "the ClusterIP in the node agent's capture set")
     collector = Pods(kube, NS)
     (agent,) = _collector_pods(collector)
+
+    def agent_logs() -> str:
+        name = agent["metadata"]["name"]
+        return "\n".join(f"--- {c}:\n" + "\n".join(collector.logs(name, c).splitlines()[-15:])
+                         for c in ("l7-node-agent", "envoy-proxy"))
+
+    wait_for(lambda: cip in clusterharness.in_netns("nft", "list", "table", "inet", "l7scope",
+                                                    check=False).stdout,
+             30, "the ClusterIP in the node agent's capture set", diagnose=agent_logs)
     before = _envoy_requests(collector, agent["metadata"]["name"])
     rc, out, err = pods.exec("buyer", ["python3", "-c", CLIENT, url, "5"])
     assert rc == 0, f"the annotated Service no longer answers: {err.strip().splitlines()[-1:]}"
@@ -212,6 +219,23 @@ def test_annotated_service_is_captured_through_kube_proxy(cluster: Cluster, kube
     # ... each from the buyer's own address: Envoy keeps the client's source IP upstream.
     buyer_ip = pods.get("buyer")["status"]["podIP"]
     assert all(ln.endswith(f" to {buyer_ip}") for ln in served), served
+
+    # Its NodePort, from outside the cluster network (the host, HOST_IP), through the real
+    # kube-proxy: captured on the node (Envoy's NodePort listener), answered by the shop.
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    wait_for(lambda: f"{node_port}" in clusterharness.in_netns(
+        "nft", "list", "set", "inet", "l7scope", "nodeports", check=False).stdout,
+        30, "the NodePort in the node agent's capture set")
+    before = _envoy_requests(collector, agent["metadata"]["name"])
+    for i in range(3):
+        url_np = f"http://{clusterharness.NODE_IP}:{node_port}/np-{i}"
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with no_proxy.open(url_np, timeout=10) as r:
+            assert r.status == 200
+    assert _envoy_requests(collector, agent["metadata"]["name"]) - before == 3
+    served_np = [ln for ln in pods.logs(shop["metadata"]["name"]).splitlines()
+                 if ln.startswith("served /np-")]
+    assert len(served_np) == 3, served_np
 
 
 SERVER_CALL = """

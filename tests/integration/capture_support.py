@@ -36,12 +36,13 @@ def wait_log(path: str | Path, n: int, timeout: float = 15.0, settle: float = 0.
     return read_log(path)
 
 
-def topology(request: pytest.FixtureRequest) -> Topology:
-    """A fresh topology that is torn down when the test (or module) ends, pass or fail."""
+def topology(request: pytest.FixtureRequest, family: str = "ipv4") -> Topology:
+    """A fresh topology (`family` ipv4, ipv6 or dual) that is torn down when the test (or
+    module) ends, pass or fail."""
     if os.geteuid() != 0 or not (shutil.which("nft") and shutil.which("ip")):
         pytest.skip("needs root, nftables and iproute2")
     cleanup_stale()  # namespaces of crashed earlier runs (default prefixes, dead pids)
-    topo = Topology()
+    topo = Topology(family=family)
     request.addfinalizer(topo.close)
     return topo
 

@@ -7,6 +7,9 @@ method, path, status, byte counts, client and original destination (the VIP), an
 200; the clients must get exactly what the servers answered. The real collector (`l7scope
 collector`, in the node namespace, as in a hostNetwork DaemonSet) tails that log and must report
 the same 1,000 requests to a Policy Sync server run by the test.
+
+The same test runs on an IPv4, an IPv6-only and a dual-stack netlab (in the dual-stack one the
+first client calls the IPv4 ClusterIP, the second the IPv6 one).
 """
 
 from __future__ import annotations
@@ -80,14 +83,22 @@ class Lab:
     envoy: EnvoySupervisor
     collector: Collector | None = field(default=None)
 
+    def target(self, k: int, svc: Service) -> tuple[str, str, str]:
+        """(client ip, VIP, VIP:port) client `k` uses: in dual stack the second one uses
+        IPv6."""
+        pod = self.clients[k]
+        if k == 1 and svc.vip6 and pod.ip6:
+            return pod.ip6, svc.vip6, svc.address6
+        return pod.ip, svc.vip, svc.address
+
     @property
     def log_path(self) -> Path:
         return Path(self.envoy.settings.access_log_path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["ipv4", "ipv6", "dual"])
 def lab(request: pytest.FixtureRequest) -> Lab:
-    topo = topology(request)
+    topo = topology(request, request.param)
     n1, n2 = topo.add_node("n1"), topo.add_node("n2")
     clients = [topo.add_pod(n1, "client1"), topo.add_pod(n1, "client2")]
     web = [topo.add_pod(n1, "web1"), topo.add_pod(n2, "web2")]
@@ -151,12 +162,14 @@ def expected_status(req: dict[str, Any]) -> int:
     return int(parts[2]) if parts[1] == "status" else 200
 
 
-def run_clients(lab: Lab, jobs: list[tuple[Pod, Service, list[dict[str, Any]]]]
-                ) -> list[dict[str, Any]]:
+Job = tuple[Pod, Service, list[dict[str, Any]], tuple[str, str, str]]
+
+
+def run_clients(lab: Lab, jobs: list[Job]) -> list[dict[str, Any]]:
     """Run one loadgen per job in its pod, all at once; returns their JSON outputs."""
     procs = []
-    for pod, svc, plan in jobs:
-        argv = lab.topo.python("l7scope.netlab.loadgen", "--target", svc.address,
+    for pod, _, plan, (_, _, addr) in jobs:
+        argv = lab.topo.python("l7scope.netlab.loadgen", "--target", addr,
                                "--per-connection", "50")
         proc = lab.topo.popen(pod, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)
@@ -169,9 +182,9 @@ def run_clients(lab: Lab, jobs: list[tuple[Pod, Service, list[dict[str, Any]]]]
     return outputs
 
 
-def expected_key(pod: Pod, req: dict[str, Any]) -> Key:
+def expected_key(client_ip: str, req: dict[str, Any]) -> Key:
     sent = 0 if req["method"] == "HEAD" else req["reply_bytes"]
-    return (pod.ip, req["method"], req["path"], expected_status(req), req["body_bytes"], sent,
+    return (client_ip, req["method"], req["path"], expected_status(req), req["body_bytes"], sent,
             req["user_agent"])
 
 
@@ -183,34 +196,41 @@ def logged_key(line: dict[str, Any]) -> Key:
 
 def test_http1_requests_to_selected_vip_are_logged_exactly(lab: Lab) -> None:
     rng = random.Random(20261126)
-    jobs = []
-    for k, pod in enumerate(lab.clients, 1):
-        jobs.append((pod, lab.shop, make_plan(rng, SELECTED_PER_CLIENT, f"client{k}-agent")))
-        jobs.append((pod, lab.other, make_plan(rng, UNSELECTED_PER_CLIENT, f"client{k}-other")))
+    jobs: list[Job] = []
+    for k, pod in enumerate(lab.clients):
+        jobs.append((pod, lab.shop, make_plan(rng, SELECTED_PER_CLIENT, f"client{k + 1}-agent"),
+                     lab.target(k, lab.shop)))
+        jobs.append((pod, lab.other, make_plan(rng, UNSELECTED_PER_CLIENT,
+                                               f"client{k + 1}-other"), lab.target(k, lab.other)))
+    shop_targets = {t[3][2]: t[3][1] for t in jobs if t[1] is lab.shop}  # VIP:port -> VIP
+    other_vips = {t[3][1] for t in jobs if t[1] is lab.other}
 
     outputs = run_clients(lab, jobs)
 
     # Every client got exactly what the server answered (the proxy changed nothing).
-    for (_, _, plan), out in zip(jobs, outputs, strict=True):
+    for (_, _, plan, _), out in zip(jobs, outputs, strict=True):
         assert out["errors"] == 0
         want = [[expected_status(r), 0 if r["method"] == "HEAD" else r["reply_bytes"]]
                 for r in plan]
         assert out["results"] == want
 
-    expected = Counter(expected_key(pod, req)
-                       for pod, svc, plan in jobs if svc is lab.shop for req in plan)
+    expected = Counter(expected_key(target[0], req)
+                       for _, svc, plan, target in jobs if svc is lab.shop for req in plan)
     assert sum(expected.values()) == 1000
 
     lines = wait_log(lab.log_path, 1000)
     assert len(lines) == 1000  # and not one of the 200 unselected requests
     assert Counter(logged_key(line) for line in lines) == expected
     for line in lines:
-        assert line["downstream_local_address"] == lab.shop.address  # the original destination
+        vip = shop_targets[line["downstream_local_address"]]  # the original destination
         assert line["type"] == "HTTP/1.1" and line["protocol"] == "HTTP/1.1"
         assert line["reporter"] == "destination"
-        assert line["domain"] == lab.shop.vip  # Host as the client sent it
+        # Host as the client sent it (an IPv6 literal in brackets)
+        assert line["domain"] == (f"[{vip}]" if ":" in vip else vip)
         assert line["request_id"]
-    assert not any(lab.other.vip in json.dumps(line) for line in lines)
+    assert not any(v in json.dumps(line) for line in lines for v in other_vips)
+    # in dual stack both families were captured
+    assert {ln["downstream_local_address"] for ln in lines} == set(shop_targets)
 
     # The collector reported the same 1,000 requests (no cap), per client connection.
     assert lab.collector is not None
@@ -228,8 +248,8 @@ def test_http1_requests_to_selected_vip_are_logged_exactly(lab: Lab) -> None:
         want_bytes[(ip, method, path, status, ua)][1] += tx * n
     counted = 0
     for r in reports:
-        assert (r.dst_ip, r.dst_port) == (lab.shop.vip, lab.shop.port)  # original destination
-        assert r.src_ip in {p.ip for p in lab.clients}
+        assert r.dst_ip in shop_targets.values() and r.dst_port == lab.shop.port
+        assert r.src_ip in {t[3][0] for t in jobs}
         assert r.reporter_node == "n1"
         counted += sum(st.value for st in r.stats
                        if st.kind == policysync_pb2.Statistic.HTTP_DATA)

@@ -141,3 +141,12 @@ def test_limits() -> None:
     many = ", ".join(str(i) for i in range(1001))
     assert "more than" in err(f"count IN ({many})").message
 
+
+
+def test_ipv6_literals_in_values() -> None:
+    # an IPv6 destination's url starts with the bracketed literal Envoy logs as the domain
+    assert sql('url = "[fd00:96::a]/api/items/1"') == (
+        '("url" = $p0)', {"p0": "[fd00:96::a]/api/items/1"})
+    assert sql(r'url =~ "\\[fd00:96::a\\]/api.*"') == (
+        'prefix("url", $p0)', {"p0": "[fd00:96::a]/api"})
+    assert s.parse(s.eq("url", "[fd00::1]:8080/x")) is not None

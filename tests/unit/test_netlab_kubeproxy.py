@@ -13,8 +13,8 @@ def test_render_dnat_rules_like_kube_proxy() -> None:
         ServiceRule("10.96.0.12", 80, []),
     ])
     lines = [ln.strip() for ln in script.splitlines()]
-    assert lines[:3] == ["table ip netlab_kubeproxy {}", "delete table ip netlab_kubeproxy",
-                         "table ip netlab_kubeproxy {"]
+    assert lines[:3] == ["table inet netlab_kubeproxy {}", "delete table inet netlab_kubeproxy",
+                         "table inet netlab_kubeproxy {"]
     assert ("ip daddr 10.96.0.10 tcp dport 80 dnat ip to numgen inc mod 2 map "
             "{ 0 : 10.244.0.2 . 8080, 1 : 10.244.1.2 . 8081 }") in lines
     assert "ip daddr 10.96.0.11 tcp dport 443 dnat ip to 10.244.0.3:8443" in lines
@@ -30,3 +30,32 @@ def test_render_dnat_rules_like_kube_proxy() -> None:
             "meta mark set meta mark | 0x4000") in lines
     assert ("meta mark & 0x4000 == 0x4000 meta mark set meta mark & 0xffffbfff masquerade"
             in lines)
+
+
+def test_render_nodeports_cluster_and_local() -> None:
+    lines = [ln.strip() for ln in kubeproxy.render([
+        ServiceRule("10.96.0.10", 80, [("10.244.1.2", 8080)], node_port=30080),
+        ServiceRule("10.96.0.11", 80, [("10.244.0.2", 8080), ("10.244.1.3", 8080)],
+                    node_port=30081, local_endpoints=[("10.244.0.2", 8080)]),
+        ServiceRule("10.96.0.12", 80, [("10.244.1.4", 8080)], node_port=30082,
+                    local_endpoints=[]),
+    ]).splitlines()]
+    # Cluster: any endpoint, masqueraded
+    assert "meta nfproto ipv4 fib daddr type local tcp dport 30080 meta mark set meta mark | 0x4000" in lines
+    assert "meta nfproto ipv4 fib daddr type local tcp dport 30080 dnat ip to 10.244.1.2:8080" in lines
+    # Local: this node's endpoints, the client's address kept; none here: dropped
+    assert "meta nfproto ipv4 fib daddr type local tcp dport 30081 dnat ip to 10.244.0.2:8080" in lines
+    assert not any("dport 30081 meta mark" in ln for ln in lines)
+    assert "meta nfproto ipv4 fib daddr type local tcp dport 30082 drop" in lines
+
+
+def test_render_ipv6_services() -> None:
+    lines = [ln.strip() for ln in kubeproxy.render([
+        ServiceRule("fd00:96::a", 80, [("fd00:244::2", 8080)], node_port=30080),
+        ServiceRule("fd00:96::b", 80, [("fd00:244::2", 8080), ("fd00:244:1::2", 8080)]),
+    ]).splitlines()]
+    assert "ip6 daddr fd00:96::a tcp dport 80 dnat ip6 to [fd00:244::2]:8080" in lines
+    assert ("ip6 daddr fd00:96::b tcp dport 80 dnat ip6 to numgen inc mod 2 map "
+            "{ 0 : fd00:244::2 . 8080, 1 : fd00:244:1::2 . 8080 }") in lines
+    assert ("meta nfproto ipv6 fib daddr type local tcp dport 30080 dnat ip6 to"
+            " [fd00:244::2]:8080") in lines

@@ -27,9 +27,28 @@ def cache() -> MetadataCache:
     ("10.200.0.1", Endpoint("net", "-", "pvt")),
     ("8.8.8.8", Endpoint("net", "-", "pub")),
     ("172.32.0.1", Endpoint("net", "-", "pub")),
+    ("fd00:30::fe", Endpoint("net", "-", "pvt")),  # IPv6 unique local
+    ("::ffff:10.0.0.1", Endpoint("net", "-", "pvt")),
+    ("2001:db8::1", Endpoint("net", "-", "pub")),
 ])
 def test_endpoint(cache: MetadataCache, ip: str, expected: Endpoint) -> None:
     assert enrich.endpoint(ip, cache) == expected
+
+
+def test_ipv6_pods_and_cluster_ips(cache: MetadataCache) -> None:
+    cache.upsert(pod("v6-pod", "shop", "fd00:244::7", "node-a"))
+    assert enrich.endpoint("fd00:244::7", cache) == Endpoint("wep", "shop", "v6-pod")
+    cache.upsert({"apiVersion": "v1", "kind": "Service",
+                  "metadata": {"name": "v6svc", "namespace": "shop"},
+                  "spec": {"clusterIP": "fd00:96::a", "clusterIPs": ["fd00:96::a"],
+                           "ports": [{"port": 80, "protocol": "TCP"}]}})
+    cache.upsert({"kind": "EndpointSlice", "metadata": {
+        "name": "v6svc-abc", "namespace": "shop", "labels": {"kubernetes.io/service-name": "v6svc"}},
+        "addressType": "IPv6", "endpoints": [{"addresses": ["fd00:244::7"]}],
+        "ports": [{"port": 8080, "protocol": "TCP"}]})
+    assert enrich.destination("fd00:96::a", "[fd00:244::7]:8080", cache) == \
+        Endpoint("wep", "shop", "v6-pod")
+    assert enrich.destination("fd00:96::a", "", cache) == Endpoint("wep", "shop", "v6-pod")
 
 
 def test_destination_cluster_ip(cache: MetadataCache) -> None:

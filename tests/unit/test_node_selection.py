@@ -113,4 +113,23 @@ def test_garbage_addresses_are_skipped() -> None:
                    service("v6", "x", "fd00::1", [("", 80, 80)], {"l7scope.io/logging": "true"}))
     sel = select(c, "Enabled", "node-a")
     assert ("10.96.0.10", 80) in sel.services
-    assert not any(ip in ("not-an-ip", "fd00::1") for ip, _ in sel.services)
+    assert not any(ip == "not-an-ip" for ip, _ in sel.services)
+    assert ("fd00::1", 80) in sel.services  # IPv6 ClusterIPs are captured too (inet table)
+
+
+def test_nodeports_of_selected_tcp_services() -> None:
+    np = service("np", "x", "10.96.1.5", [("web", 80, 8080), ("admin", 81, 8081)],
+                 {"l7scope.io/logging": "true"})
+    np["spec"]["type"] = "NodePort"
+    np["spec"]["ports"][0]["nodePort"] = 30080
+    np["spec"]["ports"][1]["nodePort"] = 30081
+    plain = service("plain", "x", "10.96.1.6", [("web", 80, 8080)])
+    plain["spec"]["type"] = "NodePort"
+    plain["spec"]["ports"][0]["nodePort"] = 30090  # not annotated
+    udp = service("dns", "x", "10.96.1.7", [("dns", 53, 53)], {"l7scope.io/logging": "true"},
+                  protocol="UDP")
+    udp["spec"]["ports"][0]["nodePort"] = 30053
+    c = cache_with(np, plain, udp)
+    assert select(c, "Enabled", "node-a").nodeports == {30080, 30081}
+    assert 30090 in select(c, "EnabledAllServices", "node-a").nodeports
+    assert select(cache_with(), "Enabled", "node-a").nodeports == frozenset()

@@ -54,17 +54,23 @@ def test_daemonset_shape() -> None:
     envoy = yaml.safe_load(cm["data"]["envoy-config.yaml"])
     assert "static_resources" in envoy
     ports = [lst["address"]["socket_address"]["port_value"] for lst in envoy["static_resources"]["listeners"]]
-    assert ports == [16001]
+    assert ports == [16001, 16002]  # services; NodePorts (tproxyPort + 1)
+    marks = [f["typed_config"]["mark"] for lst in envoy["static_resources"]["listeners"]
+             for f in lst["listener_filters"] if f["name"].endswith("original_src")]
+    assert marks == [0x2000, 0x6000]  # upstream mark; with kube-proxy's masquerade bit
     assert envoy["admin"]["address"] == {"pipe": {"path": "/var/run/l7scope/sockets/envoy-admin.sock", "mode": 0o660}}
 
 
 def test_envoy_config_follows_the_node_settings_port_and_upstream_mark() -> None:
     node = NodeSettings.model_validate({"tproxyPort": 15001, "tproxyUpstreamConnMark": 0x17})
     cm = _by_kind(render.render(_spec(), render.RenderContext(node=node)))["ConfigMap"]
-    (listener,) = yaml.safe_load(cm["data"]["envoy-config.yaml"])["static_resources"]["listeners"]
+    listener, nodeports = yaml.safe_load(cm["data"]["envoy-config.yaml"])["static_resources"][
+        "listeners"]
     assert listener["address"]["socket_address"]["port_value"] == 15001
-    (osrc,) = [f for f in listener["listener_filters"] if f["name"].endswith(".original_src")]
-    assert osrc["typed_config"]["mark"] == 0x17
+    assert nodeports["address"]["socket_address"]["port_value"] == 15002
+    for lst, mark in ((listener, 0x17), (nodeports, 0x4017)):
+        (osrc,) = [f for f in lst["listener_filters"] if f["name"].endswith(".original_src")]
+        assert osrc["typed_config"]["mark"] == mark
 
 
 def test_hash_changes_with_interval_and_node_settings() -> None:

@@ -51,6 +51,24 @@ def test_original_src_keeps_the_client_ip_with_the_upstream_mark() -> None:
         EnvoySettings(original_src_mark=0)
 
 
+def test_nodeport_listener_on_the_next_port_with_the_masquerade_bit() -> None:
+    mark = bootstrap.nodeport_mark(0x2000)
+    assert mark == 0x6000
+    cfg = render(EnvoySettings(tproxy_port=15001, original_src_mark=0x2000,
+                               nodeport_original_src_mark=mark))
+    services, nodeports = cfg["static_resources"]["listeners"]
+    assert (services["name"], nodeports["name"]) == (bootstrap.LISTENER_NAME,
+                                                     bootstrap.NODEPORT_LISTENER_NAME)
+    assert nodeports["transparent"] is True
+    assert nodeports["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 15002}
+    osrc = [f for f in nodeports["listener_filters"] if f["name"].endswith("original_src")]
+    assert [f["typed_config"]["mark"] for f in osrc] == [0x6000]
+    # the same filter chains, its own self-loop guard
+    assert nodeports["filter_chains"][0]["filter_chain_match"] == {"destination_port": 15002}
+    assert nodeports["filter_chains"][1:] == services["filter_chains"][1:]
+    assert nodeports["default_filter_chain"] == services["default_filter_chain"]
+
+
 def test_self_loop_guard_closes_direct_connections_first() -> None:
     listener = _listener(render(EnvoySettings(tproxy_port=15001)))
     guard = listener["filter_chains"][0]
@@ -190,3 +208,14 @@ def test_cli_prints_the_rendered_yaml() -> None:
         EnvoySettings(tproxy_port=16005, access_log_path="/tmp/a.log"))
     bad = CliRunner().invoke(main, ["envoy-config", "--admin-address", "0.0.0.0:9901"])
     assert bad.exit_code == 2 and "loopback" in bad.output
+
+
+def test_listeners_also_bind_ipv6_when_asked() -> None:
+    assert "additional_addresses" not in _listener(render(EnvoySettings()))
+    cfg = render(EnvoySettings(listen_address_v6="::", nodeport_original_src_mark=0x6000))
+    for listener in cfg["static_resources"]["listeners"]:
+        port = listener["address"]["socket_address"]["port_value"]
+        assert listener["additional_addresses"] == [
+            {"address": {"socket_address": {"address": "::", "port_value": port}}}]
+    with pytest.raises(ValidationError):
+        EnvoySettings(listen_address_v6="10.0.0.1")

@@ -6,6 +6,14 @@ programs to run inside pods.
 """
 
 from l7scope.netlab.sh import NetlabError
-from l7scope.netlab.topology import Node, Pod, Service, Topology, cleanup_stale, default_prefix
+from l7scope.netlab.topology import (
+    External,
+    Node,
+    Pod,
+    Service,
+    Topology,
+    cleanup_stale,
+    default_prefix,
+)
 
-__all__ = ["NetlabError", "Node", "Pod", "Service", "Topology", "cleanup_stale", "default_prefix"]
+__all__ = ["External", "NetlabError", "Node", "Pod", "Service", "Topology", "cleanup_stale", "default_prefix"]

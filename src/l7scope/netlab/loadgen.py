@@ -24,6 +24,7 @@ from typing import Any
 def run_plan(target: str, plan: list[dict[str, Any]], per_connection: int = 100,
              timeout: float = 10.0) -> dict[str, Any]:
     host, _, port = target.rpartition(":")
+    host = host.strip("[]")  # [v6]:port
     results: list[list[int]] = []
     errors = 0
     conn: http.client.HTTPConnection | None = None

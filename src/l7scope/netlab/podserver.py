@@ -57,7 +57,8 @@ class _App(BaseHTTPRequestHandler):
         # What reached the server, for transparency checks: header names as received, and Host.
         self.send_header("x-seen-headers", ",".join(self.headers.keys()))
         self.send_header("x-seen-host", self.headers.get("host", ""))
-        self.send_header("x-seen-peer", f"{self.client_address[0]}:{self.client_address[1]}")
+        peer = str(self.client_address[0]).removeprefix("::ffff:")  # an IPv4 peer on the v6 socket
+        self.send_header("x-seen-peer", f"{peer}:{self.client_address[1]}")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -73,6 +74,23 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
+class _DualServer(_Server):
+    """IPv6 and IPv4 on one socket (`::`, IPV6_V6ONLY off)."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def _http_server(port: int) -> _Server:
+    try:
+        return _DualServer(("::", port), _NoDelayApp)
+    except OSError:  # IPv6 disabled in this namespace
+        return _Server(("0.0.0.0", port), _NoDelayApp)
+
+
 class _NoDelayApp(_App):
     disable_nagle_algorithm = True
 
@@ -82,7 +100,7 @@ def _ready(port: int) -> None:
 
 
 def serve_http(port: int, tls: ssl.SSLContext | None = None) -> None:
-    srv = _Server(("0.0.0.0", port), _NoDelayApp)
+    srv = _http_server(port)
     if tls is not None:
         srv.socket = tls.wrap_socket(srv.socket, server_side=True)
     _ready(port)

@@ -52,12 +52,16 @@ from typing import IO, Any
 from l7scope.capture import tproxy
 from l7scope.netlab import kubeproxy
 from l7scope.netlab.sh import NetlabError, in_ns, ip, run, sysctl
-from l7scope.proxy.bootstrap import EnvoySettings
+from l7scope.proxy.bootstrap import EnvoySettings, nodeport_mark
 from l7scope.proxy.supervisor import EnvoySupervisor
 
 UNDERLAY_NET = ipaddress.IPv4Network("172.30.0.0/24")
 SERVICE_NET = ipaddress.IPv4Network("10.96.0.0/12")
 FIRST_VIP = ipaddress.IPv4Address("10.96.0.10")
+UNDERLAY_NET6 = ipaddress.IPv6Network("fd00:30::/64")
+SERVICE_NET6 = ipaddress.IPv6Network("fd00:96::/112")
+FIRST_VIP6 = ipaddress.IPv6Address("fd00:96::a")
+FAMILIES = ("ipv4", "ipv6", "dual")
 
 _counter = itertools.count()
 _DEFAULT_PREFIX = re.compile(r"^nl(\d+)x\d+-")
@@ -76,6 +80,9 @@ class Node:
     pod_cidr: str
     gateway: str
     underlay_ip: str
+    pod_cidr6: str | None = None  # dual stack: the IPv6 twins of the three above
+    gateway6: str | None = None
+    underlay_ip6: str | None = None
     pods: list[Pod] = field(default_factory=list)
     envoy: EnvoySupervisor | None = None
     capture_rules: tproxy.Rules | None = None
@@ -87,9 +94,24 @@ class Pod:
     netns: str
     ip: str
     node: Node
+    ip6: str | None = None  # dual stack: the pod's IPv6 address (`ip` is its IPv4 one)
 
     def address(self, port: int) -> str:
-        return f"{self.ip}:{port}"
+        return _hostport(self.ip, port)
+
+
+@dataclass
+class External:
+    """A machine outside the cluster network on the nodes' underlay (a NodePort client)."""
+
+    name: str
+    netns: str
+    ip: str
+    ip6: str | None = None
+
+
+def _hostport(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 @dataclass
@@ -98,18 +120,35 @@ class Service:
     vip: str
     port: int
     endpoints: list[tuple[str, int]]
+    node_port: int = 0
+    external_traffic_policy: str = "Cluster"
+    vip6: str | None = None  # dual stack: the IPv6 ClusterIP and endpoints
+    endpoints6: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def address(self) -> str:
-        return f"{self.vip}:{self.port}"
+        return _hostport(self.vip, self.port)
+
+    @property
+    def address6(self) -> str:
+        assert self.vip6 is not None, f"{self.name} is not dual stack"
+        return _hostport(self.vip6, self.port)
 
     def selection_entries(self) -> list[tuple[str, int]]:
-        """What capture selects for this Service: the VIP:port and each endpoint ip:port."""
-        return [(self.vip, self.port), *self.endpoints]
+        """What capture selects for this Service: the VIPs:port and each endpoint ip:port."""
+        return [(self.vip, self.port), *self.endpoints,
+                *([(self.vip6, self.port), *self.endpoints6] if self.vip6 else [])]
 
 
 class Topology:
-    def __init__(self, prefix: str | None = None, workdir: str | Path | None = None) -> None:
+    def __init__(self, prefix: str | None = None, workdir: str | Path | None = None,
+                 family: str = "ipv4") -> None:
+        """`family`: "ipv4", "ipv6" (IPv6 only: every address, VIP and route is IPv6) or
+        "dual" (IPv4 primary, each node, pod and Service also has an IPv6 address)."""
+        if family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+        self.family = family
+        self.v4, self.v6 = family != "ipv6", family != "ipv4"
         self.prefix = prefix or default_prefix()
         if not re.fullmatch(r"[a-z][a-z0-9]{0,23}", self.prefix):
             raise ValueError(f"prefix must be [a-z][a-z0-9]{{0,23}}, got {self.prefix!r}")
@@ -119,6 +158,7 @@ class Topology:
         self.nodes: dict[str, Node] = {}
         self.pods: dict[str, Pod] = {}
         self.services: dict[str, Service] = {}
+        self.externals: dict[str, External] = {}
         self._netns: list[str] = []
         self._procs: list[subprocess.Popen[Any]] = []
         self._underlay: str | None = None
@@ -130,6 +170,11 @@ class Topology:
         full = f"{self.prefix}-{name}"
         ip("netns", "add", full)
         self._netns.append(full)
+        if self.v6:  # addresses usable at once (no duplicate address detection)
+            sysctl(full, **{"net.ipv6.conf.all.accept_dad": 0,
+                            "net.ipv6.conf.default.accept_dad": 0,
+                            "net.ipv6.conf.all.disable_ipv6": 0,
+                            "net.ipv6.conf.default.disable_ipv6": 0})
         ip("link", "set", "lo", "up", netns=full)
         return full
 
@@ -151,18 +196,35 @@ class Topology:
         ns = self._add_netns(name)
         sysctl(ns, **{"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 0,
                       "net.ipv4.conf.default.rp_filter": 0})
-        underlay_ip = str(UNDERLAY_NET.network_address + index + 1)
         port = f"n{index}"
         ip("link", "add", "ul0", "type", "veth", "peer", "name", port, "netns", ul, netns=ns)
         ip("link", "set", port, "master", "br0", "up", netns=ul)
-        ip("addr", "add", f"{underlay_ip}/{UNDERLAY_NET.prefixlen}", "dev", "ul0", netns=ns)
+        v4 = (f"10.244.{index}.0/24", f"10.244.{index}.1",
+              str(UNDERLAY_NET.network_address + index + 1))
+        v6 = (str(ipaddress.IPv6Network(f"fd00:244:{index:x}::/64")),
+              str(ipaddress.IPv6Address(f"fd00:244:{index:x}::1")),
+              str(UNDERLAY_NET6.network_address + index + 1))
+        if self.v4:
+            ip("addr", "add", f"{v4[2]}/{UNDERLAY_NET.prefixlen}", "dev", "ul0", netns=ns)
+        if self.v6:
+            sysctl(ns, **{"net.ipv6.conf.all.forwarding": 1})
+            ip("addr", "add", f"{v6[2]}/{UNDERLAY_NET6.prefixlen}", "dev", "ul0", "nodad",
+               netns=ns)
         ip("link", "set", "ul0", "up", netns=ns)
-        ip("route", "add", str(SERVICE_NET), "dev", "ul0", netns=ns)
-        node = Node(name=name, netns=ns, index=index, pod_cidr=f"10.244.{index}.0/24",
-                    gateway=f"10.244.{index}.1", underlay_ip=underlay_ip)
+        if self.v4:
+            ip("route", "add", str(SERVICE_NET), "dev", "ul0", netns=ns)
+        if self.v6:
+            ip("route", "add", str(SERVICE_NET6), "dev", "ul0", netns=ns)
+        primary = v4 if self.v4 else v6
+        node = Node(name=name, netns=ns, index=index, pod_cidr=primary[0], gateway=primary[1],
+                    underlay_ip=primary[2])
+        if self.family == "dual":
+            node.pod_cidr6, node.gateway6, node.underlay_ip6 = v6
         for other in self.nodes.values():
-            ip("route", "add", other.pod_cidr, "via", other.underlay_ip, netns=ns)
-            ip("route", "add", node.pod_cidr, "via", node.underlay_ip, netns=other.netns)
+            for a, b in ((other, node), (node, other)):
+                ip("route", "add", a.pod_cidr, "via", a.underlay_ip, netns=b.netns)
+                if a.pod_cidr6 and a.underlay_ip6:
+                    ip("route", "add", a.pod_cidr6, "via", a.underlay_ip6, netns=b.netns)
         self.nodes[name] = node
         self._sync_services(node)
         return node
@@ -173,49 +235,106 @@ class Topology:
         k = len(node.pods) + 2
         if k > 254:
             raise ValueError(f"node {node.name} is full")
-        pod_ip = f"10.244.{node.index}.{k}"
+        ip6 = str(ipaddress.IPv6Address(f"fd00:244:{node.index:x}::{k:x}"))
+        pod_ip = f"10.244.{node.index}.{k}" if self.v4 else ip6
+        pod_ip6 = ip6 if self.family == "dual" else None
         ns = self._add_netns(name)
         veth = f"p{k}"
         ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
            netns=node.netns)
-        ip("addr", "add", node.gateway, "peer", f"{pod_ip}/32", "dev", veth, netns=node.netns)
+        pairs = [(node.gateway, pod_ip)]
+        if pod_ip6 and node.gateway6:
+            pairs.append((node.gateway6, pod_ip6))
+        for gw, addr in pairs:
+            if ":" in addr:  # IPv6 `peer` adds no route to the peer: routes of our own
+                ip("addr", "add", f"{gw}/128", "dev", veth, "nodad", netns=node.netns)
+                ip("addr", "add", f"{addr}/128", "dev", "eth0", "nodad", netns=ns)
+            else:
+                ip("addr", "add", gw, "peer", f"{addr}/32", "dev", veth, netns=node.netns)
+                ip("addr", "add", addr, "peer", f"{gw}/32", "dev", "eth0", netns=ns)
         ip("link", "set", veth, "up", netns=node.netns)
-        ip("addr", "add", pod_ip, "peer", f"{node.gateway}/32", "dev", "eth0", netns=ns)
         ip("link", "set", "eth0", "up", netns=ns)
-        ip("route", "add", "default", "via", node.gateway, "dev", "eth0", netns=ns)
-        pod = Pod(name=name, netns=ns, ip=pod_ip, node=node)
+        for gw, addr in pairs:
+            if ":" in addr:
+                ip("route", "add", f"{addr}/128", "dev", veth, netns=node.netns)
+                ip("route", "add", f"{gw}/128", "dev", "eth0", netns=ns)
+            ip("route", "add", "default", "via", gw, "dev", "eth0", netns=ns)
+        pod = Pod(name=name, netns=ns, ip=pod_ip, node=node, ip6=pod_ip6)
         node.pods.append(pod)
         self.pods[name] = pod
         return pod
 
+    def add_external(self, name: str) -> External:
+        """A host on the underlay that is neither node nor pod (172.30.0.254 downwards)."""
+        if name in self.externals:
+            raise ValueError(f"external {name} exists")
+        ul = self._ensure_underlay()
+        n = len(self.externals)
+        addr4 = str(UNDERLAY_NET.broadcast_address - 1 - n)
+        addr6 = str(UNDERLAY_NET6.network_address + 0xfe - n)
+        ns = self._add_netns(name)
+        port = f"x{n}"
+        ip("link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", ul, netns=ns)
+        ip("link", "set", port, "master", "br0", "up", netns=ul)
+        if self.v4:
+            ip("addr", "add", f"{addr4}/{UNDERLAY_NET.prefixlen}", "dev", "eth0", netns=ns)
+        if self.v6:
+            ip("addr", "add", f"{addr6}/{UNDERLAY_NET6.prefixlen}", "dev", "eth0", "nodad",
+               netns=ns)
+        ip("link", "set", "eth0", "up", netns=ns)
+        ext = External(name=name, netns=ns, ip=addr4 if self.v4 else addr6,
+                       ip6=addr6 if self.family == "dual" else None)
+        self.externals[name] = ext
+        return ext
+
     # -- services and capture ----------------------------------------------------------------
     def add_service(self, name: str, port: int,
-                    endpoints: Sequence[tuple[Pod | str, int]], vip: str | None = None) -> Service:
-        """A ClusterIP Service: VIP:port -> endpoints (pods or ip strings, with target port)."""
+                    endpoints: Sequence[tuple[Pod | str, int]], vip: str | None = None,
+                    node_port: int = 0, external_traffic_policy: str = "Cluster") -> Service:
+        """A ClusterIP Service: VIP:port -> endpoints (pods or ip strings, with target port);
+        with `node_port` a NodePort Service too (`externalTrafficPolicy` Cluster or Local)."""
+        if external_traffic_policy not in ("Cluster", "Local"):
+            raise ValueError(f"externalTrafficPolicy must be Cluster or Local, got {external_traffic_policy}")
         if name in self.services:
             raise ValueError(f"service {name} exists")
+        net = SERVICE_NET if self.v4 else SERVICE_NET6
         if vip is None:
-            vip = str(FIRST_VIP + len(self.services))
-        if ipaddress.IPv4Address(vip) not in SERVICE_NET:
-            raise ValueError(f"VIP {vip} is outside {SERVICE_NET}")
-        eps = [(e.ip if isinstance(e, Pod) else str(ipaddress.IPv4Address(e)), int(p))
+            vip = str((FIRST_VIP if self.v4 else FIRST_VIP6) + len(self.services))
+        if ipaddress.ip_address(vip) not in net:
+            raise ValueError(f"VIP {vip} is outside {net}")
+        eps = [(e.ip if isinstance(e, Pod) else str(ipaddress.ip_address(e)), int(p))
                for e, p in endpoints]
-        svc = Service(name=name, vip=vip, port=port, endpoints=eps)
+        svc = Service(name=name, vip=vip, port=port, endpoints=eps, node_port=node_port,
+                      external_traffic_policy=external_traffic_policy)
+        if self.family == "dual":  # pod endpoints get their IPv6 twin
+            svc.vip6 = str(FIRST_VIP6 + len(self.services))
+            svc.endpoints6 = [(e.ip6, int(p)) for e, p in endpoints
+                              if isinstance(e, Pod) and e.ip6]
         self.services[name] = svc
         for node in self.nodes.values():
             self._sync_services(node)
         return svc
 
     def _sync_services(self, node: Node) -> None:
-        rules = [kubeproxy.ServiceRule(s.vip, s.port, s.endpoints) for s in self.services.values()]
+        local = ({p.ip for p in node.pods} | {p.ip6 for p in node.pods if p.ip6}
+                 | {node.underlay_ip, node.underlay_ip6})
+        rules = [kubeproxy.ServiceRule(
+            vip, s.port, eps, s.node_port,
+            [e for e in eps if e[0] in local] if s.external_traffic_policy == "Local" else None)
+            for s in self.services.values()
+            for vip, eps in ((s.vip, s.endpoints), (s.vip6, s.endpoints6)) if vip]
         kubeproxy.apply(node.netns, rules)
 
     def capture(self, node: Node, services: Iterable[Service],
                 tproxy_port: int = tproxy.DEFAULT_TPROXY_PORT) -> tproxy.Rules:
         """Send the node's pods' connections to these Services (VIPs and endpoints) to Envoy."""
+        services = list(services)
         entries = [e for s in services for e in s.selection_entries()]
+        nodeports = [s.node_port for s in services if s.node_port]
         rules = tproxy.Rules(tproxy_port=tproxy_port)
-        tproxy.apply(tproxy.Selection.of(entries, [node.pod_cidr]), rules, netns=node.netns)
+        cidrs = [node.pod_cidr, *([node.pod_cidr6] if node.pod_cidr6 else [])]
+        tproxy.apply(tproxy.Selection.of(entries, cidrs, nodeports), rules,
+                     netns=node.netns)
         node.capture_rules = rules
         return rules
 
@@ -232,7 +351,9 @@ class Topology:
             rules = node.capture_rules or tproxy.Rules()
             settings = EnvoySettings(tproxy_port=rules.tproxy_port,
                                      access_log_path=str(self.workdir / f"{node.name}-envoy.log"),
-                                     original_src_mark=rules.upstream_mark)
+                                     listen_address_v6="::" if self.v6 else None,
+                                     original_src_mark=rules.upstream_mark,
+                                     nodeport_original_src_mark=nodeport_mark(rules.upstream_mark))
         sup = EnvoySupervisor(settings, netns=node.netns,
                               workdir=self.workdir / f"{node.name}-envoy", **supervisor_args)
         node.envoy = sup
@@ -240,7 +361,7 @@ class Topology:
         return sup
 
     # -- processes ---------------------------------------------------------------------------
-    def popen(self, where: Pod | Node | None, argv: Sequence[str], *,
+    def popen(self, where: Pod | Node | External | None, argv: Sequence[str], *,
               stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
               stdin: int | IO[Any] | None = subprocess.DEVNULL,
               text: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen[Any]:
@@ -261,11 +382,11 @@ class Topology:
         self._procs.append(proc)
         return proc
 
-    def log_path(self, where: Pod | Node | None, argv: Sequence[str]) -> Path:
+    def log_path(self, where: Pod | Node | External | None, argv: Sequence[str]) -> Path:
         name = where.name if where else "host"
         return self.workdir / f"{name}-{Path(argv[0]).name}.log"
 
-    def run(self, where: Pod | Node | None, argv: Sequence[str], *, check: bool = True,
+    def run(self, where: Pod | Node | External | None, argv: Sequence[str], *, check: bool = True,
             stdin: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run a command to completion in a pod or node namespace and capture its output."""
         return run(argv, where.netns if where else None, check=check, stdin=stdin,

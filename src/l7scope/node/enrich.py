@@ -5,7 +5,7 @@ Pure functions over the metadata cache; called by `ingest.py` once per Report en
 Endpoints: a pod IP is a workload endpoint (`wep`, its namespace, `generateName*` or the pod
 name); a node address is a host endpoint (`hep`, `-`, node name); an address in a Calico
 NetworkSet / GlobalNetworkSet is `ns` (set name, its namespace or `-`); anything else is `net`
-with `pvt` (10/8, 172.16/12, 192.168/16) or `pub`.
+with `pvt` (10/8, 172.16/12, 192.168/16, and for IPv6 the unique local fc00::/7) or `pub`.
 
 Client-side capture means the connection's destination is often a ClusterIP. Then the
 destination endpoint is taken from Envoy's `upstream_host` when that is a pod; otherwise from the
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from l7scope.node.metadata import MetadataCache, Service
 
 _PRIVATE = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+_PRIVATE6 = ipaddress.IPv6Network("fc00::/7")  # RFC 4193 unique local addresses
 NOT_INCLUDED = "-"
 
 
@@ -56,7 +57,11 @@ def net_endpoint(ip: str) -> Endpoint:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return Endpoint("net", NOT_INCLUDED, "pub")
-    private = isinstance(addr, ipaddress.IPv4Address) and any(addr in n for n in _PRIVATE)
+    if isinstance(addr, ipaddress.IPv6Address):
+        private = addr in _PRIVATE6 or (addr.ipv4_mapped is not None and any(
+            addr.ipv4_mapped in n for n in _PRIVATE))
+    else:
+        private = any(addr in n for n in _PRIVATE)
     return Endpoint("net", NOT_INCLUDED, "pvt" if private else "pub")
 
 

@@ -3,8 +3,9 @@
 `select(cache, mode, node_name)` (pure) returns the `capture.tproxy.Selection`: with
 `tproxyMode: Enabled` the Services annotated `projectcalico.org/l7-logging: "true"` or
 `l7scope.io/logging: "true"` (exactly "true"), with `EnabledAllServices` every Service; for each,
-its TCP ports on every ClusterIP plus its endpoints' IP:port (TCP) from EndpointSlices/Endpoints.
-Clients are the IPs of the non-host-network pods on this node (`spec.nodeName`), so a connection
+its TCP ports on every ClusterIP plus its endpoints' IP:port (TCP) from EndpointSlices/Endpoints,
+and its TCP NodePorts (captured for any client that dials them at this node, Envoy's listener
+`tproxyPort + 1`). Clients are the IPs of the non-host-network pods on this node (`spec.nodeName`), so a connection
 is proxied once, on the client's node.
 
 `CaptureController.step()` (called every ~0.25 s by the agent) applies a changed selection
@@ -46,11 +47,12 @@ def is_selected(svc: Service, mode: str) -> bool:
     return any(svc.annotations.get(a) == "true" for a in ANNOTATIONS)
 
 
-def _ipv4(ip: str) -> bool:
+def _ip(ip: str) -> bool:
+    """An IPv4 or IPv6 address (capture.tproxy handles both); not garbage from the inventory."""
     try:
-        ipaddress.IPv4Address(ip)
+        ipaddress.ip_address(ip)
     except ValueError:
-        return False  # IPv6 (capture.tproxy is IPv4 only) or garbage from the inventory
+        return False
     return True
 
 
@@ -58,17 +60,20 @@ def select(cache: MetadataCache, mode: str, node_name: str) -> tproxy.Selection:
     if mode == "Disabled":
         return tproxy.Selection()
     services: set[tuple[str, int]] = set()
+    nodeports: set[int] = set()
     for svc in cache.services():
         if not is_selected(svc, mode):
             continue
+        nodeports.update(p.node_port for p in svc.ports
+                         if p.protocol == "TCP" and 0 < p.node_port < 65536)
         ports = [p.port for p in svc.ports if p.protocol == "TCP" and 0 < p.port < 65536]
-        services.update((ip, port) for ip in svc.cluster_ips if _ipv4(ip) for port in ports)
+        services.update((ip, port) for ip in svc.cluster_ips if _ip(ip) for port in ports)
         for es in cache.endpoints_of(svc):
             ports = [p.port for p in es.ports if p.protocol == "TCP" and 0 < p.port < 65536]
-            services.update((ip, port) for ip in es.addresses if _ipv4(ip) for port in ports)
+            services.update((ip, port) for ip in es.addresses if _ip(ip) for port in ports)
     clients = {ip for pod in cache.pods() if pod.node_name == node_name and not pod.host_network
-               for ip in pod.ips if _ipv4(ip)}
-    return tproxy.Selection.of(services, clients)
+               for ip in pod.ips if _ip(ip)}
+    return tproxy.Selection.of(services, clients, nodeports)
 
 
 def capture_rules(settings: NodeSettings) -> tproxy.Rules:

@@ -25,7 +25,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from l7scope.proxy.bootstrap import EnvoySettings
+from l7scope.proxy.bootstrap import EnvoySettings, nodeport_mark
 
 GROUP: Final = "l7scope.io"
 VERSION: Final = "v1"
@@ -255,4 +255,6 @@ def envoy_settings(spec: ApplicationLayerSpec, *, tproxy_port: int = 16001,
     return EnvoySettings(tproxy_port=tproxy_port, admin_address=admin_address,
                          xff_num_trusted_hops=spec.xff_num_trusted_hops,
                          use_remote_address=spec.use_remote_address,
-                         original_src_mark=original_src_mark)
+                         original_src_mark=original_src_mark,
+                         nodeport_original_src_mark=None if original_src_mark is None
+                         else nodeport_mark(original_src_mark))

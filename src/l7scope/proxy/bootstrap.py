@@ -12,6 +12,12 @@ Filter chains, in Calico's order (spec section 4):
    cluster, type %PROTOCOL%.
 4. anything else: `tcp_proxy`, log type `tcp`.
 
+NodePorts (optional, `nodeport_original_src_mark`): a second listener `l7scope_nodeports` on
+`tproxy_port + 1`, same filter chains, takes the NodePort connections of annotated Services
+(Calico's `nodeports` listener). Its `original_src` mark carries kube-proxy's masquerade bit, so
+kube-proxy masquerades Envoy's upstream connection to `<node>:<nodePort>` as it would the
+client's own (the endpoint may sit on another node; its replies must come back here).
+
 Self-loop guard: a connection whose (restored) destination port is the listener's own port was
 not TPROXYed to us but dialled directly (`node:16001`); forwarding it to its "original
 destination" would make Envoy connect to itself, again and again, until its file descriptors run
@@ -50,6 +56,8 @@ DEFAULT_ADMIN_ADDRESS: Final = "127.0.0.1:9901"
 DEFAULT_TPROXY_PORT: Final = 16001
 
 LISTENER_NAME: Final = "l7scope_tproxy"
+NODEPORT_LISTENER_NAME: Final = "l7scope_nodeports"
+KUBE_PROXY_MASQUERADE_MARK: Final = 0x4000
 CLUSTER_HTTP1: Final = "original_dst"
 CLUSTER_H2C: Final = "original_dst_h2c"
 CLUSTER_ALS: Final = "l7scope_als"
@@ -77,6 +85,9 @@ class EnvoySettings(BaseModel):
     tproxy_port: int = Field(default=DEFAULT_TPROXY_PORT, ge=1, le=65535,
                              description="port of the transparent listener (TPROXY target)")
     listen_address: str = Field(default="0.0.0.0", description="address of the transparent listener")
+    listen_address_v6: str | None = Field(
+        default=None, description="an IPv6 address the listeners also bind (`::` for IPv6 and"
+                                  " dual-stack nodes; a v6-only socket next to the IPv4 one)")
     access_log_path: str = Field(default=DEFAULT_ACCESS_LOG_PATH, min_length=1,
                                  description="JSON access log file the collector tails")
     admin_address: str = Field(
@@ -101,6 +112,12 @@ class EnvoySettings(BaseModel):
         description="keep the client's source IP on upstream connections (listener filter"
                     " original_src) and mark them with this value (tproxyUpstreamConnMark); the"
                     " capture rules route their replies back to Envoy (capture/tproxy.py)")
+    nodeport_original_src_mark: int | None = Field(
+        default=None, ge=1, le=0xFFFFFFFF,
+        description="a second transparent listener on tproxy_port + 1 for the NodePorts the"
+                    " capture rules hand it, whose upstream connections keep the client's IP and"
+                    " carry this mark: kube-proxy's masquerade bit (0x4000) OR-ed with"
+                    " tproxyUpstreamConnMark, as Calico's `nodeports` listener (docs/capture.md)")
     upstream_limit: int = Field(
         default=DEFAULT_UPSTREAM_LIMIT, ge=1, le=10_000_000,
         description="circuit breakers of each original_dst cluster: max_connections,"
@@ -113,6 +130,11 @@ class EnvoySettings(BaseModel):
     @classmethod
     def _ipv4(cls, v: str) -> str:
         return str(ipaddress.IPv4Address(v))
+
+    @field_validator("listen_address_v6")
+    @classmethod
+    def _ipv6(cls, v: str | None) -> str | None:
+        return None if v is None else str(ipaddress.IPv6Address(v))
 
     @field_validator("admin_address")
     @classmethod
@@ -143,6 +165,12 @@ class EnvoySettings(BaseModel):
         """The admin socket's path when admin is a unix socket."""
         return self.admin_address.removeprefix("unix:") if self.admin_address.startswith(
             "unix:") else None
+
+
+def nodeport_mark(upstream_mark: int) -> int:
+    """The NodePort listener's `original_src` mark: kube-proxy's masquerade bit and the
+    upstream connection mark (the capture rules' connmark save needs the latter)."""
+    return upstream_mark | KUBE_PROXY_MASQUERADE_MARK
 
 
 def split_host_port(addr: str) -> tuple[str, int]:
@@ -261,9 +289,11 @@ def _hcm(settings: EnvoySettings, stat_prefix: str, cluster: str, h2c: bool) -> 
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
 
 
-def _listener(settings: EnvoySettings) -> dict[str, Any]:
-    own_port = {"destination_port_range": {"start": settings.tproxy_port,
-                                           "end": settings.tproxy_port + 1}}
+def _listener(settings: EnvoySettings, name: str = LISTENER_NAME, port: int | None = None,
+              original_src_mark: int | None = None) -> dict[str, Any]:
+    if port is None:
+        port, original_src_mark = settings.tproxy_port, settings.original_src_mark
+    own_port = {"destination_port_range": {"start": port, "end": port + 1}}
 
     def inspector(name: str, type_url: str, skip_own_port: bool = True) -> dict[str, Any]:
         f: dict[str, Any] = {"name": name, "typed_config": {"@type": type_url}}
@@ -273,8 +303,11 @@ def _listener(settings: EnvoySettings) -> dict[str, Any]:
 
     ext = "type.googleapis.com/envoy.extensions.filters.listener"
     return {
-        "name": LISTENER_NAME,
-        "address": _socket_address(settings.listen_address, settings.tproxy_port),
+        "name": name,
+        "address": _socket_address(settings.listen_address, port),
+        **({"additional_addresses": [
+            {"address": _socket_address(settings.listen_address_v6, port)}]}
+           if settings.listen_address_v6 else {}),
         "transparent": True,
         "listener_filters": [
             inspector("envoy.filters.listener.original_dst",
@@ -282,8 +315,8 @@ def _listener(settings: EnvoySettings) -> dict[str, Any]:
             *([inspector("envoy.filters.listener.original_src",
                          f"{ext}.original_src.v3.OriginalSrc") | {
                 "typed_config": {"@type": f"{ext}.original_src.v3.OriginalSrc",
-                                 "mark": settings.original_src_mark}}]
-              if settings.original_src_mark is not None else []),
+                                 "mark": original_src_mark}}]
+              if original_src_mark is not None else []),
             inspector("envoy.filters.listener.tls_inspector",
                       f"{ext}.tls_inspector.v3.TlsInspector"),
             inspector("envoy.filters.listener.http_inspector",
@@ -295,7 +328,7 @@ def _listener(settings: EnvoySettings) -> dict[str, Any]:
             {
                 # not TPROXYed: dialled at the listener itself. No filters: Envoy closes it.
                 "name": GUARD_CHAIN,
-                "filter_chain_match": {"destination_port": settings.tproxy_port},
+                "filter_chain_match": {"destination_port": port},
                 "filters": [],
             },
             {
@@ -378,6 +411,10 @@ def render(settings: EnvoySettings | None = None) -> dict[str, Any]:
     ]
     if s.als_socket:
         clusters.append(_als_cluster(s))
+    listeners = [_listener(s)]
+    if s.nodeport_original_src_mark is not None:
+        listeners.append(_listener(s, NODEPORT_LISTENER_NAME, s.tproxy_port + 1,
+                                   s.nodeport_original_src_mark))
     if s.admin_socket is not None:
         # owner and group only: the pod's containers share the group (see operator.render)
         admin_address: dict[str, Any] = {"pipe": {"path": s.admin_socket, "mode": ADMIN_SOCKET_MODE}}
@@ -387,7 +424,7 @@ def render(settings: EnvoySettings | None = None) -> dict[str, Any]:
         "node": {"id": s.node_id, "cluster": "l7scope"},
         "admin": {"address": admin_address,
                   "ignore_global_conn_limit": True},
-        "static_resources": {"listeners": [_listener(s)], "clusters": clusters},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
         "overload_manager": {"resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",
             "typed_config": {
