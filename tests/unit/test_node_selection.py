@@ -111,10 +111,33 @@ def test_garbage_addresses_are_skipped() -> None:
     c = cache_with(service("bad", "x", "not-an-ip", [("", 80, 80), ("", 70000, 1)],
                            {"l7scope.io/logging": "true"}),
                    service("v6", "x", "fd00::1", [("", 80, 80)], {"l7scope.io/logging": "true"}))
-    sel = select(c, "Enabled", "node-a")
+    sel = select(c, "Enabled", "node-a", ipv6=True)
     assert ("10.96.0.10", 80) in sel.services
     assert not any(ip == "not-an-ip" for ip, _ in sel.services)
     assert ("fd00::1", 80) in sel.services  # IPv6 ClusterIPs are captured too (inet table)
+
+
+def test_ipv6_only_with_ipv6_support() -> None:
+    """Without ipv6Support Envoy has no IPv6 listener: IPv6 addresses stay out of capture (a
+    TPROXYed connection would find no socket), IPv4 ones are captured as before."""
+    c = cache_with(service("v6", "x", "fd00::1", [("", 80, 80)], {"l7scope.io/logging": "true"}),
+                   pod("p6", "x", "fd00:244::5", "node-a"))
+    off, on = select(c, "Enabled", "node-a"), select(c, "Enabled", "node-a", ipv6=True)
+    assert not any(":" in ip for ip, _ in off.services) and not any(":" in ip for ip in off.clients)
+    assert ("10.96.0.10", 80) in off.services
+    assert ("fd00::1", 80) in on.services and "fd00:244::5/128" in on.clients
+    assert off.services <= on.services
+
+    applied: list[tproxy.Selection] = []
+    ctl = CaptureController(c, "node-a", tproxy.Rules(), envoy_ready=lambda: True,
+                            apply=lambda sel, rules, netns=None: applied.append(sel),
+                            remove=lambda rules, netns=None: None)
+    ctl.set_mode("Enabled", tproxy.Rules())
+    ctl.step()
+    assert ("fd00::1", 80) not in applied[-1].services
+    ctl.set_mode("Enabled", tproxy.Rules(), ipv6=True)
+    ctl.step()
+    assert ("fd00::1", 80) in applied[-1].services
 
 
 def test_nodeports_of_selected_tcp_services() -> None:

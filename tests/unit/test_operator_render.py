@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -277,3 +278,17 @@ def test_namespace_is_labelled_for_what_the_daemonset_needs() -> None:
     assert pod["hostNetwork"] is True
     assert any("hostPath" in v for v in pod["volumes"])
     assert any(c["securityContext"]["capabilities"].get("add") for c in pod["containers"])
+
+
+def test_ipv6_support_adds_the_ipv6_listener_addresses() -> None:
+    def listeners(node: NodeSettings) -> list[dict[str, Any]]:
+        cm = _by_kind(render.render(_spec(), render.RenderContext(node=node)))["ConfigMap"]
+        out: list[dict[str, Any]] = yaml.safe_load(cm["data"]["envoy-config.yaml"])[
+            "static_resources"]["listeners"]
+        return out
+
+    for lst in listeners(NodeSettings()):
+        assert "additional_addresses" not in lst  # IPv4 only: binds on nodes without IPv6 too
+    for lst in listeners(NodeSettings.model_validate({"ipv6Support": True})):
+        (extra,) = lst["additional_addresses"]
+        assert extra["address"]["socket_address"]["address"] == "::"

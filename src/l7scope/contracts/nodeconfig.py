@@ -179,6 +179,11 @@ class NodeSettings(BaseModel):
                                            alias="tproxyUpstreamConnMark", ge=1, le=0xFFFFFFFF)
     """Calico's name: the mark (mask) of Envoy's upstream connections. Calico's default 0x17
     is fine too; it must not overlap tproxyMark or the reserved bits."""
+    ipv6_support: bool = Field(default=False, alias="ipv6Support")
+    """Felix's name. On: IPv6 ClusterIPs, endpoints and pods are captured too, and Envoy also
+    listens on `::` (every node needs IPv6 enabled, or its Envoy cannot bind). Off (l7scope's
+    default; Felix's is on): IPv6 addresses are left out of capture, their traffic untouched,
+    so a dual-stack Service is captured on its IPv4 address only."""
     l7_logs_flush_interval: float = Field(default=1.0, alias="l7LogsFlushInterval")
     """Aggregation period in seconds (Go duration text accepted). Felix: 5m0s; see module doc."""
     l7_logs_file_enabled: bool = Field(default=True, alias="l7LogsFileEnabled")

@@ -100,7 +100,7 @@ class Agent:
         probe = envoy_ready_probe(cfg.envoy_admin) if cfg.envoy_admin else (lambda: True)
         self.capture = CaptureController(self.cache, cfg.node_name, capture_rules(s), probe,
                                          cfg.netns, host_net=lambda: bridge.read_host(cfg.netns))
-        self.capture.set_mode(s.tproxy_mode, capture_rules(s))
+        self.capture.set_mode(s.tproxy_mode, capture_rules(s), s.ipv6_support)
         self.stats = AgentStats()
         self.started = time.time()
         self._stop = threading.Event()
@@ -262,6 +262,10 @@ class Agent:
                     # rules keep the values Envoy was started with.
                     log.warning("tproxyPort/tproxyMark/tproxyUpstreamConnMark changed: takes "
                                 "effect after a restart (with Envoy's new config)")
+                if capture.ipv6_support != self.capture.ipv6:
+                    # the same for ipv6Support: Envoy's IPv6 listener comes with its new config
+                    log.warning("ipv6Support changed: takes effect after a restart (with "
+                                "Envoy's new config)")
                 self.capture.set_mode(capture.tproxy_mode, self.capture.rules)
             if self.inventory is not None:
                 self.inventory.poll()

@@ -47,7 +47,7 @@ def is_selected(svc: Service, mode: str) -> bool:
     return any(svc.annotations.get(a) == "true" for a in ANNOTATIONS)
 
 
-def _ip(ip: str) -> bool:
+def _address(ip: str) -> bool:
     """An IPv4 or IPv6 address (capture.tproxy handles both); not garbage from the inventory."""
     try:
         ipaddress.ip_address(ip)
@@ -56,9 +56,15 @@ def _ip(ip: str) -> bool:
     return True
 
 
-def select(cache: MetadataCache, mode: str, node_name: str) -> tproxy.Selection:
+def select(cache: MetadataCache, mode: str, node_name: str, ipv6: bool = False) -> tproxy.Selection:
+    """What to capture. Without `ipv6` (NodeSettings.ipv6_support) IPv6 addresses are left out:
+    Envoy has no IPv6 listener then, and a TPROXYed connection would find no socket."""
     if mode == "Disabled":
         return tproxy.Selection()
+
+    def _ip(ip: str) -> bool:
+        return _address(ip) and (ipv6 or ":" not in ip)
+
     services: set[tuple[str, int]] = set()
     nodeports: set[int] = set()
     for svc in cache.services():
@@ -131,6 +137,7 @@ class CaptureController:
         self.netns = netns
         self._apply, self._remove = apply, remove
         self.mode = "Disabled"
+        self.ipv6 = False  # NodeSettings.ipv6_support
         self.stats = CaptureStats()
         self._applied: tproxy.Selection | None = None  # what is in the kernel (None: no table)
         self._version = -1
@@ -140,9 +147,13 @@ class CaptureController:
         self._next_host_check = 0.0
         self._warned_bridges: set[str] = set()
 
-    def set_mode(self, mode: str, rules: tproxy.Rules) -> None:
+    def set_mode(self, mode: str, rules: tproxy.Rules, ipv6: bool | None = None) -> None:
         """Use this mode and these rules (port, mark); changed rules replace the installed ones
-        (the old table and policy route are removed with the old rules)."""
+        (the old table and policy route are removed with the old rules). `ipv6`: capture IPv6
+        addresses too (None: unchanged)."""
+        if ipv6 is not None and ipv6 != self.ipv6:
+            self.ipv6 = ipv6
+            self._version = -1
         if mode != self.mode or rules != self.rules:
             log.info("capture: tproxyMode %s, port %d, mark 0x%x", mode, rules.tproxy_port,
                      rules.mark)
@@ -158,7 +169,7 @@ class CaptureController:
         changed = self._version != self.cache.version
         if changed:
             self._version = self.cache.version
-            self._selected = select(self.cache, self.mode, self.node_name)
+            self._selected = select(self.cache, self.mode, self.node_name, self.ipv6)
             names = {(s.namespace, s.name) for s in self.cache.services() if is_selected(s, self.mode)}
             self.stats.selected_services = len(names)
             self.stats.selected_service_names = sorted(f"{ns}/{name}" for ns, name in names)

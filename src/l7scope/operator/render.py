@@ -187,7 +187,8 @@ def _container(spec: ApplicationLayerSpec, ctx: RenderContext, name: str, comman
 def envoy_config_yaml(spec: ApplicationLayerSpec, ctx: RenderContext) -> str:
     return render_yaml(envoy_settings(spec, tproxy_port=ctx.node.tproxy_port,
                                       admin_address=ENVOY_ADMIN,
-                                      original_src_mark=ctx.node.tproxy_upstream_conn_mark))
+                                      original_src_mark=ctx.node.tproxy_upstream_conn_mark,
+                                      ipv6=ctx.node.ipv6_support))
 
 
 def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -> dict[str, Any]:

@@ -249,12 +249,14 @@ def check(name: str, raw_spec: Mapping[str, Any] | None) -> Checked:
 
 def envoy_settings(spec: ApplicationLayerSpec, *, tproxy_port: int = 16001,
                    admin_address: str = "unix:/var/run/l7scope/sockets/envoy-admin.sock",
-                   original_src_mark: int | None = None) -> EnvoySettings:
+                   original_src_mark: int | None = None, ipv6: bool = False) -> EnvoySettings:
     """The Envoy settings this spec asks for (raises pydantic's ValidationError).
-    `original_src_mark`: the node settings' tproxyUpstreamConnMark (client IP kept upstream)."""
+    `original_src_mark`: the node settings' tproxyUpstreamConnMark (client IP kept upstream);
+    `ipv6`: the node settings' ipv6Support (the listeners also bind `::`)."""
     return EnvoySettings(tproxy_port=tproxy_port, admin_address=admin_address,
                          xff_num_trusted_hops=spec.xff_num_trusted_hops,
                          use_remote_address=spec.use_remote_address,
                          original_src_mark=original_src_mark,
                          nodeport_original_src_mark=None if original_src_mark is None
-                         else nodeport_mark(original_src_mark))
+                         else nodeport_mark(original_src_mark),
+                         listen_address_v6="::" if ipv6 else None)
