@@ -303,3 +303,37 @@ def test_reviews_are_cached_cost_measured(stored: str, kube: Kube, cluster: dict
     print(f"\nwhoami, new scoped token: {cold * 1000:.1f} ms ({n_ns} namespaces reviewed); cached: "
           f"median {warm[25] * 1000:.2f} ms; /healthz (no auth, a store ping): median {open_[25] * 1000:.2f} ms")
     assert warm[25] < cold
+
+
+def _kubeconfig(path: Path, control_plane: ControlPlane, user: str) -> Path:
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: t\n  cluster:\n    server: {control_plane.server}\n"
+        f"    certificate-authority: {control_plane.workdir / 'certs' / 'apiserver.crt'}\n"
+        f"users:\n- name: u\n  user:\n{user}"
+        "contexts:\n- name: t\n  context:\n    cluster: t\n    user: u\ncurrent-context: t\n")
+    return path
+
+
+def test_the_cli_reads_with_the_kubeconfigs_token(stored: str, control_plane: ControlPlane,
+                                                  tokens: dict[str, str], tmp_path: Path) -> None:
+    """`--kube-token`: the CLI sends the kubeconfig user's token; the server scopes it like any
+    reader's (shop-viewer sees only its namespace). A user with client certificates only gets a
+    usage error, and nothing is sent."""
+    kc = _kubeconfig(tmp_path / "kc", control_plane, f"    token: {tokens['shop']}\n")
+    env = {**os.environ, "KUBECONFIG": str(kc)}
+    env.pop("L7SCOPE_TOKEN", None)
+    r = subprocess.run([L7SCOPE, "observe", "--server", stored, "--kube-token", "--since", "1h",
+                        "-o", "jsonl"], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    assert {json.loads(line)["url"] for line in r.stdout.splitlines()} == {"/in-shop"}
+
+    certs = _kubeconfig(tmp_path / "certs", control_plane,
+                        "    client-certificate-data: bm90LWEtY2VydA==\n"
+                        "    client-key-data: bm90LWEta2V5\n")
+    r = subprocess.run([L7SCOPE, "observe", "--server", stored, "--kube-token"], capture_output=True,
+                       text=True, timeout=60, env={**env, "KUBECONFIG": str(certs)})
+    assert r.returncode == 2 and "no bearer token" in r.stderr, r.stderr
+    r = subprocess.run([L7SCOPE, "observe", "--server", stored, "--kube-token", "--token-file",
+                        str(kc)], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "exclude each other" in r.stderr, r.stderr

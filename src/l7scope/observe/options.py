@@ -21,10 +21,27 @@ from l7scope.contracts.auth import (
 from l7scope.observe import filters
 from l7scope.observe.filters import FilterSpec
 
-token_file_option = click.option(
-    "--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help=f"File with the server's bearer token [default: ${TOKEN_ENV}, else {default_token_file()} "
-         "when it exists].")
+_KUBE_TOKEN = "l7scope.kube_token"
+
+
+def _remember_kube_token(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[_KUBE_TOKEN] = True
+
+
+def token_file_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`--token-file`, and `--kube-token` (read by `token_from` through the click context, so
+    the commands' signatures carry only the file)."""
+    fn = click.option(
+        "--kube-token", is_flag=True, expose_value=False, callback=_remember_kube_token,
+        help="Send the bearer token of the kubeconfig's current context ($KUBECONFIG, else "
+             "~/.kube/config; a token, a token file or an exec plugin) instead of a token file, "
+             "to a server running --auth kubernetes. It is a credential of your API server: "
+             "use it only with your own cluster's l7scope server.")(fn)
+    return click.option(
+        "--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help=f"File with the server's bearer token [default: ${TOKEN_ENV}, else "
+             f"{default_token_file()} when it exists].")(fn)
 
 
 ca_file_option = click.option(
@@ -41,11 +58,36 @@ def verify_from(ca_file: Path | None) -> ssl.SSLContext | bool:
 
 
 def token_from(token_file: Path | None) -> str | None:
-    """The token to send, or a usage error that says what is wrong with the file."""
+    """The token to send (the kubeconfig's with `--kube-token`), or a usage error that says what
+    is wrong with the file or the kubeconfig."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(_KUBE_TOKEN):  # meta is shared by nested contexts
+        if token_file is not None:
+            raise click.UsageError("--kube-token and --token-file exclude each other")
+        return _kubeconfig_token()
     try:
         return find_token(token_file)
     except TokenFileError as e:
         raise click.UsageError(str(e)) from None
+
+
+def _kubeconfig_token() -> str:
+    from l7scope.kube.client import KubeError, connect
+
+    try:
+        kube = connect(in_cluster=False)
+    except KubeError as e:
+        raise click.UsageError(f"--kube-token: {e.message}") from None
+    try:
+        token = kube.credentials().token
+    finally:
+        kube.close()
+    if not token:
+        raise click.UsageError(
+            "--kube-token: the kubeconfig's user has no bearer token (client certificates cannot "
+            "be passed on to the l7scope server); use a user with a token or an exec plugin, or "
+            "`kubectl create token <serviceaccount>` into a file for --token-file")
+    return token
 
 
 class NotAwareCommand(click.Command):
