@@ -2,6 +2,7 @@
 
 - ApplicationLayer resumed (operator start), created or updated -> `reconcile`;
 - ApplicationLayer deleted (kopf finalizer `l7scope.io/operator`) -> `teardown`;
+- every RENEW_CHECK_S (6 h) -> `reconcile` again, so the TLS certificates renew in time;
 - our DaemonSet changed (pods becoming available, rolling) -> `refresh_status`;
 - NodeAgentConfiguration changed -> `node_config_changed`;
 - a node added, removed or changed -> `node_changed` (re-renders the server's NetworkPolicy
@@ -17,7 +18,7 @@ off (no list/watch of Namespaces and CRDs, which its least-privilege RBAC does n
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 import kopf
 
@@ -30,6 +31,10 @@ from l7scope.operator.reconcile import OperatorConfig, Reconciler
 log = logging.getLogger(__name__)
 
 RETRY_DELAY = 5.0
+
+
+#: How often the ApplicationLayer is reconciled without any event (certificate renewal).
+RENEW_CHECK_S: Final = 6 * 3600.0
 
 
 def build_registry(kube: Kube, cfg: OperatorConfig) -> kopf.OperatorRegistry:
@@ -73,6 +78,13 @@ def build_registry(kube: Kube, cfg: OperatorConfig) -> kopf.OperatorRegistry:
     def reconcile_application_layer(body: kopf.Body, **_: Any) -> None:
         state = run("reconcile", rec.reconcile, dict(body))
         log.info("ApplicationLayer %s: %s", body.get("metadata", {}).get("name"), state)
+
+    # The TLS certificates renew only when a reconcile runs (operator/tls.py decides): one runs
+    # at least every RENEW_CHECK_S, long before the server certificate's last 30 days end.
+    @kopf.timer(*al, registry=registry, interval=RENEW_CHECK_S, initial_delay=RENEW_CHECK_S)
+    def periodic_reconcile(body: kopf.Body, **_: Any) -> None:
+        if not (body.get("metadata") or {}).get("deletionTimestamp"):
+            run("periodic reconcile", rec.reconcile, dict(body))
 
     @kopf.on.delete(*al, registry=registry)
     def delete_application_layer(name: str, **_: Any) -> None:
