@@ -54,6 +54,13 @@ def test_status_from_the_kubernetes_api(cp: kubeharness.ControlPlane) -> None:
     assert checked.spec is not None, checked.errors
     for obj in render.render(checked.spec, render.RenderContext(namespace=ns)):
         kube.create(obj)
+    # the server is a StatefulSet on a claim (the default LogStorage); the harness has no
+    # provisioner: a volume bound to its claim in advance
+    kube.create({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{ns}-data"},
+                 "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                          "persistentVolumeReclaimPolicy": "Delete",
+                          "hostPath": {"path": f"/tmp/{ns}-data", "type": "DirectoryOrCreate"},
+                          "claimRef": {"namespace": ns, "name": f"data-{render.SERVER}-0"}}})
     for name, ann in (("cart", {"projectcalico.org/l7-logging": "true"}), ("web", {"l7scope.io/logging": "true"}),
                       ("db", {})):
         kube.create({"apiVersion": "v1", "kind": "Service",

@@ -27,7 +27,7 @@ from clusterharness import Cluster, Pods, wait_for
 
 from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.kube.client import Kube, KubeError
-from l7scope.operator import chart
+from l7scope.operator import chart, tls
 from l7scope.operator.render import APP_UID, ENVOY_ADMIN, SERVER, SERVER_PORT, SERVICE_ACCOUNT
 from l7scope.testing.workshop import AL_PATH, WORKSHOP_AL
 
@@ -239,23 +239,24 @@ def test_annotated_service_is_captured_through_kube_proxy(cluster: Cluster, kube
 
 
 SERVER_CALL = """
-import json, sys, time, urllib.request
+import json, ssl, sys, time, urllib.request
 from l7scope.contracts import bulk
 from l7scope.contracts.record import L7Record, encode_record
-base, token, what = sys.argv[1], sys.argv[2], sys.argv[3]
+base, token, ca, what = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cadata=ca)  # the operator's CA bundle: the server is https
 auth = {"Authorization": "Bearer " + token}
 if what == "status":
     req = urllib.request.Request(base + "/api/v1/status", headers=auth)
-    print(json.load(urllib.request.urlopen(req, timeout=10))["store"]["records"])
-else:  # ship batch ids sys.argv[4:] of 100 records each, as a node agent does
+    print(json.load(urllib.request.urlopen(req, timeout=10, context=ctx))["store"]["records"])
+else:  # ship batch ids sys.argv[5:] of 100 records each, as a node agent does
     now = int(time.time())
     body = b"\\n".join(encode_record(L7Record(start_time=now - 1, end_time=now, count=1,
                                               url=f"shop:80/p{i}")) for i in range(100)) + b"\\n"
     out = []
-    for bid in sys.argv[4:]:
+    for bid in sys.argv[5:]:
         req = urllib.request.Request(base + bulk.BULK_PATH, data=body, method="POST", headers={
             **auth, bulk.BATCH_ID_HEADER: bid, "Content-Type": bulk.CONTENT_TYPE})
-        out.append(json.load(urllib.request.urlopen(req, timeout=10)))
+        out.append(json.load(urllib.request.urlopen(req, timeout=10, context=ctx)))
     print(json.dumps(out))
 """
 
@@ -289,11 +290,13 @@ def test_server_pod_recreated_keeps_every_record(kube: Kube, operator: subproces
         read = _token(kube, namespace, reader)
         write = _token(kube, NS, SERVICE_ACCOUNT, [TOKEN_AUDIENCE])
         cip = kube.get(f"/api/v1/namespaces/{NS}/services/{SERVER}")["spec"]["clusterIP"]
-        base = f"http://{cip}:{SERVER_PORT}"
+        base = f"https://{cip}:{SERVER_PORT}"  # the certificate names the ClusterIP
         server_pods = Pods(kube, NS)
+        ca = wait_for(lambda: (kube.get(f"/api/v1/namespaces/{NS}/configmaps/{tls.CA_CONFIGMAP}")
+                               .get("data") or {}).get("ca.crt"), 60, "the operator's CA bundle")
 
         def call(token: str, *args: str) -> str | None:
-            rc, out, _ = pods.exec("buyer", ["python3", "-c", SERVER_CALL, base, token, *args])
+            rc, out, _ = pods.exec("buyer", ["python3", "-c", SERVER_CALL, base, token, ca, *args])
             return out.strip() if rc == 0 and out.strip() else None
 
         def records() -> int | None:
@@ -389,7 +392,6 @@ def test_server_tls_from_the_node_agent_pod_with_the_operators_ca(
     from cryptography import x509
 
     from l7scope.contracts.record import encode_records
-    from l7scope.operator import tls
     from l7scope.testing import record_gen
 
     svc = kube.get(f"/api/v1/namespaces/{NS}/services/{SERVER}")

@@ -4,7 +4,7 @@ Per node, the `l7-log-collector` pod's containers (`envoy-proxy`, `l7-collector`
 `l7-node-agent`) give Envoy, collector and node agent readiness (their readiness probes are the
 same `/ready` and `/healthz` endpoints the local mode asks); a node the DaemonSet should run on
 but has no pod is reported unhealthy. The annotated Services are listed from the API; the server
-is the `l7scope-server` Deployment (and, with `--server URL`, its own `/healthz` and status).
+is the `l7scope-server` StatefulSet or Deployment (and, with `--server URL`, its own `/healthz` and status).
 
 The counters are not available in this mode: the status ports listen on each node's loopback
 (host network), which the API server's pod proxy cannot reach.
@@ -126,17 +126,23 @@ def _cluster_status(kubeconfig: str | None, namespace: str, server_url: str | No
                 parts.append(PartStatus(node=name, part=DAEMONSET, addr="-",
                                         state=f"no {DAEMONSET} pod on this node"))
         services, _ = kube.list("/api/v1/services")
-        try:
-            dep = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{SERVER}")
-            ready = int((dep.get("status") or {}).get("readyReplicas") or 0)
-            want = int((dep.get("spec") or {}).get("replicas") or 1)
-            parts.append(PartStatus(node="-", part="server", addr=f"deployment/{SERVER}",
+        # the embedded store runs as a StatefulSet, a ClickHouse-backed one as a Deployment
+        # (operator/logstorage.py)
+        for kind in ("statefulset", "deployment"):
+            try:
+                workload = kube.get(f"/apis/apps/v1/namespaces/{namespace}/{kind}s/{SERVER}")
+            except KubeError as e:
+                if e.status != 404:
+                    raise
+                continue
+            ready = int((workload.get("status") or {}).get("readyReplicas") or 0)
+            want = int((workload.get("spec") or {}).get("replicas") or 1)
+            parts.append(PartStatus(node="-", part="server", addr=f"{kind}/{SERVER}",
                                     healthy=ready >= want, state=f"{ready}/{want} ready"))
-        except KubeError as e:
-            if e.status != 404:
-                raise
+            break
+        else:
             if server_url is None:
-                parts.append(PartStatus(node="-", part="server", addr=f"deployment/{SERVER}",
+                parts.append(PartStatus(node="-", part="server", addr=f"statefulset/{SERVER}",
                                         state=f"not found in {namespace}"))
     except KubeError as e:
         raise ClusterError(f"the Kubernetes API answered: {e}") from None
