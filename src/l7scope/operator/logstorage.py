@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from l7scope.operator.spec import API_VERSION, Resources
+from l7scope.operator.spec import API_VERSION, Resources, error_path
 
 KIND: Final = "LogStorage"
 PLURAL: Final = "logstorages"
@@ -111,13 +111,6 @@ class Checked:
         return not self.errors
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = "spec"
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
 def check(name: str, raw_spec: Mapping[str, Any] | None) -> Checked:
     """Parse and validate one LogStorage. The CRD's schema checks each field; the cross-field
     rules (clickhouse needs its URL, duckdb one replica) are checked here only: CEL
@@ -128,7 +121,7 @@ def check(name: str, raw_spec: Mapping[str, Any] | None) -> Checked:
     try:
         spec = LogStorageSpec.model_validate(dict(raw_spec or {}))
     except ValidationError as e:
-        return Checked(None, errors + [f"{_loc(err['loc'])}: {err['msg']}" for err in e.errors()])
+        return Checked(None, errors + [f"{error_path(err['loc'])}: {err['msg']}" for err in e.errors()])
     if spec.engine == "clickhouse" and spec.clickhouse is None:
         errors.append("spec.clickhouse.url: engine clickhouse needs it")
     if spec.engine == "duckdb" and spec.server.replicas != 1:

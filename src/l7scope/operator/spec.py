@@ -192,7 +192,8 @@ class Checked:
         return not self.errors
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
+def error_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the field path users wrote (`spec.a[0].b`)."""
     out = "spec"
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else f".{part}"
@@ -228,7 +229,7 @@ def check(name: str, raw_spec: Mapping[str, Any] | None) -> Checked:
         spec = ApplicationLayerSpec.model_validate(defaulted)
     except ValidationError as e:
         for err in e.errors():
-            errors.append(f"{_loc(err['loc'])}: {err['msg']}")
+            errors.append(f"{error_path(err['loc'])}: {err['msg']}")
         return Checked(None, defaulted, errors, warnings)
     if spec.log_interval_seconds < 1:
         errors.append("spec.logCollection.logIntervalSeconds must be at least 1 "
