@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from l7scope.netlab import Node, Pod, Service, Topology, cleanup_stale
+from l7scope.netlab import External, Node, Pod, Service, Topology, cleanup_stale
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
@@ -22,6 +22,19 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def http_get(t: Topology, who: Pod | External, addr: str, path: str) -> tuple[int, dict[str, str]]:
+    """(curl exit code, response headers with `:status`) of GET http://addr/path from a pod or
+    an external host."""
+    res = t.run(who, ["curl", "-s", "--noproxy", "*", "-m", "5", "-D-", "-o/dev/null",
+                      f"http://{addr}{path}"], check=False)
+    lines = [ln.rstrip("\r") for ln in res.stdout.splitlines()]
+    headers = {k.strip().lower(): v.strip()
+               for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    if lines:
+        headers[":status"] = lines[0].split()[1]
+    return res.returncode, headers
 
 
 def wait_log(path: str | Path, n: int, timeout: float = 15.0, settle: float = 0.6

@@ -15,24 +15,12 @@ On an IPv4 and on an IPv6-only lab.
 from __future__ import annotations
 
 import pytest
-from capture_support import read_log, topology, wait_log
+from capture_support import http_get, read_log, topology, wait_log
 
 from l7scope.capture import tproxy
 from l7scope.contracts.envoy_log import split_address
-from l7scope.netlab import External, Pod, Topology
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy]
-
-
-def _get(t: Topology, who: External | Pod, addr: str, path: str) -> tuple[int, dict[str, str]]:
-    res = t.run(who, ["curl", "-s", "--noproxy", "*", "-m", "5", "-D-", "-o/dev/null",
-                      f"http://{addr}{path}"], check=False)
-    lines = [ln.rstrip("\r") for ln in res.stdout.splitlines()]
-    headers = {k.strip().lower(): v.strip()
-               for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-    if lines:
-        headers[":status"] = lines[0].split()[1]
-    return res.returncode, headers
 
 
 def _hp(ip: str, port: int) -> str:
@@ -55,9 +43,9 @@ def test_nodeports_of_selected_services_are_captured_on_the_receiving_node(
     node = n1.underlay_ip
 
     # Without capture: the stand-in's NodePorts work (Cluster masquerades, Local keeps the IP).
-    code, h = _get(t, outside, _hp(node, 30080), "/before")
+    code, h = http_get(t, outside, _hp(node, 30080), "/before")
     assert (code, h.get(":status")) == (0, "200") and h["x-seen-peer"].rsplit(":", 1)[0] == node
-    code, h = _get(t, outside, _hp(node, 30081), "/before")
+    code, h = http_get(t, outside, _hp(node, 30081), "/before")
     assert (code, h.get(":status")) == (0, "200")
     assert h["x-seen-peer"].rsplit(":", 1)[0] == outside.ip
 
@@ -69,14 +57,14 @@ def test_nodeports_of_selected_services_are_captured_on_the_receiving_node(
     e1, e2 = t.start_envoy(n1), t.start_envoy(n2)
 
     for port, path in ((30080, "/np-cluster"), (30081, "/np-local")):
-        code, h = _get(t, outside, _hp(node, port), path)
+        code, h = http_get(t, outside, _hp(node, port), path)
         assert (code, h.get(":status")) == (0, "200"), (port, h)
         assert "x-envoy-upstream-service-time" in h, h  # it went through Envoy
         # kube-proxy's masquerade bit on Envoy's upstream: the endpoint sees one of the node's
         # addresses, the one facing it (Calico's behaviour; for Cluster the same as without
         # capture, for Local it hides the client's address from the endpoint)
         assert h["x-seen-peer"].rsplit(":", 1)[0] in (node, n1.gateway), (port, h)
-    code, h = _get(t, outside, _hp(node, 30082), "/np-plain")
+    code, h = http_get(t, outside, _hp(node, 30082), "/np-plain")
     assert (code, h.get(":status")) == (0, "200") and "x-envoy-upstream-service-time" not in h
 
     lines = wait_log(e1.settings.access_log_path, 2)
@@ -89,7 +77,7 @@ def test_nodeports_of_selected_services_are_captured_on_the_receiving_node(
     assert read_log(e2.settings.access_log_path) == []  # proxied once, where it arrived
 
     # The NodePort listener dialled directly is refused, not an open proxy.
-    code, _ = _get(t, outside, _hp(node, rules.nodeport_port), "/direct")
+    code, _ = http_get(t, outside, _hp(node, rules.nodeport_port), "/direct")
     assert code == 7
     assert tproxy.counters(rules, n1.netns)[tproxy.PORT_GUARD] == 1
 
@@ -97,7 +85,7 @@ def test_nodeports_of_selected_services_are_captured_on_the_receiving_node(
     e1.stop()
     t.uncapture(n1)
     for port in (30080, 30081, 30082):
-        code, h = _get(t, outside, _hp(node, port), "/fail-open")
+        code, h = http_get(t, outside, _hp(node, port), "/fail-open")
         assert (code, h.get(":status")) == (0, "200"), (port, h)
         assert "x-envoy-upstream-service-time" not in h
     assert len(read_log(e1.settings.access_log_path)) == 2

@@ -17,9 +17,9 @@ import subprocess
 import sys
 
 import pytest
-from capture_support import GRPC_CLIENT, protocol_pods, read_log, topology, wait_log
+from capture_support import GRPC_CLIENT, http_get, protocol_pods, read_log, topology, wait_log
 
-from l7scope.netlab import Node, Pod, Topology
+from l7scope.netlab import Node, Pod
 from l7scope.netlab.sh import run
 from l7scope.proxy import admin
 
@@ -36,18 +36,6 @@ def only_from(pod: Pod | Node, port: int, client: Pod) -> None:
         f"    tcp dport {port} ip saddr != {client.ip} counter reject with tcp reset\n"
         "  }\n"
         "}\n"))
-
-
-def _get(t: Topology, pod: Pod, addr: str, path: str) -> tuple[int, dict[str, str]]:
-    """(curl exit code, response headers) of GET http://addr/path from pod."""
-    res = t.run(pod, ["curl", "-s", "--noproxy", "*", "-m", "5", "-D-", "-o/dev/null",
-                      f"http://{addr}{path}"], check=False)
-    lines = [ln.rstrip("\r") for ln in res.stdout.splitlines()]
-    headers = {k.strip().lower(): v.strip()
-               for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-    if lines:
-        headers[":status"] = lines[0].split()[1]
-    return res.returncode, headers
 
 
 def test_http_keeps_the_client_ip_same_node_and_cross_node(request: pytest.FixtureRequest) -> None:
@@ -73,7 +61,7 @@ def test_http_keeps_the_client_ip_same_node_and_cross_node(request: pytest.Fixtu
                host_local.address, host_remote.address]
 
     # The policy works: a stranger pod and the node itself are refused.
-    assert _get(t, stranger, remote_svc.address, "/")[0] == 7
+    assert http_get(t, stranger, remote_svc.address, "/")[0] == 7
     assert run(["curl", "-s", "-m", "3", f"http://{web.ip}:8080/"], n1.netns,
                check=False).returncode == 7
 
@@ -82,7 +70,7 @@ def test_http_keeps_the_client_ip_same_node_and_cross_node(request: pytest.Fixtu
         t.capture(node, services)
     e1, e2 = t.start_envoy(n1), t.start_envoy(n2)
     for i, addr in enumerate(targets):
-        code, headers = _get(t, client, addr, f"/captured-{i}")
+        code, headers = http_get(t, client, addr, f"/captured-{i}")
         assert (code, headers.get(":status")) == (0, "200"), (addr, headers)
         assert headers["x-seen-peer"].startswith(f"{client.ip}:"), (addr, headers)
         assert "x-envoy-upstream-service-time" in headers  # it went through Envoy
@@ -98,7 +86,7 @@ def test_http_keeps_the_client_ip_same_node_and_cross_node(request: pytest.Fixtu
     t.start_server(client, "http", 8080)
     self_svc = t.add_service("self", 81, [(client, 8080)])
     t.capture(n1, [*services, self_svc])
-    code, headers = _get(t, client, self_svc.address, "/hairpin")
+    code, headers = http_get(t, client, self_svc.address, "/hairpin")
     assert (code, headers.get(":status")) == (0, "200") and "x-envoy-upstream-service-time" in headers
     lines = wait_log(e1.settings.access_log_path, len(targets) + 1)
     assert lines[-1]["request_path"] == "/hairpin"
@@ -108,7 +96,7 @@ def test_http_keeps_the_client_ip_same_node_and_cross_node(request: pytest.Fixtu
     # Fail open: no rules on the client's node, same answers, nothing logged.
     t.uncapture(n1)
     for addr in targets:
-        code, headers = _get(t, client, addr, "/fail-open")
+        code, headers = http_get(t, client, addr, "/fail-open")
         assert (code, headers.get(":status")) == (0, "200")
         assert headers["x-seen-peer"].startswith(f"{client.ip}:")
         assert "x-envoy-upstream-service-time" not in headers
