@@ -16,12 +16,12 @@ import httpx
 import pytest
 from contract import chserver
 from contract.harness import serve
+from scope_support import ADMIN, SHOP, WRITER, Table
 
 from l7scope.contracts.auth import bearer
 from l7scope.contracts.bulk import BULK_PATH
 from l7scope.contracts.record import encode_records
 from l7scope.server.api import create_app
-from l7scope.server.auth import Principal
 from l7scope.server.store.base import Store
 from l7scope.testing import record_gen
 
@@ -29,22 +29,7 @@ NOW = 1_790_000_000
 TR = {"from": NOW - 3600, "to": NOW}
 EXPORT = "/api/v1/l7/logs/export"
 SEARCH = "/api/v1/l7/logs/search"
-PRINCIPALS = {
-    "writer-" + "w" * 40: Principal("writer", can_read=False, can_write=True),
-    "admin-" + "a" * 40: Principal("admin", can_read=True, can_write=False),
-    "shop-" + "s" * 40: Principal("shop-reader", can_read=True, can_write=False,
-                                  namespaces=frozenset({"shop"})),
-}
-WRITER, ADMIN, SHOP = PRINCIPALS
 NS_COLS = ("src_namespace", "dest_namespace", "dest_service_namespace")
-
-
-class Table:
-    kind = "test"
-    anonymous: Principal | None = None
-
-    def authenticate(self, token: str) -> Principal | None:
-        return PRINCIPALS.get(token)
 
 
 @pytest.fixture(scope="module", params=["duckdb", "chdb", "clickhouse"])

@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 from contract.harness import serve
+from scope_support import ADMIN, SHOP, WRITER, Table
 
 from l7scope.contracts.auth import bearer
 from l7scope.contracts.bulk import BULK_PATH
 from l7scope.contracts.record import L7Record, encode_records
 from l7scope.server.api import create_app
-from l7scope.server.auth import Principal
 from l7scope.server.store.duckdb import DuckDBStore
 
 NOW = 1_790_000_000
@@ -27,21 +27,6 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 SEARCH = "/api/v1/l7/logs/search"
 AGG = "/api/v1/l7/logs/aggregation"
 GRAPH = "/api/v1/servicegraph"
-PRINCIPALS = {
-    "writer-" + "w" * 40: Principal("writer", can_read=False, can_write=True),
-    "admin-" + "a" * 40: Principal("admin", can_read=True, can_write=False),
-    "shop-" + "s" * 40: Principal("shop-reader", can_read=True, can_write=False,
-                                  namespaces=frozenset({"shop"})),
-}
-WRITER, ADMIN, SHOP = PRINCIPALS
-
-
-class Table:
-    kind = "test"
-    anonymous: Principal | None = None
-
-    def authenticate(self, token: str) -> Principal | None:
-        return PRINCIPALS.get(token)
 
 
 def rec(url: str, src: str, dst: str, svc_ns: str = "", **kw: object) -> L7Record:
