@@ -128,3 +128,55 @@ def test_controller_captures_as_configured_when_the_host_cannot_be_read() -> Non
     ctl.step()
     assert k.installed is not None and k.installed.clients == {"10.1.1.10/32", "10.1.1.11/32"}
     assert ctl.stats.host_check_errors == 1 and "boom" in ctl.stats.last_host_check_error
+
+
+def test_controller_captures_nothing_under_kube_proxy_ipvs_and_recovers(
+        caplog: pytest.LogCaptureFixture) -> None:
+    cache = MetadataCache()
+    cache.replace_all(shop())
+    ipvs_links = {**LINKS, "kube-ipvs0": Link("kube-ipvs0", "dummy")}
+    host = [HostNet(ROUTES, ipvs_links, False)]
+    now = [100.0]
+    k = Kernel()
+    ctl = CaptureController(cache, "node-a", tproxy.Rules(), lambda: True, apply=k.apply,
+                            remove=k.remove, host_net=lambda: host[0], clock=lambda: now[0],
+                            recheck_seconds=10)
+    ctl.set_mode("Enabled", tproxy.Rules())
+    with caplog.at_level(logging.WARNING, logger="l7scope.node.selection"):
+        ctl.step()
+        now[0] += 11
+        ctl.step()  # re-read, still IPVS: no second warning
+    assert k.installed is None and ctl.stats.state == "unsupported"
+    assert "IPVS" in ctl.stats.unsupported
+    warnings = [r.getMessage() for r in caplog.records if "IPVS" in r.getMessage()]
+    assert len(warnings) == 1 and "fail open" in warnings[0]
+    # the status command shows the reason
+    from l7scope.status.probe import node_agent_warnings
+    shown = node_agent_warnings({"capture_state": ctl.stats.state,
+                                 "capture": {"unsupported": ctl.stats.unsupported}})
+    assert shown and "kube-ipvs0" in shown[0] and "fail open" in shown[0]
+
+    # kube-proxy back in iptables mode: after the recheck the rules are installed again
+    host[0] = HostNet(ROUTES, LINKS, False)
+    now[0] += 11
+    ctl.step()
+    assert k.installed is not None and k.installed.clients == {"10.1.1.10/32", "10.1.1.11/32"}
+    assert (ctl.stats.state, ctl.stats.unsupported) == ("active", "")
+
+
+def test_controller_withdraws_installed_rules_when_ipvs_appears() -> None:
+    cache = MetadataCache()
+    cache.replace_all(shop())
+    host = [HostNet(ROUTES, LINKS, False)]
+    now = [0.0]
+    k = Kernel()
+    ctl = CaptureController(cache, "node-a", tproxy.Rules(), lambda: True, apply=k.apply,
+                            remove=k.remove, host_net=lambda: host[0], clock=lambda: now[0],
+                            recheck_seconds=10)
+    ctl.set_mode("Enabled", tproxy.Rules())
+    ctl.step()
+    assert k.installed is not None
+    host[0] = HostNet(ROUTES, {**LINKS, "kube-ipvs0": Link("kube-ipvs0", "dummy")}, False)
+    now[0] += 11
+    ctl.step()
+    assert k.installed is None and ctl.stats.state == "unsupported"

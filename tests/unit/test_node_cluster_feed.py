@@ -7,9 +7,9 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from l7scope.kube.client import KubeError
+from l7scope.kube.client import Kube, KubeError
 from l7scope.kube.watch import ResourceWatch
-from l7scope.node.cluster_feed import _Mirror, _SettingsFeed, slim
+from l7scope.node.cluster_feed import _Mirror, _SettingsFeed, endpoint_source, slim
 from l7scope.node.metadata import MetadataCache
 
 
@@ -142,3 +142,25 @@ def test_settings_feed_validates_and_keeps_last_good() -> None:
     assert len(got) == 1  # unchanged: no callback
     feed.event("DELETED", {"spec": {}})
     assert len(got) == 2 and got[1].tproxy_mode == "Disabled"
+
+
+class GroupsKube(Kube):
+    """Only `get` of the discovery document, as a server serving these versions answers it."""
+
+    def __init__(self, versions: list[str] | None) -> None:
+        self.versions = versions
+
+    def get(self, path: str, **kw: Any) -> Any:
+        assert path == "/apis/discovery.k8s.io"
+        if self.versions is None:
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        return {"kind": "APIGroup", "versions": [{"version": v} for v in self.versions]}
+
+
+def test_endpoint_source_follows_what_the_server_serves() -> None:
+    # 1.30 serves only v1; 1.21-1.24 both (v1 preferred); 1.20 only v1beta1; 1.16 none of them
+    assert endpoint_source(GroupsKube(["v1"])) == ("/apis/discovery.k8s.io/v1/endpointslices",
+                                                   "EndpointSlice")
+    assert endpoint_source(GroupsKube(["v1beta1", "v1"]))[0].startswith("/apis/discovery.k8s.io/v1/")
+    assert endpoint_source(GroupsKube(["v1beta1"]))[0] == "/apis/discovery.k8s.io/v1beta1/endpointslices"
+    assert endpoint_source(GroupsKube(None)) == ("/api/v1/endpoints", "Endpoints")

@@ -55,6 +55,10 @@ def test_unsupported_features_warn() -> None:
                                 "webApplicationFirewall": "Enabled"})
     assert c.valid and c.warnings == [
         "spec.webApplicationFirewall: Enabled is not supported by l7scope and is ignored"]
+    # native sidecars are not needed (Envoy runs in the node's DaemonSet pod): accepted, warned
+    c = check("tigera-secure", {"sidecarInjection": "Enabled"})
+    assert c.valid and c.warnings == [
+        "spec.sidecarInjection: Enabled is not supported by l7scope and is ignored"]
 
 
 def test_tproxy_patch() -> None:

@@ -16,8 +16,11 @@ everything. `tproxyMode: Disabled` means no rules.
 Unsupported pod interfaces fail open too: with a `host_net` reader (`capture.bridge.read_host`),
 clients that sit behind a Linux bridge while `bridge-nf-call-iptables` is 1 (where TPROXY loses
 its socket assignment, see capture/bridge.py) are left out of `@clients`, logged once per
-bridge and counted in the stats. The check runs when the cache changes and every
-`recheck_seconds` (the sysctl or a pod's interface may change on their own).
+bridge and counted in the stats. On a node whose kube-proxy runs in IPVS mode
+(`capture.ipvs`) nothing is captured at all: the rules are withdrawn, the state is
+`unsupported` and the reason is logged once and kept in the stats. The check runs when the cache
+changes and every `recheck_seconds` (the sysctl, a pod's interface or kube-proxy's mode may
+change on their own).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from l7scope.capture import bridge, tproxy
+from l7scope.capture import bridge, ipvs, tproxy
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.node.metadata import MetadataCache, Service
 from l7scope.proxy import admin
@@ -103,7 +106,7 @@ def envoy_ready_probe(admin_address: str, timeout: float = 0.5) -> Callable[[], 
 
 @dataclass
 class CaptureStats:
-    state: str = "disabled"  # active | withdrawn | disabled | error
+    state: str = "disabled"  # active | withdrawn | disabled | error | unsupported
     envoy_ready: bool = False
     selected_services: int = 0
     selected_service_names: list[str] = field(default_factory=list)  # "ns/name", for `l7scope status`
@@ -118,6 +121,7 @@ class CaptureStats:
     bridges: list[str] = field(default_factory=list)  # the bridges they sit behind
     host_check_errors: int = 0
     last_host_check_error: str = ""
+    unsupported: str = ""  # why this node cannot be captured at all (capture.ipvs), else ""
 
 
 class CaptureController:
@@ -146,6 +150,7 @@ class CaptureController:
         self.host_net, self.clock, self.recheck_seconds = host_net, clock, recheck_seconds
         self._next_host_check = 0.0
         self._warned_bridges: set[str] = set()
+        self._warned_unsupported = ""
 
     def set_mode(self, mode: str, rules: tproxy.Rules, ipv6: bool | None = None) -> None:
         """Use this mode and these rules (port, mark); changed rules replace the installed ones
@@ -182,6 +187,11 @@ class CaptureController:
             self._withdraw()
             self.stats.state = "disabled"
             return
+        if self.stats.unsupported:
+            self.stats.envoy_ready = False
+            self._withdraw()
+            self.stats.state = "unsupported"
+            return
         ready = self.envoy_ready()
         if ready != self.stats.envoy_ready:
             log.warning("Envoy is %s: capture %s", "ready" if ready else "NOT ready",
@@ -205,8 +215,9 @@ class CaptureController:
         self.stats.state = "active"
 
     def _without_bridged(self, sel: tproxy.Selection, now: float) -> tproxy.Selection:
-        """`sel` without the clients behind a bridge with br_netfilter on (see module doc)."""
-        if self.host_net is None or not sel.clients:
+        """`sel` without the clients behind a bridge with br_netfilter on; also notes whether
+        the node cannot be captured at all (see module doc)."""
+        if self.host_net is None or sel == tproxy.Selection():
             return sel
         self._next_host_check = now + self.recheck_seconds
         try:
@@ -216,6 +227,11 @@ class CaptureController:
             self.stats.host_check_errors += 1
             self.stats.last_host_check_error = str(e)
             return sel
+        reason = ipvs.unsupported_reason(host.links)
+        self.stats.unsupported = reason
+        if reason and reason != self._warned_unsupported:
+            log.warning("capture: %s; nothing on this node is captured (fail open)", reason)
+        self._warned_unsupported = reason
         bridged = bridge.bridged_clients(sel.clients, host)
         self.stats.bridge_nf_call_iptables = host.bridge_nf_call_iptables
         self.stats.bridged_clients = len(bridged)

@@ -109,7 +109,9 @@ def node_agent_warnings(stats: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     state = stats.get("capture_state")
     if state and state not in ("active", "disabled"):
-        out.append(f"capture {state}" + (" (fail open: Envoy not ready)" if state == "withdrawn" else ""))
+        why = {"withdrawn": " (fail open: Envoy not ready)",
+               "unsupported": f" (fail open: {(stats.get('capture') or {}).get('unsupported') or '?'})"}
+        out.append(f"capture {state}" + why.get(str(state), ""))
     bridged = int(stats.get("capture_bridged_clients") or 0)
     if bridged:
         bridges = ", ".join((stats.get("capture") or {}).get("bridges") or []) or "a bridge"
