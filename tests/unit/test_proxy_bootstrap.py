@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from l7scope.contracts import envoy_log
+from l7scope.contracts import detail, envoy_log
 from l7scope.proxy import bootstrap
 from l7scope.proxy.bootstrap import EnvoySettings, render, render_yaml
 
@@ -113,8 +113,9 @@ def test_every_log_format_is_the_contracts() -> None:
         file_log = _loggers(chain)[0]["typed_config"]
         assert file_log["path"] == "/var/log/x/envoy.log"
         fmt = file_log["log_format"]["json_format"]
-        assert fmt == envoy_log.json_format(fmt["type"])
-        assert set(fmt) == set(envoy_log.KEYS)
+        http = fmt["type"] == "%PROTOCOL%"  # HTTP chains also log the request-detail object
+        assert fmt == envoy_log.json_format(fmt["type"], detail.envoy_format() if http else None)
+        assert set(fmt) == set(envoy_log.KEYS) | ({"detail"} if http else set())
     # The SNI of TLS connections is logged under the contract's key.
     tls_fmt = _loggers(_chains(render(s))[0])[0]["typed_config"]["log_format"]["json_format"]
     assert tls_fmt["requested_server_name"] == "%REQUESTED_SERVER_NAME%"

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Final
 
+from l7scope.collector.detail import Picker
 from l7scope.contracts import latency
 from l7scope.contracts.envoy_log import REPORTER_DESTINATION, EnvoyLogLine, split_address
 from l7scope.contracts.policysync_pb2 import DataplaneStats, Protocol, Statistic
@@ -150,17 +151,20 @@ class FlushResult:
     entries: int = 0  # unique keys sent as HTTPData
     over_cap: int = 0  # requests that got no HTTPData of their own (counted per tuple only)
     invalid: int = 0  # decoded lines without a usable tuple or with another reporter
+    details: int = 0  # request detail records sent (DataplaneStats.request_details)
 
 
 class Batcher:
     """Collects decoded lines for one interval; `flush()` turns them into DataplaneStats."""
 
     def __init__(self, requests_per_interval: int = -1, *, node_name: str = "",
-                 collector_name: str = COLLECTOR_NAME, compact_lines: int = 25_000) -> None:
+                 collector_name: str = COLLECTOR_NAME, compact_lines: int = 25_000,
+                 picker: Picker | None = None) -> None:
         self.cap = requests_per_interval if requests_per_interval > 0 else sys.maxsize
         self.node_name = node_name
         self.collector_name = collector_name
         self.compact_lines = compact_lines
+        self.picker = picker  # request detail (collector/detail.py); None: off
         # key hash -> numbers of the lines not folded yet, flat (_NUMS values per line): a flat
         # list holds no per-line tuple, so the garbage collector has nothing new to scan
         self._nums: dict[int, list[Any]] = {}
@@ -193,6 +197,8 @@ class Batcher:
                 self._keys[h] = k
                 self._first[h] = (ln.requested_server_name, ln.upstream_host, ln.protocol)
             lst += v
+        if self.picker is not None:
+            self.picker.pick(lines)
         n = len(lines)
         self.pending_requests += n
         self._held += n - n_over
@@ -217,6 +223,7 @@ class Batcher:
         aggs, keys, first, over = self._aggs, self._keys, self._first, self._over
         self._nums, self._keys, self._first, self._aggs, self._over = {}, {}, {}, {}, {}
         self.pending_requests = 0
+        details = self.picker.take() if self.picker is not None else {}
         res = FlushResult()
         by_tuple: dict[TupleKey, list[int]] = {}
         for h in aggs:
@@ -244,10 +251,16 @@ class Batcher:
             if not valid:  # every request of this tuple was over the cap
                 entries.add(type=str(t[2] or ""), count=0, collector_type=COLLECTOR_TYPE,
                             collector_name=self.collector_name)
+            kept_details = details.pop(t, None)
+            if kept_details:
+                msg.request_details.extend(kept_details)
+                res.details += len(kept_details)
             res.messages.append(msg)
             res.requests += kept + n_over
             res.entries += len(valid)
             res.over_cap += n_over
+        if details and self.picker is not None:  # tuples without a message (invalid lines)
+            self.picker.dropped += sum(map(len, details.values()))
         return res
 
     def _add_http_data(self, entries: Any, k: Key, e: list[Any],

@@ -12,7 +12,6 @@ from typing import Any, TextIO
 
 import click
 from google.protobuf import json_format  # type: ignore[import-untyped]
-from pydantic import ValidationError
 
 from l7scope.collector.batch import Batcher, FlushResult
 from l7scope.collector.config import CollectorSettings
@@ -58,6 +57,10 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Where to keep the read position. [<log>.pos]"),
         click.option("--no-checkpoint", is_flag=True, default=False,
                      help="Do not keep a read position: a restart starts at the end of the log."),
+        click.option("--detail", "detail",
+                     help="Request detail settings as a JSON object (DetailSettings: slowThresholdMs,"
+                          " sampleOneIn, include4xx, maxPerInterval; docs/detail.md). [env L7SCOPE_DETAIL]"),
+        click.option("--no-detail", is_flag=True, default=False, help="Keep no request detail."),
     ]
     for opt in reversed(options):
         f = opt(f)
@@ -68,9 +71,11 @@ def _settings(kw: dict[str, Any]) -> CollectorSettings:
     no_checkpoint = kw.pop("no_checkpoint", False)
     if no_checkpoint:
         kw["checkpoint"] = False
+    if kw.pop("no_detail", False):
+        kw["detail_enabled"] = False
     try:
         return CollectorSettings.load(os.environ, **kw)
-    except ValidationError as e:
+    except ValueError as e:  # a ValidationError, or a detail JSON that does not parse
         raise click.UsageError(str(e)) from e
 
 

@@ -11,10 +11,13 @@ Environment (Calico's l7-collector names, spec section 5), then `--flags`:
 | max_lag_bytes | ENVOY_TAIL_MAX_LAG | 1000000 (0 = never skip) |
 | als_listen | LISTEN_NETWORK + LISTEN_ADDRESS | off (Calico: unix /var/run/l7-collector/l7-collector.sock) |
 | node_name | NODE_NAME | the host name |
+| detail | L7SCOPE_DETAIL (JSON object) | `contracts.detail.DetailSettings` defaults |
+| detail_enabled | | true (`--no-detail`: no request detail) |
 """
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from l7scope.contracts.detail import DetailSettings
 from l7scope.contracts.policysync import dial_target, socket_path
 
 ENV_NAMES: dict[str, str] = {
@@ -31,6 +35,7 @@ ENV_NAMES: dict[str, str] = {
     "ENVOY_LOG_REQUESTS_PER_INTERVAL": "requests_per_interval",
     "ENVOY_TAIL_MAX_LAG": "max_lag_bytes",
     "NODE_NAME": "node_name",
+    "L7SCOPE_DETAIL": "detail",
 }
 
 
@@ -59,6 +64,9 @@ class CollectorSettings(BaseModel):
     report_timeout: float = Field(5.0, gt=0, description="seconds per Report() call")
     drain_timeout: float = Field(5.0, ge=0, description="seconds to deliver the rest at exit")
     poll_interval: float = Field(0.05, gt=0, description="seconds between polls of an idle log")
+    detail_enabled: bool = Field(True, description="keep request detail (docs/detail.md)")
+    detail: DetailSettings = Field(default_factory=DetailSettings,
+                                   description="request detail: thresholds, sampling, cap")
 
     @field_validator("interval")
     @classmethod
@@ -110,4 +118,9 @@ class CollectorSettings(BaseModel):
             addr = env["LISTEN_ADDRESS"]
             values["als_listen"] = f"unix:{addr}" if network == "unix" else addr
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("detail"), str):  # env / flag: a JSON object
+            try:
+                values["detail"] = json.loads(values["detail"])
+            except ValueError as e:
+                raise ValueError(f"detail settings are not a JSON object: {e}") from e
         return cls(**values)

@@ -34,6 +34,7 @@ from l7scope.collector import als
 from l7scope.collector.batch import Batcher
 from l7scope.collector.config import CollectorSettings
 from l7scope.collector.decode import decode_block
+from l7scope.collector.detail import Picker
 from l7scope.collector.report import GrpcSender, Reporter, Send
 from l7scope.collector.tail import Position, Tail, rotate_file
 from l7scope.contracts import status_metrics
@@ -75,7 +76,8 @@ def reopen_envoy_logs(admin_address: str, timeout: float = 2.0) -> None:
 class Collector:
     def __init__(self, settings: CollectorSettings, *, send: Send | None = None) -> None:
         self.settings = s = settings
-        self.batcher = Batcher(s.requests_per_interval, node_name=s.node_name)
+        self.picker = Picker(s.detail) if s.detail_enabled else None
+        self.batcher = Batcher(s.requests_per_interval, node_name=s.node_name, picker=self.picker)
         self.lock = threading.Lock()
         self._sender = None if send is not None else GrpcSender(s.dial_target)
         self.reporter = Reporter(send or self._sender or _unreachable, max_buffer=s.report_buffer,
@@ -92,7 +94,7 @@ class Collector:
         self._submitted = 0
         self.counters: dict[str, int] = dict.fromkeys((
             "bad_lines", "invalid_lines", "requests_batched", "requests_over_cap", "intervals",
-            "messages", "rotations_by_collector", "reopen_failures"), 0)
+            "messages", "rotations_by_collector", "reopen_failures", "details_sent"), 0)
         self._rotate_pending_since: float | None = None
         self._threads: list[threading.Thread] = []
         self._als_server: grpc.Server | None = None
@@ -179,6 +181,7 @@ class Collector:
             res = self.batcher.flush()
             pos = self._pos
             self.counters["invalid_lines"] += res.invalid
+            self.counters["details_sent"] += res.details
             self.counters["intervals"] += 1
         self.counters["messages"] += len(res.messages)
         self._submitted += len(res.messages)
@@ -249,6 +252,9 @@ class Collector:
             "als_streams": self.als_counters.streams,
             "als_entries": self.als_counters.entries,
             "als_bad_entries": self.als_counters.bad_entries,
+            "details_picked": self.picker.picked if self.picker else 0,
+            "details_dropped": self.picker.dropped if self.picker else 0,
+            "details_sent": c["details_sent"],
         }
         return out
 

@@ -7,11 +7,14 @@ with `decode_line()` / `decode_lines()`. Both sides import it; nothing else defi
 Keys follow Calico's l7-collector format (spec section 4) plus `protocol`, `response_flags`,
 `requested_server_name` (TLS SNI), `grpc_status`, `upstream_service_time` and `duration_us`.
 Envoy writes missing values as JSON null (or "-" for response flags); every field is optional.
+HTTP chains also log a nested `detail` object (trace headers, allowlisted headers, every value
+cut to a fixed length; its keys are owned by `contracts/detail.py`): it is kept undecoded
+(`msgspec.Raw`) and decoded only for the few lines kept as request detail.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -37,7 +40,7 @@ _FORMAT: Final[dict[str, str]] = {
     "user_agent": "%REQ(USER-AGENT)%",
     "request_path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
     "request_method": "%REQ(:METHOD)%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
+    "request_id": "%REQ(X-REQUEST-ID):128%",
     "protocol": "%PROTOCOL%",
     "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
     "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
@@ -53,12 +56,16 @@ _FORMAT: Final[dict[str, str]] = {
 KEYS: Final[tuple[str, ...]] = (*_FORMAT, "type")
 
 
-def json_format(log_type: str) -> dict[str, str]:
+def json_format(log_type: str, detail: dict[str, str] | None = None) -> dict[str, Any]:
     """The Envoy `json_format` dict for one filter chain.
 
     `log_type` is `"tls"`, `"tcp"` or `"%PROTOCOL%"` (HTTP chains: HTTP/1.1, HTTP/2, ...).
+    `detail`: the nested `detail` object of HTTP chains (`contracts.detail.envoy_format()`).
     """
-    return {**_FORMAT, "type": log_type}
+    out: dict[str, Any] = {**_FORMAT, "type": log_type}
+    if detail:
+        out["detail"] = dict(detail)
+    return out
 
 
 class EnvoyLogLine(msgspec.Struct, gc=False, omit_defaults=True):
@@ -86,6 +93,8 @@ class EnvoyLogLine(msgspec.Struct, gc=False, omit_defaults=True):
     upstream_service_time: str | None = None  # a header value: milliseconds as text
     requested_server_name: str | None = None
     grpc_status: int | str | None = None
+    # contracts.detail keys, decoded only for kept requests; empty when the line has none
+    detail: msgspec.Raw = msgspec.Raw(b"")
 
 
 _line_decoder: Final = msgspec.json.Decoder(EnvoyLogLine)

@@ -55,6 +55,7 @@ from pydantic import (
 )
 
 from l7scope.contracts import policysync
+from l7scope.contracts.detail import DetailSettings
 from l7scope.contracts.routes import RouteSettings
 
 TproxyMode = Literal["Disabled", "Enabled", "EnabledAllServices"]
@@ -218,6 +219,9 @@ class NodeSettings(BaseModel):
     `type: unlogged` record."""
     l7_route_templates: RouteSettings = Field(default_factory=RouteSettings, alias="l7RouteTemplates")
     """l7scope's own: route templates of the aggregated URL (`contracts/routes.py`, docs/routes.md)."""
+    l7_detail: DetailSettings = Field(default_factory=DetailSettings, alias="l7Detail")
+    """l7scope's own: request detail, the default mode and the per-node bound
+    (`contracts/detail.py`, docs/detail.md)."""
 
     @field_validator("l7_logs_flush_interval", mode="before")
     @classmethod

@@ -67,7 +67,7 @@ class Statistic(_message.Message):
     def __init__(self, direction: _Optional[_Union[Statistic.Direction, str]] = ..., relativity: _Optional[_Union[Statistic.Relativity, str]] = ..., kind: _Optional[_Union[Statistic.Kind, str]] = ..., action: _Optional[_Union[Action, str]] = ..., value: _Optional[int] = ...) -> None: ...
 
 class DataplaneStats(_message.Message):
-    __slots__ = ("src_ip", "dst_ip", "src_port", "dst_port", "protocol", "stats", "action", "http_data", "reporter_node")
+    __slots__ = ("src_ip", "dst_ip", "src_port", "dst_port", "protocol", "stats", "action", "http_data", "reporter_node", "request_details")
     SRC_IP_FIELD_NUMBER: _ClassVar[int]
     DST_IP_FIELD_NUMBER: _ClassVar[int]
     SRC_PORT_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class DataplaneStats(_message.Message):
     ACTION_FIELD_NUMBER: _ClassVar[int]
     HTTP_DATA_FIELD_NUMBER: _ClassVar[int]
     REPORTER_NODE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_DETAILS_FIELD_NUMBER: _ClassVar[int]
     src_ip: str
     dst_ip: str
     src_port: int
@@ -86,7 +87,8 @@ class DataplaneStats(_message.Message):
     action: Action
     http_data: _containers.RepeatedCompositeFieldContainer[HTTPData]
     reporter_node: str
-    def __init__(self, src_ip: _Optional[str] = ..., dst_ip: _Optional[str] = ..., src_port: _Optional[int] = ..., dst_port: _Optional[int] = ..., protocol: _Optional[_Union[Protocol, _Mapping]] = ..., stats: _Optional[_Iterable[_Union[Statistic, _Mapping]]] = ..., action: _Optional[_Union[Action, str]] = ..., http_data: _Optional[_Iterable[_Union[HTTPData, _Mapping]]] = ..., reporter_node: _Optional[str] = ...) -> None: ...
+    request_details: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, src_ip: _Optional[str] = ..., dst_ip: _Optional[str] = ..., src_port: _Optional[int] = ..., dst_port: _Optional[int] = ..., protocol: _Optional[_Union[Protocol, _Mapping]] = ..., stats: _Optional[_Iterable[_Union[Statistic, _Mapping]]] = ..., action: _Optional[_Union[Action, str]] = ..., http_data: _Optional[_Iterable[_Union[HTTPData, _Mapping]]] = ..., reporter_node: _Optional[str] = ..., request_details: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class HTTPData(_message.Message):
     __slots__ = ("x_forwarded_for", "x_real_ip", "duration", "response_code", "bytes_sent", "bytes_received", "user_agent", "request_path", "request_method", "count", "domain", "duration_max", "type", "latency", "route_name", "gateway_name", "protocol", "collector_name", "collector_type", "host", "upstream_host", "duration_us_sum", "duration_us_max", "duration_hist", "tls_sni", "response_flags", "grpc_status", "bytes_sent_total", "bytes_received_total")

@@ -60,6 +60,9 @@ class CollectorStats(TypedDict):
     als_streams: int
     als_entries: int
     als_bad_entries: int
+    details_picked: int  # request detail records kept (docs/detail.md)
+    details_dropped: int  # kept requests over the per-interval cap
+    details_sent: int  # of the picked, put into Reports
 
 
 class NodeAgentStats(TypedDict):
@@ -97,6 +100,13 @@ class NodeAgentStats(TypedDict):
     capture: dict[str, Any]
     metadata: dict[str, int]
     settings: dict[str, Any]
+    details_received: int  # request detail records from the collectors (docs/detail.md)
+    details_kept: int  # of those, kept for the server
+    details_off: int  # left out by their Service's mode (asked for no detail)
+    details_dropped: int  # over l7Detail.maxPerInterval
+    details_bad: int  # did not decode
+    details_shipped: int
+    details_ship_dropped: int  # refused by the server or evicted from the spool
     inventory: dict[str, Any] | None
 
 
@@ -127,9 +137,10 @@ COUNTER_NAMES: Final[tuple[str, ...]] = tuple(COUNTERS)
 #: `/stats` keys that count requests dropped (or not reported) on the way, per part.
 COLLECTOR_DROPS: Final = ("bad_lines", "invalid_lines", "lines_skipped", "bytes_skipped", "lag_skips",
                           "partial_lines_dropped", "reports_dropped", "requests_dropped",
-                          "reports_rejected")
+                          "reports_rejected", "details_dropped")
 NODE_AGENT_DROPS: Final = ("reports_dropped", "requests_dropped_at_intake", "bad_reports",
-                           "requests_unlogged", "records_dropped", "records_rejected")
+                           "requests_unlogged", "records_dropped", "records_rejected",
+                           "details_dropped", "details_ship_dropped")
 
 
 def number(stats: Mapping[str, Any], key: str) -> int | None:

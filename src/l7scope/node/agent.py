@@ -30,11 +30,14 @@ from l7scope.capture import bridge
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts import status_metrics
 from l7scope.contracts.auth import tls_verify
+from l7scope.contracts.detail import DETAIL_BULK_PATH
+from l7scope.contracts.detail import encode_records as encode_details
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.contracts.record import L7Record, encode_records
 from l7scope.contracts.status import NODE_AGENT, NodeAgentStats, StatusEndpoint
 from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
+from l7scope.node.detail import DetailKeeper
 from l7scope.node.enrich import Enricher
 from l7scope.node.inventory import Inventory
 from l7scope.node.l7log_file import L7LogFile
@@ -42,7 +45,7 @@ from l7scope.node.metadata import DEFAULT_GRACE_SECONDS, MetadataCache
 from l7scope.node.policysync_server import PolicySyncServer
 from l7scope.node.selection import CaptureController, capture_rules, envoy_ready_probe
 from l7scope.node.settings import SettingsFile
-from l7scope.node.shipper import Shipper
+from l7scope.node.shipper import MAX_RECORDS_PER_BATCH, Shipper
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,9 @@ MetadataFeed = Callable[[MetadataCache, threading.Event], None]
 """A metadata source: fills the cache and keeps it current until the event is set."""
 
 CONTROL_PERIOD = 0.25
+
+
+DETAIL_SPOOL_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -91,12 +97,20 @@ class Agent:
         self.inventory = Inventory(cfg.inventory_dir, self.cache) if cfg.inventory_dir else None
         self.intake: queue.Queue[pb.DataplaneStats] = queue.Queue(maxsize=cfg.intake_size)
         self.server = PolicySyncServer(s.policy_sync_path_prefix, self.intake)
-        self.aggregator = Aggregator(s.aggregation(), cfg.node_name, time.time())
+        start = time.time()
+        self.aggregator = Aggregator(s.aggregation(), cfg.node_name, start)
+        self.details = DetailKeeper(s.l7_detail, cfg.node_name, start)
         self.l7log = self._l7log(s)
         self.shipper = Shipper(cfg.server_url, Path(cfg.data_dir) / "spool", cfg.node_name,
                                max_spool_bytes=cfg.max_spool_bytes,
                                token_file=Path(cfg.server_token_file) if cfg.server_token_file else None,
                                verify=tls_verify(Path(cfg.server_ca_file) if cfg.server_ca_file else None))
+        # request detail (node/detail.py) goes through its own, smaller spool
+        self.detail_shipper = Shipper(
+            cfg.server_url, Path(cfg.data_dir) / "spool-detail", cfg.node_name,
+            max_spool_bytes=min(cfg.max_spool_bytes, DETAIL_SPOOL_BYTES),
+            token_file=self.shipper.token.path, verify=self.shipper.verify,
+            bulk_path=DETAIL_BULK_PATH)
         probe = envoy_ready_probe(cfg.envoy_admin) if cfg.envoy_admin else (lambda: True)
         self.capture = CaptureController(self.cache, cfg.node_name, capture_rules(s), probe,
                                          cfg.netns, host_net=lambda: bridge.read_host(cfg.netns))
@@ -124,6 +138,7 @@ class Agent:
         self.capture.stop()  # clean slate: a previous run may have left rules behind
         self.server.start()
         self.shipper.start()
+        self.detail_shipper.start()
         self._spawn("l7scope-flush", self._flush_loop)
         self._spawn("l7scope-control", self._control_loop)
         for i, feed in enumerate(self.cfg.feeds):
@@ -160,6 +175,7 @@ class Agent:
         self._flush()
         self.capture.stop()
         self.shipper.stop()
+        self.detail_shipper.stop()
         if self.l7log is not None:
             self.l7log.close()
         log.info("node agent stopped")
@@ -193,6 +209,7 @@ class Agent:
         try:
             for u in ingest.updates(ds, self.enricher):
                 self.aggregator.add(u)
+            self.details.add(ds, self.enricher, self.aggregator)
         except Exception as e:  # one bad Report must not stop the agent
             self.stats.bad_reports += 1
             if not self.stats.last_bad_report:
@@ -201,7 +218,9 @@ class Agent:
             self.stats.last_bad_report = f"{type(e).__name__}: {e}"
 
     def _flush(self) -> None:
-        records: list[L7Record] = self.aggregator.flush(time.time())
+        now = time.time()
+        records: list[L7Record] = self.aggregator.flush(now)
+        self._flush_details(now)
         self.stats.flushes += 1
         if not records:
             return
@@ -215,6 +234,19 @@ class Agent:
             self.shipper.stats.records_dropped += len(records)
             log.error("cannot spool %d records: %s", len(records), e)
 
+    def _flush_details(self, now: float) -> None:
+        details = self.details.flush(now)
+        if not details:
+            return
+        try:
+            for i in range(0, len(details), MAX_RECORDS_PER_BATCH):
+                chunk = details[i: i + MAX_RECORDS_PER_BATCH]
+                self.detail_shipper.submit_body(encode_details(chunk), len(chunk))
+        except OSError as e:
+            self.detail_shipper.stats.batches_dropped += 1
+            self.detail_shipper.stats.records_dropped += len(details)
+            log.error("cannot spool %d detail records: %s", len(details), e)
+
     def _take_settings(self) -> None:
         with self._settings_lock:
             new, self._pending_settings = self._pending_settings, None
@@ -222,6 +254,7 @@ class Agent:
             return
         old, self.settings = self.settings, new
         self.aggregator.settings = new.aggregation()
+        self.details.settings = new.l7_detail
         if (old.l7_logs_file_enabled, old.l7_logs_file_directory, old.l7_logs_file_max_files,
                 old.l7_logs_file_max_file_size_mb) != (
                 new.l7_logs_file_enabled, new.l7_logs_file_directory, new.l7_logs_file_max_files,
@@ -317,6 +350,14 @@ class Agent:
                          "l7LogsFlushInterval": self.settings.l7_logs_flush_interval,
                          "reload_errors": self.settings_file.errors,
                          "last_error": self.settings_file.last_error},
+            "details_received": self.details.stats.received,
+            "details_kept": self.details.stats.kept,
+            "details_off": self.details.stats.off,
+            "details_dropped": self.details.stats.dropped,
+            "details_bad": self.details.stats.bad,
+            "details_shipped": self.detail_shipper.stats.records_shipped,
+            "details_ship_dropped": (self.detail_shipper.stats.records_dropped
+                                     + self.detail_shipper.stats.records_rejected),
             "inventory": ({"reloads": self.inventory.reloads, "errors": self.inventory.errors,
                            "last_error": self.inventory.last_error} if self.inventory else None),
         }

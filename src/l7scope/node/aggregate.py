@@ -241,23 +241,7 @@ class Aggregator:
         if u.count <= 0:
             return
         self._seen += u.count
-        t = self._templater
-        if t is None or u.overflow or not u.path:
-            key = key_of(u, self._settings)
-        else:
-            s = self._settings
-            route = t.template(trim_path(u.path, s.trim_url, s.num_url_path))
-            svc = (u.service.name, u.service.namespace)
-            known = self._routes.get(svc)
-            if known is None:
-                known = self._routes[svc] = set()
-            if route not in known:
-                if len(known) >= self._max_routes:
-                    route = OTHER_ROUTE
-                    self._route_other += u.count
-                else:
-                    known.add(route)
-            key = key_of(u, s, route)
+        key = self._key(u, True)
         store = self._overflow if u.overflow else self._store
         acc = store.get(key)
         if acc is None:
@@ -267,6 +251,31 @@ class Aggregator:
                 return
             acc = store[key] = _Acc()
         acc.merge(u)
+
+    def _key(self, u: Update, count: bool) -> Key:
+        """The key of `u` with its route template; `count`: the update is being added (its
+        route joins the Service's known ones or counts as OTHER_ROUTE)."""
+        t = self._templater
+        if t is None or u.overflow or not u.path:
+            return key_of(u, self._settings)
+        s = self._settings
+        route = t.template(trim_path(u.path, s.trim_url, s.num_url_path))
+        svc = (u.service.name, u.service.namespace)
+        known = self._routes.get(svc)
+        if known is None:
+            known = self._routes[svc] = set()
+        if route not in known:
+            if len(known) >= self._max_routes:
+                route = OTHER_ROUTE
+                if count:
+                    self._route_other += u.count
+            elif count:
+                known.add(route)
+        return key_of(u, s, route)
+
+    def key_fields(self, u: Update) -> dict[str, object]:
+        """The record fields of the key `u` was (or would be) counted under, by field name."""
+        return dict(zip(_KEY_FIELDS, self._key(u, False), strict=True))
 
     def pending(self) -> int:
         """Requests folded into the current interval so far."""

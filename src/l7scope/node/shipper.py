@@ -174,11 +174,12 @@ class Shipper:
                  max_spool_bytes: int = 512 * 1024 * 1024, timeout: float = 10.0,
                  backoff_base: float = 0.1, backoff_cap: float = 5.0,
                  rng: Callable[[], float] = random.random, token_file: Path | None = None,
-                 verify: ssl.SSLContext | bool = True) -> None:
+                 verify: ssl.SSLContext | bool = True, bulk_path: str = bulk.BULK_PATH) -> None:
         self.stats = ShipperStats()
         self.token = TokenSource(token_file)
         self.verify = verify  # how an https server's certificate is checked
-        self.url = server_url.rstrip("/") + bulk.BULK_PATH if server_url else None
+        # bulk.BULK_PATH for L7 records; contracts.detail.DETAIL_BULK_PATH for request detail
+        self.url = server_url.rstrip("/") + bulk_path if server_url else None
         # no server, no spool: records then only go to l7.log
         self.spool = Spool(spool_dir, max_spool_bytes, self.stats, node_name) if self.url else None
         self.timeout = timeout
@@ -197,6 +198,13 @@ class Shipper:
         for i in range(0, len(records), MAX_RECORDS_PER_BATCH):
             chunk = records[i: i + MAX_RECORDS_PER_BATCH]
             self.spool.put(encode_records(chunk), len(chunk))
+        self._wake.set()
+
+    def submit_body(self, body: bytes, records: int) -> None:
+        """Spool one NDJSON body of `records` lines (another record type, e.g. request detail)."""
+        if self.spool is None or not records:
+            return
+        self.spool.put(body, records)
         self._wake.set()
 
     def backoff(self, attempt: int) -> float:

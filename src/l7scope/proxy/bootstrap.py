@@ -46,7 +46,7 @@ from typing import Any, Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from l7scope.contracts import envoy_log
+from l7scope.contracts import detail, envoy_log
 
 #: Calico's l7-collector tails this path by default (ENVOY_LOG_PATH); we keep it so a Calico
 #: collector and ours read the same file without configuration. In a pod it lives on an emptyDir
@@ -126,6 +126,20 @@ class EnvoySettings(BaseModel):
         default=DEFAULT_MAX_DOWNSTREAM_CONNECTIONS, ge=1, le=10_000_000,
         description="overload manager: accepted connections over all listeners (admin exempt)")
 
+    detail_log: bool = Field(
+        default=True, description="log the `detail` object (trace headers, allowlisted headers)"
+                                  " on HTTP chains, for request detail (docs/detail.md)")
+    detail_request_headers: tuple[str, ...] = Field(
+        default=(), description="request headers logged for request detail (authorization,"
+                                " proxy-authorization, cookie, set-cookie are never logged)")
+    detail_response_headers: tuple[str, ...] = Field(
+        default=(), description="response headers logged for request detail (same exclusions)")
+
+    @field_validator("detail_request_headers", "detail_response_headers")
+    @classmethod
+    def _detail_headers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return detail.allowed_headers(v)
+
     @field_validator("listen_address")
     @classmethod
     def _ipv4(cls, v: str) -> str:
@@ -195,12 +209,14 @@ def _socket_address(host: str, port: int) -> dict[str, Any]:
 
 
 def _file_log(settings: EnvoySettings, log_type: str) -> dict[str, Any]:
+    det = (detail.envoy_format(settings.detail_request_headers, settings.detail_response_headers)
+           if settings.detail_log and log_type == "%PROTOCOL%" else None)
     return {
         "name": "envoy.access_loggers.file",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": settings.access_log_path,
-            "log_format": {"json_format": envoy_log.json_format(log_type)},
+            "log_format": {"json_format": envoy_log.json_format(log_type, det)},
         },
     }
 
