@@ -9,15 +9,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
+import msgspec
 import pytest
 
 from contract import chserver
 from l7scope.contracts import latency
+from l7scope.contracts.detail import DetailRecord
 from l7scope.contracts.record import L7Record
 from l7scope.contracts.selector import parse
 from l7scope.contracts.timerange import TimeRange
 from l7scope.server.columns import to_columns
+from l7scope.server.store import detail_sql
 from l7scope.server.store.base import Filter, SearchQuery, Sort, Store
 from l7scope.testing import record_gen
 
@@ -532,3 +536,56 @@ def test_export_file_read_back_by_duckdb_equals_search(store: Store, tmp_path: P
     assert [int(g["end_time"]) for g in got] and got == want
     for col in ("src_namespace", "dest_namespace", "dest_service_namespace"):
         assert {r[col] for r in rows} <= {"shop", "payments", "", "-"}
+
+
+# --- request detail (store/detail_sql.py, docs/detail.md) ------------------------------------
+
+def _details() -> list[DetailRecord]:
+    out = []
+    for i in range(30):
+        ns = ("shop", "payments", "ops")[i % 3]
+        out.append(DetailRecord(
+            start_time=T0 + i // 10, end_time=T0 + 1 + i // 10, host="node-a", src_name_aggr="frontend-*",
+            src_namespace="shop", dest_namespace=ns, dest_service_name=f"svc{i % 2}",
+            dest_service_namespace=ns, url="cart/x/{int}", method="GET",
+            response_code="500" if i % 5 == 0 else "200", time=f"2026-01-01T00:00:{i:02d}Z",
+            reason="error" if i % 5 == 0 else "sampled", sample_rate=1 if i % 5 == 0 else 10,
+            request_id=f"rid-{i}", trace_id=f"{i:032x}", span_id=f"{i:016x}", duration_us=i * 1000,
+            request_headers={"x-tenant": "it's \"quoted\" ✓"} if i == 7 else {},
+            response_headers={"x-version": str(i)}))
+    return out
+
+
+def _dq(*match: tuple[str, str | int], namespaces: frozenset[str] | None = None,
+        tr: TimeRange = ALL, limit: int = 100) -> detail_sql.DetailQuery:
+    return detail_sql.DetailQuery(tr, namespaces, match, limit)
+
+
+def test_details_are_stored_once_matched_scoped_and_retained(store: Store) -> None:
+    ds = cast(detail_sql.DetailStore, store)
+    recs = _details()
+    assert ds.insert_details("node-a.d1", detail_sql.to_columns(recs), T0) is True
+    assert ds.insert_details("node-a.d1", detail_sql.to_columns(recs), T0) is False  # a retry
+    every = ds.details(_dq())
+    assert len(every) == 30
+    assert [r["end_time"] for r in every] == sorted((r["end_time"] for r in every), reverse=True)
+    (r7,) = ds.details(_dq(("request_id", "rid-7")))
+    assert r7 == {**msgspec.structs.asdict(recs[7])}  # whole, headers included
+    (by_trace,) = ds.details(_dq(("trace_id", f"{12:032x}")))
+    assert by_trace["request_id"] == "rid-12"
+    drill = ds.details(_dq(("end_time", T0 + 1), ("host", "node-a"), ("dest_service_name", "svc0"),
+                           ("dest_service_namespace", "shop"), ("response_code", "200")))
+    want = {r.request_id for r in recs if r.end_time == T0 + 1 and r.dest_service_name == "svc0"
+            and r.dest_service_namespace == "shop" and r.response_code == "200"}
+    assert {r["request_id"] for r in drill} == want and want
+    scoped = ds.details(_dq(namespaces=frozenset({"shop"})))
+    assert {r["request_id"] for r in scoped} == {r.request_id for r in recs if r.dest_namespace == "shop"}
+    assert ds.details(_dq(("request_id", "rid-1"), namespaces=frozenset({"shop"}))) == []  # payments
+    assert len(ds.details(_dq(limit=5))) == 5
+    assert ds.details(_dq(tr=TimeRange(T0 + 1, T0 + 2))) and all(
+        r["end_time"] == T0 + 2 for r in ds.details(_dq(tr=TimeRange(T0 + 1, T0 + 2))))
+    store.delete_before(T0 + 3)  # keeps end_time T0 + 3 (10 records)
+    deadline = time.monotonic() + 20  # ClickHouse deletes by an asynchronous mutation
+    while len(ds.details(_dq())) != 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert {r["end_time"] for r in ds.details(_dq())} == {T0 + 3}

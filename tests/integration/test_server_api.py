@@ -20,6 +20,7 @@ from contract.harness import free_port, serve
 
 from l7scope.contracts.auth import bearer, read_token
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_LINE_BYTES
+from l7scope.contracts.detail import DETAIL_BULK_PATH, REQUESTS_PATH
 from l7scope.contracts.record import L7Record, encode_record, encode_records
 from l7scope.server.api import create_app
 from l7scope.server.auth import SharedToken
@@ -303,7 +304,8 @@ def test_openapi_describes_every_route_and_real_answers(api: httpx.Client) -> No
     bulk_answer = bulk(api, encode_records(records(200)) + b"bad\n").json()
     paths = served["paths"]
     assert set(paths) == {BULK_PATH, "/api/v1/l7/logs/search", "/api/v1/l7/logs/aggregation", "/api/v1/l7/logs/export",
-                          "/api/v1/servicegraph", "/api/v1/status", "/healthz", "/metrics", "/openapi.json"}
+                          "/api/v1/servicegraph", "/api/v1/status", "/healthz", "/metrics", "/openapi.json",
+                          DETAIL_BULK_PATH, REQUESTS_PATH}
     answers = {
         BULK_PATH: bulk_answer,
         "/api/v1/l7/logs/search": search(api).json(),
@@ -312,6 +314,9 @@ def test_openapi_describes_every_route_and_real_answers(api: httpx.Client) -> No
         "/api/v1/servicegraph": api.post("/api/v1/servicegraph", json={"time_range": TR, "expand": ["*"]}).json(),
         "/api/v1/status": api.get("/api/v1/status").json(),
         "/healthz": api.get("/healthz").json(),
+        REQUESTS_PATH: api.post(REQUESTS_PATH, json={"request_id": "none", "time_range": TR}).json(),
+        DETAIL_BULK_PATH: api.post(DETAIL_BULK_PATH, content=b'{"request_id": "r"}\n',
+                                   headers={"Content-Type": "application/x-ndjson"}).json(),
     }
     for path, answer in answers.items():
         op = paths[path].get("post") or paths[path]["get"]

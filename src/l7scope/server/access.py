@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
@@ -36,6 +36,7 @@ from l7scope.contracts.auth import (
     parse_bearer,
 )
 from l7scope.contracts.bulk import BULK_PATH, CONTENT_TYPE
+from l7scope.contracts.detail import DETAIL_BULK_PATH
 from l7scope.server.auth import (
     Authenticator,
     AuthUnavailable,
@@ -97,8 +98,12 @@ def is_protected(path: str) -> bool:
     return path.startswith("/api/") or path in (METRICS_PATH, OPENAPI_PATH)
 
 
+#: The routes node agents write to (bearer tokens with write permission only).
+WRITE_PATHS: Final = frozenset({BULK_PATH, DETAIL_BULK_PATH})
+
+
 def wanted_content_type(path: str) -> str:
-    return CONTENT_TYPE if path == BULK_PATH else "application/json"
+    return CONTENT_TYPE if path in WRITE_PATHS else "application/json"
 
 
 def media_type(value: str | None) -> str:
@@ -125,7 +130,7 @@ def session_id(cookie_header: str | None) -> str | None:
 
 
 def may(principal: Principal, method: str, path: str) -> bool:
-    if path == BULK_PATH:
+    if path in WRITE_PATHS:
         return principal.can_write
     if path in (CODES_PATH, WHOAMI_PATH):
         return principal.can_read or principal.can_write
@@ -195,7 +200,7 @@ class AccessMiddleware:
                 return
             if not may(principal, method, path):
                 await _answer(send, 403, "forbidden",
-                              f"{principal.name} may not {'write' if path == BULK_PATH else 'read'} here")
+                              f"{principal.name} may not {'write' if path in WRITE_PATHS else 'read'} here")
                 return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)

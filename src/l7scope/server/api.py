@@ -29,8 +29,9 @@ from starlette.staticfiles import StaticFiles
 
 from l7scope import __version__
 from l7scope.contracts import api as paths
-from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
-from l7scope.server import export, login
+from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES, BulkResult
+from l7scope.contracts.detail import DETAIL_BULK_PATH, REQUESTS_PATH
+from l7scope.server import detail, export, login
 from l7scope.server.access import DEFAULT_ALLOWED_HOSTS, AccessMiddleware, HostPolicy
 from l7scope.server.auth import Authenticator, Principal, Sessions
 from l7scope.server.cancel import QueryCancelled, run_cancellable
@@ -49,6 +50,7 @@ from l7scope.server.metrics import Metrics
 from l7scope.server.openapi import schema as openapi_schema
 from l7scope.server.query import QueryService, RequestError
 from l7scope.server.store.base import Store, StoreError
+from l7scope.server.store.detail_sql import DetailStore
 from l7scope.server.vendor import vendor_route
 
 log = logging.getLogger(__name__)
@@ -150,18 +152,32 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
 
 async def bulk(request: Request) -> Response:
     st = state(request)
+    return await _gated_bulk(request, st, st.ingestor.ingest)
+
+
+async def detail_bulk(request: Request) -> Response:
+    """Request detail records (contracts/detail.py), shipped by the node agents."""
+    st = state(request)
+    return await _gated_bulk(request, st, lambda body, batch_id: detail.ingest(
+        cast(DetailStore, st.store), st.metrics, body, batch_id, int(st.clock())))
+
+
+Ingest = Callable[[bytes, "str | None"], "tuple[BulkResult, int]"]
+
+
+async def _gated_bulk(request: Request, st: AppState, ingest: Ingest) -> Response:
     if not await st.gate.acquire():  # at most limits.max_bodies_in_flight bodies at once
         st.metrics.inc("bodies_busy")
         busy = _error(503, "busy", f"{st.limits.max_bodies_in_flight} bulk bodies are being stored; retry")
         busy.headers["Retry-After"] = "1"
         return busy
     try:
-        return await _bulk(request, st)
+        return await _bulk(request, st, ingest)
     finally:
         st.gate.release()
 
 
-async def _bulk(request: Request, st: AppState) -> Response:
+async def _bulk(request: Request, st: AppState, ingest: Ingest) -> Response:
     try:
         batch_id = check_batch_id(request.headers.get(BATCH_ID_HEADER))
         encoding = check_encoding(request.headers.get("content-encoding"))
@@ -178,7 +194,7 @@ async def _bulk(request: Request, st: AppState) -> Response:
         st.metrics.inc("bodies_rejected")
         return JSON(e.to_json(), status_code=e.status)
     try:
-        result, rejected_total = await _store_call(lambda: st.ingestor.ingest(body, batch_id))
+        result, rejected_total = await _store_call(lambda: ingest(body, batch_id))
     except _StoreDown as e:
         log.warning("bulk ingest failed: %s", e.__cause__)
         return e.response
@@ -230,6 +246,11 @@ async def _query(request: Request, kind: str, fn: QueryFn) -> Response:
 
 async def search(request: Request) -> Response:
     return await _query(request, "search", QueryService.search)
+
+
+async def requests(request: Request) -> Response:
+    """An aggregated record's requests, or a search by request / trace id (docs/detail.md)."""
+    return await _query(request, "requests", detail.requests)
 
 
 async def aggregation(request: Request) -> Response:
@@ -349,6 +370,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 ROUTES: list[BaseRoute] = [
     Route(BULK_PATH, bulk, methods=["POST"]),
+    Route(DETAIL_BULK_PATH, detail_bulk, methods=["POST"]),
+    Route(REQUESTS_PATH, requests, methods=["POST"]),
     Route(paths.SEARCH_PATH, search, methods=["POST"]),
     Route(paths.AGGREGATION_PATH, aggregation, methods=["POST"]),
     Route(paths.SERVICEGRAPH_PATH, servicegraph, methods=["POST"]),

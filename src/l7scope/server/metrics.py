@@ -63,6 +63,8 @@ class Metrics:
             "unknown_fields_ignored": 0, "bodies_busy": 0, "queries_timed_out": 0,
             "queries_cancelled": 0, "otlp_records_exported": 0, "otlp_records_dropped": 0,
             "otlp_export_retries": 0, "otlp_export_failures": 0,
+            "detail_records_accepted": 0, "detail_records_rejected": 0,
+            "detail_duplicate_batches": 0,
         }
         self.queries: dict[tuple[str, str], int] = {}
         self.query_seconds: dict[str, float] = {}
@@ -138,6 +140,12 @@ class Metrics:
              "OTLP export calls retried (the receiver answered a retryable error)."),
             ("l7scope_otlp_export_failures_total", "otlp_export_failures",
              "OTLP export calls given up (retries exhausted, or a non-retryable error)."),
+            ("l7scope_detail_records_accepted_total", "detail_records_accepted",
+             "Request detail records stored (docs/detail.md)."),
+            ("l7scope_detail_records_rejected_total", "detail_records_rejected",
+             "Request detail records rejected (schema or bounds)."),
+            ("l7scope_detail_duplicate_batches_total", "detail_duplicate_batches",
+             "Request detail batches dropped as duplicates."),
         ):
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter", f"{name} {c[key]}"]
         lines += ["# HELP l7scope_ingest_records_total Records received, by result.",

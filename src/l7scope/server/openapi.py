@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from l7scope import __version__
 from l7scope.contracts import api
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH
+from l7scope.contracts.detail import DETAIL_BULK_PATH, REQUESTS_PATH
 from l7scope.contracts.fields import COLUMNS
+from l7scope.server.detail import RequestsBody
 from l7scope.server.export import ExportBody
 from l7scope.server.query import AggregationBody, GraphBody, SearchBody
 
@@ -139,6 +141,19 @@ def schema() -> dict[str, Any]:
                                         "application/x-ndjson": {"schema": _STR}}},
                     **{k: v for k, v in _answers({}).items() if k != "200"}},
             }},
+            DETAIL_BULK_PATH: {"post": {
+                "summary": "Store NDJSON request detail records (one DetailRecord per line, docs/detail.md)",
+                "parameters": [{"name": BATCH_ID_HEADER, "in": "header", "required": False, "schema": _STR}],
+                "requestBody": {"required": True, "content": {"application/x-ndjson": {"schema": _STR}}},
+                "responses": _answers(_obj({
+                    "accepted": _INT, "duplicate": {"type": "boolean"}, "rejected_total": _INT,
+                    "rejected": {"type": "array", "items": _obj({"line": _INT, "error": _STR})}})) | _LATE_BODY,
+            }},
+            REQUESTS_PATH: _post(
+                "Kept requests of one aggregated record, or by request id or trace id (docs/detail.md)",
+                _model(RequestsBody),
+                _obj({"requests": {"type": "array", "items": {"type": "object"}},
+                      "truncated": {"type": "boolean"}})),
             api.STATUS_PATH: {"get": {"summary": "Server, store and counters", "responses": _answers(_obj({
                 "version": _STR, "started_at": _INT, "uptime_s": _NUM, "store": {"type": "object"},
                 "retention_s": _NINT, "ingest": {"type": "object"}, "queries": {"type": "object"},

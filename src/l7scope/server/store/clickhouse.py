@@ -27,7 +27,7 @@ from l7scope.contracts.fields import COLUMNS
 from l7scope.server.cancel import QueryCancelled
 from l7scope.server.columns import ColumnBatch, batch_len, hist_lists, row_to_record
 from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
-from l7scope.server.store import sql
+from l7scope.server.store import detail_sql, sql
 from l7scope.server.store.arrow_batch import write_parquet
 from l7scope.server.store.base import (
     Filter,
@@ -47,6 +47,8 @@ from l7scope.server.store.clickhouse_conn import (
 
 LOCAL = "l7_local"
 DIST = "l7_dist"
+DETAIL_LOCAL = f"{detail_sql.TABLE}_local"
+DETAIL_DIST = f"{detail_sql.TABLE}_dist"
 BATCHES = "l7_batches"
 _CH_INT = {"u16": "UInt16", "u32": "UInt32", "u64": "UInt64"}
 _JSON = msgspec.json.Encoder()
@@ -158,6 +160,7 @@ class ClickHouseStore:
             self.location = f"{self._args['host']}:{self._args['port']}/{self._args['database']}"
         self.cluster = cluster
         self.table = DIST if cluster else LOCAL
+        self.detail_table = DETAIL_DIST if cluster else DETAIL_LOCAL
         self._local = threading.local()
         self._write_lock = threading.Lock()
         try:
@@ -274,11 +277,16 @@ class ClickHouseStore:
                 for col in TABLE_COLUMNS:
                     if col not in have:
                         c.execute(f'ALTER TABLE {LOCAL} ADD COLUMN "{col}" {types[col]}')
+                dcols = ", ".join(f'"{n}" {"String" if k == "text" else "UInt64"}'
+                                  for n, k in detail_sql.COLUMNS.items())
+                c.execute(f"CREATE TABLE IF NOT EXISTS {DETAIL_LOCAL} ({dcols}) ENGINE = MergeTree "
+                          'PARTITION BY toYYYYMMDD(toDateTime(toUInt32("end_time"))) ORDER BY ("end_time")')
                 if self.cluster:
-                    # The Distributed table holds no data: recreate it so it has every column.
-                    c.execute(f"DROP TABLE IF EXISTS {DIST}")
-                    c.execute(f"CREATE TABLE {DIST} AS {LOCAL} ENGINE = Distributed("
-                              f"%(cl)s, %(db)s, %(t)s, rand())", {"cl": self.cluster, "db": db, "t": LOCAL})
+                    # The Distributed tables hold no data: recreate them so they have every column.
+                    for dist, local in ((DIST, LOCAL), (DETAIL_DIST, DETAIL_LOCAL)):
+                        c.execute(f"DROP TABLE IF EXISTS {dist}")
+                        c.execute(f"CREATE TABLE {dist} AS {local} ENGINE = Distributed("
+                                  f"%(cl)s, %(db)s, %(t)s, rand())", {"cl": self.cluster, "db": db, "t": local})
             finally:
                 c.disconnect()
         # ReplacingMergeTree (every supported version has it): a batch id written twice (a retry
@@ -325,6 +333,31 @@ class ClickHouseStore:
                                                   [[batch_id], [now]])
             return True
 
+    def insert_details(self, batch_id: str | None, columns: dict[str, list[Any]], now: int) -> bool:
+        """Request detail rows (store/detail_sql.py): the id is checked first and written after
+        the rows, as `insert_batches` does."""
+        with self._write_lock:
+            if batch_id is not None:
+                with self._errors("duplicate check"):
+                    seen = self._client().execute(
+                        f"SELECT count() FROM {BATCHES} WHERE batch_id = %(b)s", {"b": batch_id})[0][0]
+                if seen:
+                    return False
+            names = list(detail_sql.COLUMNS)
+            with self._errors("detail insert"):
+                if columns[names[0]]:
+                    self._client().insert_columns(
+                        f"INSERT INTO {self.detail_table} ({', '.join(names)}) VALUES",
+                        [columns[n] for n in names], settings={"insert_distributed_sync": 1})
+                if batch_id is not None:
+                    self._client().insert_columns(f"INSERT INTO {BATCHES} (batch_id, received_at) VALUES",
+                                                  [[batch_id], [now]])
+            return True
+
+    def details(self, q: detail_sql.DetailQuery) -> list[dict[str, Any]]:
+        p = _Params()
+        return [detail_sql.from_row(r) for r in self._query(detail_sql.select(self.detail_table, q, p), p)]
+
     def delete_before(self, cutoff: int) -> None:
         day_start = datetime.fromtimestamp(cutoff, UTC).strftime("%Y%m%d")
         delete = "DELETE FROM {t} WHERE" if self.has(V_LIGHTWEIGHT_DELETE) else "ALTER TABLE {t} DELETE WHERE"
@@ -332,15 +365,16 @@ class ClickHouseStore:
             c = self._connect(args)
             try:
                 with self._errors("retention"):
-                    parts = c.execute(
-                        "SELECT DISTINCT partition FROM system.parts WHERE database = %(d)s "
-                        "AND table = %(t)s AND active", {"d": args["database"], "t": LOCAL})
-                    for (part,) in parts:
-                        if part.strip("'").isdigit() and part.strip("'") < day_start:
-                            c.execute(f"ALTER TABLE {LOCAL} DROP PARTITION {int(part.strip(chr(39)))}")
-                    old = c.execute(f'SELECT count() FROM {LOCAL} WHERE "end_time" < %(c)s', {"c": cutoff})
-                    if old[0][0]:
-                        c.execute(delete.format(t=LOCAL) + ' "end_time" < %(c)s', {"c": cutoff})
+                    for table in (LOCAL, DETAIL_LOCAL):
+                        parts = c.execute(
+                            "SELECT DISTINCT partition FROM system.parts WHERE database = %(d)s "
+                            "AND table = %(t)s AND active", {"d": args["database"], "t": table})
+                        for (part,) in parts:
+                            if part.strip("'").isdigit() and part.strip("'") < day_start:
+                                c.execute(f"ALTER TABLE {table} DROP PARTITION {int(part.strip(chr(39)))}")
+                        old = c.execute(f'SELECT count() FROM {table} WHERE "end_time" < %(c)s', {"c": cutoff})
+                        if old[0][0]:
+                            c.execute(delete.format(t=table) + ' "end_time" < %(c)s', {"c": cutoff})
             finally:
                 c.disconnect()
         with self._errors("retention"):

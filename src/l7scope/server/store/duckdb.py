@@ -19,7 +19,7 @@ from l7scope.contracts.fields import COLUMNS
 from l7scope.server import cancel
 from l7scope.server.columns import ColumnBatch, batch_len, row_to_record
 from l7scope.server.fields import HIST_BUCKETS, HIST_COUNTS, TABLE_COLUMNS, int_width
-from l7scope.server.store import graph_ids, sql
+from l7scope.server.store import detail_sql, graph_ids, sql
 from l7scope.server.store.arrow_batch import to_arrow
 from l7scope.server.store.base import (
     MERGED_CLASS,
@@ -116,6 +116,9 @@ class DuckDBStore:
             self._con.execute(
                 f"CREATE TABLE IF NOT EXISTS {BATCHES} (batch_id VARCHAR PRIMARY KEY, received_at UBIGINT)"
             )
+            dcols = ", ".join(f'"{c}" {"VARCHAR" if k == "text" else "UBIGINT"}'
+                              for c, k in detail_sql.COLUMNS.items())
+            self._con.execute(f"CREATE TABLE IF NOT EXISTS {detail_sql.TABLE} ({dcols})")
             have = {r[0] for r in self._con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [TABLE]
             ).fetchall()}
@@ -174,10 +177,41 @@ class DuckDBStore:
         except duckdb.Error as e:
             raise StoreError(f"insert failed: {e}") from e
 
+    def insert_details(self, batch_id: str | None, columns: dict[str, list[Any]], now: int) -> bool:
+        """Request detail rows (store/detail_sql.py), columnar: one INSERT of unnested lists."""
+        names = list(detail_sql.COLUMNS)
+        unnest = ", ".join(f"unnest(${i}) AS \"{c}\"" for i, c in enumerate(names, 1))
+        cols = ", ".join(f'"{c}"' for c in names)
+        try:
+            with self._write_lock:
+                con = self._con
+                if batch_id is not None and con.execute(
+                        f"SELECT 1 FROM {BATCHES} WHERE batch_id = ?", [batch_id]).fetchall():
+                    return False
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    if batch_id is not None:
+                        con.execute(f"INSERT INTO {BATCHES} VALUES (?, ?)", [batch_id, now])
+                    if columns[names[0]]:
+                        con.execute(f"INSERT INTO {detail_sql.TABLE} ({cols}) SELECT {unnest}",
+                                    [columns[c] for c in names])
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                return True
+        except duckdb.Error as e:
+            raise StoreError(f"detail insert failed: {e}") from e
+
+    def details(self, q: detail_sql.DetailQuery) -> list[dict[str, Any]]:
+        p = _Params()
+        return [detail_sql.from_row(r) for r in self._query(detail_sql.select(detail_sql.TABLE, q, p), p)]
+
     def delete_before(self, cutoff: int) -> None:
         try:
             with self._write_lock:
                 self._con.execute(f'DELETE FROM {TABLE} WHERE "end_time" < ?', [cutoff])
+                self._con.execute(f'DELETE FROM {detail_sql.TABLE} WHERE "end_time" < ?', [cutoff])
                 self._con.execute(f"DELETE FROM {BATCHES} WHERE received_at < ?", [cutoff])
         except duckdb.Error as e:
             raise StoreError(f"retention failed: {e}") from e
