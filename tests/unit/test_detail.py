@@ -250,3 +250,13 @@ def test_keeper_cap_counts_drops() -> None:
         keeper.add(ds, en, agg)
     assert len(keeper.flush(101.0)) == 3
     assert keeper.stats.dropped == 9 and keeper.stats.received == 12
+
+
+def test_the_page_drills_down_on_the_contracts_fields() -> None:
+    import re
+    from pathlib import Path
+
+    js = (Path(dc.__file__).parents[1] / "server" / "ui" / "js" / "httptab.js").read_text()
+    m = re.search(r"const DRILL_FIELDS = \[([^\]]*)\]", js)
+    assert m is not None
+    assert tuple(re.findall(r'"([a-z_]+)"', m.group(1))) == dc.DRILL_FIELDS

@@ -76,6 +76,11 @@ export class Api {
     });
   }
 
+  /** Kept requests (docs/detail.md): { record: {drill fields} } or { request_id } or { trace_id }. */
+  requests(kind, body) {
+    return this.call(kind, "/api/v1/l7/requests", body);
+  }
+
   aggregation(kind, { timeRange, selector, groupBy, limit = 100, orderBy = "count" }) {
     return this.call(kind, "/api/v1/l7/logs/aggregation", {
       time_range: timeRange, selector, group_by: groupBy, limit, order_by: orderBy,

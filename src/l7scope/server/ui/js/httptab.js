@@ -61,6 +61,7 @@ export class HttpTab {
     this.sort = { key: "end_time", descending: true };
     this.visible = this.loadColumns();
     this.open = new Set(); // keys of expanded rows (kept across refreshes)
+    this.requestsCache = new Map(); // row key -> answer of /api/v1/l7/requests (bounded)
     this.answer = null;
     this.bind();
     this.renderHead();
@@ -222,12 +223,57 @@ export class HttpTab {
         this.renderRows();
       });
       rows.push(tr);
-      if (isOpen) rows.push(this.detailRow(r, cols.length + 1));
+      if (isOpen) rows.push(this.detailRow(r, cols.length + 1, key));
     });
     fill($("http-body"), rows);
   }
 
-  detailRow(r, span) {
+  /** The record's kept requests (tail-based request detail, docs/detail.md), as DOM text only. */
+  requestsSection(r, key) {
+    const box = h("div", { className: "requests" }, h("div", { className: "muted" }, "Loading requests…"));
+    if (!r.type || r.type === "unlogged" || r.type === "tcp" || r.type === "tls") {
+      fill(box, h("div", { className: "muted" }, "No single requests for this record type."));
+      return box;
+    }
+    const record = {};
+    for (const f of DRILL_FIELDS) record[f] = f === "end_time" ? Number(r[f]) : String(r[f] ?? "");
+    const show = (answer) => fill(box, this.requestsTable(answer));
+    const cached = this.requestsCache.get(key);
+    if (cached) { show(cached); return box; }
+    this.api.requests(`requests:${key}`, { record, limit: 50 }).then((answer) => {
+      if (this.requestsCache.size >= 100) this.requestsCache.clear();
+      this.requestsCache.set(key, answer);
+      show(answer);
+    }).catch((e) => {
+      if (isAbort(e)) return;
+      fill(box, h("div", { className: "error" }, `Requests: ${e instanceof ApiError ? e.message : String(e)}`));
+    });
+    return box;
+  }
+
+  requestsTable(answer) {
+    const reqs = Array.isArray(answer?.requests) ? answer.requests : [];
+    if (!reqs.length) {
+      return h("div", { className: "muted requests-empty" },
+        "No requests kept for this record (kept: errors, slow and sampled requests, per the Service's l7scope.io/detail mode).");
+    }
+    const head = ["time", "reason", "rate", "method", "path", "status", "flags", "gRPC", "duration", "request id", "trace id", "headers"];
+    const body = reqs.map((q) => {
+      const headers = [...Object.entries(q.request_headers || {}).map(([k, v]) => `> ${k}: ${v}`),
+        ...Object.entries(q.response_headers || {}).map(([k, v]) => `< ${k}: ${v}`)].join("\n");
+      const cells = [q.time, q.reason, q.sample_rate > 1 ? `1/${q.sample_rate}` : "all", q.method, q.path,
+        q.response_code, q.response_flags, q.grpc_status, fmt.duration(Number(q.duration_us) * 1000),
+        q.request_id, q.trace_id ? `${q.trace_id} / ${q.span_id}` : "", headers];
+      return h("tr", { className: "req", dataset: { requestId: String(q.request_id ?? "") } },
+        cells.map((c, i) => h("td", { className: i >= 9 ? "mono" : "", title: String(c ?? "") }, String(c ?? ""))));
+    });
+    return h("div", {},
+      h("div", { className: "requests-title" }, `Requests (${reqs.length}${answer.truncated ? "+" : ""} kept)`),
+      h("table", { className: "requests-table" },
+        h("thead", {}, h("tr", {}, head.map((t) => h("th", {}, t)))), h("tbody", {}, body)));
+  }
+
+  detailRow(r, span, key) {
     const fields = Object.keys(r).sort().map((k) => {
       let v = r[k];
       if (v !== null && typeof v === "object") v = JSON.stringify(v);
@@ -249,10 +295,15 @@ export class HttpTab {
     const toggle = h("button", { type: "button", onclick: (e) => { e.stopPropagation(); json.hidden = !json.hidden; } }, "Show JSON");
     const cell = h("td", { colSpan: span },
       h("div", { className: "detail-grid" }, fields),
-      h("div", { className: "detail-actions" }, copy, toggle, status), json);
+      h("div", { className: "detail-actions" }, copy, toggle, status), json,
+      this.requestsSection(r, key));
     return h("tr", { className: "detail", onclick: (e) => e.stopPropagation() }, cell);
   }
 }
+
+// The fields of a record its requests are matched on (contracts/detail.py DRILL_FIELDS).
+const DRILL_FIELDS = ["end_time", "host", "src_name_aggr", "src_namespace", "dest_service_name",
+  "dest_service_namespace", "url", "method", "response_code", "grpc_status"];
 
 async function copyText(text) {
   try {
