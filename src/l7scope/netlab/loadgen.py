@@ -5,7 +5,7 @@ other over keep-alive connections (a new connection every `--per-connection` req
 prints one JSON object: `{"results": [[status, response_body_bytes], ...], "errors": N}`.
 
 A plan entry: `{"method": "POST", "path": "/a/b", "body_bytes": 10, "reply_bytes": 5,
-"user_agent": "ua"}`; all but method and path optional. The podserver `http` mode answers
+"user_agent": "ua", "headers": {"x-request-id": "r1"}}`; all but method and path optional. The podserver `http` mode answers
 `/status/NNN` paths with NNN and `reply_bytes` bytes of body.
 
     echo '[{"method":"GET","path":"/status/404"}]' | \\
@@ -39,6 +39,7 @@ def run_plan(target: str, plan: list[dict[str, Any]], per_connection: int = 100,
         headers = {"x-reply-bytes": str(int(req.get("reply_bytes", 2)))}
         if "user_agent" in req:
             headers["user-agent"] = str(req["user_agent"])
+        headers.update({str(k): str(v) for k, v in (req.get("headers") or {}).items()})
         try:
             conn.request(req["method"], req["path"], body=body if body else None, headers=headers)
             resp = conn.getresponse()

@@ -5,6 +5,8 @@ Modes:
   200), response body of `x-reply-bytes` bytes (default 2), request bodies read and counted;
   the response headers `x-seen-headers` / `x-seen-host` / `x-seen-peer` tell which header
   names (in the case they arrived), which Host and which peer address (ip:port) the server saw.
+  A request header `x-delay-ms: N` delays the answer N ms (at most 10 s); `x-set-cookie: V`
+  answers with `set-cookie: V` (request-detail tests: slow requests, redaction).
   Nagle is off and the listen backlog is large (environment notes: both matter).
 - `https`: the same app behind TLS (`--cert`, `--key`).
 - `fixed`: asyncio server that answers every request with the same small 200 response, as fast
@@ -25,6 +27,7 @@ import socketserver
 import ssl
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -50,7 +53,12 @@ class _App(BaseHTTPRequestHandler):
             status = int(parts[2])
         n = int(self.headers.get("x-reply-bytes") or 2)
         body = b"x" * n
+        delay = self.headers.get("x-delay-ms")
+        if delay and delay.isdigit():
+            time.sleep(min(int(delay), 10_000) / 1000)
         self.send_response(status)
+        if self.headers.get("x-set-cookie"):
+            self.send_header("set-cookie", self.headers["x-set-cookie"])
         self.send_header("content-type", "text/plain")
         self.send_header("content-length", str(n))
         self.send_header("x-request-bytes", str(length))
