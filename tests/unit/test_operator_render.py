@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from l7scope.collector.config import CollectorSettings
 from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator import crd, render, tls
@@ -292,3 +294,21 @@ def test_ipv6_support_adds_the_ipv6_listener_addresses() -> None:
     for lst in listeners(NodeSettings.model_validate({"ipv6Support": True})):
         (extra,) = lst["additional_addresses"]
         assert extra["address"]["socket_address"]["address"] == "::"
+
+
+def test_request_detail_settings_reach_envoy_and_the_collector() -> None:
+    node = NodeSettings.model_validate({"l7Detail": {
+        "slowThresholdMs": 250, "sampleOneIn": 7, "requestHeaders": ["x-tenant", "authorization"],
+        "responseHeaders": ["set-cookie", "x-version"]}})
+    objs = _by_kind(render.render(_spec(), render.RenderContext(node=node)))
+    envoy = yaml.safe_load(objs["ConfigMap"]["data"]["envoy-config.yaml"])
+    text = json.dumps(envoy)
+    assert "%REQ(X-TENANT):256%" in text and "%RESP(X-VERSION):256%" in text
+    assert "AUTHORIZATION" not in text and "SET-COOKIE" not in text  # never logged
+    (collector,) = [c for c in objs["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+                    if c["name"] == "l7-collector"]
+    env = {e["name"]: e.get("value") for e in collector["env"]}
+    got = CollectorSettings.load(env).detail
+    assert (got.slow_threshold_ms, got.sample_one_in, got.request_headers) == (250, 7, ("x-tenant",))
+    h = lambda ds: ds["spec"]["template"]["metadata"]["annotations"][render.HASH_ANNOTATION]  # noqa: E731
+    assert h(objs["DaemonSet"]) != h(_by_kind(render.render(_spec(), render.RenderContext()))["DaemonSet"])

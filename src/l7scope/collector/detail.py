@@ -10,6 +10,7 @@ decoded then), held per connection tuple until `take()` at the end of the interv
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -81,7 +82,15 @@ class Picker:
 
     def pick(self, lines: Sequence[EnvoyLogLine]) -> None:
         floor, slow, one_in = self.error_floor, self.slow_us, self.one_in
+        no_flags, grpc_ok, crc32 = _NO_FLAGS, _GRPC_OK, zlib.crc32
         for ln in lines:
+            # the common case inline (a plain answer, fast, not sampled): no call, no object
+            code, us = ln.response_code, ln.duration_us
+            if (code is not None and code < floor and us is not None and us < slow
+                    and ln.response_flags in no_flags and ln.grpc_status in grpc_ok):
+                rid = ln.request_id
+                if not one_in or not rid or (one_in > 1 and crc32(rid.encode("utf-8", "replace")) % one_in):
+                    continue
             if not ln.request_method:  # tcp, tls: no request
                 continue
             reason = reason_of(ln, floor, slow, one_in)

@@ -188,13 +188,15 @@ def envoy_config_yaml(spec: ApplicationLayerSpec, ctx: RenderContext) -> str:
     return render_yaml(envoy_settings(spec, tproxy_port=ctx.node.tproxy_port,
                                       admin_address=ENVOY_ADMIN,
                                       original_src_mark=ctx.node.tproxy_upstream_conn_mark,
-                                      ipv6=ctx.node.ipv6_support))
+                                      ipv6=ctx.node.ipv6_support, detail=ctx.node.l7_detail))
 
 
 def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -> dict[str, Any]:
     prefix = ctx.node.policy_sync_path_prefix
     log_dir = ctx.node.l7_logs_file_directory
     server_url = f"https://{SERVER}.{ctx.namespace}.svc:{SERVER_PORT}"
+    # the collector's request-detail thresholds: the same l7Detail the node agents read
+    detail_json = json.dumps(ctx.node.l7_detail.model_dump(mode="json", by_alias=True), sort_keys=True)
     envoy = _container(
         spec, ctx, "envoy-proxy",
         ["envoy", "-c", f"/etc/envoy/{CONFIGMAP_KEY}", "--log-level", "warn",
@@ -214,7 +216,8 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
         env=[{"name": "LOG_LEVEL", "value": "Info"}, _NODE_NAME_ENV,
              {"name": "FELIX_DIAL_TARGET", "value": f"unix://{prefix.rstrip('/')}/socket"},
              {"name": "ENVOY_LOG_INTERVAL_SECONDS", "value": str(spec.log_interval_seconds)},
-             {"name": "ENVOY_LOG_REQUESTS_PER_INTERVAL", "value": str(spec.log_requests_per_interval)}],
+             {"name": "ENVOY_LOG_REQUESTS_PER_INTERVAL", "value": str(spec.log_requests_per_interval)},
+             {"name": "L7SCOPE_DETAIL", "value": detail_json}],
         mounts=[{"name": "envoy-logs", "mountPath": "/tmp"}, _RUN_MOUNT,
                 {"name": "policy-sync", "mountPath": prefix}])
     node_agent = _container(
@@ -230,7 +233,8 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
                 {"name": "node-data", "mountPath": NODE_DATA_DIR}, _TOKEN_MOUNT,
                 {"name": "agent-tmp", "mountPath": "/tmp"}])
     template_hash = config_hash(envoy_yaml, spec.log_interval_seconds,
-                                spec.log_requests_per_interval, prefix, log_dir, ctx.image)
+                                spec.log_requests_per_interval, prefix, log_dir, ctx.image,
+                                detail_json)
     return {
         "apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": _meta(DAEMONSET, ctx, DAEMONSET),

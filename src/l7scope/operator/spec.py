@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from l7scope.contracts.detail import DetailSettings
 from l7scope.proxy.bootstrap import EnvoySettings, nodeport_mark
 
 GROUP: Final = "l7scope.io"
@@ -250,14 +251,19 @@ def check(name: str, raw_spec: Mapping[str, Any] | None) -> Checked:
 
 def envoy_settings(spec: ApplicationLayerSpec, *, tproxy_port: int = 16001,
                    admin_address: str = "unix:/var/run/l7scope/sockets/envoy-admin.sock",
-                   original_src_mark: int | None = None, ipv6: bool = False) -> EnvoySettings:
+                   original_src_mark: int | None = None, ipv6: bool = False,
+                   detail: DetailSettings | None = None) -> EnvoySettings:
     """The Envoy settings this spec asks for (raises pydantic's ValidationError).
     `original_src_mark`: the node settings' tproxyUpstreamConnMark (client IP kept upstream);
-    `ipv6`: the node settings' ipv6Support (the listeners also bind `::`)."""
+    `ipv6`: the node settings' ipv6Support (the listeners also bind `::`); `detail`: the node
+    settings' l7Detail (the headers Envoy logs for request detail)."""
+    d = detail or DetailSettings()
     return EnvoySettings(tproxy_port=tproxy_port, admin_address=admin_address,
                          xff_num_trusted_hops=spec.xff_num_trusted_hops,
                          use_remote_address=spec.use_remote_address,
                          original_src_mark=original_src_mark,
                          nodeport_original_src_mark=None if original_src_mark is None
                          else nodeport_mark(original_src_mark),
-                         listen_address_v6="::" if ipv6 else None)
+                         listen_address_v6="::" if ipv6 else None,
+                         detail_request_headers=d.request_headers,
+                         detail_response_headers=d.response_headers)
