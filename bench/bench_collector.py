@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -36,11 +37,12 @@ CHUNK = 1 << 16  # Tail's default read size (decoded objects stay in cache); raw
 LINES_PER_INTERVAL = 100_000
 
 
-def write_file(path: Path, n: int) -> int:
+def write_file(path: Path, n: int, edit: Callable[[bytes], bytes] | None = None) -> int:
+    """`n` synthetic lines into `path` (each passed through `edit` when given); its size."""
     with open(path, "wb") as f:
         buf: list[bytes] = []
         for ln in lines(n, connections=300, paths=2):
-            buf.append(ln)
+            buf.append(edit(ln) if edit else ln)
             buf.append(b"\n")
             if len(buf) >= 20_000:
                 f.write(b"".join(buf))

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import bench_collector
 from bench.row import Row
 from l7scope.collector.batch import Batcher
 from l7scope.collector.decode import decode_block
@@ -35,7 +36,6 @@ from l7scope.node.aggregate import Aggregator
 from l7scope.node.detail import DetailKeeper
 from l7scope.node.enrich import Enricher
 from l7scope.node.metadata import MetadataCache
-from l7scope.testing.envoy_lines import lines
 from l7scope.testing.node_inputs import http_data, report, shop
 
 CHUNK = 1 << 16
@@ -43,19 +43,14 @@ LINES_PER_INTERVAL = 100_000
 
 
 def write_file(path: Path, n: int) -> int:
+    """The collector bench's lines, each with the `detail` object Envoy logs."""
     rng = random.Random(5)
-    with open(path, "wb") as f:
-        buf: list[bytes] = []
-        for ln in lines(n, connections=300, paths=2):
-            det = (b',"detail":{"traceparent":"00-%032x-%016x-01","b3_trace":null,"b3_span":null,'
-                   b'"b3":null,"req:x-tenant":"acme"}}' % (rng.getrandbits(128), rng.getrandbits(64)))
-            buf.append(ln[:-1] + det)
-            buf.append(b"\n")
-            if len(buf) >= 20_000:
-                f.write(b"".join(buf))
-                buf.clear()
-        f.write(b"".join(buf))
-    return path.stat().st_size
+
+    def with_detail(ln: bytes) -> bytes:
+        return ln[:-1] + (b',"detail":{"traceparent":"00-%032x-%016x-01","b3_trace":null,'
+                          b'"b3_span":null,"b3":null,"req:x-tenant":"acme"}}'
+                          % (rng.getrandbits(128), rng.getrandbits(64)))
+    return bench_collector.write_file(path, n, with_detail)
 
 
 def collector(path: Path, detail: bool) -> tuple[float, int, int]:

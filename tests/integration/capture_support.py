@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from l7scope.contracts.auth import read_token
 from l7scope.netlab import External, Node, Pod, Service, Topology, cleanup_stale
 
 
@@ -35,6 +36,21 @@ def http_get(t: Topology, who: Pod | External, addr: str, path: str) -> tuple[in
     if lines:
         headers[":status"] = lines[0].split()[1]
     return res.returncode, headers
+
+
+def server_post(t: Topology, node: Node, port: int, path: str, body: dict[str, Any],
+                token_file: Path) -> dict[str, Any]:
+    """POST a JSON body to `l7scope server` on 127.0.0.1:port inside `node` (curl, with the
+    token file's bearer token); {} when the answer is not JSON (the server is not up yet)."""
+    out = t.run(node, ["curl", "-s", "--noproxy", "*", "-m", "5", "-X", "POST", "-H",
+                       "content-type: application/json", "-H",
+                       f"Authorization: Bearer {read_token(token_file)}", "-d", json.dumps(body),
+                       f"http://127.0.0.1:{port}{path}"], check=False)
+    try:
+        result: dict[str, Any] = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        return {}
+    return result
 
 
 def wait_log(path: str | Path, n: int, timeout: float = 15.0, settle: float = 0.6

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
-from capture_support import topology
+from capture_support import server_post, topology
 from test_node_capture import inventory, wait_until
 
 from l7scope.capture import tproxy
 from l7scope.contracts import detail as dc
-from l7scope.contracts.auth import ensure_token, read_token
+from l7scope.contracts.auth import ensure_token
 from l7scope.proxy.bootstrap import EnvoySettings, nodeport_mark
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy]
@@ -38,15 +38,7 @@ SECRET = "s3cr3t-value-never-stored"
 
 
 def call(t: Any, node: Any, path: str, body: dict[str, Any], token_file: Path) -> dict[str, Any]:
-    out = t.run(node, ["curl", "-s", "--noproxy", "*", "-m", "5", "-X", "POST", "-H",
-                       "content-type: application/json", "-H",
-                       f"Authorization: Bearer {read_token(token_file)}", "-d", json.dumps(body),
-                       f"http://127.0.0.1:{SERVER_PORT}{path}"], check=False)
-    try:
-        result: dict[str, Any] = json.loads(out.stdout)
-    except json.JSONDecodeError:
-        return {}
-    return result
+    return server_post(t, node, SERVER_PORT, path, body, token_file)
 
 
 def test_errors_slow_and_sampled_requests_are_kept_whole(request: pytest.FixtureRequest,

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
-from capture_support import topology
+from capture_support import server_post, topology
 from test_node_capture import wait_until, write_inventory
 
 from l7scope.capture import tproxy
-from l7scope.contracts.auth import ensure_token, read_token
+from l7scope.contracts.auth import ensure_token
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy]
 
@@ -27,15 +27,7 @@ SERVER_PORT = 18686  # inside n1's own network namespace: no clash with other te
 
 
 def search(t: Any, node: Any, body: dict[str, Any], token_file: Path) -> dict[str, Any]:
-    out = t.run(node, ["curl", "-s", "--noproxy", "*", "-m", "5", "-X", "POST", "-H",
-                       "content-type: application/json", "-H",
-                       f"Authorization: Bearer {read_token(token_file)}", "-d", json.dumps(body),
-                       f"http://127.0.0.1:{SERVER_PORT}/api/v1/l7/logs/search"], check=False)
-    try:
-        result: dict[str, Any] = json.loads(out.stdout)
-    except json.JSONDecodeError:
-        return {}
-    return result
+    return server_post(t, node, SERVER_PORT, "/api/v1/l7/logs/search", body, token_file)
 
 
 def test_requests_reach_the_server_exactly_once_enriched(request: pytest.FixtureRequest,

@@ -319,39 +319,39 @@ class ClickHouseStore:
         # after a crash between the two is dropped by the server: exactly once. On older servers
         # and the Distributed table the retried batch is stored twice, never lost.
         with self._write_lock:
-            if batch_id is not None:
-                with self._errors("duplicate check"):
-                    seen = self._client().execute(
-                        f"SELECT count() FROM {BATCHES} WHERE batch_id = %(b)s", {"b": batch_id})[0][0]
-                if seen:
-                    return False
+            if self._seen(batch_id):
+                return False
             for i, batch in enumerate(batches):
                 self.insert(batch, token=None if batch_id is None else f"{batch_id}/{i}")
-            if batch_id is not None:
-                with self._errors("insert"):
-                    self._client().insert_columns(f"INSERT INTO {BATCHES} (batch_id, received_at) VALUES",
-                                                  [[batch_id], [now]])
+            self._remember(batch_id, now)
             return True
+
+    def _seen(self, batch_id: str | None) -> bool:
+        if batch_id is None:
+            return False
+        with self._errors("duplicate check"):
+            return bool(self._client().execute(
+                f"SELECT count() FROM {BATCHES} WHERE batch_id = %(b)s", {"b": batch_id})[0][0])
+
+    def _remember(self, batch_id: str | None, now: int) -> None:
+        if batch_id is not None:
+            with self._errors("insert"):
+                self._client().insert_columns(f"INSERT INTO {BATCHES} (batch_id, received_at) VALUES",
+                                              [[batch_id], [now]])
 
     def insert_details(self, batch_id: str | None, columns: dict[str, list[Any]], now: int) -> bool:
         """Request detail rows (store/detail_sql.py): the id is checked first and written after
         the rows, as `insert_batches` does."""
         with self._write_lock:
-            if batch_id is not None:
-                with self._errors("duplicate check"):
-                    seen = self._client().execute(
-                        f"SELECT count() FROM {BATCHES} WHERE batch_id = %(b)s", {"b": batch_id})[0][0]
-                if seen:
-                    return False
+            if self._seen(batch_id):
+                return False
             names = list(detail_sql.COLUMNS)
-            with self._errors("detail insert"):
-                if columns[names[0]]:
+            if columns[names[0]]:
+                with self._errors("detail insert"):
                     self._client().insert_columns(
                         f"INSERT INTO {self.detail_table} ({', '.join(names)}) VALUES",
                         [columns[n] for n in names], settings={"insert_distributed_sync": 1})
-                if batch_id is not None:
-                    self._client().insert_columns(f"INSERT INTO {BATCHES} (batch_id, received_at) VALUES",
-                                                  [[batch_id], [now]])
+            self._remember(batch_id, now)
             return True
 
     def details(self, q: detail_sql.DetailQuery) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ serialised by a lock. Batch ids live in a table next to the records, in the same
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,15 @@ class DuckDBStore:
         return self.insert_batches(batch_id, [batch], now)
 
     def insert_batches(self, batch_id: str | None, batches: Iterable[ColumnBatch], now: int) -> bool:
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            for batch in batches:
+                if batch_len(batch):
+                    self._insert_locked(con, batch)
+        return self._once(batch_id, now, write)
+
+    def _once(self, batch_id: str | None, now: int,
+              write: Callable[[duckdb.DuckDBPyConnection], None]) -> bool:
+        """Run `write` and remember `batch_id` in one transaction, unless the id was stored before."""
         try:
             with self._write_lock:
                 con = self._con
@@ -166,9 +175,7 @@ class DuckDBStore:
                 try:
                     if batch_id is not None:
                         con.execute(f"INSERT INTO {BATCHES} VALUES (?, ?)", [batch_id, now])
-                    for batch in batches:
-                        if batch_len(batch):
-                            self._insert_locked(con, batch)
+                    write(con)
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
@@ -182,26 +189,12 @@ class DuckDBStore:
         names = list(detail_sql.COLUMNS)
         unnest = ", ".join(f"unnest(${i}) AS \"{c}\"" for i, c in enumerate(names, 1))
         cols = ", ".join(f'"{c}"' for c in names)
-        try:
-            with self._write_lock:
-                con = self._con
-                if batch_id is not None and con.execute(
-                        f"SELECT 1 FROM {BATCHES} WHERE batch_id = ?", [batch_id]).fetchall():
-                    return False
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    if batch_id is not None:
-                        con.execute(f"INSERT INTO {BATCHES} VALUES (?, ?)", [batch_id, now])
-                    if columns[names[0]]:
-                        con.execute(f"INSERT INTO {detail_sql.TABLE} ({cols}) SELECT {unnest}",
-                                    [columns[c] for c in names])
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                return True
-        except duckdb.Error as e:
-            raise StoreError(f"detail insert failed: {e}") from e
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            if columns[names[0]]:
+                con.execute(f"INSERT INTO {detail_sql.TABLE} ({cols}) SELECT {unnest}",
+                            [columns[c] for c in names])
+        return self._once(batch_id, now, write)
 
     def details(self, q: detail_sql.DetailQuery) -> list[dict[str, Any]]:
         p = _Params()
