@@ -38,6 +38,15 @@ def http_get(t: Topology, who: Pod | External, addr: str, path: str) -> tuple[in
     return res.returncode, headers
 
 
+def client_and_web(t: Topology) -> tuple[Node, Pod, Service]:
+    """Node n1 with a client pod, node n2 with a `web` HTTP pod on 8080 behind Service web:80."""
+    n1, n2 = t.add_node("n1"), t.add_node("n2")
+    client = t.add_pod(n1, "client")
+    web_pod = t.add_pod(n2, "web")
+    t.start_server(web_pod, "http", 8080)
+    return n1, client, t.add_service("web", 80, [(web_pod, 8080)])
+
+
 def server_post(t: Topology, node: Node, port: int, path: str, body: dict[str, Any],
                 token_file: Path) -> dict[str, Any]:
     """POST a JSON body to `l7scope server` on 127.0.0.1:port inside `node` (curl, with the

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from capture_support import server_post, topology
+from capture_support import client_and_web, server_post, topology
 from test_node_capture import inventory, wait_until
 
 from l7scope.capture import tproxy
@@ -44,11 +44,7 @@ def call(t: Any, node: Any, path: str, body: dict[str, Any], token_file: Path) -
 def test_errors_slow_and_sampled_requests_are_kept_whole(request: pytest.FixtureRequest,
                                                           tmp_path: Path) -> None:
     t = topology(request)
-    n1, n2 = t.add_node("n1"), t.add_node("n2")
-    client = t.add_pod(n1, "client")
-    web_pod = t.add_pod(n2, "web")
-    t.start_server(web_pod, "http", 8080)
-    web = t.add_service("web", 80, [(web_pod, 8080)])
+    n1, client, web = client_and_web(t)
     rules = n1.capture_rules or tproxy.Rules()
     envoy = t.start_envoy(n1, EnvoySettings(
         tproxy_port=rules.tproxy_port, access_log_path=str(tmp_path / "envoy.log"),

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from capture_support import server_post, topology
+from capture_support import client_and_web, server_post, topology
 from test_node_capture import wait_until, write_inventory
 
 from l7scope.capture import tproxy
@@ -33,11 +33,7 @@ def search(t: Any, node: Any, body: dict[str, Any], token_file: Path) -> dict[st
 def test_requests_reach_the_server_exactly_once_enriched(request: pytest.FixtureRequest,
                                                           tmp_path: Path) -> None:
     t = topology(request)
-    n1, n2 = t.add_node("n1"), t.add_node("n2")
-    client = t.add_pod(n1, "client")
-    web_pod = t.add_pod(n2, "web")
-    t.start_server(web_pod, "http", 8080)
-    web = t.add_service("web", 80, [(web_pod, 8080)])
+    n1, client, web = client_and_web(t)
     envoy = t.start_envoy(n1)
     inv = tmp_path / "inventory"
     inv.mkdir()
