@@ -81,3 +81,20 @@ def test_a_record_without_kept_requests_says_so(page: Any, detail_server: Server
     box = _expand(page, "200")
     page.wait_for_selector("#http-body tr.detail .requests-empty")
     assert "No requests kept for this record" in box.inner_text()
+
+
+def test_find_a_request_by_request_id_and_by_trace_id(page: Any, detail_server: Server) -> None:
+    open_app(page, detail_server)
+    out = page.locator("#find-request-result")
+    page.fill("#find-request", "rid-2")
+    page.press("#find-request", "Enter")
+    page.wait_for_selector("#find-request-result tr.req")
+    assert [r.get_attribute("data-request-id") for r in out.locator("tr.req").all()] == ["rid-2"]
+    page.fill("#find-request", f"{1:032X}")  # a trace id, any case
+    page.press("#find-request", "Enter")
+    page.wait_for_selector('#find-request-result tr.req[data-request-id="rid-0"]')
+    assert out.locator("tr.req").count() == 1 and out.locator("img, b, script").count() == 0
+    page.fill("#find-request", "no-such-request")
+    page.press("#find-request", "Enter")
+    page.wait_for_selector("#find-request-result .requests-empty")
+    assert "No kept request with request id no-such-request" in out.inner_text()

@@ -91,6 +91,28 @@ export class HttpTab {
     });
     $("page-size").addEventListener("change", () => { this.pageSize = Number($("page-size").value); this.pageNum = 0; this.load(); });
     $("columns-btn").addEventListener("click", () => { $("columns").hidden = !$("columns").hidden; });
+    $("find-request-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.findRequest($("find-request").value);
+    });
+  }
+
+  /** Search the kept requests (docs/detail.md) by request id, or by trace id (32 hex digits). */
+  async findRequest(text) {
+    const id = text.trim();
+    const out = $("find-request-result");
+    out.hidden = !id;
+    if (!id) return;
+    const body = /^[0-9a-fA-F]{32}$/.test(id) ? { trace_id: id } : { request_id: id };
+    fill(out, h("div", { className: "muted" }, "Searching…"));
+    try {
+      const answer = await this.api.requests("find-request", { ...body, time_range: this.getTimeRange(), limit: 50 });
+      fill(out, (answer.requests || []).length ? this.requestsTable(answer)
+        : h("div", { className: "muted requests-empty" }, `No kept request with ${body.trace_id ? "trace id" : "request id"} ${id} in the time range.`));
+    } catch (e) {
+      if (isAbort(e)) return;
+      fill(out, h("div", { className: "error" }, `Find: ${e instanceof ApiError ? e.message : String(e)}`));
+    }
   }
 
   /** Set the filter (from the box or from a graph selection) and show its first page. */
