@@ -158,6 +158,8 @@ async def bulk(request: Request) -> Response:
 async def detail_bulk(request: Request) -> Response:
     """Request detail records (contracts/detail.py), shipped by the node agents."""
     st = state(request)
+    if not hasattr(st.store, "insert_details"):
+        return _error(501, "unsupported", "this store keeps no request detail")
     return await _gated_bulk(request, st, lambda body, batch_id: detail.ingest(
         cast(DetailStore, st.store), st.metrics, body, batch_id, int(st.clock())))
 
