@@ -30,6 +30,7 @@ from l7scope.proxy.bootstrap import EnvoySettings, nodeport_mark
 pytestmark = [pytest.mark.netns, pytest.mark.envoy]
 
 SERVER_PORT = 18687
+NODE_STATUS, COLLECTOR_STATUS = 19187, 19188  # inside n1's network namespace
 N_OK = 400
 ONE_IN = 8
 TP_ERR = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -71,12 +72,14 @@ def test_errors_slow_and_sampled_requests_are_kept_whole(request: pytest.Fixture
     t.popen(n1, t.python("l7scope", "node", "--settings", str(settings), "--inventory", str(inv),
                          "--node-name", "n1", "--envoy-admin", f"http://{envoy.settings.admin_address}",
                          "--server", f"http://127.0.0.1:{SERVER_PORT}",
-                         "--server-token-file", str(token_file), "--data-dir", str(tmp_path / "agent")))
+                         "--server-token-file", str(token_file), "--data-dir", str(tmp_path / "agent"),
+                         "--status-addr", f"127.0.0.1:{NODE_STATUS}"))
     log = Path(envoy.settings.access_log_path)
     detail_cfg = {"slowThresholdMs": 300, "sampleOneIn": ONE_IN, "maxPerInterval": 5000}
     t.popen(n1, t.python("l7scope", "collector", "--envoy-log", str(log), "--dial-target",
                          str(tmp_path / "nodeagent" / "socket"), "--interval", "1",
-                         "--node-name", "n1", "--no-checkpoint", "--detail", json.dumps(detail_cfg)))
+                         "--node-name", "n1", "--no-checkpoint", "--detail", json.dumps(detail_cfg),
+                         "--status-addr", f"127.0.0.1:{COLLECTOR_STATUS}"))
     wait_until(lambda: bool((s := tproxy.installed(netns=n1.netns)) and s.services), 20)
     wait_until(lambda: bool(call(t, n1, "/api/v1/l7/logs/search", {"page_size": 1}, token_file)), 30, 0.3)
 
@@ -152,3 +155,17 @@ def test_errors_slow_and_sampled_requests_are_kept_whole(request: pytest.Fixture
     print(f"{len(sampled)} of {N_OK} successes sampled (1 in {ONE_IN}): estimate {estimate} "
           f"for {N_OK + 1} requests ({(estimate - N_OK - 1) / (N_OK + 1):+.1%})")
     assert abs(estimate - (N_OK + 1)) <= 0.35 * (N_OK + 1)  # binomial: sd ~ 13 % at this size
+
+    # the counters: everything the collector picked reached the server, nothing dropped
+    def stats(port: int) -> dict[str, Any]:
+        out = t.run(n1, ["curl", "-s", "--noproxy", "*", "-m", "5", f"http://127.0.0.1:{port}/stats"])
+        got: dict[str, Any] = json.loads(out.stdout)
+        return got
+
+    kept = len(expected) + 2
+    c = stats(COLLECTOR_STATUS)
+    assert (c["details_picked"], c["details_sent"], c["details_dropped"]) == (kept, kept, 0)
+    wait_until(lambda: stats(NODE_STATUS)["details_shipped"] == kept, 10, 0.2)
+    a = stats(NODE_STATUS)
+    assert (a["details_received"], a["details_kept"], a["details_off"], a["details_dropped"],
+            a["details_bad"], a["details_ship_dropped"]) == (kept, kept, 0, 0, 0, 0)

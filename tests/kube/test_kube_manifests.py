@@ -109,6 +109,16 @@ spec: {tproxyMode: Sometimes, tproxyPort: 70000}
     r = control_plane.kubectl("apply", "--dry-run=server", "--validate=false", "-f", "-",
                               input=bad_node, check=False)
     assert r.returncode != 0 and "spec.tproxyMode" in r.stderr and "spec.tproxyPort" in r.stderr
+    bad_detail = """
+apiVersion: l7scope.io/v1
+kind: NodeAgentConfiguration
+metadata: {name: default}
+spec: {l7Detail: {defaultMode: always, sampleOneIn: -1}}
+"""
+    r = control_plane.kubectl("apply", "--dry-run=server", "--validate=false", "-f", "-",
+                              input=bad_detail, check=False)
+    assert r.returncode != 0
+    assert "spec.l7Detail.defaultMode" in r.stderr and "spec.l7Detail.sampleOneIn" in r.stderr, r.stderr
 
 
 def test_network_policy_and_tls_objects_server_side(kube: Kube, namespace: str) -> None:
