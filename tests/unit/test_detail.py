@@ -260,3 +260,9 @@ def test_the_page_drills_down_on_the_contracts_fields() -> None:
     m = re.search(r"const DRILL_FIELDS = \[([^\]]*)\]", js)
     assert m is not None
     assert tuple(re.findall(r'"([a-z_]+)"', m.group(1))) == dc.DRILL_FIELDS
+
+
+def test_the_servers_drill_down_body_has_the_contracts_fields() -> None:
+    from l7scope.server.detail import RecordKey
+
+    assert tuple(RecordKey.model_fields) == dc.DRILL_FIELDS
