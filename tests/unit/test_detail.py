@@ -266,3 +266,17 @@ def test_the_servers_drill_down_body_has_the_contracts_fields() -> None:
     from l7scope.server.detail import RecordKey
 
     assert tuple(RecordKey.model_fields) == dc.DRILL_FIELDS
+
+
+def test_envoy_config_cli_logs_allowlisted_headers_never_redacted_ones() -> None:
+    from click.testing import CliRunner
+
+    from l7scope.proxy.cli import envoy_config
+
+    r = CliRunner().invoke(envoy_config, ["--detail-request-header", "X-Tenant", "--detail-request-header",
+                                          "Cookie", "--detail-response-header", "set-cookie"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("%REQ(X-TENANT):256%") == 2  # both HTTP chains
+    assert "COOKIE" not in r.output.upper().replace("X-TENANT", "")
+    off = CliRunner().invoke(envoy_config, ["--no-detail-log"])
+    assert off.exit_code == 0 and "TRACEPARENT" not in off.output

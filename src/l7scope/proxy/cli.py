@@ -38,6 +38,13 @@ from l7scope.proxy.bootstrap import (
               help="Seconds the TLS/HTTP inspectors wait for a client's first bytes before the "
                    "connection continues as plain TCP.")
 @click.option("--node-id", default="l7scope", show_default=True, help="Envoy node id.")
+@click.option("--detail-request-header", "detail_request_headers", multiple=True, metavar="NAME",
+              help="A request header logged for request detail (repeatable; authorization, "
+                   "proxy-authorization and cookie are never logged). docs/detail.md")
+@click.option("--detail-response-header", "detail_response_headers", multiple=True, metavar="NAME",
+              help="A response header logged for request detail (repeatable; set-cookie is never logged).")
+@click.option("--detail-log/--no-detail-log", default=True, show_default=True,
+              help="Log the request-detail object (trace headers, the allowlisted headers).")
 def envoy_config(**options: object) -> None:
     """Print the Envoy configuration (YAML) of the per-node transparent proxy.
 
