@@ -57,6 +57,8 @@ CONFIGMAP_KEY: Final = "envoy-config.yaml"
 SERVER: Final = "l7scope-server"
 SERVER_PORT: Final = api.DEFAULT_PORT  # l7scope server / observe default
 HASH_ANNOTATION: Final = "l7scope.io/config-hash"
+SCRAPE_ANNOTATIONS: Final = {"prometheus.io/scrape": "true", "prometheus.io/scheme": "https",
+                             "prometheus.io/port": str(SERVER_PORT), "prometheus.io/path": api.METRICS_PATH}
 SERVER_ROLE: Final = "l7scope-server"  # ServiceAccount, ClusterRole, ClusterRoleBinding
 TOKEN_KEY: Final = "token"
 TOKEN_DIR: Final = "/var/run/l7scope/api-token"
@@ -222,7 +224,9 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
         ["l7scope", "node", "--kube", "--node-name", "$(NODE_NAME)", "--server", server_url,
          "--server-token-file", f"{TOKEN_DIR}/{TOKEN_KEY}",
          "--envoy-admin", ENVOY_ADMIN,
-         "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR],
+         "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR,
+         # the collector's counters reach Prometheus through the server (contracts/nodestats.py)
+         "--collector-stats-url", f"http://127.0.0.1:{COLLECTOR_STATUS_PORT}{status.STATS_PATH}"],
         _http(NODE_STATUS_PORT, status.HEALTHZ_PATH),
         env=[_NODE_NAME_ENV],
         mounts=[{"name": "policy-sync", "mountPath": prefix}, _RUN_MOUNT,
@@ -331,7 +335,9 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
             "strategy": {"type": "Recreate"},  # one writer of the embedded store
             "selector": {"matchLabels": labels},
             "template": {
-                "metadata": {"labels": _labels(SERVER)},
+                # the conventional scrape annotations: /metrics needs a cluster-wide reader's
+                # bearer token (docs/metrics.md has the Prometheus job)
+                "metadata": {"labels": _labels(SERVER), "annotations": dict(SCRAPE_ANNOTATIONS)},
                 "spec": {
                     # meets Pod Security `restricted`: non-root, nothing added, read-only root
                     "securityContext": {"runAsNonRoot": True, "runAsUser": APP_UID,
