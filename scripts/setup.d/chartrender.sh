@@ -54,4 +54,7 @@ export GO111MODULE=off GOPATH=$W/gopath:/usr/share/gocode GOCACHE=$CACHE/gocache
 (cd "$W/gopath/src/l7scope.local/chartrender" && nice -n 10 go build -trimpath -o "$W/chartrender" .)
 mkdir -p "$CACHE/$KEY"
 mv -f "$W/chartrender" "$OUT"
+# builds of older sources (other checkouts may still use recent ones): 11 MB each
+find "$CACHE" -mindepth 1 -maxdepth 1 -type d -regextype posix-extended -regex '.*/[0-9a-f]{16}' \
+  -mtime +14 -exec rm -rf {} +
 say "built $OUT"

@@ -293,3 +293,18 @@ def test_chart_values_default_to_today_s_objects() -> None:
                                                               "server": {"replicas": 2}}})
               if d["kind"] == "LogStorage")
     assert ls["spec"] == {"engine": "clickhouse", "server": {"replicas": 2}}
+
+
+def test_define_precedence_follows_helm_parse_order(tmp_path: Path) -> None:
+    """Helm parses deeper files first, then names descending: a later `define` wins, so the
+    top-level file and, among those, the first by name has the last word."""
+    c = _chart(tmp_path, {
+        "Chart.yaml": "apiVersion: v2\nname: p\nversion: 0.1.0\n",
+        "templates/sub/_deep.tpl": '{{ define "who" }}deep{{ end }}{{ define "only" }}sub{{ end }}',
+        "templates/_b.tpl": '{{ define "who" }}b{{ end }}',
+        "templates/_a.tpl": '{{ define "who" }}a{{ end }}',
+        "templates/cm.yaml": 'kind: ConfigMap\ndata: {who: {{ include "who" . }}, only: {{ include "only" . }}}\n',
+    })
+    r = _run(c)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "---\n# Source: p/templates/cm.yaml\nkind: ConfigMap\ndata: {who: a, only: sub}\n"

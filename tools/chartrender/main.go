@@ -19,8 +19,10 @@
 //     IsUpgrade, Revision), .Chart (Chart.yaml's fields, capitalised as Helm's chart.Metadata),
 //     .Capabilities (KubeVersion, APIVersions.Has, HelmVersion) and .Template (Name, BasePath);
 //   - every file under templates/ is parsed into one template set, named <chart>/templates/<path>,
-//     so `define` in _helpers.tpl is seen by `include` everywhere; files whose name starts with
-//     `_` are not rendered themselves; "<no value>" is replaced by "" (missingkey=zero);
+//     in Helm's order (deeper paths first, then names descending: of two `define`s of one name
+//     the top-level, first-named file's wins), so `define` in _helpers.tpl is seen by `include`
+//     everywhere; files whose name starts with `_` are not rendered themselves; "<no value>" is
+//     replaced by "" (missingkey=zero);
 //   - functions: sprig.TxtFuncMap() without env/expandenv, and Helm's toYaml (trailing newline
 //     trimmed), fromYaml, fromYamlArray, toJson, fromJson, fromJsonArray, include, tpl,
 //     required, fail (lookup answers an empty map, as in `helm template`);
@@ -400,7 +402,15 @@ func renderTemplates(chartDir, chartName string, top map[string]interface{}) (ma
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(names)
+	// Helm's parse order: deeper paths first, then by name descending; a `define` parsed later
+	// replaces an earlier one of the same name, so the top-level, first-named file's wins.
+	sort.Slice(names, func(i, j int) bool {
+		di, dj := strings.Count(names[i], "/"), strings.Count(names[j], "/")
+		if di != dj {
+			return di > dj
+		}
+		return names[i] > names[j]
+	})
 
 	t := template.New("gotpl").Option("missingkey=zero")
 	t.Funcs(funcMap(t))
