@@ -4,17 +4,13 @@
 # package of it exists). Cached under a key hashed from its source:
 #   L7SCOPE_CHARTRENDER_CACHE (default /var/cache/l7scope/chartrender, or ~/.cache/... when not root)
 #   -> $L7SCOPE_CHARTRENDER_CACHE/<key>/chartrender
-# l7scope.testing.chart computes the same key (sha256 of tools/chartrender/main.go, 16 hex
+# l7scope.operator.chart computes the same key (sha256 of tools/chartrender/main.go, 16 hex
 # digits) and runs that binary; a stale or missing one is an error naming this step.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 say() { printf '\033[1;34m[setup chartrender]\033[0m %s\n' "$*"; }
 
-# Sprig 3.2.3 (Helm's template functions), ghodss/yaml over yaml.v2 (what Helm's
-# sigs.k8s.io/yaml is), gojsonschema (Helm 3's values.schema.json check).
-PACKAGES=(golang-go golang-github-masterminds-sprig-dev golang-github-ghodss-yaml-dev
-          golang-gopkg-yaml.v2-dev golang-github-xeipuuv-gojsonschema-dev)
 if [ "$(id -u)" = 0 ]; then
   default_cache=/var/cache/l7scope/chartrender
 else
@@ -28,20 +24,16 @@ if [ -x "$OUT" ]; then
   exit 0
 fi
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  if [ "$(id -u)" != 0 ]; then
-    say "WARNING: not root; missing ${missing[*]} (the chart tests will fail, naming this step)"
+# The Go packages are in scripts/setup.sh's test packages: sprig 3.2.3 (Helm's template
+# functions), ghodss/yaml over yaml.v2 (what Helm's sigs.k8s.io/yaml is), gojsonschema (Helm 3's
+# values.schema.json check).
+for lib in github.com/Masterminds/sprig github.com/ghodss/yaml gopkg.in/yaml.v2 \
+           github.com/xeipuuv/gojsonschema; do
+  if ! command -v go >/dev/null || [ ! -d "/usr/share/gocode/src/$lib" ]; then
+    say "WARNING: Go or $lib (Debian golang-*-dev) missing; not building (the chart tests will fail, naming this step)"
     exit 0
   fi
-  say "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+done
 
 mkdir -p "$CACHE"
 W=$(mktemp -d "$CACHE/.build.XXXXXX")
