@@ -195,6 +195,13 @@ def test_missing_renderer_names_the_setup_step(tmp_path: Path, monkeypatch: pyte
     ({"operator": {"securityContext": {"allowPrivilegeEscalation": True}}},
      "- operator.securityContext.allowPrivilegeEscalation: "),
     ({"logStorage": {"engine": "sqlite"}}, "- logStorage.engine: logStorage.engine must be one of"),
+    ({"logStorage": {"retention": {"l7Logs": 0}}},
+     "- logStorage.retention.l7Logs: Must be greater than or equal to 1"),
+    ({"logStorage": {"clickhouse": {"url": "clickhouse://ch:9000", "user": "a"}}},
+     "- logStorage.clickhouse: Additional property user is not allowed"),
+    ({"nodeAgentConfiguration": {"tproxyMode": "On"}}, "- nodeAgentConfiguration.tproxyMode: "),
+    ({"nodeAgentConfiguration": {"l7LogsFlushInterval": True}},
+     "- nodeAgentConfiguration.l7LogsFlushInterval: Invalid type. Expected: [integer,string], given: boolean"),
 ])
 def test_values_schema_rejects(values: dict[str, Any], message: str) -> None:
     with pytest.raises(chart.ChartError) as e:
@@ -202,6 +209,17 @@ def test_values_schema_rejects(values: dict[str, Any], message: str) -> None:
     assert str(e.value).startswith("values don't meet the specifications of the schema(s) in the "
                                    "following chart(s):\nl7scope:\n"), e.value
     assert message in str(e.value), e.value
+
+
+def test_values_schema_follows_the_crds() -> None:
+    """logStorage and nodeAgentConfiguration in values.schema.json are the CRDs' spec schemas."""
+    assert (chart.CHART / "values.schema.json").read_text() == chart.values_schema_text(), \
+        "values.schema.json is stale: python -m l7scope.operator.chart --values-schema"
+    ok = {"logStorage": {"engine": "clickhouse", "clickhouse": {"url": "clickhouse://ch:9000"},
+                         "server": {"resources": {"limits": {"cpu": 2, "memory": "1Gi"}}}},
+          "nodeAgentConfiguration": {"l7LogsFlushInterval": 5, "l7RouteTemplates": {"enabled": True}}}
+    ls = next(d for d in chart.render(values=ok) if d["kind"] == "LogStorage")
+    assert ls["spec"]["server"] == {"resources": {"limits": {"cpu": 2, "memory": "1Gi"}}}
 
 
 def test_notes_name_the_release_namespace() -> None:

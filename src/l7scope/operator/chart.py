@@ -15,6 +15,10 @@ deploy/helm/l7scope -n l7scope-system --include-crds`, default values:
 
     python -m l7scope.operator.chart > deploy/install.yaml
 
+`values.schema.json` is written by hand but for its `logStorage` and `nodeAgentConfiguration`,
+which are the two CRDs' spec schemas (`operator/crd.py`) made strict for values (unknown keys
+refused, int-or-string spelled as JSON Schema): `python -m l7scope.operator.chart --values-schema`.
+
 Only the tests and that command use this module; it is in `l7scope.operator` because the
 Namespace's labels are the operator's (the test kit may not import the operator).
 """
@@ -33,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from l7scope.operator import crd
 from l7scope.operator.render import NAMESPACE_LABELS
 
 REPO = Path(__file__).resolve().parents[3]
@@ -100,5 +105,40 @@ def render_yaml(chart: Path = CHART, namespace: str = DEFAULT_NAMESPACE) -> str:
             + template(chart, namespace))
 
 
+def _strict(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A CRD's structural schema as JSON Schema for values: objects with properties refuse other
+    keys (the API server would prune them silently), x-kubernetes-* keywords dropped."""
+    out: dict[str, Any] = {}
+    for k, v in schema.items():
+        if k == "properties":
+            out[k] = {name: _strict(sub) for name, sub in v.items()}
+        elif k in ("items", "additionalProperties") and isinstance(v, Mapping):
+            out[k] = _strict(v)
+        elif not k.startswith("x-kubernetes-"):
+            out[k] = v
+    if schema.get("x-kubernetes-int-or-string") and "type" not in schema:
+        out["type"] = ["integer", "string"]
+    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+def _spec_schema(c: Mapping[str, Any]) -> dict[str, Any]:
+    spec = c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return _strict(spec)
+
+
+def values_schema_text(chart: Path = CHART) -> str:
+    """values.schema.json with its CRD-derived parts as the CRDs are now."""
+    schema = json.loads((chart / "values.schema.json").read_text())
+    props = schema["properties"]
+    props["logStorage"] = _spec_schema(crd.log_storage_crd())
+    props["nodeAgentConfiguration"] = _spec_schema(crd.node_agent_configuration_crd())
+    return json.dumps(schema, indent=2) + "\n"
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render_yaml())
+    if sys.argv[1:] == ["--values-schema"]:
+        (CHART / "values.schema.json").write_text(values_schema_text())
+    else:
+        sys.stdout.write(render_yaml())
