@@ -465,6 +465,8 @@ func funcMap(t *template.Template) template.FuncMap {
 		if err != nil {
 			return "", err
 		}
+		// Clone does not carry the missingkey option over (Go issue 43022); Helm sets it again.
+		c.Option("missingkey=zero")
 		c.Funcs(funcMap(c))
 		c, err = c.New(t.Name()).Parse(text)
 		if err != nil {
