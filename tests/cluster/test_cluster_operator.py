@@ -564,7 +564,7 @@ def test_operator_pod_runs(cluster: Cluster, kube: Kube, manifest: list[dict[str
     (deployment,) = [d for d in manifest if d["kind"] == "Deployment"]
     kube.apply(deployment, field_manager="l7scope-test")
     pods = Pods(kube, NS)
-    sel = {"app.kubernetes.io/name": "l7scope-operator"}
+    sel = {"app.kubernetes.io/name": "l7scope", "app.kubernetes.io/component": "operator"}
     try:
         wait_for(lambda: [p for p in pods.list(**sel) if p.get("status", {}).get("containerStatuses")],
                  60, "the operator pod's container", diagnose=pods.describe)

@@ -104,6 +104,8 @@ class RenderContext:
     namespace: str = "l7scope-system"
     image: str = "ghcr.io/l7scope/l7scope:0.1.0"
     image_pull_policy: str = "IfNotPresent"
+    #: Secrets in the namespace the kubelet pulls the image with (the chart's imagePullSecrets)
+    image_pull_secrets: tuple[str, ...] = ()
     node: NodeSettings = NodeSettings()
     owner: dict[str, Any] | None = None  # an ownerReferences entry
     #: the server's certificate and the agents' CA bundle (operator/tls.py); its digest rolls
@@ -127,6 +129,10 @@ def _meta(name: str, ctx: RenderContext, component: str, namespaced: bool = True
     if ctx.owner is not None:
         m["ownerReferences"] = [ctx.owner]
     return m
+
+
+def _pull_secrets(ctx: RenderContext) -> dict[str, Any]:
+    return {"imagePullSecrets": [{"name": n} for n in ctx.image_pull_secrets]} if ctx.image_pull_secrets else {}
 
 
 def config_hash(*parts: Any) -> str:
@@ -246,6 +252,7 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
                              "annotations": {HASH_ANNOTATION: template_hash}},
                 "spec": {
                     "serviceAccountName": SERVICE_ACCOUNT,
+                    **_pull_secrets(ctx),
                     "hostNetwork": True,
                     "dnsPolicy": "ClusterFirstWithHostNet",
                     "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -360,6 +367,7 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
                     }],
                     # its own token (in-cluster credentials) for the TokenReviews and SARs
                     "serviceAccountName": SERVER_ROLE,
+                    **_pull_secrets(ctx),
                     "volumes": [{"name": "data", "emptyDir": {}},
                                 {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
                 },
