@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, Final
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -37,6 +37,7 @@ from l7scope.contracts.auth import (
 )
 from l7scope.contracts.bulk import BULK_PATH, CONTENT_TYPE
 from l7scope.contracts.detail import DETAIL_BULK_PATH
+from l7scope.contracts.nodestats import NODE_STATS_PATH
 from l7scope.server.auth import (
     Authenticator,
     AuthUnavailable,
@@ -54,6 +55,10 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 NO_STORE = (b"cache-control", b"no-store")
 DEFAULT_ALLOWED_HOSTS = ("localhost",)
 _OPEN_API = frozenset({HEALTHZ_PATH, LOGIN_PATH, LOGOUT_PATH})
+#: the routes a writer (a node agent's credential) may call, and only it
+WRITE_PATHS = frozenset({BULK_PATH, NODE_STATS_PATH, DETAIL_BULK_PATH})
+#: the write routes whose bodies are NDJSON (records, request detail); the others take JSON
+NDJSON_PATHS = frozenset({BULK_PATH, DETAIL_BULK_PATH})
 _encoder = msgspec.json.Encoder()
 
 
@@ -98,12 +103,8 @@ def is_protected(path: str) -> bool:
     return path.startswith("/api/") or path in (METRICS_PATH, OPENAPI_PATH)
 
 
-#: The routes node agents write to (bearer tokens with write permission only).
-WRITE_PATHS: Final = frozenset({BULK_PATH, DETAIL_BULK_PATH})
-
-
 def wanted_content_type(path: str) -> str:
-    return CONTENT_TYPE if path in WRITE_PATHS else "application/json"
+    return CONTENT_TYPE if path in NDJSON_PATHS else "application/json"
 
 
 def media_type(value: str | None) -> str:
