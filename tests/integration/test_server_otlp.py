@@ -1,8 +1,9 @@
 """OTLP export from the real `l7scope server` process (--otlp-endpoint) to real receivers.
 
 The gRPC receiver is a grpc server built on the official `opentelemetry-proto` service
-definitions (LogsService, MetricsService); the HTTP receiver decodes the same protobuf messages
-from `POST /v1/logs` and `/v1/metrics`. Shown: every stored record arrives as one LogRecord with
+definitions (LogsService, MetricsService, TraceService); the HTTP receiver decodes the same
+protobuf messages from `POST /v1/logs`, `/v1/metrics` and `/v1/traces`. Kept requests (request
+detail) with a trace id arrive as spans, every field checked. Shown: every stored record arrives as one LogRecord with
 every field; the per-edge request points add up to the stored counts; a duplicate batch is not
 exported twice; a receiver that answers UNAVAILABLE twice still gets each record exactly once;
 the configured header reaches the receiver.
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,9 @@ import pytest
 from contract.harness import free_port
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from l7scope.contracts import detail
 from l7scope.contracts.auth import bearer, read_token
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, CONTENT_TYPE
 from l7scope.contracts.fields import COLUMNS
@@ -44,6 +48,7 @@ class Received:
         self.resources: list[dict[str, Any]] = []
         self.points: list[Any] = []
         self.headers: list[dict[str, str]] = []
+        self.spans: list[Any] = []
         self.fail_first = fail_first
         self.calls = 0
 
@@ -67,6 +72,24 @@ class Received:
                     for m in sm.metrics:
                         assert m.name == otlp.REQUESTS_METRIC
                         self.points.extend(m.sum.data_points)
+
+
+    def take_traces(self, req: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        with self.lock:
+            for rs in req.resource_spans:
+                assert otlp.attributes(rs.resource.attributes)["service.name"] == otlp.SERVICE_NAME
+                for ss in rs.scope_spans:
+                    assert ss.scope.name == "l7scope"
+                    self.spans.extend(ss.spans)
+
+
+class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, rec: Received) -> None:
+        self.rec = rec
+
+    def Export(self, request: Any, context: Any) -> Any:
+        self.rec.take_traces(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
 
 
 class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
@@ -94,6 +117,7 @@ def grpc_receiver() -> Iterator[tuple[str, Received]]:
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(rec), srv)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(rec), srv)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(rec), srv)
     port = srv.add_insecure_port("127.0.0.1:0")
     srv.start()
     try:
@@ -115,6 +139,8 @@ def http_receiver() -> Iterator[tuple[str, Received]]:
                               {k.lower(): v for k, v in self.headers.items()})
             elif self.path == "/v1/metrics":
                 rec.take_metrics(metrics_service_pb2.ExportMetricsServiceRequest.FromString(body))
+            elif self.path == "/v1/traces":
+                rec.take_traces(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
             else:
                 self.send_response(404)
                 self.end_headers()
@@ -255,3 +281,83 @@ def test_otlp_options_need_an_endpoint(tmp_path: Path) -> None:
     r = subprocess.run([L7SCOPE, "server", "--data-dir", str(tmp_path), "--otlp-endpoint", "x:1",
                         "--otlp-header", "novalue"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "KEY=VALUE" in r.stderr, r.stderr
+
+
+def _details() -> list[detail.DetailRecord]:
+    now = int(time.time())
+    base = {"start_time": now - 5, "end_time": now, "host": "node-a", "src_namespace": "shop",
+            "src_name_aggr": "frontend-*", "src_type": "wep", "dest_namespace": "shop",
+            "dest_name_aggr": "cart-*", "dest_type": "wep", "dest_service_namespace": "shop",
+            "dest_service_name": "cart", "dest_service_port": 80, "method": "GET",
+            "domain": "cart", "protocol": "HTTP/1.1", "type": "HTTP/1.1", "user_agent": "curl/8",
+            "upstream_host": "10.1.1.7:8080", "bytes_in": 10, "bytes_out": 900}
+    return [
+        # an error in a W3C trace, with an allowlisted header
+        detail.DetailRecord(**base, url="cart/cart/{int}", path="/cart/42", response_code="503",
+                            response_flags="UF", reason="error", duration_us=12_500,
+                            time="2026-12-04T20:00:00.250Z", request_id="req-1",
+                            trace_id="4bf92f3577b34da6a3ce929d0e0e4736", span_id="00f067aa0ba902b7",
+                            trace_format="w3c", request_headers={"x-tenant": "t1"}),
+        # a sampled success in a 64-bit B3 trace (padded to 128 bits)
+        detail.DetailRecord(**base, url="cart/cart/{int}", path="/cart/7", response_code="200",
+                            reason="sampled", sample_rate=8, duration_us=800,
+                            time="2026-12-04T20:00:01Z", request_id="req-2",
+                            trace_id="a3ce929d0e0e4736", span_id="0b7e1c2d3e4f5a69", trace_format="b3"),
+        # no trace context: kept, stored, but not a span
+        detail.DetailRecord(**base, url="cart/x", path="/x", response_code="500", reason="error",
+                            duration_us=5, time="2026-12-04T20:00:02Z", request_id="req-3"),
+    ]
+
+
+def _check_spans(rec: Received, recs: list[detail.DetailRecord]) -> None:
+    spans = {s.attributes and otlp.attributes(s.attributes)["l7scope.request_id"]: s for s in rec.spans}
+    assert sorted(spans) == ["req-1", "req-2"], sorted(spans)  # exactly once each, req-3 has no trace
+    err, ok = spans["req-1"], spans["req-2"]
+    assert err.trace_id.hex() == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert err.parent_span_id.hex() == "00f067aa0ba902b7"
+    assert len(err.span_id) == 8 and err.span_id != err.parent_span_id
+    assert ok.trace_id.hex() == "0000000000000000a3ce929d0e0e4736"
+    assert ok.parent_span_id.hex() == "0b7e1c2d3e4f5a69"
+    assert err.name == "GET /cart/{int}" and err.kind == err.SpanKind.SPAN_KIND_CLIENT
+    start = int(datetime.fromisoformat("2026-12-04T20:00:00.250+00:00").timestamp() * 10**9)
+    assert (err.start_time_unix_nano, err.end_time_unix_nano) == (start, start + 12_500_000)
+    assert err.status.code == err.status.StatusCode.STATUS_CODE_ERROR and err.status.message == "503"
+    assert ok.status.code == ok.status.StatusCode.STATUS_CODE_UNSET
+    a = otlp.attributes(err.attributes)
+    want = recs[0]
+    assert a["http.request.method"] == "GET" and a["url.path"] == "/cart/42"
+    assert a["http.route"] == "/cart/{int}" and a["http.response.status_code"] == 503
+    assert a["server.address"] == "cart" and a["user_agent.original"] == "curl/8"
+    assert a["network.peer.address"] == want.upstream_host
+    header = next(kv for kv in err.attributes if kv.key == "http.request.header.x-tenant")
+    assert [v.string_value for v in header.value.array_value.values] == ["t1"]
+    for f in ("reason", "response_flags", "host", "src_namespace", "src_name_aggr",
+              "dest_service_name", "dest_service_namespace", "url", "trace_format"):
+        assert a["l7scope." + f] == getattr(want, f), f
+    assert (a["l7scope.sample_rate"], a["l7scope.bytes_in"], a["l7scope.bytes_out"]) == (1, 10, 900)
+    assert otlp.attributes(ok.attributes)["l7scope.sample_rate"] == 8
+
+
+@pytest.mark.parametrize("proto", ["grpc", "http"])
+def test_kept_requests_with_a_trace_id_are_exported_as_spans(
+        tmp_path: Path, proto: str, grpc_receiver: tuple[str, Received],
+        http_receiver: tuple[str, Received]) -> None:
+    endpoint, rec = grpc_receiver if proto == "grpc" else http_receiver
+    args = ["--otlp-endpoint", endpoint] + (["--otlp-insecure"] if proto == "grpc" else ["--otlp-protocol", "http"])
+    proc, url, auth = _server(tmp_path, args)
+    try:
+        recs = _details()
+        for dup in (False, True):  # the same batch again: stored once, exported once
+            r = httpx.post(url + detail.DETAIL_BULK_PATH, content=detail.encode_records(recs),
+                           headers={**auth, "Content-Type": CONTENT_TYPE, BATCH_ID_HEADER: "d-1"})
+            assert r.status_code == 200 and r.json()["duplicate"] is dup, r.text
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (len(rec.spans) < 2 or _metric(url, auth, "l7scope_otlp_spans_exported_total") < 2):
+            time.sleep(0.1)
+        time.sleep(1)
+        _check_spans(rec, recs)
+        assert _metric(url, auth, "l7scope_otlp_spans_exported_total") == 2
+        assert _metric(url, auth, "l7scope_otlp_spans_dropped_total") == 0
+    finally:
+        proc.terminate()
+        proc.wait(15)

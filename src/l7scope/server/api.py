@@ -77,6 +77,7 @@ class AppState(Protocol):
     blocking_auth: bool
     limits: Limits
     gate: BodyGate
+    detail_sink: detail.DetailSink | None
 
 
 def state(request: Request) -> AppState:
@@ -162,7 +163,7 @@ async def detail_bulk(request: Request) -> Response:
     if not hasattr(st.store, "insert_details"):
         return _error(501, "unsupported", "this store keeps no request detail")
     return await _gated_bulk(request, st, lambda body, batch_id: detail.ingest(
-        cast(DetailStore, st.store), st.metrics, body, batch_id, int(st.clock())))
+        cast(DetailStore, st.store), st.metrics, body, batch_id, int(st.clock()), st.detail_sink))
 
 
 Ingest = Callable[[bytes, "str | None"], "tuple[BulkResult, int]"]
@@ -411,6 +412,7 @@ def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = N
                allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS,
                sessions: Sessions | None = None, blocking_auth: bool = False,
                limits: Limits | None = None, sink: Sink | None = None,
+               detail_sink: detail.DetailSink | None = None,
                archive_status: Callable[[], dict[str, object]] | None = None) -> Starlette:
     """Assemble the app: the routes, the shared objects on `app.state`, the error handlers.
 
@@ -430,6 +432,7 @@ def create_app(store: Store, *, auth: Authenticator, retention_s: int | None = N
     st.store, st.metrics, st.clock = store, metrics, clock
     st.queries = QueryService(store, clock)
     st.ingestor = Ingestor(store, metrics, clock, sink)
+    st.detail_sink = detail_sink
     st.started = clock()
     st.retention_s = retention_s
     st.on_shutdown = on_shutdown

@@ -167,6 +167,7 @@ def server(store_kind: str | None, retention: str | None, allowed_hosts: tuple[s
                      on_shutdown=shutdown, allowed_hosts=cfg.allowed_hosts, limits=cfg.limits,
                      blocking_auth=blocking_auth, sessions=sessions,
                      sink=exporter.submit if exporter is not None else None,
+                     detail_sink=exporter.submit_details if exporter is not None else None,
                      archive_status=None if archiver is None else archiver.counters.public)
     scheme = "https" if cfg.tls_cert else "http"
     log.info("l7scope server: store %s, %s://%s:%d", cfg.store, scheme, cfg.host, cfg.port)

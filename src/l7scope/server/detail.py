@@ -7,6 +7,7 @@ reader's namespaces always go into the query (never through the body).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from pydantic import Field
@@ -21,10 +22,15 @@ MAX_LISTED_REJECTIONS: Final = 100
 MAX_RECORDS_PER_BODY: Final = 20_000
 
 
+#: Called with the records of a stored (not duplicate) body, e.g. OtlpExporter.submit_details.
+DetailSink = Callable[[list[dc.DetailRecord]], object]
+
+
 def ingest(store: detail_sql.DetailStore, metrics: Metrics, body: bytes, batch_id: str | None,
-           now: int) -> tuple[BulkResult, int]:
+           now: int, sink: DetailSink | None = None) -> tuple[BulkResult, int]:
     """Validate each NDJSON line (`dc.decode_record`: bounds, REDACTED headers dropped), store
-    the good ones once per batch id. Returns the answer and the number of rejected lines."""
+    the good ones once per batch id, then hand them to `sink`. Returns the answer and the number
+    of rejected lines."""
     good: list[dc.DetailRecord] = []
     rejected: list[Rejection] = []
     n_rejected = 0
@@ -49,6 +55,8 @@ def ingest(store: detail_sql.DetailStore, metrics: Metrics, body: bytes, batch_i
         return BulkResult(accepted=0, rejected=[], duplicate=True), 0
     metrics.inc("detail_records_accepted", len(good))
     metrics.inc("detail_records_rejected", n_rejected)
+    if sink is not None and good:
+        sink(good)
     return BulkResult(accepted=len(good), rejected=rejected), n_rejected
 
 

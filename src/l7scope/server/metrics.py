@@ -64,6 +64,7 @@ class Metrics:
             "unknown_fields_ignored": 0, "bodies_busy": 0, "queries_timed_out": 0,
             "queries_cancelled": 0, "otlp_records_exported": 0, "otlp_records_dropped": 0,
             "otlp_export_retries": 0, "otlp_export_failures": 0,
+            "otlp_spans_exported": 0, "otlp_spans_dropped": 0,
             "detail_records_accepted": 0, "detail_records_rejected": 0,
             "detail_duplicate_batches": 0,
         }
@@ -139,6 +140,10 @@ class Metrics:
              "Stored records exported as OTLP logs (--otlp-endpoint)."),
             ("l7scope_otlp_records_dropped_total", "otlp_records_dropped",
              "Stored records not exported: the export queue was full or the receiver kept failing."),
+            ("l7scope_otlp_spans_exported_total", "otlp_spans_exported",
+             "Kept requests with a trace id exported as OTLP spans."),
+            ("l7scope_otlp_spans_dropped_total", "otlp_spans_dropped",
+             "Kept requests with a trace id not exported: queue full or the receiver kept failing."),
             ("l7scope_otlp_export_retries_total", "otlp_export_retries",
              "OTLP export calls retried (the receiver answered a retryable error)."),
             ("l7scope_otlp_export_failures_total", "otlp_export_failures",

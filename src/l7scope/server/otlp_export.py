@@ -4,7 +4,9 @@ The server hands each stored batch (after the store accepted it, so a duplicate 
 exported twice) to `OtlpExporter.submit`. The queue is bounded in records; a batch that does not
 fit is dropped and counted (`otlp_records_dropped`), never blocking ingest. The sender exports
 logs and then the batch's per-edge metric points, over gRPC (`LogsService/Export`,
-`MetricsService/Export`) or HTTP (`POST /v1/logs`, `/v1/metrics`, protobuf bodies), and retries
+`MetricsService/Export`) or HTTP (`POST /v1/logs`, `/v1/metrics`, protobuf bodies), and the kept
+requests (request detail) that carry a trace id as spans (`TraceService/Export`, `/v1/traces`;
+`submit_details`, in the same bounded queue, counted as `otlp_spans_*`), and retries
 what OTLP calls retryable (gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED; HTTP
 429, 502, 503, 504, and connection errors) with exponential backoff for up to `retry_s`; then
 the batch is dropped and counted. Counters land in server.metrics (`/metrics`).
@@ -19,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from l7scope.contracts.detail import DetailRecord
 from l7scope.server import otlp
 from l7scope.server.columns import ColumnBatch, batch_len
 from l7scope.server.config import OtlpConfig
@@ -34,6 +37,7 @@ class Retryable(Exception):
 class Transport(Protocol):
     def logs(self, body: bytes) -> None: ...
     def metrics(self, body: bytes) -> None: ...
+    def traces(self, body: bytes) -> None: ...
     def close(self) -> None: ...
 
 
@@ -58,6 +62,9 @@ class GrpcTransport:
         self._metrics = self._channel.unary_unary(
             "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
             request_serializer=ident, response_deserializer=ident)
+        self._traces = self._channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            request_serializer=ident, response_deserializer=ident)
 
     def _call(self, fn: Any, body: bytes) -> None:
         try:
@@ -73,6 +80,9 @@ class GrpcTransport:
 
     def metrics(self, body: bytes) -> None:
         self._call(self._metrics, body)
+
+    def traces(self, body: bytes) -> None:
+        self._call(self._traces, body)
 
     def close(self) -> None:
         self._channel.close()
@@ -106,6 +116,9 @@ class HttpTransport:
     def metrics(self, body: bytes) -> None:
         self._post("/v1/metrics", body)
 
+    def traces(self, body: bytes) -> None:
+        self._post("/v1/traces", body)
+
     def close(self) -> None:
         self._client.close()
 
@@ -119,7 +132,8 @@ class OtlpExporter:
         self.clock = clock
         self._transport = transport
         self._resource = otlp.resource(cfg.resource)
-        self._queue: deque[tuple[ColumnBatch, EdgeCounts, float]] = deque()
+        # (stored records and their edges, or kept requests; when stored)
+        self._queue: deque[tuple[ColumnBatch | list[DetailRecord], EdgeCounts | None, float]] = deque()
         self._queued_records = 0
         self._cv = threading.Condition()
         self._stopping = threading.Event()
@@ -137,6 +151,21 @@ class OtlpExporter:
                 return False
             self._queue.append((cols, edges, self.clock()))
             self._queued_records += n
+            self._cv.notify()
+        return True
+
+    def submit_details(self, details: list[DetailRecord]) -> bool:
+        """Queue stored kept requests; those with a trace id are exported as spans. False (and
+        counted in `otlp_spans_dropped`) when the queue has no room."""
+        traced = [d for d in details if d.trace_id]
+        if not traced:
+            return True
+        with self._cv:
+            if self._queued_records + len(traced) > self.cfg.queue_records:
+                self.metrics.inc("otlp_spans_dropped", len(traced))
+                return False
+            self._queue.append((traced, None, self.clock()))
+            self._queued_records += len(traced)
             self._cv.notify()
         return True
 
@@ -158,11 +187,14 @@ class OtlpExporter:
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
         with self._cv:
-            left = self._queued_records
+            left_spans = sum(len(i) for i, _, _ in self._queue if isinstance(i, list))
+            left = self._queued_records - left_spans
             self._queue.clear()
             self._queued_records = 0
         if left:
             self.metrics.inc("otlp_records_dropped", left)
+        if left_spans:
+            self.metrics.inc("otlp_spans_dropped", left_spans)
         if self._transport is not None:
             self._transport.close()
 
@@ -173,14 +205,21 @@ class OtlpExporter:
                     self._cv.wait(1.0)
                 if self._stopping.is_set():
                     return
-                cols, edges, stored_at = self._queue[0]
-            n = batch_len(cols)
-            ok = self._export(cols, edges, stored_at)
+                item, edges, stored_at = self._queue[0]
+            if isinstance(item, list):  # kept requests
+                n = len(item)
+                ok = self._export_spans(item)
+                counter = "otlp_spans_exported" if ok else "otlp_spans_dropped"
+            else:
+                assert edges is not None
+                n = batch_len(item)
+                ok = self._export(item, edges, stored_at)
+                counter = "otlp_records_exported" if ok else "otlp_records_dropped"
             with self._cv:
                 self._queue.popleft()
                 self._queued_records -= n
                 self._cv.notify_all()
-            self.metrics.inc("otlp_records_exported" if ok else "otlp_records_dropped", n)
+            self.metrics.inc(counter, n)
 
     def _export(self, cols: ColumnBatch, edges: EdgeCounts, stored_at: float) -> bool:
         assert self._transport is not None
@@ -191,6 +230,11 @@ class OtlpExporter:
         points = otlp.metrics_request(edges, start, stored_at, self._resource).SerializeToString()
         self._with_retry(self._transport.metrics, points)  # the logs went: the records count as exported
         return True
+
+    def _export_spans(self, details: list[DetailRecord]) -> bool:
+        assert self._transport is not None
+        req = otlp.traces_request(details, self._resource)
+        return req is None or self._with_retry(self._transport.traces, req.SerializeToString())
 
     def _with_retry(self, send: Callable[[bytes], None], body: bytes) -> bool:
         deadline = time.monotonic() + self.cfg.retry_s
