@@ -2,7 +2,8 @@
 
 Threads (all daemon threads owned by `Agent`, stopped by `stop()`):
 - gRPC Policy Sync server (its own pool) -> bounded intake queue;
-- `flush loop`: intake -> ingest/enrich -> aggregate; every `l7LogsFlushInterval` it writes
+- `flush loop`: intake -> fold.py (enrich once per new key, aggregate in columns); every
+  `l7LogsFlushInterval` it writes
   `l7.log` and hands the records to the shipper's spool; applies settings changes;
 - `control loop` (every 0.25 s): settings file and inventory re-reads, capture reconcile (Envoy
   readiness, fail open), deleted-pod expiry;
@@ -30,12 +31,13 @@ from l7scope.capture import bridge
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts import status_metrics
 from l7scope.contracts.auth import tls_verify
+from l7scope.contracts.gcpause import gc_paused
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.contracts.record import L7Record, encode_records
 from l7scope.contracts.status import NODE_AGENT, NodeAgentStats, StatusEndpoint
-from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.enrich import Enricher
+from l7scope.node.fold import Folder
 from l7scope.node.inventory import Inventory
 from l7scope.node.l7log_file import L7LogFile
 from l7scope.node.metadata import DEFAULT_GRACE_SECONDS, MetadataCache
@@ -92,6 +94,7 @@ class Agent:
         self.intake: queue.Queue[pb.DataplaneStats] = queue.Queue(maxsize=cfg.intake_size)
         self.server = PolicySyncServer(s.policy_sync_path_prefix, self.intake)
         self.aggregator = Aggregator(s.aggregation(), cfg.node_name, time.time())
+        self.folder = Folder(self.aggregator, self.enricher)  # the flush loop's hot path
         self.l7log = self._l7log(s)
         self.shipper = Shipper(cfg.server_url, Path(cfg.data_dir) / "spool", cfg.node_name,
                                max_spool_bytes=cfg.max_spool_bytes,
@@ -170,8 +173,9 @@ class Agent:
         while not self._stop.is_set():
             try:
                 ds = self.intake.get(timeout=max(0.0, min(0.2, next_flush - time.monotonic())))
-                self._process(ds)
-                self._drain(limit=1000)
+                with gc_paused():  # new keys allocate tuples and dicts in bursts, no cycles
+                    self._process(ds)
+                    self._drain(limit=1000)
             except queue.Empty:
                 pass
             self._take_settings()
@@ -191,8 +195,7 @@ class Agent:
 
     def _process(self, ds: pb.DataplaneStats) -> None:
         try:
-            for u in ingest.updates(ds, self.enricher):
-                self.aggregator.add(u)
+            self.folder.add(ds)
         except Exception as e:  # one bad Report must not stop the agent
             self.stats.bad_reports += 1
             if not self.stats.last_bad_report:

@@ -26,6 +26,7 @@ import msgspec
 
 from l7scope.contracts.bulk import MAX_LINE_BYTES, BulkResult, Rejection
 from l7scope.contracts.fields import COLUMNS, HIST_FIELD
+from l7scope.contracts.gcpause import gc_paused
 from l7scope.contracts.record import (
     FIELDS,
     MAX_DURATION_SUM_NS,
@@ -37,7 +38,6 @@ from l7scope.contracts.record import (
 )
 from l7scope.server.columns import ColumnBatch, to_columns
 from l7scope.server.fields import int_width
-from l7scope.server.gcpause import gc_paused
 from l7scope.server.limits import MAX_JSON_DEPTH, too_deep
 from l7scope.server.metrics import EdgeCounts, Metrics, edge_counts
 from l7scope.server.store.base import Store
