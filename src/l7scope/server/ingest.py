@@ -140,7 +140,8 @@ def _parse_fast(body: bytes, now: int, start: int = 0, end: int | None = None) -
     if body[start] != _OPEN_BRACE or body[end - 1] != _CLOSE_BRACE:
         return None
     newlines = body.count(b"\n", start, end)
-    if body.count(b"}\n{", start, end) + body.count(b"}\r\n{", start, end) != newlines:
+    crlf = body.count(b"}\r\n{", start, end) if body.find(b"\r", start, end) >= 0 else 0
+    if body.count(b"}\n{", start, end) + crlf != newlines:
         return None
     if end - start > MAX_LINE_BYTES and _longest_line(body, start, end) > MAX_LINE_BYTES:
         return None
