@@ -299,9 +299,12 @@ class Aggregator:
             if limit and len(keys) >= limit:
                 return -1
             slot = keys[key] = len(self.counts)
-            for col in (self.counts, self.dur_sums, self.dur_maxes, self.lat_sums,
-                        self.bytes_in, self.bytes_out):
-                col.append(0)
+            self.counts.append(0)
+            self.dur_sums.append(0)
+            self.dur_maxes.append(0)
+            self.lat_sums.append(0)
+            self.bytes_in.append(0)
+            self.bytes_out.append(0)
             self.hists.append({})
         return slot
 
