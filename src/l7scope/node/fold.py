@@ -5,7 +5,9 @@ update (the reference path, kept for tests and tools), without an `Update` per e
 
 - each detailed entry is read once into a raw key (connection, Host, path, method, code, user
   agent, type, protocol, SNI, gRPC status, collector, upstream host) and looked up in a memo
-  of this interval: raw key -> the Aggregator's slot;
+  of this interval: the raw key's 64-bit hash -> the Aggregator's slot (an int per raw key, not
+  its strings; as the collector's batching, two distinct raw keys of one interval share a hash
+  with a probability of about n^2 / 2^65 for n keys: ~1e-10 for 50,000);
 - only a new raw key is enriched (`Enricher`: endpoints per address, Service per Host), trimmed,
   templated and turned into the aggregation key (`aggregate.key_from`), once per interval;
 - the entry's numbers are added to the slot's columns in place (Python ints: exact).
@@ -47,9 +49,10 @@ class Folder:
         self.aggregator = aggregator
         self.enricher = enricher
         self.max_memo = max_memo
-        self._memo: dict[RawKey, int] = {}
-        self._contexts: dict[tuple[Conn, str, str, str], tuple[Key, ServiceRef]] = {}
-        self._trimmed: dict[str, str] = {}  # path -> trimmed path (settings of this generation)
+        # by the 64-bit hash of the raw key (as the collector's batching, docs/collector.md): an
+        # int per raw key, not the key's strings
+        self._memo: dict[int, int] = {}
+        self._contexts: dict[int, tuple[Key, ServiceRef]] = {}  # hash of (conn, upstream, Host, type)
         self._generation = -1
         self._version = -1
 
@@ -58,7 +61,6 @@ class Folder:
         if agg.generation != self._generation or self.enricher.cache.version != self._version:
             self._memo.clear()
             self._contexts.clear()
-            self._trimmed.clear()
             self._generation = agg.generation
             self._version = self.enricher.cache.version
         stat = ingest.http_count(ds)
@@ -83,9 +85,10 @@ class Folder:
             key = (conn, hd.domain, hd.request_path, hd.request_method, hd.response_code,
                    hd.user_agent, hd.type, hd.protocol, hd.tls_sni, hd.grpc_status,
                    hd.collector_type, hd.collector_name, hd.upstream_host)
-            s = memo.get(key)
+            h = hash(key)
+            s = memo.get(h)
             if s is None:
-                s = self._new(key)
+                s = self._new(key, h)
             if s < 0:
                 unlogged += c
                 if s == UNLOGGED_OTHER:
@@ -130,23 +133,19 @@ class Folder:
         if stat > detailed:
             agg.add(ingest.overflow_update(ds, self.enricher, first_empty, stat - detailed))
 
-    def _new(self, key: RawKey) -> int:
+    def _new(self, key: RawKey, h: int) -> int:
         """Enrich and key a raw key seen for the first time this interval; memoize its slot."""
         agg = self.aggregator
         s = agg.settings
         conn, domain, path, method, code, ua, typ, proto, sni, grpc, ctype, cname, upstream = key
-        ctx_key = (conn, upstream, domain, typ)
+        ctx_key = hash((conn, upstream, domain, typ))
         ctx = self._contexts.get(ctx_key)
         if ctx is None:
             ctx = self._context(conn, upstream, domain, typ)
             if len(self._contexts) < self.max_memo:
                 self._contexts[ctx_key] = ctx
         head, svc = ctx
-        trimmed = self._trimmed.get(path)
-        if trimmed is None:
-            trimmed = trim_path(path, s.trim_url, s.num_url_path)
-            if len(self._trimmed) < self.max_memo:
-                self._trimmed[path] = trimmed
+        trimmed = trim_path(path, s.trim_url, s.num_url_path)
         other = False
         if agg.templater is not None and path:
             trimmed, other = agg.route(trimmed, svc)
@@ -160,7 +159,7 @@ class Folder:
         else:
             value = slot + OTHER if other else slot
         if len(self._memo) < self.max_memo:
-            self._memo[key] = value
+            self._memo[h] = value
         return value
 
     def _context(self, conn: Conn, upstream: str, domain: str, log_type: str) -> tuple[Key, ServiceRef]:
