@@ -73,35 +73,43 @@ def bench_ingest(quick: bool, tmp: Path) -> list[Row]:
     # ~50k GC-tracked objects) so the server's GC passes do not walk the client's data.
     gc.collect()
     gc.freeze()
-    store = DuckDBStore(tmp / "ingest.duckdb")
     try:
-        t0 = time.perf_counter()
-        for i in range(0, n, batch):
-            store.insert(to_columns(recs[i:i + batch]))
-        store_rate = n / (time.perf_counter() - t0)
         # The whole HTTP path: NDJSON bodies of 5,000 records -> decode + validate -> store,
-        # with the bearer-token check as deployed, and without (--auth none), in alternating
-        # rounds into fresh tables so both see the same store size.
-        rates: dict[str, list[float]] = {"token": [], "none": []}
+        # with the bearer-token check as deployed, and without (--auth none); and the
+        # in-process store ingest (the baseline). Alternating rounds into fresh tables, so each
+        # sees the same store size, best of 3 each (the CPU is shared: one slow round of the
+        # baseline alone would flatter the ratio, one of the HTTP path alone would hide it).
+        rates: dict[str, list[float]] = {"store": [], "token": [], "none": []}
         for rnd in range(3):
+            rates["store"].append(_store_ingest(tmp / f"store-{rnd}.duckdb", recs, n, batch))
             for kind in ("token", "none"):
                 rates[kind].append(_http_ingest(tmp / f"http-{kind}-{rnd}.duckdb", kind, bodies, n, batch))
     finally:
-        store.close()
         gc.unfreeze()
-    http_rate, open_rate = max(rates["token"]), max(rates["none"])
+    store_rate, http_rate, open_rate = max(rates["store"]), max(rates["token"]), max(rates["none"])
     overhead = (open_rate - http_rate) / open_rate * 100
     return [
         Row(f"server: store ingest, DuckDB, {n:,} records in {batch:,}-record batches (records -> Arrow -> table)",
-            f"{store_rate:,.0f} records/s", "-", ">= 100,000 records/s", store_rate >= 100_000),
+            f"{store_rate:,.0f} records/s (best of 3)", "-", ">= 100,000 records/s", store_rate >= 100_000),
         Row(f"server: bulk HTTP ingest (NDJSON decode + validate + store), {n:,} records, bearer token checked",
             f"{http_rate:,.0f} records/s ({http_rate / store_rate:.2f}x store ingest)",
-            f"in-process store ingest {store_rate:,.0f}/s", ">= 0.8x store ingest",
+            f"in-process store ingest {store_rate:,.0f}/s (best of 3 rounds each)", ">= 0.8x store ingest",
             http_rate >= 0.8 * store_rate),
         Row("server: authentication overhead on bulk ingest (token vs --auth none, best of 3 alternating rounds each)",
             f"{overhead:+.1f} % ({http_rate:,.0f} vs {open_rate:,.0f} records/s)",
             f"--auth none {open_rate:,.0f} records/s", "<= 5 %", overhead <= 5),
     ]
+
+
+def _store_ingest(path: Path, recs: list[Any], n: int, batch: int) -> float:
+    store = DuckDBStore(path)
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, n, batch):
+            store.insert(to_columns(recs[i:i + batch]))
+        return n / (time.perf_counter() - t0)
+    finally:
+        store.close()
 
 
 def _http_ingest(path: Path, auth: str, bodies: list[bytes], n: int, batch: int) -> float:

@@ -2,7 +2,8 @@
 
 Threads (all daemon threads owned by `Agent`, stopped by `stop()`):
 - gRPC Policy Sync server (its own pool) -> bounded intake queue;
-- `flush loop`: intake -> ingest/enrich -> aggregate; every `l7LogsFlushInterval` it writes
+- `flush loop`: intake -> fold.py (enrich once per new key, aggregate in columns); every
+  `l7LogsFlushInterval` it writes
   `l7.log` and hands the records to the shipper's spool; applies settings changes;
 - `control loop` (every 0.25 s): settings file and inventory re-reads, capture reconcile (Envoy
   readiness, fail open), deleted-pod expiry;
@@ -32,13 +33,14 @@ from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts.auth import tls_verify
 from l7scope.contracts.detail import DETAIL_BULK_PATH
 from l7scope.contracts.detail import encode_records as encode_details
+from l7scope.contracts.gcpause import gc_paused
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.contracts.record import L7Record, encode_records
 from l7scope.contracts.status import NODE_AGENT, NodeAgentStats, StatusEndpoint
-from l7scope.node import ingest
 from l7scope.node.aggregate import Aggregator
 from l7scope.node.detail import DetailKeeper
 from l7scope.node.enrich import Enricher
+from l7scope.node.fold import Folder
 from l7scope.node.inventory import Inventory
 from l7scope.node.l7log_file import L7LogFile
 from l7scope.node.metadata import DEFAULT_GRACE_SECONDS, MetadataCache
@@ -102,6 +104,7 @@ class Agent:
         self.server = PolicySyncServer(s.policy_sync_path_prefix, self.intake)
         start = time.time()
         self.aggregator = Aggregator(s.aggregation(), cfg.node_name, start)
+        self.folder = Folder(self.aggregator, self.enricher)  # the flush loop's hot path
         self.details = DetailKeeper(s.l7_detail, cfg.node_name, start)
         self.l7log = self._l7log(s)
         self.shipper = Shipper(cfg.server_url, Path(cfg.data_dir) / "spool", cfg.node_name,
@@ -197,8 +200,9 @@ class Agent:
         while not self._stop.is_set():
             try:
                 ds = self.intake.get(timeout=max(0.0, min(0.2, next_flush - time.monotonic())))
-                self._process(ds)
-                self._drain(limit=1000)
+                with gc_paused():  # new keys allocate tuples and dicts in bursts, no cycles
+                    self._process(ds)
+                    self._drain(limit=1000)
             except queue.Empty:
                 pass
             self._take_settings()
@@ -218,8 +222,7 @@ class Agent:
 
     def _process(self, ds: pb.DataplaneStats) -> None:
         try:
-            for u in ingest.updates(ds, self.enricher):
-                self.aggregator.add(u)
+            self.folder.add(ds)
             self.details.add(ds, self.enricher, self.aggregator)
         except Exception as e:  # one bad Report must not stop the agent
             self.stats.bad_reports += 1

@@ -23,7 +23,7 @@ _HTTP_DATA = pb.Statistic.HTTP_DATA
 _DELTA = pb.Statistic.DELTA
 
 
-def _port(v: int) -> int:
+def port(v: int) -> int:
     return v if 0 <= v <= 65535 else 0
 
 
@@ -39,9 +39,11 @@ def requests_in(ds: pb.DataplaneStats) -> int:
 
 
 def updates(ds: pb.DataplaneStats, enricher: enrich.Enricher | MetadataCache) -> list[Update]:
-    """The enriched updates of one Report (pass a long-lived Enricher on hot paths)."""
+    """The enriched updates of one Report (pass a long-lived Enricher on hot paths). The
+    reference path: the node agent folds Reports with `node/fold.py`, which gives the same
+    records."""
     en = enricher if isinstance(enricher, enrich.Enricher) else enrich.Enricher(enricher)
-    src_port, dst_port = _port(ds.src_port), _port(ds.dst_port)
+    src_port, dst_port = port(ds.src_port), port(ds.dst_port)
     dst_ip = ds.dst_ip
     src = en.endpoint(ds.src_ip)
     stat_count = http_count(ds)
@@ -49,21 +51,45 @@ def updates(ds: pb.DataplaneStats, enricher: enrich.Enricher | MetadataCache) ->
     remaining = max(stat_count - detailed, 0)
     out: list[Update] = []
     for hd in ds.http_data:
-        count = hd.count
-        if count <= 0:
-            count, remaining = remaining, 0
-            if count == 0:
-                continue
+        if hd.count <= 0:
+            if remaining:
+                out.append(overflow_update(ds, en, hd, remaining))
+            remaining = 0
+            continue
         upstream = hd.upstream_host
         dst = en.destination(dst_ip, upstream)
         svc = en.service(hd.domain, hd.type, upstream, dst_ip, dst_port, dst.namespace)
-        out.append(_update(hd, count, src, src_port, dst, dst_port, svc, overflow=hd.count <= 0))
+        out.append(_update(hd, hd.count, src, src_port, dst, dst_port, svc, overflow=False))
     if remaining:
+        out.append(overflow_update(ds, en, None, remaining))
+    return out
+
+
+def overflow_update(ds: pb.DataplaneStats, en: enrich.Enricher, hd: pb.HTTPData | None,
+                    count: int) -> Update:
+    """The overflow update of a Report: `count` requests without details, carried by its first
+    entry with count 0 (`hd`) or, without one, by an entry of its own (`hd` None)."""
+    src_port, dst_port = port(ds.src_port), port(ds.dst_port)
+    dst_ip = ds.dst_ip
+    src = en.endpoint(ds.src_ip)
+    if hd is None:
         dst = en.destination(dst_ip, "")
         svc = en.service("", "", "", dst_ip, dst_port, dst.namespace)
-        out.append(Update(src=src, src_port=src_port, dst=dst, dst_port=dst_port, service=svc,
-                          count=remaining, overflow=True))
-    return out
+        return Update(src=src, src_port=src_port, dst=dst, dst_port=dst_port, service=svc,
+                      count=count, overflow=True)
+    upstream = hd.upstream_host
+    dst = en.destination(dst_ip, upstream)
+    svc = en.service(hd.domain, hd.type, upstream, dst_ip, dst_port, dst.namespace)
+    return _update(hd, count, src, src_port, dst, dst_port, svc, overflow=True)
+
+
+def protocol_of(protocol: str, log_type: str) -> str:
+    """The record's protocol: the entry's, else its type when that is an HTTP version."""
+    return protocol or (log_type if log_type.upper().startswith("HTTP/") else "")
+
+
+DEFAULT_COLLECTOR_TYPE = "envoy-access-log"
+DEFAULT_COLLECTOR_NAME = "daemonset"
 
 
 def _update(hd: pb.HTTPData, count: int, src: enrich.Endpoint, src_port: int,
@@ -85,10 +111,10 @@ def _update(hd: pb.HTTPData, count: int, src: enrich.Endpoint, src_port: int,
         domain=hd.domain, path=hd.request_path, method=hd.request_method,
         response_code=hd.response_code if hd.response_code > 0 else 0,
         user_agent=hd.user_agent, type=hd.type,
-        protocol=hd.protocol or (hd.type if hd.type.upper().startswith("HTTP/") else ""),
+        protocol=protocol_of(hd.protocol, hd.type),
         tls_sni=hd.tls_sni, grpc_status=hd.grpc_status,
-        collector_type=hd.collector_type or "envoy-access-log",
-        collector_name=hd.collector_name or "daemonset",
+        collector_type=hd.collector_type or DEFAULT_COLLECTOR_TYPE,
+        collector_name=hd.collector_name or DEFAULT_COLLECTOR_NAME,
         count=count,
         duration_sum_ns=max(dur_sum, 0), duration_max_ns=max(dur_max, 0),
         latency_sum_ns=max(hd.latency, 0) * 1_000_000,
@@ -96,4 +122,3 @@ def _update(hd: pb.HTTPData, count: int, src: enrich.Endpoint, src_port: int,
         bytes_out=max(hd.bytes_sent_total or hd.bytes_sent, 0),
         hist=hist, overflow=overflow,
     )
-

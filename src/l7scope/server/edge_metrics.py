@@ -9,8 +9,8 @@ midpoint, so a Prometheus bucket is exact up to one fine bucket's width (<= 1/16
 The histogram's `_sum` is `duration_mean * count`; records without a histogram (overflow
 entries) add to the request counter only.
 
-Pure counting (`count_batch`) runs on the ingest thread per batch, summed per distinct label set
-first; `EdgeSeries.add` folds a batch under a lock. At most `max_series` label sets are kept; the
+Pure counting (`count_raw`, then `labels_of`) runs on the ingest thread per batch, summed per
+distinct raw key first; `EdgeSeries.add` folds a batch under a lock. At most `max_series` label sets are kept; the
 rest go to one set whose labels are all `other` (counted, never dropped).
 """
 
@@ -75,28 +75,61 @@ class Acc:
             self.buckets[i] += c
 
 
-def count_batch(cols: Mapping[str, Sequence[Any]]) -> dict[Labels, Acc]:
-    """A batch's (server.columns.ColumnBatch) numbers per label set."""
-    out: dict[Labels, Acc] = {}
-    rows = zip(cols["type"], cols["src_name_aggr"], cols["src_namespace"], cols["dest_name_aggr"],
-               cols["dest_namespace"], cols["dest_service_name"], cols["dest_service_namespace"],
-               cols["response_code"], cols["url"], cols["count"], cols["bytes_in"],
-               cols["bytes_out"], cols["duration_mean"], cols["duration_hist"], strict=True)
-    for typ, sw, sns, dw, dns, svc, svcns, code, url, n, bi, bo, mean, hist in rows:
-        if typ == TYPE_UNLOGGED:
-            continue
-        key = (sw, sns, dw, dns, svc, svcns, status_class(code), route_of(url))
-        acc = out.get(key)
+#: Prometheus bucket of each fine bucket index up to 1,023 (about 0.5 s), by its wire key.
+_PROM_OF_KEY: Final = {str(i): _prom_bucket(i) for i in range(1024)}
+
+
+#: A batch's distinct raw keys: type, source (name, namespace, type), destination (name,
+#: namespace, type), Service (name, namespace), response code, url.
+RawKey = tuple[str, str, str, str, str, str, str, str, str, str, str]
+
+
+def count_raw(cols: Mapping[str, Sequence[Any]]) -> dict[RawKey, Acc]:
+    """A batch's (server.columns.ColumnBatch) numbers per distinct raw key, in one pass: the
+    per-record work is one dict update (and a table lookup per histogram bucket); status class,
+    route and graph nodes are derived afterwards, once per key (`labels_of`,
+    server.metrics.edge_counts). Unlogged records count requests only."""
+    raw: dict[RawKey, Acc] = {}
+    rows = zip(cols["type"], cols["src_name_aggr"], cols["src_namespace"], cols["src_type"],
+               cols["dest_name_aggr"], cols["dest_namespace"], cols["dest_type"],
+               cols["dest_service_name"], cols["dest_service_namespace"], cols["response_code"],
+               cols["url"], cols["count"], cols["bytes_in"], cols["bytes_out"],
+               cols["duration_mean"], cols["duration_hist"], strict=True)
+    prom_of = _PROM_OF_KEY.get
+    for typ, sw, sns, st, dw, dns, dt, svc, svcns, code, url, n, bi, bo, mean, hist in rows:
+        key = (typ, sw, sns, st, dw, dns, dt, svc, svcns, code, url)
+        acc = raw.get(key)
         if acc is None:
-            acc = out[key] = Acc()
+            acc = raw[key] = Acc()
         acc.requests += n
         acc.bytes_in += bi
         acc.bytes_out += bo
         if hist:
             acc.duration_sum_ns += mean * n
+            buckets = acc.buckets
             for b, c in hist.items():
-                acc.buckets[_prom_bucket(int(b))] += c
+                i = prom_of(b)
+                buckets[_prom_bucket(int(b)) if i is None else i] += c
+    return raw
+
+
+def labels_of(raw: Mapping[RawKey, Acc]) -> dict[Labels, Acc]:
+    """The per-edge series of `count_raw`'s keys (unlogged records have none)."""
+    out: dict[Labels, Acc] = {}
+    for (typ, sw, sns, _st, dw, dns, _dt, svc, svcns, code, url), acc in raw.items():
+        if typ == TYPE_UNLOGGED:
+            continue
+        label = (sw, sns, dw, dns, svc, svcns, status_class(code), route_of(url))
+        mine = out.get(label)
+        if mine is None:
+            out[label] = mine = Acc()
+        mine.add(acc)
     return out
+
+
+def count_batch(cols: Mapping[str, Sequence[Any]]) -> dict[Labels, Acc]:
+    """A batch's numbers per label set."""
+    return labels_of(count_raw(cols))
 
 
 class EdgeSeries(Collector):

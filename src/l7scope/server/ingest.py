@@ -26,6 +26,7 @@ import msgspec
 
 from l7scope.contracts.bulk import MAX_LINE_BYTES, BulkResult, Rejection
 from l7scope.contracts.fields import COLUMNS, HIST_FIELD
+from l7scope.contracts.gcpause import gc_paused
 from l7scope.contracts.record import (
     FIELDS,
     MAX_DURATION_SUM_NS,
@@ -37,7 +38,6 @@ from l7scope.contracts.record import (
 )
 from l7scope.server.columns import ColumnBatch, to_columns
 from l7scope.server.fields import int_width
-from l7scope.server.gcpause import gc_paused
 from l7scope.server.limits import MAX_JSON_DEPTH, too_deep
 from l7scope.server.metrics import EdgeCounts, Metrics, edge_counts
 from l7scope.server.store.base import Store
@@ -140,7 +140,8 @@ def _parse_fast(body: bytes, now: int, start: int = 0, end: int | None = None) -
     if body[start] != _OPEN_BRACE or body[end - 1] != _CLOSE_BRACE:
         return None
     newlines = body.count(b"\n", start, end)
-    if body.count(b"}\n{", start, end) + body.count(b"}\r\n{", start, end) != newlines:
+    crlf = body.count(b"}\r\n{", start, end) if body.find(b"\r", start, end) >= 0 else 0
+    if body.count(b"}\n{", start, end) + crlf != newlines:
         return None
     if end - start > MAX_LINE_BYTES and _longest_line(body, start, end) > MAX_LINE_BYTES:
         return None

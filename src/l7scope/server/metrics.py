@@ -11,7 +11,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, generate_latest
 
 from l7scope.contracts.record import TYPE_UNLOGGED
-from l7scope.server.edge_metrics import Acc, EdgeSeries, Labels, count_batch
+from l7scope.server.edge_metrics import Acc, EdgeSeries, Labels, count_raw, labels_of
 from l7scope.server.graph import dest_node, source_node
 from l7scope.server.node_stats import NodeStatsTable
 
@@ -28,30 +28,26 @@ def _esc(v: str) -> str:
 
 
 #: Requests per namespace-level edge (source, target, class), unlogged requests, and the
-#: per-edge series (edge_metrics.count_batch) of a batch.
+#: per-edge series (edge_metrics.labels_of) of a batch.
 EdgeCounts = tuple[dict[tuple[str, str, str], int], int, dict[Labels, Acc]]
 
 
 def edge_counts(cols: Mapping[str, Sequence[Any]]) -> EdgeCounts:
     """A batch's (server.columns.ColumnBatch) requests per namespace-level edge and status class,
-    and its unlogged requests. Counts are summed per distinct raw key first, so the per-record
-    work is one dict update."""
-    keys = zip(cols["type"], cols["src_namespace"], cols["src_name_aggr"], cols["src_type"],
-               cols["dest_service_namespace"], cols["dest_service_name"], cols["dest_namespace"],
-               cols["dest_name_aggr"], cols["dest_type"], cols["response_code"], strict=True)
-    raw: dict[tuple[str, ...], int] = {}
-    for key, n in zip(keys, cols["count"], strict=True):
-        raw[key] = raw.get(key, 0) + n
+    its unlogged requests, and its per-edge series: one pass over the records
+    (edge_metrics.count_raw), the rest once per distinct raw key."""
+    raw = count_raw(cols)
     local: dict[tuple[str, str, str], int] = {}
     unlogged = 0
-    for (typ, sns, sname, stype, dsns, dsname, dns, dname, dtype, code), n in raw.items():
+    for (typ, sname, sns, stype, dname, dns, dtype, dsname, dsns, code, _url), acc in raw.items():
+        n = acc.requests
         if typ == TYPE_UNLOGGED:
             unlogged += n
             continue
         edge = (source_node(stype, sns, sname, ()).id,  # namespace-level: nothing expanded
                 dest_node(dtype, dns, dname, dsns, dsname, ()).id, _class(code))
         local[edge] = local.get(edge, 0) + n
-    return local, unlogged, count_batch(cols)
+    return local, unlogged, labels_of(raw)
 
 
 class Metrics:

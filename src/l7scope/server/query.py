@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from l7scope.contracts import latency, selector
 from l7scope.contracts.api import error_body
 from l7scope.contracts.fields import resolve
+from l7scope.contracts.gcpause import gc_paused
 from l7scope.contracts.record import TYPE_UNLOGGED
 from l7scope.contracts.timerange import TimeRange, TimeRangeError
 from l7scope.contracts.timerange import resolve as resolve_time
 from l7scope.server import graph
-from l7scope.server.gcpause import gc_paused
 from l7scope.server.store.base import Filter, GraphStore, SearchQuery, Sort, Store
 
 MAX_GROUP_KEYS: Final = 8
