@@ -20,10 +20,11 @@ from typing import Any
 
 import yaml
 
+from l7scope.contracts import install
 from l7scope.operator.render import NAMESPACE_LABELS
 
 CHART = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "l7scope"
-DEFAULT_NAMESPACE = "l7scope-system"
+DEFAULT_NAMESPACE = install.DEFAULT_NAMESPACE
 _KIND_ORDER = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
                "ConfigMap", "Service", "Deployment")
 _EXPR = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
