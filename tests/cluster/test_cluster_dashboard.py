@@ -28,8 +28,9 @@ from clusterharness import Cluster, Pods, wait_for
 from l7scope.contracts import bulk
 from l7scope.contracts.auth import SESSION_COOKIE, TOKEN_AUDIENCE, WHOAMI_PATH, bearer
 from l7scope.contracts.install import CA_CERT_KEY, CA_CONFIGMAP, SERVER
-from l7scope.contracts.record import encode_records
+from l7scope.contracts.record import TYPE_UNLOGGED, encode_records
 from l7scope.kube.client import Kube
+from l7scope.operator import tls
 from l7scope.operator.render import SERVICE_ACCOUNT
 from l7scope.testing import record_gen
 from l7scope.testing.workshop import AL_PATH, WORKSHOP_AL
@@ -61,9 +62,26 @@ def server_up(kube: Kube, operator: subprocess.Popen[bytes]) -> Iterator[str]:  
     kube.apply(yaml.safe_load(WORKSHOP_AL), field_manager="l7scope-test")
     pods = Pods(kube, NS)
 
+    def settled() -> bool:
+        """The server's certificate names the Service's ClusterIP (the operator issues it a
+        second time once the Service has one, which rolls the pod) and the StatefulSet has
+        rolled: its one pod runs the current revision and is ready."""
+        cip = kube.get(f"/api/v1/namespaces/{NS}/services/{SERVER}")["spec"].get("clusterIP")
+        pair = tls.pair_from_secret(kube.get(f"/api/v1/namespaces/{NS}/secrets/{tls.SERVER_SECRET}"))
+        if not cip or pair is None or cip.encode() not in _san_ips(pair.cert_pem).split():
+            return False
+        sts = kube.get(f"/apis/apps/v1/namespaces/{NS}/statefulsets/{SERVER}")
+        st = sts.get("status") or {}
+        return (st.get("observedGeneration") == sts["metadata"]["generation"]
+                and st.get("currentRevision") == st.get("updateRevision")
+                and st.get("readyReplicas") == st.get("updatedReplicas") == sts["spec"]["replicas"])
+
     def ready() -> str | None:
         assert operator.poll() is None, operator.log_path.read_text()[-3000:]  # type: ignore[attr-defined]
-        ps = [p for p in pods.list() if p["metadata"]["name"].startswith(f"{SERVER}-") and _ready(p)]
+        if not settled():
+            return None
+        ps = [p for p in pods.list() if p["metadata"]["name"].startswith(f"{SERVER}-") and _ready(p)
+              and not p["metadata"].get("deletionTimestamp")]
         collectors = [p for p in pods.list() if p["metadata"]["name"].startswith("l7-log-collector-")
                       and _ready(p)]
         return ps[0]["metadata"]["name"] if ps and collectors else None
@@ -73,6 +91,14 @@ def server_up(kube: Kube, operator: subprocess.Popen[bytes]) -> Iterator[str]:  
     yield str(name)
     kube.delete(AL_PATH)
     wait_for(lambda: not kube.exists(AL_PATH), 90, "the ApplicationLayer deleted")
+
+
+def _san_ips(cert_pem: bytes) -> bytes:
+    from cryptography import x509
+
+    san = x509.load_pem_x509_certificate(cert_pem).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    return b" ".join(str(i).encode() for i in san.get_values_for_type(x509.IPAddress))
 
 
 def _account(cluster: Cluster, kube: Kube, namespace: str, name: str, tmp: Path, *,
@@ -179,6 +205,11 @@ def test_dashboard_status_and_observe_through_a_real_port_forward(
         assert obs.returncode == 0, obs.stderr
         got = [json.loads(line) for line in obs.stdout.splitlines()]
         assert len(got) == 7 and {g["host"] for g in got} == {HOST}, obs.stdout[:500]
+        top = _cli("top", "-P", "--kubeconfig", str(reader_kc), "--once", "-o", "json",
+                   "--window", "10m", "--selector", f'host = "{HOST}"')
+        assert top.returncode == 0, top.stderr
+        assert sum(r["count"] for r in json.loads(top.stdout)["rows"]) == sum(
+            g["count"] for g in got if g["type"] != TYPE_UNLOGGED)
         # `status -P` as the cluster's admin (it reads DaemonSets and nodes, and the server's
         # /api/v1/status needs a reader of every namespace)
         st = _cli("status", "-P", "--kubeconfig", str(cluster.kubeconfig), "-o", "json")
