@@ -172,23 +172,17 @@ def token_from(token_file: Path | None) -> str | None:
 
 
 def _kubeconfig_token() -> str:
-    from l7scope.observe.portforward import ReachError, kube_connect
+    from l7scope.observe.portforward import ReachError, kube_connect, user_token
 
     k = _kube_meta()
     try:
         kube = kube_connect(k.get("kubeconfig"), k.get("context"), "--kube-token")
+        try:
+            return user_token(kube, "--kube-token")
+        finally:
+            kube.close()
     except ReachError as e:
         raise reach_failed(e) from None
-    try:
-        token = kube.credentials().token
-    finally:
-        kube.close()
-    if not token:
-        raise click.UsageError(
-            "--kube-token: the kubeconfig's user has no bearer token (client certificates cannot "
-            "be passed on to the l7scope server); use a user with a token or an exec plugin, or "
-            "`kubectl create token <serviceaccount>` into a file for --token-file")
-    return token
 
 
 class NotAwareCommand(click.Command):

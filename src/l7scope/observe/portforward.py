@@ -241,11 +241,13 @@ def operator_ca(kube: Kube, namespace: str) -> ssl.SSLContext:
         raise ReachError(f"the CA bundle in {namespace}/{install.CA_CONFIGMAP} is unusable: {e}") from None
 
 
-def user_token(kube: Kube) -> str:
+def user_token(kube: Kube, what: str) -> str:
+    """The kubeconfig user's bearer token; a usage error when it has none (client certificates
+    only)."""
     token = kube.credentials().token
     if not token:
         raise ReachError(
-            "the kubeconfig's user has no bearer token to log in to the l7scope server with "
+            f"{what}: the kubeconfig's user has no bearer token to send to the l7scope server "
             "(client certificates cannot be passed on); use a user with a token or an exec "
             "plugin, or `kubectl create token <serviceaccount>` into a file for --token-file",
             usage=True)
@@ -280,7 +282,7 @@ def forward_server(kubeconfig: str | None, context: str | None, namespace: str, 
     try:
         pod, port = locate(kube, namespace)
         ctx = verify if verify is not None else operator_ca(kube, namespace)
-        tok = token if token is not None else user_token(kube)
+        tok = token if token is not None else user_token(kube, what)
         check_forward(kube, namespace, pod, port)
 
         def dial() -> Any:
