@@ -24,7 +24,10 @@ dry() { [ "$DRY" = 1 ] && say "dry run: would $*"; [ "$DRY" = 1 ]; }
 DEMO_PACKAGES=(nftables iproute2 procps psmisc nodejs)
 TEST_PACKAGES=(wrk curl openssl conntrack
   clickhouse-server clickhouse-client etcd-server chromium fonts-liberation
-  golang-go rsync dpkg-dev make prometheus)
+  golang-go rsync dpkg-dev make prometheus
+  # tools/chartrender (scripts/setup.d/chartrender.sh): sprig, yaml, JSON schema for Go
+  golang-github-masterminds-sprig-dev golang-github-ghodss-yaml-dev golang-gopkg-yaml.v2-dev
+  golang-github-xeipuuv-gojsonschema-dev)
 APT_PACKAGES=("${DEMO_PACKAGES[@]}")
 [ "$PROFILE" = test ] && APT_PACKAGES+=("${TEST_PACKAGES[@]}")
 missing=()

@@ -14,7 +14,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -443,6 +445,107 @@ def test_server_tls_from_the_node_agent_pod_with_the_operators_ca(
     assert res["search"] == {"status": 200, "hits": 3}, res
 
 
+#: Run in the buyer pod: `n` GETs of `url`/chk/<i>, paced over `seconds`; prints the statuses.
+PACED_LOAD = """
+import collections, json, sys, time, urllib.request
+url, n, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+t0, got = time.monotonic(), collections.Counter()
+for i in range(n):
+    time.sleep(max(0.0, t0 + i * seconds / n - time.monotonic()))
+    try:
+        with urllib.request.urlopen(f"{url}/chk/{i}", timeout=5) as r:
+            r.read()
+            got[r.status] += 1
+    except Exception as e:
+        got[type(e).__name__] += 1
+print(json.dumps(got))
+"""
+
+
+@pytest.fixture(scope="module")
+def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real ClickHouse (Debian's) on the host, reachable from pods at HOST_IP."""
+    from contract import chserver
+    if chserver.binary() is None:
+        pytest.skip("clickhouse-server is not installed")
+    (server,) = chserver.start(tmp_path_factory.mktemp("ch"), count=1,
+                               listen=("127.0.0.1", clusterharness.HOST_IP),
+                               networks=("127.0.0.1", "::1", "10.0.0.0/8"))
+    yield server
+    chserver.stop([server])
+
+
+def _ch_count(server: Any, where: str) -> int:
+    q = f"SELECT sum(count) FROM default.l7_local WHERE {where}"
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/?query="
+                                + urllib.parse.quote(q), timeout=10) as r:
+        return int(r.read().decode().strip() or 0)
+
+
+def test_clickhouse_backed_replicas_lose_nothing_when_killed_during_ingest(
+        cluster: Cluster, kube: Kube, operator: subprocess.Popen[bytes], namespace: str,
+        pods: Pods, clickhouse: Any) -> None:
+    """LogStorage `engine: clickhouse`, `server.replicas: 2`: the operator replaces the embedded
+    StatefulSet by a stateless Deployment of two replicas behind the Service. Captured traffic
+    flows from the buyer to the annotated shop Service while each server replica in turn is
+    SIGKILLed (its container, through containerd) and restarted by the kubelet; the node agent's
+    shipper retries on a new connection, so every request ends up in ClickHouse exactly once."""
+    url = f"clickhouse://{clusterharness.HOST_IP}:{clickhouse.tcp_port}"
+    kube.apply({"apiVersion": "l7scope.io/v1", "kind": "LogStorage", "metadata": {"name": "default"},
+                "spec": {"engine": "clickhouse", "clickhouse": {"url": url},
+                         "server": {"replicas": 2}}}, field_manager="l7scope-test")
+    server_pods = Pods(kube, NS)
+
+    def replicas() -> list[dict[str, Any]] | None:
+        ps = [p for p in server_pods.list(**{"app.kubernetes.io/name": SERVER})
+              if not p["metadata"].get("deletionTimestamp")]
+        owners = {o["kind"] for p in ps for o in p["metadata"].get("ownerReferences") or []}
+        return ps if len(ps) == 2 and owners == {"ReplicaSet"} and all(map(_ready, ps)) else None
+    ps = wait_for(replicas, 180, "two server replicas (Deployment) Ready",
+                  diagnose=lambda: server_pods.describe() + operator.log_path.read_text()[-2000:])  # type: ignore[attr-defined]
+    with pytest.raises(KubeError):
+        kube.get(f"/apis/apps/v1/namespaces/{NS}/statefulsets/{SERVER}")
+    wait_for(lambda: _ch_count(clickhouse, "1") >= 0, 30, "the l7 table in ClickHouse")
+    cip = kube.get(f"/api/v1/namespaces/{namespace}/services/shop")["spec"]["clusterIP"]
+    where = f"dest_service_namespace = '{namespace}' AND position(url, '/chk/') > 0"
+    n, seconds = 600, 40.0
+    result: dict[str, Any] = {}
+
+    def load() -> None:
+        rc, out, err = pods.exec("buyer", ["python3", "-c", PACED_LOAD, f"http://{cip}", str(n),
+                                           str(seconds)], timeout=seconds + 60)
+        result.update(rc=rc, out=out, err=err)
+    t = threading.Thread(target=load)
+    t0 = time.monotonic()
+    t.start()
+    killed = []
+    try:
+        for pod in ps:
+            time.sleep(8)
+            (cid,) = [c["containerID"].removeprefix("containerd://")
+                      for c in pod["status"]["containerStatuses"] if c["name"] == "server"]
+            cluster.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+            killed.append((pod["metadata"]["name"], round(time.monotonic() - t0, 1)))
+            name = pod["metadata"]["name"]
+            wait_for(lambda name=name: (p := server_pods.get(name)) and _ready(p) and [
+                c for c in p["status"]["containerStatuses"]
+                if c["name"] == "server" and c["restartCount"] >= 1], 90,
+                f"{name} restarted by the kubelet and Ready", diagnose=server_pods.describe)
+    finally:
+        t.join(seconds + 90)
+    assert result.get("rc") == 0, result
+    statuses = json.loads(result["out"])
+    assert statuses == {"200": n}, statuses  # the data path never depended on the server
+    stored = wait_for(lambda: (c := _ch_count(clickhouse, where)) >= n and c, 90,
+                      f"{n} requests stored in ClickHouse",
+                      diagnose=lambda: f"stored {_ch_count(clickhouse, where)}")
+    time.sleep(3)  # a late duplicate would show now
+    final = _ch_count(clickhouse, where)
+    print(f"\nClickHouse-backed server, 2 replicas, each SIGKILLed during ingest {killed}: "
+          f"sent {n}, answered 200 {statuses['200']}, stored {final}")
+    assert stored == final == n
+
+
 def test_deleting_the_application_layer_removes_the_daemonset(
         kube: Kube, operator: subprocess.Popen[bytes]) -> None:
     pods = Pods(kube, NS)
@@ -461,7 +564,7 @@ def test_operator_pod_runs(cluster: Cluster, kube: Kube, manifest: list[dict[str
     (deployment,) = [d for d in manifest if d["kind"] == "Deployment"]
     kube.apply(deployment, field_manager="l7scope-test")
     pods = Pods(kube, NS)
-    sel = {"app.kubernetes.io/name": "l7scope-operator"}
+    sel = {"app.kubernetes.io/name": "l7scope", "app.kubernetes.io/component": "operator"}
     try:
         wait_for(lambda: [p for p in pods.list(**sel) if p.get("status", {}).get("containerStatuses")],
                  60, "the operator pod's container", diagnose=pods.describe)

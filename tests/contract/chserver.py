@@ -50,7 +50,7 @@ class Server:
 _USERS = """<?xml version="1.0"?>
 <yandex>
   <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+  <users><default><password></password><networks>{networks}</networks>
     <profile>default</profile><quota>default</quota></default></users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
     <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
@@ -59,7 +59,8 @@ _USERS = """<?xml version="1.0"?>
 """
 
 
-def _config(root: Path, tcp: int, http: int, inter: int, shards: list[int]) -> str:
+def _config(root: Path, tcp: int, http: int, inter: int, shards: list[int],
+            listen: tuple[str, ...]) -> str:
     shard_xml = "".join(
         f"<shard><replica><host>127.0.0.1</host><port>{p}</port></replica></shard>" for p in shards
     )
@@ -67,7 +68,7 @@ def _config(root: Path, tcp: int, http: int, inter: int, shards: list[int]) -> s
 <yandex>
   <logger><level>warning</level><log>{root}/log/server.log</log><errorlog>{root}/log/err.log</errorlog>
     <size>10M</size><count>1</count></logger>
-  <listen_host>127.0.0.1</listen_host>
+  {"".join(f"<listen_host>{h}</listen_host>" for h in listen)}
   <http_port>{http}</http_port><tcp_port>{tcp}</tcp_port><interserver_http_port>{inter}</interserver_http_port>
   <max_connections>256</max_connections><keep_alive_timeout>3</keep_alive_timeout>
   <max_concurrent_queries>50</max_concurrent_queries>
@@ -84,7 +85,10 @@ def _config(root: Path, tcp: int, http: int, inter: int, shards: list[int]) -> s
 """
 
 
-def start(root: Path, count: int = 2, timeout: float = 30.0) -> list[Server]:
+def start(root: Path, count: int = 2, timeout: float = 30.0, listen: tuple[str, ...] = ("127.0.0.1",),
+          networks: tuple[str, ...] = ("127.0.0.1", "::1")) -> list[Server]:
+    """`count` servers listening on `listen` (127.0.0.1 must be among them: /ping and the
+    shards use it), the user `default` without password admitted from `networks`."""
     exe = binary()
     if exe is None:
         raise FileNotFoundError("clickhouse-server is not installed")
@@ -96,8 +100,10 @@ def start(root: Path, count: int = 2, timeout: float = 30.0) -> list[Server]:
             r = root / f"ch{i}"
             for d in ("log", "data", "tmp", "user_files", "format_schemas"):
                 (r / d).mkdir(parents=True, exist_ok=True)
-            (r / "users.xml").write_text(_USERS)
-            (r / "config.xml").write_text(_config(r, tcps[i], ports[count + i], ports[2 * count + i], tcps))
+            (r / "users.xml").write_text(_USERS.replace(
+                "{networks}", "".join(f"<ip>{n}</ip>" for n in networks)))
+            (r / "config.xml").write_text(_config(r, tcps[i], ports[count + i], ports[2 * count + i],
+                                                  tcps, listen))
             log = open(r / "log" / "stdout.log", "wb")  # noqa: SIM115 - owned by the process
             proc = subprocess.Popen([exe, f"--config-file={r / 'config.xml'}"], cwd=r,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -26,41 +26,22 @@ from capture_support import read_log, topology, wait_log
 
 from l7scope.capture import tproxy
 from l7scope.netlab import Pod, Topology
+from l7scope.netlab import inventory as netlab_inventory
 from l7scope.netlab.topology import Node, Service
 from l7scope.proxy.supervisor import EnvoySupervisor
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy]
 
-ANNOTATION = "projectcalico.org/l7-logging"
+ANNOTATION = netlab_inventory.ANNOTATION
 
 
 def inventory(t: Topology, annotated: set[str]) -> list[dict[str, Any]]:
     """Kubernetes objects for the topology's pods and Services (namespace `shop`)."""
-    objs: list[dict[str, Any]] = []
-    for p in t.pods.values():
-        objs.append({"apiVersion": "v1", "kind": "Pod",
-                     "metadata": {"name": f"{p.name}-5f7d8-abcde", "namespace": "shop",
-                                  "generateName": f"{p.name}-5f7d8-"},
-                     "spec": {"nodeName": p.node.name}, "status": {"podIP": p.ip}})
-    for s in t.services.values():
-        ann = {ANNOTATION: "true"} if s.name in annotated else {}
-        objs.append({"apiVersion": "v1", "kind": "Service",
-                     "metadata": {"name": s.name, "namespace": "shop", "annotations": ann},
-                     "spec": {"clusterIP": s.vip, "ports": [
-                         {"name": "http", "port": s.port, "protocol": "TCP",
-                          "targetPort": s.endpoints[0][1]}]}})
-        objs.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                     "metadata": {"name": f"{s.name}-x", "namespace": "shop",
-                                  "labels": {"kubernetes.io/service-name": s.name}},
-                     "endpoints": [{"addresses": [ip]} for ip, _ in s.endpoints],
-                     "ports": [{"name": "http", "port": s.endpoints[0][1], "protocol": "TCP"}]})
-    return objs
+    return netlab_inventory.objects(t, annotated)
 
 
 def write_inventory(directory: Path, t: Topology, annotated: set[str]) -> None:
-    tmp = directory / ".shop.yaml.tmp"
-    tmp.write_text(yaml.safe_dump_all(inventory(t, annotated)))
-    tmp.rename(directory / "shop.yaml")
+    netlab_inventory.write(directory, t, annotated)
 
 
 @dataclass

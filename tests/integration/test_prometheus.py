@@ -20,7 +20,7 @@ import pytest
 import yaml
 from contract.harness import free_port
 
-from l7scope.contracts import latency
+from l7scope.contracts import latency, nodestats
 from l7scope.contracts.auth import bearer, read_token
 from l7scope.contracts.bulk import BULK_PATH
 from l7scope.contracts.record import L7Record, encode_records
@@ -66,6 +66,12 @@ def _query(prom: str, q: str) -> dict[tuple[str, str], float]:
     res = r.json()["data"]["result"]
     return {(m["metric"].get("source_workload", ""), m["metric"].get("destination_service", "")):
             float(m["value"][1]) for m in res}
+
+
+def _by_node(prom: str, q: str) -> dict[str, float]:
+    r = httpx.get(f"{prom}/api/v1/query", params={"query": q}, timeout=10)
+    r.raise_for_status()
+    return {m["metric"].get("node", ""): float(m["value"][1]) for m in r.json()["data"]["result"]}
 
 
 def _dashboard_queries_run(prom: str) -> None:
@@ -154,6 +160,16 @@ def test_prometheus_rates_per_edge_equal_the_sent_rates(tmp_path: Path) -> None:
         resp = _query(prom, "sum by (source_workload, destination_service) "
                             "(l7scope_response_bytes_total)")
         assert resp == {e: 1000.0 * n for e, n in sent.items()}
+        # a node agent's counters, reported to the server, reach Prometheus with a node label
+        report = nodestats.NodeStatsReport(node="node-p", parts={
+            "node-agent": {"records_shipped": 1234, "records_dropped": 0, "shipping": True},
+            "collector": {"lines_read": 99, "bad_lines": 2}})
+        r = httpx.post(url + nodestats.NODE_STATS_PATH, content=nodestats.encode(report), timeout=10,
+                       headers={**bearer(read_token(token_file)), "Content-Type": nodestats.CONTENT_TYPE})
+        assert r.status_code == 200, r.text
+        time.sleep(3 * SCRAPE_S)
+        assert _by_node(prom, "max by (node) (l7scope_node_agent_records_shipped_total)") == {"node-p": 1234.0}
+        assert _by_node(prom, 'sum by (node) (l7scope_collector_dropped_total{counter="bad_lines"})') == {"node-p": 2.0}
         routes = httpx.get(f"{prom}/api/v1/label/route/values", timeout=10).json()["data"]
         assert sorted(routes) == ["/item/{id}"]
         _dashboard_queries_run(prom)

@@ -41,6 +41,37 @@ def test_install_manifest_server_dry_run(control_plane: ControlPlane, namespace:
     assert all("(server dry run)" in x for x in lines), r.stdout
 
 
+def test_chart_with_every_value_server_dry_run(control_plane: ControlPlane, namespace: str) -> None:
+    """The chart's optional values (tools/chartrender, Helm's engine) make objects the API server
+    takes: pull secrets, scheduling, resources, the LogStorage and NodeAgentConfiguration specs."""
+    docs = chart.render(namespace=namespace, values={
+        "fullnameOverride": "l7obs",
+        "image": {"repository": "registry.example/l7scope", "tag": "1.0", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "reg-a"}, {"name": "reg-b"}],
+        "operator": {
+            "logLevel": "debug", "certManagerIssuer": "ClusterIssuer/corp",
+            "resources": {"requests": {"cpu": "20m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "infra",
+                             "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "preference": {"matchExpressions": [
+                    {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}}]}},
+            "priorityClassName": "system-cluster-critical",
+            "podAnnotations": {"example.com/team": "obs"}, "podLabels": {"team": "obs"},
+            "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 20000, "fsGroup": 20000,
+                                   "seccompProfile": {"type": "RuntimeDefault"}}},
+        "logStorage": {"engine": "clickhouse", "clickhouse": {"url": "clickhouse://ch.db:9000"},
+                       "server": {"replicas": 2}},
+        "nodeAgentConfiguration": {"l7LogsFlushInterval": "2s", "l7LogsFileEnabled": True}})
+    docs = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+    r = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs))
+    assert "deployment.apps/l7obs-operator created (server dry run)" in r.stdout, r.stdout
+    assert "logstorage.l7scope.io/default " in r.stdout, r.stdout  # (created or configured)
+    lines = [x for x in r.stdout.splitlines() if x.strip()]
+    assert len(lines) == len(docs) and all("(server dry run)" in x for x in lines), r.stdout
+
+
 def test_shipped_install_yaml_is_the_rendered_chart(control_plane: ControlPlane, kube: Kube,
                                                     namespace: str) -> None:
     assert (REPO / "deploy" / "install.yaml").read_text() == chart.render_yaml(), \

@@ -253,3 +253,22 @@ def test_retry_after_a_failure_opens_a_new_connection(tmp_path: Path) -> None:
     assert ports[0] != ports[1] != ports[2]  # each retry on a new connection
     assert ports[2] == ports[3] == ports[4]  # while it works, one kept-alive connection
     assert sh.stats.batches_shipped == 3
+
+
+def test_an_old_connection_is_replaced_so_shipments_spread_over_replicas(tmp_path: Path) -> None:
+    """A kept-alive connection older than reconnect_seconds is closed before the next batch:
+    behind a Service the new one may reach a replica added since."""
+    srv = KeepAliveServer(fail_first=0)
+    now = [0.0]
+    sh = Shipper(srv.url, tmp_path, "node-a", reconnect_seconds=60, clock=lambda: now[0])
+    sh.start()
+    try:
+        for advance in (0, 30, 29, 2, 10):  # t = 0, 30, 59, 61 (new), 71
+            now[0] += advance
+            sh.submit(recs(1))
+            wait_for(lambda: sh.stats.spool_batches == 0)
+    finally:
+        sh.stop()
+        srv.close()
+    ports = [p for p, _ in srv.ports]
+    assert len(ports) == 5 and ports[0] == ports[1] == ports[2] != ports[3] == ports[4]

@@ -90,6 +90,8 @@ class NodeAgentStats(TypedDict):
     shipping: bool
     spool_bytes: int
     ship_error: str
+    stats_reports_sent: int  # node stats reports the server took (contracts/nodestats.py)
+    stats_report_errors: int
     selected_services: int
     capture_state: str
     envoy_ready: bool | None

@@ -9,7 +9,7 @@ counters (`COLLECTOR_DROPS`, `NODE_AGENT_DROPS`) are also one counter
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,32 +25,43 @@ GAUGES: Final = frozenset({"uptime_seconds", "requests_pending", "reports_buffer
 DROPS: Final = {COLLECTOR: COLLECTOR_DROPS, NODE_AGENT: NODE_AGENT_DROPS}
 
 
+def families(part: str, rows: Iterable[tuple[Sequence[str], Mapping[str, Any]]],
+             labels: Sequence[str] = ()) -> list[Metric]:
+    """The metric families of `part` for `rows` of (label values, `/stats`): one family per
+    name, one sample per row (the server renders every node's report this way, with a `node`
+    label; a part's own `/metrics` is one row without labels)."""
+    prefix = "l7scope_" + part.replace("-", "_") + "_"
+    fams: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+    drops = CounterMetricFamily(prefix + "dropped", "Drop counters of /stats, by key.",
+                                labels=(*labels, "counter"))
+    for values, stats in rows:
+        for key in sorted(stats):
+            v = stats[key]
+            if not isinstance(v, bool | int | float):
+                continue
+            m = fams.get(key)
+            if m is None:
+                if isinstance(v, bool) or key in GAUGES:
+                    m = GaugeMetricFamily(prefix + key, f"/stats {key}" + (" (1 = true)" if isinstance(v, bool) else ""),
+                                          labels=labels)
+                else:
+                    m = CounterMetricFamily(prefix + key, f"/stats {key}", labels=labels)
+                fams[key] = m
+            m.add_metric(list(values), float(v))
+        for key in DROPS.get(part, ()):
+            v = stats.get(key)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                drops.add_metric([*values, key], float(v))
+    out: list[Metric] = [fams[k] for k in sorted(fams)]
+    return [*out, drops]
+
+
 class _Stats(Collector):
     def __init__(self, part: str, stats: Mapping[str, Any]) -> None:
         self.part, self.stats = part, stats
 
     def collect(self) -> Iterable[Metric]:
-        prefix = "l7scope_" + self.part.replace("-", "_") + "_"
-        out: list[Metric] = []
-        for key in sorted(self.stats):
-            v = self.stats[key]
-            if isinstance(v, bool):
-                g = GaugeMetricFamily(prefix + key, f"/stats {key} (1 = true)")
-                g.add_metric([], float(v))
-                out.append(g)
-            elif isinstance(v, int | float):
-                cls = GaugeMetricFamily if key in GAUGES else CounterMetricFamily
-                m = cls(prefix + key, f"/stats {key}")
-                m.add_metric([], float(v))
-                out.append(m)
-        drops = CounterMetricFamily(prefix + "dropped", "Drop counters of /stats, by key.",
-                                    labels=("counter",))
-        for key in DROPS.get(self.part, ()):
-            v = self.stats.get(key)
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                drops.add_metric([key], float(v))
-        out.append(drops)
-        return out
+        return families(self.part, [((), self.stats)])
 
 
 def render(part: str, stats: Mapping[str, Any]) -> bytes:

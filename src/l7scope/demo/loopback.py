@@ -168,7 +168,7 @@ def _start(d: Session) -> None:
     d.progress(f"{NODE}: starting the node agent and the collector")
     agent = procs.start("node", pipeline.node_argv(
         files, NODE, f"http://{o.host}:{o.port}", f"http://127.0.0.1:{admin_port}",
-        f"127.0.0.1:{node_port}", d.token_file))
+        f"127.0.0.1:{node_port}", d.token_file, f"127.0.0.1:{coll_port}"))
     collector = procs.start("collector", pipeline.collector_argv(
         files, NODE, o.interval, f"127.0.0.1:{coll_port}"))
     node_stats = {NODE: netns_stats(None, node_port)}

@@ -135,7 +135,8 @@ class NetnsMode:
             agents[name] = t.popen(node, pipeline.node_argv(
                 files, name, f"http://127.0.0.1:{pipeline.RELAY_PORT}",
                 f"http://127.0.0.1:{pipeline.ENVOY_ADMIN_PORT}",
-                f"127.0.0.1:{pipeline.NODE_STATUS_PORT}", s.token_file))
+                f"127.0.0.1:{pipeline.NODE_STATUS_PORT}", s.token_file,
+                f"127.0.0.1:{pipeline.COLLECTOR_STATUS_PORT}"))
             collectors[name] = t.popen(node, pipeline.collector_argv(
                 files, name, o.interval, f"127.0.0.1:{pipeline.COLLECTOR_STATUS_PORT}"))
 

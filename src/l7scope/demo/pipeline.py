@@ -12,6 +12,7 @@ import yaml
 
 from l7scope.contracts import policysync
 from l7scope.contracts.auth import TOKEN_FILE_NAME
+from l7scope.contracts.status import STATS_PATH
 
 ENVOY_ADMIN_PORT: Final = 9901
 NODE_STATUS_PORT: Final = 9102
@@ -84,11 +85,13 @@ def write_node_files(files: NodeFiles, objects: list[dict[str, Any]], capture: b
 
 
 def node_argv(files: NodeFiles, node: str, server_url: str, envoy_admin: str,
-              status_addr: str, token_file: Path) -> list[str]:
+              status_addr: str, token_file: Path, collector_status_addr: str) -> list[str]:
     return l7scope("node", "--settings", str(files.settings), "--inventory", str(files.inventory),
                    "--node-name", node, "--server", server_url, "--server-token-file", str(token_file),
                    "--envoy-admin", envoy_admin, "--status-addr", status_addr,
-                   "--data-dir", str(files.agent_data))
+                   "--data-dir", str(files.agent_data),
+                   # the node's counters in the server's /metrics, as in a cluster
+                   "--collector-stats-url", f"http://{collector_status_addr}{STATS_PATH}")
 
 
 def collector_argv(files: NodeFiles, node: str, interval_s: int, status_addr: str) -> list[str]:

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from l7scope.capture import bridge
+from l7scope.contracts import nodestats, status_metrics
 from l7scope.contracts import policysync_pb2 as pb
-from l7scope.contracts import status_metrics
 from l7scope.contracts.auth import tls_verify
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.contracts.record import L7Record, encode_records
@@ -43,6 +43,7 @@ from l7scope.node.policysync_server import PolicySyncServer
 from l7scope.node.selection import CaptureController, capture_rules, envoy_ready_probe
 from l7scope.node.settings import SettingsFile
 from l7scope.node.shipper import Shipper
+from l7scope.node.stats_report import StatsReporter
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class AgentConfig:
     server_url: str | None = None
     server_token_file: str | None = None  # bearer token for shipping (contracts/auth.py)
     server_ca_file: str | None = None  # CA bundle of an https server
+    collector_stats_url: str | None = None  # the collector's /stats, sent with the node's report
+    stats_report_seconds: float = nodestats.REPORT_SECONDS
     envoy_admin: str | None = None
     status_addr: str | None = None  # HOST:PORT
     data_dir: str = "/var/lib/l7scope/node"
@@ -97,6 +100,10 @@ class Agent:
                                max_spool_bytes=cfg.max_spool_bytes,
                                token_file=Path(cfg.server_token_file) if cfg.server_token_file else None,
                                verify=tls_verify(Path(cfg.server_ca_file) if cfg.server_ca_file else None))
+        self.reporter = (StatsReporter(cfg.server_url, cfg.node_name, self.snapshot, self.shipper.token.headers,
+                                       verify=self.shipper.verify, collector_stats_url=cfg.collector_stats_url,
+                                       interval=cfg.stats_report_seconds)
+                         if cfg.server_url else None)
         probe = envoy_ready_probe(cfg.envoy_admin) if cfg.envoy_admin else (lambda: True)
         self.capture = CaptureController(self.cache, cfg.node_name, capture_rules(s), probe,
                                          cfg.netns, host_net=lambda: bridge.read_host(cfg.netns))
@@ -124,6 +131,8 @@ class Agent:
         self.capture.stop()  # clean slate: a previous run may have left rules behind
         self.server.start()
         self.shipper.start()
+        if self.reporter is not None:
+            self.reporter.start()
         self._spawn("l7scope-flush", self._flush_loop)
         self._spawn("l7scope-control", self._control_loop)
         for i, feed in enumerate(self.cfg.feeds):
@@ -152,6 +161,8 @@ class Agent:
     def stop(self) -> None:
         self.server.stop()
         self._stop.set()
+        if self.reporter is not None:
+            self.reporter.stop()
         if self._status is not None:
             self._status.close()
         for t in self._threads:
@@ -307,6 +318,8 @@ class Agent:
             "shipping": self.shipper.url is not None,
             "spool_bytes": sh.spool_bytes,
             "ship_error": sh.last_error,
+            "stats_reports_sent": self.reporter.stats.sent if self.reporter else 0,
+            "stats_report_errors": self.reporter.stats.errors if self.reporter else 0,
             "selected_services": cap.selected_services,
             "capture_state": cap.state,
             "envoy_ready": cap.envoy_ready,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
+from l7scope.contracts import nodestats
 from l7scope.contracts import policysync_pb2 as pb
 from l7scope.contracts.auth import TokenFileError
 from l7scope.contracts.nodeconfig import NodeSettings, SettingsError
@@ -61,6 +62,11 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
                    "else the system's CAs].")
 @click.option("--envoy-admin", help="Envoy admin: unix:/path or http://127.0.0.1:PORT; capture is withdrawn while its /ready fails.")
 @click.option("--status-addr", help="HOST:PORT for GET /healthz and GET /stats.")
+@click.option("--collector-stats-url",
+              help="The collector's /stats (e.g. http://127.0.0.1:9901/stats): sent with this node's "
+                   "counters to the server, for its /metrics (docs/metrics.md).")
+@click.option("--stats-report-seconds", type=click.FloatRange(min=1.0), default=nodestats.REPORT_SECONDS,
+              show_default=True, help="How often this node's counters are sent to the --server.")
 @click.option("--data-dir", default="/var/lib/l7scope/node", show_default=True,
               help="Spool directory parent (batches not yet shipped survive restarts).")
 @click.option("--netns", help="Apply capture rules in this network namespace (tests).")
@@ -73,8 +79,9 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
 @click.pass_context
 def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | None,
          node_name: str, server_url: str | None, server_token_file: str | None, server_ca_file: str | None, envoy_admin: str | None,
-         status_addr: str | None, data_dir: str, netns: str | None, grace_seconds: float,
-         use_kube: bool, kubeconfig: str | None) -> None:
+         status_addr: str | None, collector_stats_url: str | None, stats_report_seconds: float,
+         data_dir: str, netns: str | None,
+         grace_seconds: float, use_kube: bool, kubeconfig: str | None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from l7scope.node.agent import Agent, AgentConfig
@@ -86,7 +93,9 @@ def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | Non
                       inventory_dir=inventory_dir, server_url=server_url,
                       server_token_file=server_token_file, server_ca_file=server_ca_file,
                       envoy_admin=envoy_admin, status_addr=status_addr, data_dir=data_dir,
-                      netns=netns, grace_seconds=grace_seconds)
+                      netns=netns, grace_seconds=grace_seconds,
+                      collector_stats_url=collector_stats_url,
+                      stats_report_seconds=stats_report_seconds)
     try:
         agent = Agent(cfg)
     except (SettingsError, TokenFileError) as e:

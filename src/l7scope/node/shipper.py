@@ -9,7 +9,10 @@ lost, nothing counted twice.
 Failures: connection errors, 401/403 (a credential problem of the installation, not of the
 batch), 408, 429 and 5xx are retried with exponential backoff and jitter (httpx); any other 4xx
 is permanent (the batch is dropped and counted). Batches go over one kept-alive connection; after
-a failure the retry opens a new one (through a Service: possibly to another server replica). The spool is bounded
+a failure the retry opens a new one (through a Service: possibly to another server replica), and
+so does the first batch after the connection is `reconnect_seconds` old (default 60 s): kube-proxy
+balances connections, not requests, so without it a node would keep shipping to one replica
+forever, and replicas added later would get nothing from the nodes already running. The spool is bounded
 (`max_bytes`): when full, the oldest batches not being sent are dropped and their records counted.
 """
 
@@ -174,8 +177,10 @@ class Shipper:
                  max_spool_bytes: int = 512 * 1024 * 1024, timeout: float = 10.0,
                  backoff_base: float = 0.1, backoff_cap: float = 5.0,
                  rng: Callable[[], float] = random.random, token_file: Path | None = None,
-                 verify: ssl.SSLContext | bool = True) -> None:
+                 verify: ssl.SSLContext | bool = True, reconnect_seconds: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.stats = ShipperStats()
+        self.reconnect_seconds, self._clock = reconnect_seconds, clock
         self.token = TokenSource(token_file)
         self.verify = verify  # how an https server's certificate is checked
         self.url = server_url.rstrip("/") + bulk.BULK_PATH if server_url else None
@@ -226,6 +231,7 @@ class Shipper:
     def _run(self) -> None:
         assert self.spool is not None
         client = httpx.Client(timeout=self.timeout, verify=self.verify)
+        opened = self._clock()
         try:
             while not self._stop.is_set():
                 path = self.spool.oldest()
@@ -233,6 +239,10 @@ class Shipper:
                     self._wake.wait(1.0)
                     self._wake.clear()
                     continue
+                if self._clock() - opened >= self.reconnect_seconds:
+                    # spread the node's shipments over the replicas behind the Service
+                    client.close()
+                    client, opened = httpx.Client(timeout=self.timeout, verify=self.verify), self._clock()
                 if self.send_one(client, path):
                     self._attempt = 0
                 else:
@@ -241,7 +251,7 @@ class Shipper:
                     # connections, so the retry can reach another server replica instead of
                     # the kept-alive connection to the one that failed.
                     client.close()
-                    client = httpx.Client(timeout=self.timeout, verify=self.verify)
+                    client, opened = httpx.Client(timeout=self.timeout, verify=self.verify), self._clock()
                     self._stop.wait(self.backoff(self._attempt))
         finally:
             client.close()

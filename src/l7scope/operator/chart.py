@@ -1,19 +1,36 @@
-"""Render the Helm chart `deploy/helm/l7scope` without Helm, into one plain manifest.
+"""Render the Helm chart `deploy/helm/l7scope` as `helm template` does, and `deploy/install.yaml`.
 
-The chart's templates deliberately use only plain value references (`{{ .Values.a.b }}`,
-`{{ .Release.Namespace }}`, `{{ .Chart.AppVersion }}`) and `{{- toYaml .Values.a | nindent N }}`
-for a mapping of values, which this module substitutes; anything
-else between braces is an error, so the chart stays renderable both ways. The output is what
-`helm template` would print, plus the Namespace and the CRDs first: `deploy/install.yaml`,
-for clusters without Helm (`kubectl apply -f deploy/install.yaml`).
+The renderer is `tools/chartrender`: Go's text/template with sprig and Helm's own functions
+(`include`, `tpl`, `required`, `toYaml`, ...), the values merged and checked against
+`values.schema.json` as Helm 3 does, the documents sorted in Helm's install order and printed
+with `# Source:` lines. It is the engine Helm uses put together from Debian's Go packages
+(Helm itself is not installable here), built by `scripts/setup.d/chartrender.sh` and cached
+under a key hashed from its source; this module finds that build or fails naming the step.
+There is no second renderer in Python: what the tests apply and what `deploy/install.yaml`
+holds is that engine's output.
+
+`deploy/install.yaml` (for clusters without Helm: `kubectl apply -f deploy/install.yaml`) is the
+Namespace, labelled for the DaemonSet (`render.NAMESPACE_LABELS`), then `helm template l7scope
+deploy/helm/l7scope -n l7scope-system --include-crds`, default values:
 
     python -m l7scope.operator.chart > deploy/install.yaml
+
+`values.schema.json` is written by hand but for its `logStorage` and `nodeAgentConfiguration`,
+which are the two CRDs' spec schemas (`operator/crd.py`) made strict for values (unknown keys
+refused, int-or-string spelled as JSON Schema): `python -m l7scope.operator.chart --values-schema`.
+
+Only the tests and that command use this module; it is in `l7scope.operator` because the
+Namespace's labels are the operator's (the test kit may not import the operator).
 """
 
 from __future__ import annotations
 
-import re
+import hashlib
+import json
+import os
+import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,86 +38,108 @@ from typing import Any
 import yaml
 
 from l7scope.contracts import install
+from l7scope.operator import crd
 from l7scope.operator.render import NAMESPACE_LABELS
 
-CHART = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "l7scope"
+REPO = Path(__file__).resolve().parents[3]
+CHART = REPO / "deploy" / "helm" / "l7scope"
+RENDERER_SOURCE = REPO / "tools" / "chartrender" / "main.go"
+SETUP_STEP = "scripts/setup.d/chartrender.sh"
 DEFAULT_NAMESPACE = install.DEFAULT_NAMESPACE
-_KIND_ORDER = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-               "ConfigMap", "Service", "Deployment")
-_EXPR = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
+RELEASE = "l7scope"  # the release name the docs use: objects are named l7scope-operator
 
 
-class ChartError(ValueError):
-    pass
+class ChartError(RuntimeError):
+    """The chart did not render (the renderer's message), or the renderer is not built."""
 
 
-def _node(ctx: Mapping[str, Any], dotted: str, where: str) -> Any:
-    node: Any = ctx
-    for part in dotted.lstrip(".").split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise ChartError(f"{where}: no value for {dotted}")
-        node = node[part]
-    return node
+def renderer() -> Path:
+    """The chartrender binary built from this checkout's source (same key as the setup step)."""
+    key = hashlib.sha256(RENDERER_SOURCE.read_bytes()).hexdigest()[:16]
+    default = (Path("/var/cache/l7scope/chartrender") if os.geteuid() == 0 else
+               Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "l7scope" / "chartrender")
+    path = Path(os.environ.get("L7SCOPE_CHARTRENDER_CACHE", default)) / key / "chartrender"
+    if not os.access(path, os.X_OK):
+        raise ChartError(f"the chart renderer is not built for this tools/chartrender/main.go "
+                         f"({path} is missing): run `bash {SETUP_STEP}` (part of `scripts/setup.sh test`)")
+    return path
 
 
-def _lookup(ctx: Mapping[str, Any], dotted: str, where: str) -> str:
-    node = _node(ctx, dotted, where)
-    if isinstance(node, Mapping | list):
-        raise ChartError(f"{where}: {dotted} is not a scalar")
-    return str(node)
+def template(chart: Path = CHART, namespace: str = DEFAULT_NAMESPACE,
+             values: Mapping[str, Any] | None = None, release: str = RELEASE,
+             include_crds: bool = True, notes: bool = False) -> str:
+    """What `helm template RELEASE CHART -n NAMESPACE -f VALUES [--include-crds]` prints
+    (`notes`: the rendered NOTES.txt instead)."""
+    cmd = [str(renderer()), "--name", release, "--namespace", namespace]
+    if include_crds:
+        cmd.append("--include-crds")
+    if notes:
+        cmd.append("--notes")
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        if values:
+            json.dump(values, f)  # JSON is YAML: a values file
+            f.flush()
+            cmd += ["-f", f.name]
+        r = subprocess.run([*cmd, str(chart)], capture_output=True, text=True, timeout=120, check=False)
+    if r.returncode != 0:
+        raise ChartError(r.stderr.strip().removeprefix("Error: ") or f"chartrender exit {r.returncode}")
+    return r.stdout
 
 
-def render_template(text: str, ctx: Mapping[str, Any], where: str = "template") -> str:
-    def sub(m: re.Match[str]) -> str:
-        expr = m.group(1)
-        block = re.fullmatch(r"toYaml (\.Values(?:\.\w+)+) \| nindent (\d+)", expr)
-        if block:  # a mapping of values, as Helm's `toYaml ... | nindent N` prints it
-            node = _node(ctx, block.group(1), where)
-            text = yaml.safe_dump(node, sort_keys=False, width=100).rstrip("\n")
-            pad = " " * int(block.group(2))
-            return "\n" + "\n".join(pad + line for line in text.split("\n"))
-        if not re.fullmatch(r"\.(Values|Release|Chart)(\.\w+)+", expr):
-            raise ChartError(f"{where}: unsupported template expression {{{{ {expr} }}}}")
-        return _lookup(ctx, expr, where)
-    return _EXPR.sub(sub, text)
-
-
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
-    return out
+def namespace_object(namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": dict(NAMESPACE_LABELS)}}
 
 
 def render(chart: Path = CHART, namespace: str = DEFAULT_NAMESPACE,
            values: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Namespace, CRDs, then every template, as objects."""
-    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
-    vals = _deep_merge(yaml.safe_load((chart / "values.yaml").read_text()) or {}, values or {})
-    ctx = {"Values": vals, "Release": {"Namespace": namespace, "Name": meta["name"]},
-           "Chart": {"AppVersion": meta.get("appVersion", ""), "Name": meta["name"],
-                     "Version": meta.get("version", "")}}
-    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace",
-                                   "metadata": {"name": namespace,
-                                                "labels": dict(NAMESPACE_LABELS)}}]
-    for p in sorted((chart / "crds").glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(p.read_text()) if d]
-    rendered: list[dict[str, Any]] = []
-    for p in sorted((chart / "templates").glob("*.yaml")):
-        text = render_template(p.read_text(), ctx, str(p.relative_to(chart)))
-        rendered += [d for d in yaml.safe_load_all(text) if d]
-    # Helm's install order: identities and RBAC before workloads; custom objects last.
-    order = {k: i for i, k in enumerate(_KIND_ORDER)}
-    rendered.sort(key=lambda d: order.get(str(d.get("kind")), len(order)))
-    return docs + rendered
+    """The Namespace, then the CRDs and every template in Helm's order, as objects."""
+    docs = [d for d in yaml.safe_load_all(template(chart, namespace, values)) if d]
+    return [namespace_object(namespace), *docs]
 
 
 def render_yaml(chart: Path = CHART, namespace: str = DEFAULT_NAMESPACE) -> str:
     header = ("# Generated by `python -m l7scope.operator.chart` from deploy/helm/l7scope; do not edit.\n"
-              "# Installs the CRDs, the operator and its RBAC: kubectl apply -f deploy/install.yaml\n")
-    return header + "---\n".join(yaml.safe_dump(d, sort_keys=False, width=100) for d in
-                                 render(chart, namespace))
+              "# Installs the CRDs, the operator and its RBAC: kubectl apply -f deploy/install.yaml\n"
+              "# (the Namespace, then `helm template l7scope deploy/helm/l7scope --include-crds`)\n")
+    return (header + "---\n" + yaml.safe_dump(namespace_object(namespace), sort_keys=False)
+            + template(chart, namespace))
+
+
+def _strict(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A CRD's structural schema as JSON Schema for values: objects with properties refuse other
+    keys (the API server would prune them silently), x-kubernetes-* keywords dropped."""
+    out: dict[str, Any] = {}
+    for k, v in schema.items():
+        if k == "properties":
+            out[k] = {name: _strict(sub) for name, sub in v.items()}
+        elif k in ("items", "additionalProperties") and isinstance(v, Mapping):
+            out[k] = _strict(v)
+        elif not k.startswith("x-kubernetes-"):
+            out[k] = v
+    if schema.get("x-kubernetes-int-or-string") and "type" not in schema:
+        out["type"] = ["integer", "string"]
+    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+def _spec_schema(c: Mapping[str, Any]) -> dict[str, Any]:
+    spec = c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return _strict(spec)
+
+
+def values_schema_text(chart: Path = CHART) -> str:
+    """values.schema.json with its CRD-derived parts as the CRDs are now."""
+    schema = json.loads((chart / "values.schema.json").read_text())
+    props = schema["properties"]
+    props["logStorage"] = _spec_schema(crd.log_storage_crd())
+    props["nodeAgentConfiguration"] = _spec_schema(crd.node_agent_configuration_crd())
+    return json.dumps(schema, indent=2) + "\n"
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render_yaml())
+    if sys.argv[1:] == ["--values-schema"]:
+        (CHART / "values.schema.json").write_text(values_schema_text())
+    else:
+        sys.stdout.write(render_yaml())

@@ -36,13 +36,17 @@ In a cluster it runs with its service account (deploy/helm/l7scope):
               help="Image of the DaemonSet and server containers (one image, every role).")
 @click.option("--image-pull-policy", default="IfNotPresent", show_default=True,
               type=click.Choice(["Always", "IfNotPresent", "Never"]))
+@click.option("--image-pull-secret", "image_pull_secrets", multiple=True, metavar="NAME",
+              help="Secret in --namespace to pull the image with (repeatable; the chart's "
+                   "imagePullSecrets): set on the DaemonSet's and the server's pods.")
 @click.option("--cert-manager-issuer", metavar="[KIND/]NAME",
               help="Have cert-manager issue the server's certificate (a Certificate for this "
                    "Issuer, or ClusterIssuer/NAME) instead of the operator's own CA.")
 @click.option("--liveness", metavar="HOST:PORT",
               help="Serve kopf's liveness probe at http://HOST:PORT/healthz.")
 def operator(namespace: str, kubeconfig: str | None, in_cluster: bool, image: str,
-             image_pull_policy: str, cert_manager_issuer: str | None, liveness: str | None) -> None:
+             image_pull_policy: str, image_pull_secrets: tuple[str, ...],
+             cert_manager_issuer: str | None, liveness: str | None) -> None:
     import kopf
 
     from l7scope.kube.client import KubeError, connect
@@ -65,6 +69,7 @@ def operator(namespace: str, kubeconfig: str | None, in_cluster: bool, image: st
         issuer = (name, kind or "Issuer")
     registry = build_registry(kube, OperatorConfig(namespace=namespace, image=image,
                                                    image_pull_policy=image_pull_policy,
+                                                   image_pull_secrets=image_pull_secrets,
                                                    cert_manager_issuer=issuer))
     kopf.run(registry=registry, standalone=True, namespaces=[namespace],
              liveness_endpoint=f"http://{liveness}/healthz" if liveness else None)

@@ -37,6 +37,7 @@ class OperatorConfig:
     namespace: str = "l7scope-system"
     image: str = "ghcr.io/l7scope/l7scope:0.1.0"
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()  # Secrets in the namespace, for the image
     #: (name, kind) of a cert-manager Issuer/ClusterIssuer for the server's certificate; None:
     #: the operator issues its own CA and certificate (operator/tls.py)
     cert_manager_issuer: tuple[str, str] | None = None
@@ -105,7 +106,8 @@ class Reconciler:
                                         generation, checked.warnings)
             storage_body, storage = self._log_storage()
             ctx = render.RenderContext(namespace=self.cfg.namespace, image=self.cfg.image,
-                                       image_pull_policy=self.cfg.image_pull_policy, node=node,
+                                       image_pull_policy=self.cfg.image_pull_policy,
+                                       image_pull_secrets=self.cfg.image_pull_secrets, node=node,
                                        owner=owner_reference(body),
                                        cert_manager_issuer=self.cfg.cert_manager_issuer,
                                        storage=storage or logstorage.DEFAULT)

@@ -57,6 +57,8 @@ CONFIGMAP_KEY: Final = "envoy-config.yaml"
 SERVER: Final = install.SERVER
 SERVER_PORT: Final = install.SERVER_PORT  # l7scope server / observe default
 HASH_ANNOTATION: Final = "l7scope.io/config-hash"
+SCRAPE_ANNOTATIONS: Final = {"prometheus.io/scrape": "true", "prometheus.io/scheme": "https",
+                             "prometheus.io/port": str(SERVER_PORT), "prometheus.io/path": api.METRICS_PATH}
 SERVER_ROLE: Final = "l7scope-server"  # ServiceAccount, ClusterRole, ClusterRoleBinding
 TOKEN_KEY: Final = "token"
 TOKEN_DIR: Final = "/var/run/l7scope/api-token"
@@ -102,6 +104,8 @@ class RenderContext:
     namespace: str = "l7scope-system"
     image: str = "ghcr.io/l7scope/l7scope:0.1.0"
     image_pull_policy: str = "IfNotPresent"
+    #: Secrets in the namespace the kubelet pulls the image with (the chart's imagePullSecrets)
+    image_pull_secrets: tuple[str, ...] = ()
     node: NodeSettings = NodeSettings()
     owner: dict[str, Any] | None = None  # an ownerReferences entry
     #: the server's certificate and the agents' CA bundle (operator/tls.py); its digest rolls
@@ -125,6 +129,10 @@ def _meta(name: str, ctx: RenderContext, component: str, namespaced: bool = True
     if ctx.owner is not None:
         m["ownerReferences"] = [ctx.owner]
     return m
+
+
+def _pull_secrets(ctx: RenderContext) -> dict[str, Any]:
+    return {"imagePullSecrets": [{"name": n} for n in ctx.image_pull_secrets]} if ctx.image_pull_secrets else {}
 
 
 def config_hash(*parts: Any) -> str:
@@ -222,7 +230,9 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
         ["l7scope", "node", "--kube", "--node-name", "$(NODE_NAME)", "--server", server_url,
          "--server-token-file", f"{TOKEN_DIR}/{TOKEN_KEY}",
          "--envoy-admin", ENVOY_ADMIN,
-         "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR],
+         "--status-addr", f"127.0.0.1:{NODE_STATUS_PORT}", "--data-dir", NODE_DATA_DIR,
+         # the collector's counters reach Prometheus through the server (contracts/nodestats.py)
+         "--collector-stats-url", f"http://127.0.0.1:{COLLECTOR_STATUS_PORT}{status.STATS_PATH}"],
         _http(NODE_STATUS_PORT, status.HEALTHZ_PATH),
         env=[_NODE_NAME_ENV],
         mounts=[{"name": "policy-sync", "mountPath": prefix}, _RUN_MOUNT,
@@ -242,6 +252,7 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
                              "annotations": {HASH_ANNOTATION: template_hash}},
                 "spec": {
                     "serviceAccountName": SERVICE_ACCOUNT,
+                    **_pull_secrets(ctx),
                     "hostNetwork": True,
                     "dnsPolicy": "ClusterFirstWithHostNet",
                     "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -331,7 +342,9 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
             "strategy": {"type": "Recreate"},  # one writer of the embedded store
             "selector": {"matchLabels": labels},
             "template": {
-                "metadata": {"labels": _labels(SERVER)},
+                # the conventional scrape annotations: /metrics needs a cluster-wide reader's
+                # bearer token (docs/metrics.md has the Prometheus job)
+                "metadata": {"labels": _labels(SERVER), "annotations": dict(SCRAPE_ANNOTATIONS)},
                 "spec": {
                     # meets Pod Security `restricted`: non-root, nothing added, read-only root
                     "securityContext": {"runAsNonRoot": True, "runAsUser": APP_UID,
@@ -354,6 +367,7 @@ def server(ctx: RenderContext) -> list[dict[str, Any]]:
                     }],
                     # its own token (in-cluster credentials) for the TokenReviews and SARs
                     "serviceAccountName": SERVER_ROLE,
+                    **_pull_secrets(ctx),
                     "volumes": [{"name": "data", "emptyDir": {}},
                                 {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
                 },

@@ -36,6 +36,7 @@ from l7scope.contracts.auth import (
     parse_bearer,
 )
 from l7scope.contracts.bulk import BULK_PATH, CONTENT_TYPE
+from l7scope.contracts.nodestats import NODE_STATS_PATH
 from l7scope.server.auth import (
     Authenticator,
     AuthUnavailable,
@@ -53,6 +54,8 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 NO_STORE = (b"cache-control", b"no-store")
 DEFAULT_ALLOWED_HOSTS = ("localhost",)
 _OPEN_API = frozenset({HEALTHZ_PATH, LOGIN_PATH, LOGOUT_PATH})
+#: the routes a writer (a node agent's credential) may call, and only it
+WRITE_PATHS = frozenset({BULK_PATH, NODE_STATS_PATH})
 _encoder = msgspec.json.Encoder()
 
 
@@ -125,7 +128,7 @@ def session_id(cookie_header: str | None) -> str | None:
 
 
 def may(principal: Principal, method: str, path: str) -> bool:
-    if path == BULK_PATH:
+    if path in WRITE_PATHS:
         return principal.can_write
     if path in (CODES_PATH, WHOAMI_PATH):
         return principal.can_read or principal.can_write
@@ -195,7 +198,7 @@ class AccessMiddleware:
                 return
             if not may(principal, method, path):
                 await _answer(send, 403, "forbidden",
-                              f"{principal.name} may not {'write' if path == BULK_PATH else 'read'} here")
+                              f"{principal.name} may not {'write' if path in WRITE_PATHS else 'read'} here")
                 return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)

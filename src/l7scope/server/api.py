@@ -29,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 
 from l7scope import __version__
 from l7scope.contracts import api as paths
+from l7scope.contracts import nodestats
 from l7scope.contracts.bulk import BATCH_ID_HEADER, BULK_PATH, MAX_BODY_BYTES
 from l7scope.server import export, login
 from l7scope.server.access import DEFAULT_ALLOWED_HOSTS, AccessMiddleware, HostPolicy
@@ -185,6 +186,22 @@ async def _bulk(request: Request, st: AppState) -> Response:
     return JSON(msgspec.structs.replace(result, rejected_total=rejected_total))
 
 
+async def node_stats(request: Request) -> Response:
+    """A node agent's report of its node's counters (contracts/nodestats.py), kept for /metrics."""
+    st = state(request)
+    try:
+        body = await _read_body(request, nodestats.MAX_BODY_BYTES, st.limits.body_timeout_s)
+        report = nodestats.decode(body)
+    except RequestError as e:
+        return JSON(e.to_json(), status_code=e.status)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        return _error(400, "bad_request", f"node stats report: {e}")
+    if not st.metrics.nodes.put(report):
+        return _error(429, "too_many_nodes",
+                      f"the server keeps reports of at most {st.metrics.nodes.max_nodes} nodes")
+    return JSON({"node": report.node, "stored": True})
+
+
 def _scope(request: Request) -> frozenset[str] | None:
     """The namespaces the caller may read (None: all), from the principal access.py left."""
     principal: Principal | None = getattr(request.state, "principal", None)
@@ -307,6 +324,7 @@ async def status(request: Request) -> Response:
                       "last_run": None if m.retention_last_run is None else int(m.retention_last_run),
                       "last_cutoff": m.retention_cutoff},
         "archive": None if st.archive_status is None else st.archive_status(),
+        "nodes": st.metrics.nodes.status(),
     })
 
 
@@ -349,6 +367,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 ROUTES: list[BaseRoute] = [
     Route(BULK_PATH, bulk, methods=["POST"]),
+    Route(nodestats.NODE_STATS_PATH, node_stats, methods=["POST"]),
     Route(paths.SEARCH_PATH, search, methods=["POST"]),
     Route(paths.AGGREGATION_PATH, aggregation, methods=["POST"]),
     Route(paths.SERVICEGRAPH_PATH, servicegraph, methods=["POST"]),

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from l7scope.contracts.record import TYPE_UNLOGGED
 from l7scope.server.edge_metrics import Acc, EdgeSeries, Labels, count_batch
 from l7scope.server.graph import dest_node, source_node
+from l7scope.server.node_stats import NodeStatsTable
 
 MAX_EDGE_SERIES: Final = 10_000
 OTHER: Final = "other"
@@ -72,6 +73,8 @@ class Metrics:
         self.series = EdgeSeries()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.series)
+        self.nodes = NodeStatsTable()  # the node agents' reports (contracts/nodestats.py)
+        self.registry.register(self.nodes)
 
     def inc(self, name: str, n: int = 1) -> None:
         with self._lock:
