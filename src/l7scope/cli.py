@@ -13,19 +13,55 @@ import click
 
 from l7scope import __version__
 
-# name -> "module:attribute" of a click command, with a one-line summary for --help.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("l7scope.demo.cli:demo", "Run a whole shop on this machine and show its traffic."),
-    "collector": ("l7scope.collector.cli:collector", "Tail Envoy's access log and report to the node agent."),
-    "node": ("l7scope.node.cli:node", "Node agent: Policy Sync server, capture rules, enrich, aggregate, ship."),
-    "server": ("l7scope.server.cli:server", "Store L7 records and serve the query API and web page."),
-    "observe": ("l7scope.observe.cli:observe", "Show L7 records from the server, with filters (like hubble observe)."),
-    "export": ("l7scope.observe.export:export", "Write the L7 records of a time range to a Parquet or JSON-lines file."),
-    "top": ("l7scope.observe.top:top", "Live table of the busiest edges or routes."),
-    "status": ("l7scope.status.cli:status", "Health and counters of every part."),
-    "operator": ("l7scope.operator.cli:operator", "Kubernetes operator for the ApplicationLayer resource."),
-    "envoy-config": ("l7scope.proxy.cli:envoy_config", "Print the Envoy configuration l7scope runs."),
+# name -> ("module:attribute" of a click command, one-line summary for --help, the extra that
+# installs what it needs: `pip install 'l7scope[EXTRA]'`; None: the base package).
+SUBCOMMANDS: dict[str, tuple[str, str, str | None]] = {
+    "demo": ("l7scope.demo.cli:demo", "Run a whole shop on this machine and show its traffic.", "demo"),
+    "collector": ("l7scope.collector.cli:collector", "Tail Envoy's access log and report to the node agent.", "node"),
+    "node": ("l7scope.node.cli:node", "Node agent: Policy Sync server, capture rules, enrich, aggregate, ship.", "node"),
+    "server": ("l7scope.server.cli:server", "Store L7 records and serve the query API and web page.", "server"),
+    "observe": ("l7scope.observe.cli:observe", "Show L7 records from the server, with filters (like hubble observe).", None),
+    "export": ("l7scope.observe.export:export", "Write the L7 records of a time range to a Parquet or JSON-lines file.", None),
+    "top": ("l7scope.observe.top:top", "Live table of the busiest edges or routes.", None),
+    "status": ("l7scope.status.cli:status", "Health and counters of every part.", None),
+    "dashboard": ("l7scope.observe.dashboard:dashboard", "Open the cluster's Service Graph page, logged in (port-forward).", None),
+    "operator": ("l7scope.operator.cli:operator", "Kubernetes operator for the ApplicationLayer resource.", "operator"),
+    "envoy-config": ("l7scope.proxy.cli:envoy_config", "Print the Envoy configuration l7scope runs.", "node"),
 }
+
+
+class MissingExtra(click.ClickException):
+    """A command's third-party module is not installed: name the extra that brings it."""
+
+    exit_code = 2
+
+    def __init__(self, command: str, extra: str | None, module: str) -> None:
+        hint = (f"install it with: pip install 'l7scope[{extra}]'" if extra else
+                "reinstall l7scope (pip install --force-reinstall l7scope)")
+        super().__init__(f"`l7scope {command}` needs the Python module {module!r}, which is not "
+                         f"installed; {hint}")
+
+
+def _third_party(e: ModuleNotFoundError) -> str | None:
+    """The missing top-level module when it is not l7scope's own (a missing extra)."""
+    top = (e.name or "").split(".")[0]
+    return top if top and top != "l7scope" else None
+
+
+def _guard(name: str, command: click.Command, extra: str | None) -> click.Command:
+    inner = command.invoke
+
+    def invoke(ctx: click.Context) -> object:
+        try:
+            return inner(ctx)
+        except ModuleNotFoundError as e:
+            module = _third_party(e)
+            if module is None:
+                raise
+            raise MissingExtra(name, extra, module) from None
+
+    command.invoke = invoke  # type: ignore[method-assign]
+    return command
 
 
 class LazyGroup(click.Group):
@@ -40,12 +76,13 @@ class LazyGroup(click.Group):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
-            if e.name and module_name.startswith(e.name):
-                return _unavailable(cmd_name, target[1])
-            raise
+            missing = _third_party(e)
+            if missing is None:
+                raise
+            return _unavailable(cmd_name, target[1], target[2], missing)
         command = getattr(module, attr)
         assert isinstance(command, click.Command)
-        return command
+        return _guard(cmd_name, command, target[2])
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SUBCOMMANDS[name][1]) for name in self.list_commands(ctx)]
@@ -53,10 +90,13 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-def _unavailable(name: str, summary: str) -> click.Command:
-    @click.command(name=name, help=f"{summary}\n\n(Not available in this build.)")
+def _unavailable(name: str, summary: str, extra: str | None, module: str) -> click.Command:
+    need = f"pip install 'l7scope[{extra}]'" if extra else "a complete install"
+
+    @click.command(name=name, help=f"{summary}\n\n(Not installed: needs {need}.)",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
     def cmd() -> None:
-        raise click.ClickException(f"`l7scope {name}` is not available in this build yet")
+        raise MissingExtra(name, extra, module)
 
     return cmd
 

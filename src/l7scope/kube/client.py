@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import socket
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from urllib.parse import quote
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes.stream import portforward
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +113,15 @@ class Kube:
         self._api.user_agent = "l7scope"
         self._resources: dict[str, dict[str, Resource]] = {}
         self._lock = threading.Lock()
+        # The client's websocket helper swaps `call_api` on the ApiClient it is given while it
+        # connects: port-forwards get their own ApiClient, one handshake at a time.
+        self._pf_api: k8s_client.ApiClient | None = None
+        self._pf_lock = threading.Lock()
 
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
+        if self._pf_api is not None:
+            self._pf_api.close()  # type: ignore[no-untyped-call]
 
     # ---- credentials ---------------------------------------------------------------------
     def credentials(self) -> Credentials:
@@ -214,6 +223,28 @@ class Kube:
         finally:
             raw.release_conn()
 
+    # ---- streams ------------------------------------------------------------------------
+    def open_port(self, namespace: str, pod: str, port: int, *, timeout: float = 30.0) -> PortStream:
+        """A byte stream to `port` of `pod`, through the API server's `pods/portforward`
+        subresource (a websocket to the API server, which the kubelet connects to the pod's
+        network namespace). One stream per call: a forwarder opens one per local connection. A
+        refused handshake is a KubeError with the API server's status (403: RBAC)."""
+        with self._pf_lock:
+            if self._pf_api is None:
+                self._pf_api = k8s_client.ApiClient(self.configuration)
+                self._pf_api.user_agent = "l7scope"
+            core = k8s_client.CoreV1Api(self._pf_api)
+            try:
+                pf = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace,
+                                 ports=str(port), _request_timeout=timeout)
+            except k8s_client.ApiException as e:
+                text = str(e.reason or e)
+                m = _HANDSHAKE.search(text)
+                status = int(m.group(1)) if m else int(e.status or 0)
+                raise KubeError(status, m.group(2).strip() if m else "PortForwardFailed",
+                                _handshake_message(text)) from None
+        return PortStream(pf, port)
+
     # ---- writes --------------------------------------------------------------------------
     def apply(self, obj: Mapping[str, Any], *, field_manager: str, force: bool = True,
               dry_run: bool = False) -> JSON:
@@ -301,6 +332,39 @@ class Kube:
 
     def server_version(self) -> str:
         return str(self.get("/version").get("gitVersion") or "")
+
+
+_HANDSHAKE = re.compile(r"Handshake status (\d{3}) ?([A-Za-z ]*)")
+
+
+def _handshake_message(text: str) -> str:
+    """The API server's message from a refused websocket handshake (websocket-client puts the
+    status line, the headers and the body in one string)."""
+    body = text.rsplit("-+-+-", 1)[-1].strip()
+    if body.startswith(("b'", 'b"')):
+        body = body[2:-1]
+    try:
+        data = json.loads(body.encode().decode("unicode_escape"))
+    except ValueError:
+        return text[:300]
+    return str(data.get("message") or text[:300]) if isinstance(data, dict) else text[:300]
+
+
+class PortStream:
+    """One port-forwarded connection: `sock` is the local end (a socket) whose bytes reach the
+    pod's port; `error()` is what the kubelet reported for it (e.g. nothing listens there)."""
+
+    def __init__(self, pf: Any, port: int) -> None:
+        self._pf = pf
+        self._port = port
+        self.sock = cast(socket.socket, pf.socket(port))  # a socketpair end, wrapped
+
+    def error(self) -> str | None:
+        err = self._pf.error(self._port)
+        return str(err) if err else None
+
+    def close(self) -> None:
+        self._pf.close()
 
 
 def _qv(v: Any) -> str:

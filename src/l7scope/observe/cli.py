@@ -23,10 +23,10 @@ from l7scope.observe.options import (
     NotAwareCommand,
     ca_file_option,
     filter_options,
+    kube_options,
+    server_target,
     spec_from_options,
     token_file_option,
-    token_from,
-    verify_from,
 )
 from l7scope.observe.printer import FORMATS, Printer, make_printer
 from l7scope.observe.terminal import TimeParam, color_option, time_value, use_color
@@ -62,6 +62,7 @@ def _resolve_range(since: str | None, until: str | None, now: float) -> tuple[in
               help="URL of the l7scope server.")
 @token_file_option
 @ca_file_option
+@kube_options
 @click.option("--input", "input_file", type=click.Path(allow_dash=True, dir_okay=False),
               help="Read records from this jsonl file (as written by -o jsonl) instead of the server; '-' = stdin.")
 @filter_options
@@ -105,7 +106,8 @@ def observe(source: str | None, server: str, token_file: Path | None, ca_file: P
                 raise click.UsageError("--follow reads from the server, not from a file")
             _observe_file(input_file, spec, since, until, last, printer, print_selector)
             return
-        with Client(server, token=token_from(token_file), verify=verify_from(ca_file)) as client:
+        with server_target(server, token_file, ca_file) as (url, token, verify), \
+                Client(url, token=token, verify=verify) as client:
             _observe_server(client, spec, since, until, last, all_, follow, follow_window,
                             interval, printer, print_selector)
     except (ApiError, FilterError, TimeRangeError) as e:

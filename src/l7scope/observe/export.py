@@ -17,7 +17,7 @@ from l7scope.contracts.api import DEFAULT_URL, EXPORT_PATH
 from l7scope.contracts.timerange import TimeRangeError, parse_time
 from l7scope.observe import terminal
 from l7scope.observe.client import ApiError, Client, default_server
-from l7scope.observe.options import ca_file_option, token_file_option, token_from, verify_from
+from l7scope.observe.options import ca_file_option, kube_options, server_target, token_file_option
 
 _EPILOG = """\b
 Examples:
@@ -58,6 +58,7 @@ def selector_of(selectors: tuple[str, ...]) -> str:
               help="URL of the l7scope server.")
 @token_file_option
 @ca_file_option
+@kube_options
 @click.option("--since", required=True, type=terminal.TimeParam(),
               help="Records with end_time after TIME: 5m, 1h30m, 1d, now-15m, epoch seconds or ISO 8601.")
 @click.option("--until", type=terminal.TimeParam(),
@@ -84,7 +85,8 @@ def export(server: str, token_file: Path | None, ca_file: Path | None, since: st
     body = {"time_range": {"from": start, "to": end}, "selector": selector_of(selector), "format": fmt}
     part = output.with_name(output.name + ".part")
     try:
-        with Client(server, token=token_from(token_file), verify=verify_from(ca_file), timeout=timeout) as c, \
+        with server_target(server, token_file, ca_file) as (url, token, verify), \
+                Client(url, token=token, verify=verify, timeout=timeout) as c, \
                 part.open("wb") as f:
             n = c.download(EXPORT_PATH, body, f)
         os.replace(part, output)

@@ -26,10 +26,10 @@ from l7scope.observe.options import (
     NotAwareCommand,
     ca_file_option,
     filter_options,
+    kube_options,
+    server_target,
     spec_from_options,
     token_file_option,
-    token_from,
-    verify_from,
 )
 from l7scope.observe.printer import human_ns, safe, status_style
 from l7scope.observe.terminal import DurationParam, color_option, use_color
@@ -116,6 +116,7 @@ def render(rows: list[Row], by: str, limit: int, header: str, *, wide: bool = Fa
               help="URL of the l7scope server.")
 @token_file_option
 @ca_file_option
+@kube_options
 @click.option("--by", type=click.Choice(list(GROUPS)), default="edges", show_default=True,
               help="Rows: source workload -> destination Service, or Service routes.")
 @click.option("--sort", type=click.Choice(SORTS), default="rps", show_default=True,
@@ -147,7 +148,8 @@ def top(server: str, token_file: Path | None, ca_file: Path | None, by: str, sor
     console = Console(highlight=False, force_terminal=colored, no_color=not colored,
                       width=None if tty else 100_000)
     try:
-        with Client(server, token=token_from(token_file), verify=verify_from(ca_file)) as client:
+        with server_target(server, token_file, ca_file) as (url, token, verify), \
+                Client(url, token=token, verify=verify) as client:
             def frame() -> tuple[list[Row], str]:
                 tr = {"from": f"now-{secs}s", "to": "now"}
                 services = service_backends(client, spec, tr) if spec.needs_services() else {}

@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from l7scope.contracts import install
 from l7scope.operator import crd
 from l7scope.operator.render import NAMESPACE_LABELS
 
@@ -44,7 +45,7 @@ REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "deploy" / "helm" / "l7scope"
 RENDERER_SOURCE = REPO / "tools" / "chartrender" / "main.go"
 SETUP_STEP = "scripts/setup.d/chartrender.sh"
-DEFAULT_NAMESPACE = "l7scope-system"
+DEFAULT_NAMESPACE = install.DEFAULT_NAMESPACE
 RELEASE = "l7scope"  # the release name the docs use: objects are named l7scope-operator
 
 

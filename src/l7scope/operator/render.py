@@ -41,7 +41,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from l7scope.contracts import api, status
+from l7scope.contracts import api, install, status
 from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator import netpol, tls
@@ -49,13 +49,13 @@ from l7scope.operator.logstorage import DEFAULT, LogStorageSpec, shape
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
 from l7scope.proxy.bootstrap import render_yaml
 
-DAEMONSET: Final = "l7-log-collector"
+DAEMONSET: Final = install.DAEMONSET
 SERVICE_ACCOUNT: Final = "l7-log-collector"
 CLUSTER_ROLE: Final = "l7scope-node-agent"
 CONFIGMAP: Final = "envoy-config"
 CONFIGMAP_KEY: Final = "envoy-config.yaml"
-SERVER: Final = "l7scope-server"
-SERVER_PORT: Final = api.DEFAULT_PORT  # l7scope server / observe default
+SERVER: Final = install.SERVER
+SERVER_PORT: Final = install.SERVER_PORT  # l7scope server / observe default
 HASH_ANNOTATION: Final = "l7scope.io/config-hash"
 SCRAPE_ANNOTATIONS: Final = {"prometheus.io/scrape": "true", "prometheus.io/scheme": "https",
                              "prometheus.io/port": str(SERVER_PORT), "prometheus.io/path": api.METRICS_PATH}

@@ -41,10 +41,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from l7scope.contracts import install
+
 CA_SECRET: Final = "l7scope-ca"
 SERVER_SECRET: Final = "l7scope-server-tls"
-CA_CONFIGMAP: Final = "l7scope-server-ca"
-CA_CERT_KEY: Final = "ca.crt"
+CA_CONFIGMAP: Final = install.CA_CONFIGMAP
+CA_CERT_KEY: Final = install.CA_CERT_KEY
 CA_KEY_KEY: Final = "ca.key"
 TLS_CERT_KEY: Final = "tls.crt"
 TLS_KEY_KEY: Final = "tls.key"

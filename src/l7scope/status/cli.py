@@ -16,9 +16,22 @@ from rich.text import Text
 
 from l7scope.contracts import demo_state
 from l7scope.contracts.demo_state import ServerPart, State, StateError
+from l7scope.contracts.install import DEFAULT_NAMESPACE
 from l7scope.contracts.status import COUNTER_NAMES
 from l7scope.observe.client import SERVER_ENV
-from l7scope.observe.options import ca_file_option, token_file_option, token_from, verify_from
+from l7scope.observe.options import (
+    KUBE_META,
+    NAMESPACE_ENV,
+    ca_file_option,
+    default_kube_namespace,
+    port_forward_flag,
+    reach_failed,
+    server_target,
+    token_file_option,
+    token_from,
+    verify_from,
+)
+from l7scope.observe.portforward import MissingKubeClient, kube_missing
 from l7scope.observe.terminal import color_option, use_color
 from l7scope.status.probe import PartStatus, counters_of, probe_all
 
@@ -45,8 +58,10 @@ Examples:
                    "($KUBECONFIG or ~/.kube/config when only --context is given).")
 @click.option("--context", "kube_context", metavar="NAME",
               help="The kubeconfig context to use (cluster mode; like kubectl --context).")
-@click.option("-n", "--namespace", "kube_namespace", default="l7scope-system", show_default=True,
-              help="Cluster mode: namespace of the l7-log-collector DaemonSet.")
+@click.option("-n", "--namespace", "kube_namespace", default=default_kube_namespace,
+              show_default=f"env {NAMESPACE_ENV} or {DEFAULT_NAMESPACE}",
+              help="Cluster mode: namespace of the l7-log-collector DaemonSet and the server.")
+@port_forward_flag
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds to wait for each part.")
@@ -60,12 +75,28 @@ def status(state_file: str | None, server: str | None, token_file: Path | None, 
     node's network namespace; run as root). In a cluster (--kubeconfig) it reads the Kubernetes
     API. Exit code: 0 when every part is healthy, 1 when one is not (or nothing was found).
     """
-    if kubeconfig or kube_context:
-        from l7scope.status.cluster import ClusterError, cluster_status
-
+    meta = click.get_current_context().meta.setdefault(KUBE_META, {})
+    meta.update({k: v for k, v in (("kubeconfig", kubeconfig), ("context", kube_context)) if v})
+    forward = bool(meta.get("port_forward"))  # (--kube-token reads the kubeconfig options too)
+    if kubeconfig or kube_context or forward:
         try:
-            parts, services, notes = cluster_status(kubeconfig, kube_namespace, server, timeout,
-                                                    kube_context)
+            from l7scope.status.cluster import ClusterError, cluster_status
+        except ModuleNotFoundError as e:
+            if kube_missing(e):
+                raise reach_failed(MissingKubeClient("status --kubeconfig/-P")) from None
+            raise
+        try:
+            if forward:
+                with server_target(None, token_file, ca_file, kubeconfig=kubeconfig,
+                                   context=kube_context, namespace=kube_namespace) as (url, tok, ver):
+                    parts, services, notes = cluster_status(kubeconfig, kube_namespace, url,
+                                                            timeout, kube_context, token=tok,
+                                                            verify=ver)
+            else:
+                token = token_from(token_file) if server else None
+                parts, services, notes = cluster_status(
+                    kubeconfig, kube_namespace, server, timeout, kube_context, token=token,
+                    verify=verify_from(ca_file))
         except ClusterError as e:
             raise click.ClickException(str(e)) from None
     else:

@@ -12,12 +12,13 @@ The counters are not available in this mode: the status ports listen on each nod
 
 from __future__ import annotations
 
+import ssl
 import warnings
 from typing import Any
 
 from l7scope.contracts.demo_state import ServerPart, State
+from l7scope.contracts.install import DAEMONSET, SERVER
 from l7scope.kube.client import KubeError, connect
-from l7scope.operator.render import DAEMONSET, SERVER
 from l7scope.status.probe import PartStatus, probe_all
 
 ANNOTATIONS = ("projectcalico.org/l7-logging", "l7scope.io/logging")
@@ -85,17 +86,18 @@ def annotated(services: list[dict[str, Any]]) -> list[str]:
 
 
 def cluster_status(kubeconfig: str | None, namespace: str, server_url: str | None, timeout: float,
-                   context: str | None = None
+                   context: str | None = None, *, token: str | None = None,
+                   verify: ssl.SSLContext | bool = True
                    ) -> tuple[list[PartStatus], dict[str, list[str]], list[str]]:
     # A kubeconfig with insecure-skip-tls-verify is the user's explicit choice (kubectl does not
     # warn either): keep urllib3's per-request warning out of the report.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-        return _cluster_status(kubeconfig, namespace, server_url, timeout, context)
+        return _cluster_status(kubeconfig, namespace, server_url, timeout, context, token, verify)
 
 
 def _cluster_status(kubeconfig: str | None, namespace: str, server_url: str | None, timeout: float,
-                    context: str | None
+                    context: str | None, token: str | None, verify: ssl.SSLContext | bool
                     ) -> tuple[list[PartStatus], dict[str, list[str]], list[str]]:
     try:
         kube = connect(kubeconfig, in_cluster=False, context=context)
@@ -149,5 +151,6 @@ def _cluster_status(kubeconfig: str | None, namespace: str, server_url: str | No
     finally:
         kube.close()
     if server_url:
-        parts.extend(probe_all(State(server=ServerPart(url=server_url)), timeout=timeout))
+        parts.extend(probe_all(State(server=ServerPart(url=server_url)), timeout=timeout,
+                               token=token, verify=verify))
     return parts, {"*": annotated(services)}, notes
