@@ -190,3 +190,27 @@ def test_port_and_mark_changes_wait_for_a_restart(tmp_path: Path,
     assert agent.capture.rules == before and agent.capture.mode == "Disabled"
     assert any("takes effect after a restart" in r.getMessage() for r in caplog.records)
     assert agent.stats.control_errors == 0
+
+
+def test_a_stopping_agent_leaves_the_socket_of_the_agent_that_replaced_it(tmp_path: Path) -> None:
+    """A DaemonSet roll on one host path: the new pod's agent starts before the old pod's one
+    stops. The old one must not remove (nor gRPC unlink) the new one's socket."""
+    import queue
+
+    old_q: queue.Queue[pb.DataplaneStats] = queue.Queue(maxsize=10)
+    new_q: queue.Queue[pb.DataplaneStats] = queue.Queue(maxsize=10)
+    old = PolicySyncServer(tmp_path / "p", old_q)
+    new = PolicySyncServer(tmp_path / "p", new_q)
+    old.start()
+    new.start()
+    try:
+        assert new.owns_socket() and not old.owns_socket()
+        old.stop()
+        assert (tmp_path / "p" / "socket").exists()
+        with grpc.insecure_channel(policysync.dial_target(new.path)) as ch:
+            assert pb_grpc.PolicySyncStub(ch).Report(report([http_data(count=1)]), timeout=5).successful
+        assert new_q.qsize() == 1 and old_q.qsize() == 0
+        assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["socket"]
+    finally:
+        new.stop()
+    assert not (tmp_path / "p" / "socket").exists()  # its own: removed
