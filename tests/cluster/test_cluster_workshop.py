@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -406,3 +407,156 @@ def test_workshop_shop_on_real_pods(kube: Kube, install: Install, shop: Shop,
     restarts = op["status"]["containerStatuses"][0]["restartCount"]
     print(f"operator pod restarts: {restarts}; l7-log-collector Ready "
           f"{install.collector_ready_s:.1f}s after the ApplicationLayer")
+
+
+# ---- failures on real pods --------------------------------------------------------------------
+def settled(server: ServerApi, quiet: float = 8, timeout: float = 90) -> Counter[tuple[str, str]]:
+    """The store's edges once two reads `quiet` s apart agree (nothing more on its way)."""
+    deadline = time.monotonic() + timeout
+    last = server.edges()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = server.edges()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"the store did not settle in {timeout}s")
+
+
+def delta(before: Counter[tuple[str, str]], after: Counter[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    """What the shop counted between two reads of its counts files. Each load generator run is
+    a new process whose file starts from 0: its edge is the newer file's count."""
+    out = Counter({k: v for k, v in after.items() if k[0] != LOADGEN}) - Counter(
+        {k: v for k, v in before.items() if k[0] != LOADGEN})
+    out.update({k: v for k, v in after.items() if k[0] == LOADGEN and v})
+    return out
+
+
+def load_is_stored(shop: Shop, server: ServerApi, requests: int) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
+    """Run `requests` shopper requests; (what the shop counted for them, what the store added)."""
+    before_stored = settled(server)
+    before, _ = shop_counts(shop)
+    run_load(shop, requests, seed=requests)
+    time.sleep(1.5)
+    after, failed = shop_counts(shop)
+    assert not failed, dict(failed)
+    want = delta(before, after)
+    got = wait_stored_delta(server, before_stored, want)
+    return want, got
+
+
+def wait_stored_delta(server: ServerApi, base: Counter[tuple[str, str]], want: Counter[tuple[str, str]],
+                      timeout: float = 120) -> Counter[tuple[str, str]]:
+    last: list[Counter[tuple[str, str]]] = [Counter()]
+
+    def equal() -> bool:
+        last[0] = server.edges() - base
+        return last[0] == want
+    with contextlib.suppress(AssertionError):
+        wait_for(equal, timeout, "the stored counts to grow by the shop's", interval=2)
+    return last[0]
+
+
+PROBE_LOOP = """
+import http.client, json, os, sys, time
+host, port = os.environ["FRONTEND_SERVICE_HOST"], int(os.environ["FRONTEND_SERVICE_PORT"])
+end, out = time.time() + float(sys.argv[1]), []
+while time.time() < end:
+    t = time.time()
+    try:  # a new connection each time: a fresh SYN through whatever rules are in place
+        c = http.client.HTTPConnection(host, port, timeout=1)
+        c.request("GET", "/_healthz")
+        ok = c.getresponse().status == 200
+        c.close()
+    except Exception:
+        ok = False
+    out.append([t, ok])
+    time.sleep(0.1)
+print(json.dumps(out))
+"""
+
+
+def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (c,) = [c for c in pod["status"]["containerStatuses"] if c["name"] == name]
+    return c
+
+
+def test_envoy_killed_fails_open_and_capture_returns(cluster: Cluster, kube: Kube, shop: Shop,
+                                                    server_api: ServerApi) -> None:
+    """SIGKILL the Envoy container of the l7-log-collector pod (through the node's containerd):
+    requests to the annotated frontend keep being answered (the node agent withdraws the rules
+    while Envoy is not ready), the kubelet restarts Envoy, and capture returns: the next load is
+    stored exactly."""
+    collector = Pods(kube, NS)
+    agent = collector_pod(collector)
+    envoy = _container(agent, "envoy-proxy")
+    cid = envoy["containerID"].split("://", 1)[1]
+    result: dict[str, tuple[int, str, str]] = {}
+
+    def probe() -> None:
+        result["probe"] = shop.pods.exec(shop.loadgen(), ["python", "-c", PROBE_LOOP, "20"], timeout=90)
+    th = threading.Thread(target=probe)
+    th.start()
+    time.sleep(4)
+    killed_at = time.time()
+    cluster.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+    th.join(100)
+    rc, out, err = result["probe"]
+    assert rc == 0, err
+    samples = json.loads(out)
+    before = [ok for t, ok in samples if t < killed_at]
+    after = [(t - killed_at, ok) for t, ok in samples if t >= killed_at]
+    failures = [t for t, ok in after if not ok]
+    print(f"\nEnvoy killed: {len(failures)} of {len(after)} requests after the kill failed "
+          f"(the last {max(failures, default=0):.2f}s after it); {len(before)} before it, all ok: "
+          f"{all(before)}")
+    assert len(before) >= 10 and all(before)
+    assert all(ok for t, ok in after if t > 3.0), after  # fail open within 3 s
+    assert len([1 for t, ok in after if t > 3.0]) >= 50
+
+    def restarted() -> dict[str, Any] | None:
+        p = collector_pod(collector)
+        c = _container(p, "envoy-proxy")
+        return p if c["restartCount"] > envoy["restartCount"] and c["ready"] else None
+    pod = wait_for(restarted, 120, "the kubelet to restart Envoy", diagnose=collector.describe)
+    assert pod["metadata"]["uid"] == agent["metadata"]["uid"]  # the same pod, a new container
+    wait_for(lambda: capture_ready(shop), 60, "the capture rules back")
+    want, got = load_is_stored(shop, server_api, 30)
+    print(f"after the restart (Envoy restartCount {_container(pod, 'envoy-proxy')['restartCount']}): "
+          f"{sum(want.values())} new requests, {sum(got.values())} stored")
+    assert got == want, _diff(want, got)
+
+
+def test_node_agent_pod_deleted_loses_no_record(kube: Kube, shop: Shop, server_api: ServerApi) -> None:
+    """Delete the l7-log-collector pod right after a load (records still in Envoy's log, the
+    collector's interval, the agent's aggregation and shipping): the DaemonSet's new pod comes
+    up, every request of that load is stored, and nothing stored before is lost or doubled."""
+    collector = Pods(kube, NS)
+    old = collector_pod(collector)
+    before_stored = settled(server_api)
+    before, _ = shop_counts(shop)
+    run_load(shop, 30, seed=3)
+    kube.delete(collector.path(old["metadata"]["name"]))  # `kubectl delete pod`, default grace
+    deleted_at = time.monotonic()
+    time.sleep(1.5)
+    after, failed = shop_counts(shop)
+    assert not failed, dict(failed)
+    want = delta(before, after)
+
+    def replaced() -> dict[str, Any] | None:
+        p = collector_pod(collector)
+        return p if p["metadata"]["uid"] != old["metadata"]["uid"] else None
+    new = wait_for(replaced, 120, "the DaemonSet's new l7-log-collector pod Ready",
+                   diagnose=collector.describe)
+    up_after = time.monotonic() - deleted_at
+    got = wait_stored_delta(server_api, before_stored, want)
+    print(f"\nnode agent pod {old['metadata']['name']} deleted right after {sum(want.values())} "
+          f"requests; {new['metadata']['name']} Ready {up_after:.0f}s later; stored "
+          f"{sum(got.values())} of them")
+    assert got == want, _diff(want, got)
+    now = server_api.edges()
+    assert all(now[k] >= v for k, v in before_stored.items())  # nothing stored before is gone
+    # and the new pod captures
+    wait_for(lambda: capture_ready(shop), 60, "the new agent's capture rules")
+    want2, got2 = load_is_stored(shop, server_api, 20)
+    assert got2 == want2, _diff(want2, got2)
