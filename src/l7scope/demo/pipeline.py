@@ -88,7 +88,10 @@ def node_argv(files: NodeFiles, node: str, server_url: str, envoy_admin: str,
     return l7scope("node", "--settings", str(files.settings), "--inventory", str(files.inventory),
                    "--node-name", node, "--server", server_url, "--server-token-file", str(token_file),
                    "--envoy-admin", envoy_admin, "--status-addr", status_addr,
-                   "--data-dir", str(files.agent_data))
+                   "--data-dir", str(files.agent_data),
+                   # the demo drains before it stops (its collectors have nothing left): keep the
+                   # agent's stop well inside the 5 s its teardown gives each process
+                   "--stop-grace", "1")
 
 
 def collector_argv(files: NodeFiles, node: str, interval_s: int, status_addr: str) -> list[str]:
