@@ -268,6 +268,8 @@ def shop_counts(shop: Shop) -> tuple[Counter[tuple[str, str]], Counter[tuple[str
         if app not in catalog.BY_NAME and app != LOADGEN:
             continue
         rc, out, err = shop.pods.exec(pod["metadata"]["name"], ["cat", f"{COUNTS_DIR}/{app}.json"])
+        if app == LOADGEN and rc != 0 and "No such file" in err:
+            continue  # its pod idles until a run_load(): no run yet, no requests
         assert rc == 0, (app, err)
         data = json.loads(out)
         for dst, k in data["completed"].items():
@@ -535,13 +537,14 @@ def test_envoy_killed_fails_open_and_capture_returns(cluster: Cluster, kube: Kub
     pod = wait_for(restarted, 120, "the kubelet to restart Envoy", diagnose=collector.describe)
     assert pod["metadata"]["uid"] == agent["metadata"]["uid"]  # the same pod, a new container
     wait_for(lambda: capture_ready(shop), 60, "the capture rules back")
-    probe_stored = server_api.edges()[(PROBER, "frontend")]
     want, got = load_is_stored(shop, server_api, 30)
-    probe_later = server_api.edges()[(PROBER, "frontend")]
+    # the probe's own edge is not counted by anyone; what of it arrived after the store had
+    # settled (before the load) is printed, not compared
+    late = got.pop((PROBER, "frontend"), 0)
     print(f"after the restart (Envoy restartCount {_container(pod, 'envoy-proxy')['restartCount']}): "
           f"{sum(want.values())} new requests, {sum(got.values())} stored; the probe's "
-          f"{len(samples)} requests: {probe_stored} stored once Envoy was back, {probe_later} later")
-    got.pop((PROBER, "frontend"), None)
+          f"{len(samples)} requests: {server_api.edges()[(PROBER, 'frontend')]} stored, {late} of "
+          f"them after the store had settled")
     assert got == want, _diff(want, got)
 
 
