@@ -7,7 +7,10 @@
 #                               iproute2, ca-certificates (the stand-in for python:3.11-slim-bookworm)
 #     base-<key>/image.tar      l7scope.local/base:bookworm, that rootfs as an image
 #     l7scope-<key>/image.tar   l7scope.local/l7scope:<key>, the project's image (see below)
-#     current.json              names and tarballs of the images above, read by tests/cluster
+# The keys are images/keys.py's. The cache is machine-wide (checkouts with the same sources share
+# an image); which images a checkout uses is written into the checkout itself:
+#   <checkout>/build/images.json  names and tarballs of the images above, read by tests/cluster
+#                                 (which also checks its project key against the sources)
 # Images are OCI-layout tarballs written by images/mkoci.py; tests/cluster imports them into its
 # containerd with `ctr images import`.
 #
@@ -53,11 +56,12 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/.build.lock"
 flock 9
 MKOCI=(python3 "$HERE/mkoci.py")
-key() { cat "$@" | sha256sum | cut -c1-16; }
+# pause_key base_key app_key
+eval "$(python3 "$HERE/keys.py" "$ROOT")"
+BASE_PACKAGES=$(python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import keys; print(keys.BASE_PACKAGES)' "$HERE")
 
 # --- pause --------------------------------------------------------------------------------------
 PAUSE_NAME=l7scope.local/pause:3.2
-pause_key=$(key "$HERE/pause.c" "$HERE/mkoci.py")
 PAUSE=$CACHE/pause-$pause_key
 if [ ! -f "$PAUSE/image.tar" ]; then
   t0=$(date +%s%N)
@@ -70,9 +74,7 @@ if [ ! -f "$PAUSE/image.tar" ]; then
 fi
 
 # --- base: debootstrap'd bookworm with python3.11 ----------------------------------------------
-BASE_PACKAGES=python3,python3-venv,nftables,iproute2,ca-certificates,procps
 BASE_NAME=l7scope.local/base:bookworm
-base_key=$(printf 'bookworm minbase %s\n' "$BASE_PACKAGES" | cat - "$HERE/mkoci.py" | sha256sum | cut -c1-16)
 BASE=$CACHE/base-$base_key
 if [ ! -f "$BASE/image.tar" ]; then
   t0=$(date +%s)
@@ -96,13 +98,6 @@ if [ ! -f "$BASE/image.tar" ]; then
 fi
 
 # --- the project's image ------------------------------------------------------------------------
-app_inputs() {
-  printf '%s\n' "$base_key"
-  cat "$HERE/mkoci.py" "$0" pyproject.toml README.md requirements/all.lock ui/package.json ui/package-lock.json
-  (cd src && find . -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' -print0 \
-    | sort -z | xargs -0 sha256sum)
-}
-app_key=$(app_inputs | sha256sum | cut -c1-16)
 APP_NAME=l7scope.local/l7scope:$app_key
 APP=$CACHE/l7scope-$app_key
 if [ ! -f "$APP/image.tar" ]; then
@@ -163,19 +158,29 @@ if [ ! -f "$APP/image.tar" ]; then
   say "project image built in $(( $(date +%s) - t0 )) s ($(du -sm "$APP/image.tar" | cut -f1) MB)"
 fi
 
-# Older builds are of no use: keep the cache to the current ones.
-for old in "$CACHE"/pause-* "$CACHE"/base-* "$CACHE"/l7scope-*; do
-  case "$old" in "$PAUSE"|"$BASE"|"$APP") ;; *) rm -rf "$old" ;; esac
+# Keep the cache bounded: the current pause and base, and the project images of the checkouts
+# used most recently (each run touches its own; other checkouts' images stay until KEEP newer
+# ones exist).
+touch "$APP"
+KEEP=${L7SCOPE_IMAGE_KEEP:-6}
+for old in "$CACHE"/pause-* "$CACHE"/base-*; do
+  case "$old" in "$PAUSE"|"$BASE") ;; *) rm -rf "$old" ;; esac
 done
+ls -1dt "$CACHE"/l7scope-* 2>/dev/null | tail -n +"$((KEEP + 1))" | while read -r old; do
+  [ "$old" = "$APP" ] || rm -rf "$old"
+done
+rm -f "$CACHE/current.json"  # the machine-wide selection of older versions of this script
 
-python3 - "$CACHE/current.json" "$PAUSE_NAME" "$PAUSE/image.tar" "$BASE_NAME" "$BASE/image.tar" \
-  "$APP_NAME" "$APP/image.tar" <<'PY'
+mkdir -p "$ROOT/build"
+python3 - "$ROOT/build/images.json" "$PAUSE_NAME" "$PAUSE/image.tar" "$BASE_NAME" "$BASE/image.tar" \
+  "$APP_NAME" "$APP/image.tar" "$app_key" <<'PY'
 import json, os, sys
 out, *rest = sys.argv[1:]
 names = ("pause", "base", "l7scope")
 doc = {k: {"name": rest[2 * i], "tar": rest[2 * i + 1]} for i, k in enumerate(names)}
+doc["l7scope"]["key"] = rest[6]
 with open(out + ".tmp", "w") as f:
     json.dump(doc, f, indent=2)
 os.replace(out + ".tmp", out)
 PY
-say "images ready: $PAUSE_NAME $BASE_NAME $APP_NAME"
+say "images ready: $PAUSE_NAME $BASE_NAME $APP_NAME (selected in build/images.json)"

@@ -1,5 +1,5 @@
 """`l7scope status --kubeconfig` against a real kube-apiserver (tests/kube/kubeharness.py): the
-operator's rendered DaemonSet and server, pods marked running by the kubelet stand-in, annotated
+operator's rendered DaemonSet and server, pods marked running in the API by the pod-status writer (nothing runs), annotated
 Services. Healthy first; then a collector container that is not ready is reported (exit 1)."""
 
 from __future__ import annotations
@@ -80,9 +80,9 @@ def test_status_from_the_kubernetes_api(cp: kubeharness.ControlPlane) -> None:
     assert report["annotated_services"]["*"] == [f"{ns}/cart", f"{ns}/web"]
     assert any("counters are not available" in n for n in report["notes"])
 
-    # the kubelet stand-in would mark it ready again: stop it, then a collector turns not ready
-    assert cp.kubelet is not None
-    cp.kubelet.stop()
+    # the pod-status writer would mark it ready again: stop it, then a collector turns not ready
+    assert cp.pod_status_writer is not None
+    cp.pod_status_writer.stop()
     pods, _ = kube.list(f"/api/v1/namespaces/{ns}/pods", labelSelector=f"app.kubernetes.io/name={render.DAEMONSET}")
     victim = pods[0]
     statuses = victim["status"]["containerStatuses"]

@@ -79,10 +79,53 @@ def image_cache() -> Path:
     return Path(os.environ.get("L7SCOPE_IMAGE_CACHE", "/var/cache/l7scope/images"))
 
 
+REPO = Path(__file__).resolve().parents[2]
+#: this checkout's choice of images (scripts/setup.d/images.sh writes it; /build/ is gitignored)
+IMAGES_FILE = REPO / "build" / "images.json"
+
+
+def _image_keys() -> Any:
+    """scripts/setup.d/images/keys.py, the one definition of the images' cache keys."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "l7scope_image_keys", REPO / "scripts" / "setup.d" / "images" / "keys.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def images() -> dict[str, dict[str, str]]:
-    """The images scripts/setup.d/images.sh built: {"pause"|"base"|"l7scope": {name, tar}}."""
-    doc: dict[str, dict[str, str]] = json.loads((image_cache() / "current.json").read_text())
+    """The images scripts/setup.d/images.sh built for this checkout:
+    {"pause"|"base"|"l7scope": {name, tar}}."""
+    doc: dict[str, dict[str, str]] = json.loads(IMAGES_FILE.read_text())
     return doc
+
+
+def image_problem() -> str | None:
+    """Why this checkout's project image cannot be used (None: it can). Another checkout's
+    image must never stand in for it: the selection is per checkout and its key must be the one
+    the checkout's sources give now."""
+    rebuild = f"run `bash scripts/setup.d/images.sh` in {REPO}"
+    try:
+        imgs = images()
+    except FileNotFoundError:
+        return f"this checkout's images were never built ({IMAGES_FILE} is missing); {rebuild}"
+    except (OSError, ValueError) as e:
+        return f"cannot read {IMAGES_FILE} ({e}); {rebuild}"
+    if not isinstance(imgs, dict) or set(imgs) != {"pause", "base", "l7scope"}:
+        return f"{IMAGES_FILE} does not name the pause, base and l7scope images; {rebuild}"
+    gone = [v.get("tar") for v in imgs.values() if not Path(str(v.get("tar"))).is_file()]
+    if gone:
+        return (f"image tarballs named by {IMAGES_FILE} are gone from the cache ({gone}; "
+                f"another checkout's older images.sh may have pruned them); {rebuild}")
+    want = _image_keys().app_key(REPO)
+    have = imgs["l7scope"].get("key") or imgs["l7scope"]["name"].rsplit(":", 1)[-1]
+    if have != want:
+        return (f"this checkout's sources changed since its image was built (image key {have}, "
+                f"sources key {want}); {rebuild}")
+    return None
 
 
 def missing_parts() -> str | None:
@@ -103,13 +146,6 @@ def missing_parts() -> str | None:
     cni = [p for p in CNI_PLUGINS if not Path("/usr/lib/cni", p).is_file()]
     if cni:
         return f"CNI plugins {', '.join(cni)} missing in /usr/lib/cni (containernetworking-plugins)"
-    try:
-        imgs = images()
-        gone = [v["tar"] for v in imgs.values() if not Path(v["tar"]).is_file()]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"no test images ({e}); run `make setup` (scripts/setup.d/images.sh)"
-    if gone or set(imgs) != {"pause", "base", "l7scope"}:
-        return f"test images incomplete ({gone or sorted(imgs)}); run scripts/setup.d/images.sh"
     return kernel_gaps()
 
 

@@ -23,6 +23,11 @@ def cluster() -> Iterator[clusterharness.Cluster]:
     why = clusterharness.missing_parts()
     if why:
         pytest.skip(f"no real test node: {why}")
+    # The machine can run a node, but this checkout's image is missing or stale: a failure, not
+    # a skip (a skip would hide that the cluster tests did not run this checkout's code).
+    bad_image = clusterharness.image_problem()
+    if bad_image:
+        pytest.fail(f"the cluster tests need this checkout's image: {bad_image}", pytrace=False)
     c = clusterharness.start()
     print(f"\ncluster up: {', '.join(f'{k} {v:.1f}s' for k, v in c.timings.items())}")
     try:

@@ -82,7 +82,7 @@ def manifest(cluster: Cluster, kube: Kube) -> Iterator[list[dict[str, Any]]]:
 PV = "l7scope-test-server-data"
 
 
-def _server_volume(kube: Kube) -> Path:
+def _server_volume(kube: Kube, name: str = PV) -> Path:
     """Static provisioning (the harness has no provisioner): a hostPath PersistentVolume on the
     node, bound in advance to the claim the server's StatefulSet makes (`data-l7scope-server-0`,
     no StorageClass: the cluster has no default one). The directory belongs to the server's uid:
@@ -90,7 +90,7 @@ def _server_volume(kube: Kube) -> Path:
     d = Path(tempfile.mkdtemp(prefix="l7scope-pv-", dir="/var/tmp"))
     os.chown(d, APP_UID, APP_UID)
     d.chmod(0o770)
-    kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": PV},
+    kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
                 "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
                          "persistentVolumeReclaimPolicy": "Retain",
                          "hostPath": {"path": str(d), "type": "Directory"},

@@ -90,6 +90,14 @@ def test_pacer_spaces_sends_and_stops() -> None:
     assert p.take() is None and p.wait() is False
 
 
+def test_pacer_with_a_limit_hands_out_exactly_that_many() -> None:
+    p = Pacer(1000.0, clock=lambda: 0.0, limit=3)
+    assert [p.take() is not None for _ in range(5)] == [True, True, True, False, False]
+    assert p.wait() is False and not p.stopped.is_set()
+    with pytest.raises(ValueError):
+        Pacer(1.0, limit=0)
+
+
 def test_inventory_is_what_the_node_agent_selects(tmp_path: Path) -> None:
     pods = topology.plan_pods(random.Random(1))
     assert {p.node for p in pods} == set(topology.NODES)

@@ -1,11 +1,13 @@
 """A real Kubernetes control plane for tests: etcd, kube-apiserver, kube-controller-manager and
 kube-scheduler v1.20.2 (built once by scripts/setup.d/kube.sh), on free loopback ports, with a
-static admin token, registered Node objects and a kubelet stand-in.
+static admin token, registered Node objects and a pod-status writer (PodStatusWriter).
 
-The stand-in does the kubelet's API side and nothing else: pods bound to our nodes get
-`Running` + `Ready` (every container ready, a pod IP from the node's range, the node IP for
-host-network pods), and pods being deleted are confirmed (force-deleted), so DaemonSets become
-available and roll. Nothing is actually run.
+There is no kubelet here. PodStatusWriter is an API-only pod-status writer: it writes into the
+API what a kubelet would report for pods bound to our nodes, `Running` + `Ready` (every
+container ready, a pod IP from the node's range, the node IP for host-network pods), and
+confirms deletions (force-deletes), so DaemonSets become available and roll. No container,
+image, volume or probe is ever run: a test using it shows what the API and the controllers do
+with pods, never that a pod runs. Pods that really run are tests/cluster's (a real kubelet).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class ControlPlane:
     kubeconfig: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     nodes: list[FakeNode] = field(default_factory=list)
-    kubelet: Kubelet | None = None
+    pod_status_writer: PodStatusWriter | None = None
 
     def kube(self) -> Kube:
         return connect(str(self.kubeconfig))
@@ -97,8 +99,8 @@ class ControlPlane:
         return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.exists() else ""
 
     def stop(self) -> None:
-        if self.kubelet is not None:
-            self.kubelet.stop()
+        if self.pod_status_writer is not None:
+            self.pod_status_writer.stop()
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             p = self.procs.get(name)
             if p is not None and p.poll() is None:
@@ -139,7 +141,7 @@ def _wait(cp: ControlPlane, name: str, url: str, timeout: float, token: str | No
     raise RuntimeError(f"{name} not ready after {timeout}s ({last}):\n{cp.log_tail(name)}")
 
 
-def start(node_names: tuple[str, ...] = ("node-a", "node-b"), with_kubelet: bool = True) -> ControlPlane:
+def start(node_names: tuple[str, ...] = ("node-a", "node-b"), with_pod_status_writer: bool = True) -> ControlPlane:
     bindir = cache_bin_dir()
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     workdir = Path(tempfile.mkdtemp(prefix=f"l7scope-kube-{os.getpid()}-", dir=base))
@@ -196,8 +198,8 @@ def start(node_names: tuple[str, ...] = ("node-a", "node-b"), with_kubelet: bool
             node = FakeNode(name, f"10.99.0.{i}", f"10.244.{i}.")
             register_node(kube, node)
             cp.nodes.append(node)
-        if with_kubelet:
-            cp.kubelet = Kubelet(kube, cp.nodes).start()
+        if with_pod_status_writer:
+            cp.pod_status_writer = PodStatusWriter(kube, cp.nodes).start()
         return cp
     except BaseException:
         cp.stop()
@@ -211,7 +213,7 @@ def register_node(kube: Kube, node: FakeNode) -> None:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     kube.merge_patch(f"/api/v1/nodes/{node.name}/status", {"status": {
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                        "message": "l7scope test stand-in", "lastHeartbeatTime": now,
+                        "message": "l7scope test: API-only pod-status writer, no kubelet", "lastHeartbeatTime": now,
                         "lastTransitionTime": now}],
         "addresses": [{"type": "InternalIP", "address": node.ip},
                       {"type": "Hostname", "address": node.name}],
@@ -222,8 +224,9 @@ def register_node(kube: Kube, node: FakeNode) -> None:
                      "kubeProxyVersion": VERSION, "machineID": "", "systemUUID": "", "bootID": ""}}})
 
 
-class Kubelet:
-    """The API side of a kubelet for our fake nodes (see module doc)."""
+class PodStatusWriter:
+    """An API-only pod-status writer for our registered nodes (no kubelet, nothing runs; see
+    the module doc)."""
 
     def __init__(self, kube: Kube, nodes: list[FakeNode]) -> None:
         self.kube = kube
@@ -234,9 +237,9 @@ class Kubelet:
         self.marked = 0
         self.errors: list[str] = []
         self.watch = ResourceWatch(kube, "/api/v1/pods", self._on_list, self._on_event,
-                                   name="kubelet-stand-in", timeout_seconds=60)
+                                   name="pod-status-writer", timeout_seconds=60)
 
-    def start(self) -> Kubelet:
+    def start(self) -> PodStatusWriter:
         self.watch.start()
         return self
 

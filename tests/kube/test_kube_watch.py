@@ -29,7 +29,7 @@ pytestmark = pytest.mark.kube
 
 @pytest.fixture
 def app(control_plane: ControlPlane, kube: Kube) -> Iterator[dict[str, Any]]:
-    """A namespace with one pod (scheduled, marked Running by the stand-in) and its Service."""
+    """A namespace with one pod (scheduled, marked Running in the API by the pod-status writer) and its Service."""
     crds = [d for d in chart.render() if d["kind"] == "CustomResourceDefinition"]
     control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(crds))
     control_plane.kubectl("wait", "--for", "condition=established", "--timeout=60s",

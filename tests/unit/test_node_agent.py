@@ -190,3 +190,55 @@ def test_port_and_mark_changes_wait_for_a_restart(tmp_path: Path,
     assert agent.capture.rules == before and agent.capture.mode == "Disabled"
     assert any("takes effect after a restart" in r.getMessage() for r in caplog.records)
     assert agent.stats.control_errors == 0
+
+
+def test_a_stopping_agent_leaves_the_socket_of_the_agent_that_replaced_it(tmp_path: Path) -> None:
+    """A DaemonSet roll on one host path: the new pod's agent starts before the old pod's one
+    stops. The old one must not remove (nor gRPC unlink) the new one's socket."""
+    import queue
+
+    old_q: queue.Queue[pb.DataplaneStats] = queue.Queue(maxsize=10)
+    new_q: queue.Queue[pb.DataplaneStats] = queue.Queue(maxsize=10)
+    old = PolicySyncServer(tmp_path / "p", old_q)
+    new = PolicySyncServer(tmp_path / "p", new_q)
+    old.start()
+    new.start()
+    try:
+        assert new.owns_socket() and not old.owns_socket()
+        old.stop()
+        assert (tmp_path / "p" / "socket").exists()
+        with grpc.insecure_channel(policysync.dial_target(new.path)) as ch:
+            assert pb_grpc.PolicySyncStub(ch).Report(report([http_data(count=1)]), timeout=5).successful
+        assert new_q.qsize() == 1 and old_q.qsize() == 0
+        assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["socket"]
+    finally:
+        new.stop()
+    assert not (tmp_path / "p" / "socket").exists()  # its own: removed
+
+
+def test_stop_with_a_grace_takes_the_collectors_final_report(tmp_path: Path) -> None:
+    """SIGTERM reaches the agent and the collector together: the collector's last Report, sent
+    after the agent began to stop, is still taken and flushed (spooled for the next run)."""
+    import threading
+
+    settings = tmp_path / "node.yaml"
+    write_settings(settings, tmp_path, l7LogsFlushInterval="1h")
+    agent = Agent(AgentConfig(node_name="n", settings_path=str(settings),
+                              server_url="http://127.0.0.1:9", data_dir=str(tmp_path / "d")))
+    agent.start()
+    answers: list[bool] = []
+
+    def final_report() -> None:
+        time.sleep(0.5)
+        with grpc.insecure_channel(policysync.dial_target(agent.server.path)) as ch:
+            answers.append(pb_grpc.PolicySyncStub(ch).Report(report([http_data(count=3)]), timeout=5).successful)
+    t = threading.Thread(target=final_report)
+    t.start()
+    t0 = time.monotonic()
+    agent.stop(report_grace=5.0)
+    took = time.monotonic() - t0
+    t.join()
+    assert answers == [True]
+    assert 1.4 < took < 3.5  # 1 s after the report, not the whole grace
+    spooled = list((tmp_path / "d" / "spool").glob("*.ndjson"))
+    assert sum(json.loads(x)["count"] for f in spooled for x in f.read_text().splitlines()) == 3

@@ -63,6 +63,8 @@ class CollectorSettings(BaseModel):
     report_buffer: int = Field(100_000, ge=1, description="messages kept while the agent is away")
     report_timeout: float = Field(5.0, gt=0, description="seconds per Report() call")
     drain_timeout: float = Field(5.0, ge=0, description="seconds to deliver the rest at exit")
+    envoy_exit_wait: float = Field(2.0, ge=0, description="at exit, seconds to wait for Envoy "
+                                   "(--envoy-admin) to exit and write its last log lines")
     poll_interval: float = Field(0.05, gt=0, description="seconds between polls of an idle log")
     detail_enabled: bool = Field(True, description="keep request detail (docs/detail.md)")
     detail: DetailSettings = Field(default_factory=DetailSettings,

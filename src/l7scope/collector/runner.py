@@ -306,6 +306,21 @@ class Collector:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
+    def _await_envoy_exit(self) -> None:
+        """In a pod, Envoy gets its SIGTERM with ours and writes its buffered access-log lines
+        (up to `buffer_flush_interval`) as it exits: read the log once Envoy's admin stops
+        answering, at most `envoy_exit_wait` s (Envoy left running: the log is read as it is)."""
+        address, wait = self.settings.envoy_admin, self.settings.envoy_exit_wait
+        if not address or wait <= 0:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                admin.request_at(address, "/ready", timeout=0.5)
+            except admin.AdminError:
+                return  # gone (refused, no socket): its log is complete
+            time.sleep(0.1)
+
     def shutdown(self) -> None:
         self.stop_event.set()
         self._wake_reporter.set()
@@ -314,6 +329,7 @@ class Collector:
                 t.join(timeout=10)
         if self._als_server is not None:
             self._als_server.stop(grace=1).wait()
+        self._await_envoy_exit()
         for _ in range(1000):  # what Envoy wrote before we stopped
             if not self.read_once():
                 break

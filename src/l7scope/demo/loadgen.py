@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import random
 import signal
 import sys
@@ -37,21 +38,31 @@ USER_AGENT = "boutique-loadgen/1.0 (l7scope demo)"
 
 
 class Pacer:
-    """Hands out send times at `rate` per second; `take()` returns None once stopped."""
+    """Hands out send times at `rate` per second; `take()` returns None once stopped, or once
+    `limit` send times were handed out (a fixed number of requests: every time handed out is
+    still waited for and used, `stopped` is not set by the limit)."""
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 limit: int | None = None) -> None:
         if rate <= 0:
             raise ValueError("rate must be > 0")
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be >= 1")
         self._interval = 1.0 / rate
         self._clock = clock
         self._next = clock()
         self._lock = threading.Lock()
+        self._left = limit
         self.stopped = threading.Event()
 
     def take(self) -> float | None:
         if self.stopped.is_set():
             return None
         with self._lock:
+            if self._left is not None:
+                if self._left == 0:
+                    return None
+                self._left -= 1
             now = self._clock()
             # after a stall, do not burst to catch up more than one second of requests
             self._next = max(self._next, now - 1.0)
@@ -158,8 +169,8 @@ class Shopper:
 class LoadGenerator:
     def __init__(self, target: tuple[str, int], host: str, rate: float, users: int,
                  counts: CallCounts, seed: int | None = None,
-                 source_ip: str | None = None) -> None:
-        self.pacer = Pacer(rate)
+                 source_ip: str | None = None, requests: int | None = None) -> None:
+        self.pacer = Pacer(rate, limit=requests)
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._actions = actions(self._rng)
@@ -192,6 +203,10 @@ class LoadGenerator:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
+    def running(self) -> bool:
+        """Some shopper still sends (False once a `requests` limit is used up and answered)."""
+        return any(t.is_alive() for t in self._threads)
+
     def statuses(self) -> dict[int, int]:
         out: dict[int, int] = {}
         for s in self._shoppers:
@@ -213,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=5.0, help="requests per second")
     ap.add_argument("--users", type=int, default=4, help="concurrent shoppers")
     ap.add_argument("--duration", type=float, default=0, help="seconds; 0 = until SIGTERM")
+    ap.add_argument("--requests", type=int, default=None,
+                    help="send this many requests to the frontend, then exit (a multi-step "
+                         "shopper action may be cut short at the limit)")
     ap.add_argument("--counts-dir", type=Path, required=True)
     ap.add_argument("--ready-file", type=Path)
     ap.add_argument("--source-ip", help="connect from this address (--no-netns fallback)")
@@ -222,16 +240,21 @@ def main(argv: list[str] | None = None) -> int:
     counts = CallCounts(catalog.LOADGEN)
     writer = CountsWriter(counts, args.counts_dir)
     gen = LoadGenerator(_addr(args.target), args.host, args.rate, args.users, counts,
-                        seed=args.seed, source_ip=args.source_ip)
+                        seed=args.seed, source_ip=args.source_ip, requests=args.requests)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     gen.start()
     if args.ready_file:
         args.ready_file.write_text("ready\n")
-    stop.wait(args.duration or None)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    # until a signal, the duration, or (with --requests) the last request was answered
+    while not stop.wait(0.2) and gen.running():
+        if deadline is not None and time.monotonic() >= deadline:
+            break
     gen.stop()
     writer.stop()
+    print(json.dumps({"statuses": gen.statuses(), **counts.snapshot()[1]}, sort_keys=True))
     return 0
 
 

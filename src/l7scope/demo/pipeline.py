@@ -91,7 +91,10 @@ def node_argv(files: NodeFiles, node: str, server_url: str, envoy_admin: str,
                    "--envoy-admin", envoy_admin, "--status-addr", status_addr,
                    "--data-dir", str(files.agent_data),
                    # the node's counters in the server's /metrics, as in a cluster
-                   "--collector-stats-url", f"http://{collector_status_addr}{STATS_PATH}")
+                   "--collector-stats-url", f"http://{collector_status_addr}{STATS_PATH}",
+                   # the demo drains before it stops (its collectors have nothing left): keep the
+                   # agent's stop well inside the 5 s its teardown gives each process
+                   "--stop-grace", "1")
 
 
 def collector_argv(files: NodeFiles, node: str, interval_s: int, status_addr: str) -> list[str]:

@@ -176,7 +176,13 @@ class Agent:
         t.start()
         self._threads.append(t)
 
-    def stop(self) -> None:
+    def stop(self, report_grace: float = 0.0) -> None:
+        """Stop; with `report_grace`, first keep taking Reports until 1 s after the last one
+        that came in since the stop began (at most `report_grace` s). In a pod the collector
+        gets its SIGTERM with ours and sends what it read last in one final Report: without
+        the grace, the Policy Sync socket would be gone before it arrived."""
+        if report_grace > 0:
+            self._await_final_reports(report_grace)
         self.server.stop()
         self._stop.set()
         if self.reporter is not None:
@@ -193,6 +199,21 @@ class Agent:
         if self.l7log is not None:
             self.l7log.close()
         log.info("node agent stopped")
+
+    def _await_final_reports(self, grace: float, quiet: float = 1.0) -> None:
+        def reports() -> int:
+            st = self.server.stats
+            return st.reports_received + st.reports_dropped
+        seen, changed = reports(), None
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            n = reports()
+            if n != seen:
+                seen, changed = n, time.monotonic()
+            elif changed is not None and time.monotonic() - changed >= quiet:
+                break
+            time.sleep(0.05)
+        log.info("stopping: took Reports for %.1fs more", grace - max(0.0, deadline - time.monotonic()))
 
     # ---- flush loop -------------------------------------------------------------------------
     def _flush_loop(self) -> None:

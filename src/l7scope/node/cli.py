@@ -72,6 +72,9 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
 @click.option("--netns", help="Apply capture rules in this network namespace (tests).")
 @click.option("--grace-seconds", default=60.0, show_default=True,
               help="How long a deleted pod's identity still resolves.")
+@click.option("--stop-grace", default=3.0, show_default=True,
+              help="At SIGTERM, keep taking Reports up to this many seconds (ending 1 s after the "
+                   "collector's final one), so what it read last is not lost.")
 @click.option("--kube", "use_kube", is_flag=True,
               help="Watch pods, Services, EndpointSlices, Nodes and the NodeAgentConfiguration "
                    "`default` in the cluster (in-cluster credentials or --kubeconfig).")
@@ -80,8 +83,8 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
 def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | None,
          node_name: str, server_url: str | None, server_token_file: str | None, server_ca_file: str | None, envoy_admin: str | None,
          status_addr: str | None, collector_stats_url: str | None, stats_report_seconds: float,
-         data_dir: str, netns: str | None,
-         grace_seconds: float, use_kube: bool, kubeconfig: str | None) -> None:
+         data_dir: str, netns: str | None, grace_seconds: float, stop_grace: float,
+         use_kube: bool, kubeconfig: str | None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from l7scope.node.agent import Agent, AgentConfig
@@ -114,7 +117,7 @@ def node(ctx: click.Context, settings_path: str | None, inventory_dir: str | Non
         raise click.ClickException(f"cannot start: {e}") from None
     while not done.wait(1.0):
         pass
-    agent.stop()
+    agent.stop(report_grace=stop_grace)
 
 
 def _cluster_settings(kubeconfig: str | None, data_dir: str) -> str:

@@ -3,7 +3,11 @@
 The socket is `<policySyncPathPrefix>/socket` (`contracts.policysync`); a directory the server
 creates is made owner-only (0700), an existing one keeps its mode (the prefix is a host path that
 may be shared, and chmod-ing e.g. /var/run would break the node), and the socket is made 0660,
-so it is not world-writable. `Report(DataplaneStats)`
+so it is not world-writable. The server binds a private name and renames it to `socket`
+(atomic), and on stop removes `socket` only while it is still its own: during a DaemonSet roll the
+old pod's agent stops after the new one started on the same host path, and must not take the new
+agent's socket with it (gRPC itself unlinks the path it bound on shutdown, hence the private name).
+`Report(DataplaneStats)`
 puts the message into a bounded intake queue and answers `successful: true`; when the queue stays
 full for `put_timeout` seconds the Report is refused (`successful: false`) and counted with the
 number of requests it carried, so the collector can count it too. Malformed messages cannot
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import secrets
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -69,6 +74,7 @@ class PolicySyncServer:
         self._put_timeout = put_timeout
         self._workers = workers
         self._server: grpc.Server | None = None
+        self._inode: int | None = None
 
     def start(self) -> None:
         try:
@@ -78,24 +84,38 @@ class PolicySyncServer:
                 raise
         else:
             os.chmod(self.prefix, 0o700)  # ours: we just created it
-        if self.path.exists() or self.path.is_symlink():
-            self.path.unlink()
+        private = self.prefix / f".socket-{os.getpid()}-{secrets.token_hex(3)}"
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._workers,
                                                         thread_name_prefix="policysync"))
         pb_grpc.add_PolicySyncServicer_to_server(
             _Servicer(self.intake, self.stats, self._put_timeout), server)
         old = os.umask(0o117)
         try:
-            server.add_insecure_port(f"unix://{self.path.resolve()}")
+            if server.add_insecure_port(f"unix://{private.resolve()}") == 0:
+                raise OSError(f"cannot listen on {private}")
             server.start()
         finally:
             os.umask(old)
-        os.chmod(self.path, 0o660)
+        os.chmod(private, 0o660)
+        os.replace(private, self.path)  # over a stale socket or another agent's, atomically
+        self._inode = os.stat(self.path).st_ino
         self._server = server
         log.info("Policy Sync API on %s", self.path)
 
+    def owns_socket(self) -> bool:
+        """`socket` is still the one this server bound (not replaced by a newer agent's)."""
+        try:
+            return self._inode is not None and os.stat(self.path).st_ino == self._inode
+        except FileNotFoundError:
+            return False
+
     def stop(self, grace: float = 1.0) -> None:
+        mine = self.owns_socket()
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
-        self.path.unlink(missing_ok=True)
+        if mine and self.owns_socket():
+            self.path.unlink(missing_ok=True)
+        elif self._inode is not None:
+            log.info("Policy Sync socket %s belongs to another agent now; left in place", self.path)
+        self._inode = None
