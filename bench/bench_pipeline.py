@@ -41,6 +41,7 @@ from l7scope.contracts.status import COLLECTOR_DROPS, NODE_AGENT_DROPS
 from l7scope.netlab import Pod, Topology
 from l7scope.netlab import inventory as netlab_inventory
 from l7scope.netlab.topology import Node
+from l7scope.proxy import admin
 
 LOG_INTERVAL_S = 5
 SERVER_PORT, AGENT_PORT, COLLECTOR_PORT = 18687, 19702, 19701  # inside n1's network namespace
@@ -66,15 +67,9 @@ class _Lab:
         """Requests Envoy's capture listeners completed (admin /stats): what must be stored.
         wrk's own count misses the requests in flight when it stops (up to one per connection)."""
         out = self.t.run(self.n1, ["curl", "-s", "--noproxy", "*", "-m", "5",
-                                   f"http://{self.envoy_admin}/stats?filter=downstream_rq_completed"],
+                                   f"http://{self.envoy_admin}{admin.COMPLETED_FILTER}"],
                          check=False).stdout
-        total = 0
-        for line in out.splitlines():
-            name, _, value = line.partition(":")
-            if name.startswith("http.") and not name.startswith("http.admin.") \
-                    and name.endswith(".downstream_rq_completed"):
-                total += int(value)
-        return total
+        return admin.completed_requests(out)
 
     def _get(self, port: int, path: str) -> dict[str, Any]:
         out = self.t.run(self.n1, ["curl", "-s", "--noproxy", "*", "-m", "5",

@@ -31,6 +31,7 @@ from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.kube.client import Kube, KubeError
 from l7scope.operator import chart, tls
 from l7scope.operator.render import APP_UID, ENVOY_ADMIN, SERVER, SERVER_PORT, SERVICE_ACCOUNT
+from l7scope.proxy import admin
 from l7scope.testing.workshop import AL_PATH, WORKSHOP_AL
 
 from .test_cluster_workloads import CLIENT, WEB
@@ -342,17 +343,10 @@ print(body.decode() if isinstance(body, bytes) else body)
 def _envoy_requests(collector: Pods, pod: str) -> int:
     """HTTP requests Envoy's capture listeners completed (its admin /stats, on the unix socket
     in the pod, through the image's own admin client)."""
-    rc, out, err = collector.exec(pod, ["python", "-c", ADMIN_GET, ENVOY_ADMIN,
-                                        "/stats?filter=downstream_rq_completed"],
+    rc, out, err = collector.exec(pod, ["python", "-c", ADMIN_GET, ENVOY_ADMIN, admin.COMPLETED_FILTER],
                                   container="envoy-proxy")
     assert rc == 0, err
-    total = 0
-    for line in out.splitlines():
-        name, _, value = line.partition(":")
-        if name.startswith("http.") and not name.startswith("http.admin.") \
-                and name.endswith(".downstream_rq_completed"):
-            total += int(value)
-    return total
+    return admin.completed_requests(out)
 
 
 #: Run in the node agent's container (host network, its projected token, the mounted CA

@@ -110,6 +110,22 @@ def request_at(address: str, path: str, *, method: str = "GET", netns: str | Non
     return _exchange(sock, "localhost", None, address, path, method, timeout)
 
 
+#: the admin `/stats` filter for `completed_requests`
+COMPLETED_FILTER = "/stats?filter=downstream_rq_completed"
+
+
+def completed_requests(stats_text: str) -> int:
+    """HTTP requests Envoy's listeners completed, from the text of admin `COMPLETED_FILTER`
+    (the admin listener's own requests left out): what the collector must find in the log."""
+    total = 0
+    for line in stats_text.splitlines():
+        name, _, value = line.partition(":")
+        if name.startswith("http.") and not name.startswith("http.admin.") \
+                and name.endswith(".downstream_rq_completed"):
+            total += int(value)
+    return total
+
+
 def _host_port(address: str) -> tuple[str, int]:
     hostport = address.removeprefix("http://").rstrip("/")
     host, sep, port = hostport.rpartition(":")
