@@ -71,6 +71,8 @@ SYSCTLS = ("kernel.panic", "kernel.panic_on_oops", "vm.overcommit_memory", "vm.p
            "kernel.keys.root_maxkeys", "kernel.keys.root_maxbytes", "net.ipv4.ip_forward",
            "net.ipv4.conf.all.forwarding", "net.ipv4.conf.all.route_localnet",
            "net.bridge.bridge-nf-call-iptables", "net.netfilter.nf_conntrack_max")
+#: the chart's labels of the operator's pod (deploy/helm/l7scope/templates/_helpers.tpl)
+OPERATOR_SELECTOR = {"app.kubernetes.io/name": "l7scope", "app.kubernetes.io/component": "operator"}
 ADMIN_TOKEN, NODE_TOKEN, PROXY_TOKEN = ("l7sc-admin-token", "l7sc-node-token", "l7sc-proxy-token")
 
 

@@ -541,15 +541,23 @@ def test_clickhouse_backed_replicas_lose_nothing_when_killed_during_ingest(
 
 
 def test_deleting_the_application_layer_removes_the_daemonset(
-        kube: Kube, operator: subprocess.Popen[bytes]) -> None:
-    pods = Pods(kube, NS)
-    assert _collector_pods(pods), "the workshop test left no collector pod to remove"
+        kube: Kube, operator: subprocess.Popen[bytes], namespace: str, pods: Pods) -> None:
+    """Delete the ApplicationLayer: the DaemonSet and its pod are gone, the node agent took its
+    capture rules with it, and the annotated shop Service still answers (now through kube-proxy
+    alone)."""
+    collector = Pods(kube, NS)
+    assert _collector_pods(collector), "the workshop test left no collector pod to remove"
     kube.delete(AL_PATH)
-    wait_for(lambda: not _collector_pods(pods), 90, "the l7-log-collector pod to go",
-             diagnose=pods.describe)
+    wait_for(lambda: not _collector_pods(collector), 90, "the l7-log-collector pod to go",
+             diagnose=collector.describe)
     with pytest.raises(KubeError) as e:
         kube.get(f"/apis/apps/v1/namespaces/{NS}/daemonsets/l7-log-collector")
     assert e.value.status == 404
+    table = clusterharness.in_netns("nft", "list", "table", "inet", "l7scope", check=False)
+    assert table.returncode != 0, f"the capture table outlived the node agent:\n{table.stdout[:500]}"
+    cip = kube.get(f"/api/v1/namespaces/{namespace}/services/shop")["spec"]["clusterIP"]
+    rc, out, err = pods.exec("buyer", ["python3", "-c", CLIENT, f"http://{cip}", "5"])
+    assert rc == 0 and [a[0] for a in json.loads(out)] == [200] * 5, err
 
 
 def test_operator_pod_runs(cluster: Cluster, kube: Kube, manifest: list[dict[str, Any]]) -> None:
@@ -558,7 +566,7 @@ def test_operator_pod_runs(cluster: Cluster, kube: Kube, manifest: list[dict[str
     (deployment,) = [d for d in manifest if d["kind"] == "Deployment"]
     kube.apply(deployment, field_manager="l7scope-test")
     pods = Pods(kube, NS)
-    sel = {"app.kubernetes.io/name": "l7scope", "app.kubernetes.io/component": "operator"}
+    sel = clusterharness.OPERATOR_SELECTOR
     try:
         wait_for(lambda: [p for p in pods.list(**sel) if p.get("status", {}).get("containerStatuses")],
                  60, "the operator pod's container", diagnose=pods.describe)

@@ -93,7 +93,7 @@ def _established(kube: Kube, crds: list[dict[str, Any]]) -> bool:
 
 
 def _operator_pods(pods: Pods) -> list[dict[str, Any]]:
-    return pods.list(**{"app.kubernetes.io/name": "l7scope-operator"})
+    return pods.list(**clusterharness.OPERATOR_SELECTOR)
 
 
 @dataclass
