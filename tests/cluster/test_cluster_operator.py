@@ -29,7 +29,7 @@ from clusterharness import Cluster, Pods, wait_for
 
 from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.kube.client import Kube, KubeError
-from l7scope.operator import chart, tls
+from l7scope.operator import chart, logstorage, tls
 from l7scope.operator.render import APP_UID, ENVOY_ADMIN, SERVER, SERVER_PORT, SERVICE_ACCOUNT
 from l7scope.proxy import admin
 from l7scope.testing.workshop import AL_PATH, WORKSHOP_AL
@@ -488,6 +488,16 @@ def test_clickhouse_backed_replicas_lose_nothing_when_killed_during_ingest(
     kube.apply({"apiVersion": "l7scope.io/v1", "kind": "LogStorage", "metadata": {"name": "default"},
                 "spec": {"engine": "clickhouse", "clickhouse": {"url": url},
                          "server": {"replicas": 2}}}, field_manager="l7scope-test")
+    try:
+        _clickhouse_replicas(cluster, kube, operator, namespace, pods, clickhouse)
+    finally:
+        # cluster-scoped: it would outlive this module and its ClickHouse (the next module's
+        # server would point at a stopped ClickHouse)
+        kube.delete(logstorage.PATH)
+
+
+def _clickhouse_replicas(cluster: Cluster, kube: Kube, operator: subprocess.Popen[bytes],
+                         namespace: str, pods: Pods, clickhouse: Any) -> None:
     server_pods = Pods(kube, NS)
 
     def replicas() -> list[dict[str, Any]] | None:

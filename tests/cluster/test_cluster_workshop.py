@@ -289,6 +289,23 @@ print(json.dumps(json.load(urllib.request.urlopen(req, timeout=30, context=ctx))
 """
 
 
+def pipeline_logs(collector: Pods, lines: int = 25) -> str:
+    """The last log lines of the node agent, the collector and the server, and the pods."""
+    out = [collector.describe()]
+    for p in collector.list():
+        name = p["metadata"]["name"]
+        containers = [c["name"] for c in p["spec"]["containers"]]
+        for c in containers:
+            if name.startswith("l7-log-collector-") and c in ("l7-node-agent", "l7-collector") \
+                    or name.startswith("l7scope-server"):
+                try:
+                    text = collector.logs(name, c)
+                except Exception as e:  # a container that is not running yet
+                    text = f"(no log: {e})"
+                out.append(f"--- {name}/{c}:\n" + "\n".join(text.splitlines()[-lines:]))
+    return "\n".join(out)
+
+
 @dataclass
 class ServerApi:
     """The server's query API, called from the load generator's pod over https."""
@@ -399,7 +416,8 @@ def test_workshop_shop_on_real_pods(kube: Kube, install: Install, shop: Shop,
 
     got = wait_stored(server_api, want)
     stored_after = time.monotonic() - t0
-    assert got == want, f"edge: (shop's count, stored) where they differ: {_diff(want, got)}"
+    assert got == want, (f"edge: (shop's count, stored) where they differ: {_diff(want, got)}\n"
+                         + pipeline_logs(collector))
     # ... and it stays so: nothing arrives twice or late
     time.sleep(8)
     assert server_api.edges() == want
