@@ -217,9 +217,12 @@ def test_a_stopping_agent_leaves_the_socket_of_the_agent_that_replaced_it(tmp_pa
 
 
 def test_stop_with_a_grace_takes_the_collectors_final_report(tmp_path: Path) -> None:
-    """SIGTERM reaches the agent and the collector together: the collector's last Report, sent
-    after the agent began to stop, is still taken and flushed (spooled for the next run)."""
+    """SIGTERM reaches the agent and the collector together: a regular Report just after the stop
+    began does not close the intake before the collector's final one (sent after its 2 s wait
+    for Envoy's exit); both are taken and flushed (spooled for the next run)."""
     import threading
+
+    from l7scope.node.agent import FINAL_REPORT_QUIET_S
 
     settings = tmp_path / "node.yaml"
     write_settings(settings, tmp_path, l7LogsFlushInterval="1h")
@@ -228,17 +231,20 @@ def test_stop_with_a_grace_takes_the_collectors_final_report(tmp_path: Path) -> 
     agent.start()
     answers: list[bool] = []
 
-    def final_report() -> None:
-        time.sleep(0.5)
+    def reports() -> None:
         with grpc.insecure_channel(policysync.dial_target(agent.server.path)) as ch:
-            answers.append(pb_grpc.PolicySyncStub(ch).Report(report([http_data(count=3)]), timeout=5).successful)
-    t = threading.Thread(target=final_report)
+            for delay in (0.3, 2.0):  # the interval's regular Report, then the final one
+                time.sleep(delay)
+                answers.append(pb_grpc.PolicySyncStub(ch).Report(report([http_data(count=3)]),
+                                                                 timeout=5).successful)
+    t = threading.Thread(target=reports)
     t.start()
     t0 = time.monotonic()
-    agent.stop(report_grace=5.0)
+    agent.stop(report_grace=8.0)
     took = time.monotonic() - t0
     t.join()
-    assert answers == [True]
-    assert 1.4 < took < 3.5  # 1 s after the report, not the whole grace
+    assert answers == [True, True]
+    # FINAL_REPORT_QUIET_S after the last report (at 2.3 s), not the whole grace
+    assert 2.3 + FINAL_REPORT_QUIET_S - 0.2 < took < 2.3 + FINAL_REPORT_QUIET_S + 1.0, took
     spooled = list((tmp_path / "d" / "spool").glob("*.ndjson"))
-    assert sum(json.loads(x)["count"] for f in spooled for x in f.read_text().splitlines()) == 3
+    assert sum(json.loads(x)["count"] for f in spooled for x in f.read_text().splitlines()) == 6

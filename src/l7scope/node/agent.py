@@ -61,6 +61,12 @@ CONTROL_PERIOD = 0.25
 DETAIL_SPOOL_BYTES = 64 * 1024 * 1024
 
 
+#: At stop, how long no Report must come before the intake closes: longer than the collector's
+#: wait for Envoy's exit before its final read (collector `envoy_exit_wait`, 2 s), so a regular
+#: Report just after SIGTERM does not close the intake before the final one arrives.
+FINAL_REPORT_QUIET_S = 2.5
+
+
 @dataclass
 class AgentConfig:
     node_name: str
@@ -177,8 +183,8 @@ class Agent:
         self._threads.append(t)
 
     def stop(self, report_grace: float = 0.0) -> None:
-        """Stop; with `report_grace`, first keep taking Reports until 1 s after the last one
-        that came in since the stop began (at most `report_grace` s). In a pod the collector
+        """Stop; with `report_grace`, first keep taking Reports until FINAL_REPORT_QUIET_S after
+        the last one that came in since the stop began (at most `report_grace` s). In a pod the collector
         gets its SIGTERM with ours and sends what it read last in one final Report: without
         the grace, the Policy Sync socket would be gone before it arrived."""
         if report_grace > 0:
@@ -200,7 +206,7 @@ class Agent:
             self.l7log.close()
         log.info("node agent stopped")
 
-    def _await_final_reports(self, grace: float, quiet: float = 1.0) -> None:
+    def _await_final_reports(self, grace: float, quiet: float = FINAL_REPORT_QUIET_S) -> None:
         def reports() -> int:
             st = self.server.stats
             return st.reports_received + st.reports_dropped

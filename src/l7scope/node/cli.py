@@ -72,9 +72,9 @@ Without a subcommand it runs the agent until SIGTERM/SIGINT.
 @click.option("--netns", help="Apply capture rules in this network namespace (tests).")
 @click.option("--grace-seconds", default=60.0, show_default=True,
               help="How long a deleted pod's identity still resolves.")
-@click.option("--stop-grace", default=3.0, show_default=True,
-              help="At SIGTERM, keep taking Reports up to this many seconds (ending 1 s after the "
-                   "collector's final one), so what it read last is not lost.")
+@click.option("--stop-grace", default=5.0, show_default=True,
+              help="At SIGTERM, keep taking Reports up to this many seconds (ending 2.5 s after "
+                   "the last one), so what the collector read last is not lost.")
 @click.option("--kube", "use_kube", is_flag=True,
               help="Watch pods, Services, EndpointSlices, Nodes and the NodeAgentConfiguration "
                    "`default` in the cluster (in-cluster credentials or --kubeconfig).")
