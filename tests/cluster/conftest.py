@@ -51,9 +51,11 @@ def namespace(kube: Kube) -> Iterator[str]:
     """A namespace of its own per test module, deleted at the end."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # its token too (1.20's token controller adds the Secret a moment later; a pod created
+    # before it is refused: "No API token found for service account default")
     clusterharness.wait_for(
-        lambda: kube.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"), 30,
-        "the namespace's default service account")
+        lambda: kube.get(f"/api/v1/namespaces/{name}/serviceaccounts/default").get("secrets"), 30,
+        "the namespace's default service account and its token")
     yield name
     # Not waited for here (the kubelet takes ~15 s per pod to confirm a deletion, most of it its
     # status manager's 10 s sync period): the cluster's teardown waits until no pod is left.

@@ -35,6 +35,10 @@ from l7scope.node import ingest
 log = logging.getLogger(__name__)
 
 
+#: bytes of a unix socket path (sun_path, without its NUL)
+MAX_UNIX_PATH = 107
+
+
 @dataclass
 class IntakeStats:
     reports_received: int = 0
@@ -84,7 +88,12 @@ class PolicySyncServer:
                 raise
         else:
             os.chmod(self.prefix, 0o700)  # ours: we just created it
-        private = self.prefix / f".socket-{os.getpid()}-{secrets.token_hex(3)}"
+        # a short private name: a unix socket path has at most MAX_UNIX_PATH bytes; where even
+        # that does not fit, bind `socket` itself (over a stale one) as before
+        private = self.prefix / f".{secrets.token_hex(3)}"
+        if len(os.fsencode(private.resolve())) > MAX_UNIX_PATH:
+            private = self.path
+            private.unlink(missing_ok=True)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._workers,
                                                         thread_name_prefix="policysync"))
         pb_grpc.add_PolicySyncServicer_to_server(
@@ -97,7 +106,8 @@ class PolicySyncServer:
         finally:
             os.umask(old)
         os.chmod(private, 0o660)
-        os.replace(private, self.path)  # over a stale socket or another agent's, atomically
+        if private != self.path:
+            os.replace(private, self.path)  # over a stale socket or another agent's, atomically
         self._inode = os.stat(self.path).st_ino
         self._server = server
         log.info("Policy Sync API on %s", self.path)
