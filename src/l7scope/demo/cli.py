@@ -83,6 +83,7 @@ def demo(port: int, rate: float, duration: float, data_dir: Path, no_netns: bool
         if phase[0] == "run" and not stop.is_set():
             stop.set()
         else:
+            d.closing = True  # the teardown begins here: the next signal is already ignored
             raise KeyboardInterrupt
 
     d = Demo(opts)
