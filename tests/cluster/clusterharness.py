@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -965,6 +966,38 @@ class Pods:
         kw: dict[str, Any] = {"container": container} if container else {}
         text: str = self.core.read_namespaced_pod_log(name, self.namespace, **kw)
         return text
+
+    def follow(self, name: str, container: str) -> LogFollower:
+        """Stream a container's log from now until it exits (`kubectl logs -f`): a deleted
+        pod's last lines are gone from the API once the pod is, so a test that deletes one and
+        needs its shutdown log follows it first."""
+        return LogFollower(self, name, container)
+
+
+class LogFollower:
+    def __init__(self, pods: Pods, name: str, container: str) -> None:
+        self.name, self.container = name, container
+        self.chunks: list[str] = []
+        self._resp = pods.core.read_namespaced_pod_log(
+            name, pods.namespace, container=container, follow=True, tail_lines=40,
+            _preload_content=False)
+        self._thread = threading.Thread(target=self._read, daemon=True,
+                                        name=f"logs {name}/{container}")
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for chunk in self._resp.stream(4096):
+                self.chunks.append(chunk.decode(errors="replace"))
+        except Exception as e:  # the stream ends with the container, or the pod's deletion
+            self.chunks.append(f"\n(log stream ended: {type(e).__name__})\n")
+
+    def text(self, wait: float = 5) -> str:
+        """What was read, after waiting up to `wait` s for the stream's end."""
+        self._thread.join(timeout=wait)
+        if self._thread.is_alive():
+            self._resp.close()
+        return f"--- {self.name}/{self.container} (followed):\n" + "".join(self.chunks)
 
 
 def service_account_kubeconfig(c: Cluster, kube: Kube, namespace: str, sa: str, path: Path) -> Path:

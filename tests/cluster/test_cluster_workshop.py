@@ -580,6 +580,8 @@ def test_node_agent_pod_deleted_loses_no_record(kube: Kube, shop: Shop, server_a
     before_stored = settled(server_api)
     before, _ = shop_counts(shop)
     run_load(shop, 30, seed=3)
+    followed = [collector.follow(old["metadata"]["name"], c)
+                for c in ("envoy-proxy", "l7-collector", "l7-node-agent")]
     kube.delete(collector.path(old["metadata"]["name"]))  # `kubectl delete pod`, default grace
     deleted_at = time.monotonic()
     time.sleep(1.5)
@@ -597,7 +599,8 @@ def test_node_agent_pod_deleted_loses_no_record(kube: Kube, shop: Shop, server_a
     print(f"\nnode agent pod {old['metadata']['name']} deleted right after {sum(want.values())} "
           f"requests; {new['metadata']['name']} Ready {up_after:.0f}s later; stored "
           f"{sum(got.values())} of them")
-    assert got == want, _diff(want, got)
+    assert got == want, (_diff(want, got), "\n".join(f.text() for f in followed),
+                         pipeline_logs(collector))
     now = server_api.edges()
     assert all(now[k] >= v for k, v in before_stored.items())  # nothing stored before is gone
     # and the new pod captures

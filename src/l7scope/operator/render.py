@@ -47,7 +47,7 @@ from l7scope.contracts.nodeconfig import NodeSettings
 from l7scope.operator import netpol, tls
 from l7scope.operator.logstorage import DEFAULT, LogStorageSpec, shape
 from l7scope.operator.spec import ApplicationLayerSpec, Probe, envoy_settings
-from l7scope.proxy.bootstrap import render_yaml
+from l7scope.proxy.bootstrap import FILE_FLUSH_INTERVAL_MS, render_yaml
 
 DAEMONSET: Final = install.DAEMONSET
 SERVICE_ACCOUNT: Final = "l7-log-collector"
@@ -208,7 +208,7 @@ def daemonset(spec: ApplicationLayerSpec, ctx: RenderContext, envoy_yaml: str) -
     envoy = _container(
         spec, ctx, "envoy-proxy",
         ["envoy", "-c", f"/etc/envoy/{CONFIGMAP_KEY}", "--log-level", "warn",
-         "--disable-hot-restart"],
+         "--disable-hot-restart", "--file-flush-interval-msec", str(FILE_FLUSH_INTERVAL_MS)],
         # admin is a unix socket: an exec probe (stdlib only, ~0.1 s) instead of httpGet
         {"exec": {"command": ["python", "-m", "l7scope.proxy.admin", ENVOY_ADMIN, "/ready"]}},
         env=[{"name": "ENVOY_UID", "value": "0"}, {"name": "ENVOY_GID", "value": "0"}],

@@ -53,6 +53,9 @@ from l7scope.contracts import detail, envoy_log
 #: shared by the Envoy and collector containers.
 DEFAULT_ACCESS_LOG_PATH: Final = "/tmp/envoy.log"
 DEFAULT_ADMIN_ADDRESS: Final = "127.0.0.1:9901"
+#: Envoy's `--file-flush-interval-msec` wherever l7scope starts it (its own default is 10 s: the
+#: collector would see a request up to 10 s late, past the freshness target of interval + 1 s)
+FILE_FLUSH_INTERVAL_MS: Final = 200
 DEFAULT_TPROXY_PORT: Final = 16001
 
 LISTENER_NAME: Final = "l7scope_tproxy"

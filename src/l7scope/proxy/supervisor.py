@@ -29,11 +29,9 @@ from types import TracebackType
 
 from l7scope.proxy import admin
 from l7scope.proxy.binary import envoy_path
-from l7scope.proxy.bootstrap import EnvoySettings, render_yaml
+from l7scope.proxy.bootstrap import FILE_FLUSH_INTERVAL_MS, EnvoySettings, render_yaml
 
 log = logging.getLogger(__name__)
-
-DEFAULT_FLUSH_INTERVAL_MS = 200
 
 
 class EnvoyStartError(RuntimeError):
@@ -49,7 +47,7 @@ class EnvoySupervisor:
         *,
         netns: str | None = None,
         concurrency: int = 1,
-        flush_interval_ms: int = DEFAULT_FLUSH_INTERVAL_MS,
+        flush_interval_ms: int = FILE_FLUSH_INTERVAL_MS,
         log_level: str = "warning",
         workdir: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
