@@ -567,10 +567,6 @@ def test_envoy_killed_fails_open_and_capture_returns(cluster: Cluster, kube: Kub
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(strict=False, reason=(
-    "open bug (issue 12): on main after the stop-23 merges, 3 to 5 of the ~30 shopper requests made "
-    "just before the pod deletion were not stored in 2 of 2 runs (on the workshop branch alone: "
-    "217/217, 214/214, 213/213); cause not found yet, see the stop-23 note"))
 def test_node_agent_pod_deleted_loses_no_record(kube: Kube, shop: Shop, server_api: ServerApi) -> None:
     """Delete the l7-log-collector pod right after a load (records still in Envoy's log, the
     collector's interval, the agent's aggregation and shipping): the DaemonSet's new pod comes
