@@ -26,11 +26,10 @@ from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from l7scope.collector import als
 from l7scope.collector.batch import Batcher
 from l7scope.collector.config import CollectorSettings
 from l7scope.collector.decode import decode_block
@@ -41,6 +40,9 @@ from l7scope.contracts import status_metrics
 from l7scope.contracts.envoy_log import EnvoyLogLine
 from l7scope.contracts.status import COLLECTOR, CollectorStats, StatusEndpoint
 from l7scope.proxy import admin
+
+if TYPE_CHECKING:  # Envoy's ALS protos (~6 MB) load only when ALS is on (start())
+    from l7scope.collector.als import AlsCounters
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ class Collector:
         resume = load_position(self.state_path) if self.state_path else None
         self.tail = (Tail(s.envoy_log, max_lag_bytes=s.max_lag_bytes, start_at_end=s.start_at_end,
                           resume=resume) if s.envoy_log else None)
-        self.als_counters = als.AlsCounters()
+        self.als_counters: AlsCounters | None = None  # set when ALS starts
         self.stop_event = threading.Event()
         self._wake_reporter = threading.Event()
         self._pos: Position | None = None  # tail position covered by the batcher's content
@@ -219,6 +221,7 @@ class Collector:
     def stats(self) -> CollectorStats:
         t = self.tail.counters if self.tail else None
         r = self.reporter.counters
+        a = self.als_counters
         with self.lock:
             pending = self.batcher.pending_requests
             c = dict(self.counters)
@@ -249,9 +252,9 @@ class Collector:
             "reports_dropped": r.dropped,
             "requests_reported": r.reported_requests,
             "requests_dropped": r.dropped_requests,
-            "als_streams": self.als_counters.streams,
-            "als_entries": self.als_counters.entries,
-            "als_bad_entries": self.als_counters.bad_entries,
+            "als_streams": a.streams if a else 0,
+            "als_entries": a.entries if a else 0,
+            "als_bad_entries": a.bad_entries if a else 0,
             "details_picked": self.picker.picked if self.picker else 0,
             "details_dropped": self.picker.dropped if self.picker else 0,
             "details_sent": c["details_sent"],
@@ -274,6 +277,9 @@ class Collector:
             self._spawn(self._reader, "reader")
         self._spawn(self._report_loop, "reporter")
         if s.als_listen:
+            from l7scope.collector import als
+
+            self.als_counters = als.AlsCounters()
             self._als_server, _ = als.serve(s.als_listen, self.add_lines, self.als_counters,
                                              tls=s.als_tls)
         if s.status_addr:
