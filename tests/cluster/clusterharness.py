@@ -1,4 +1,13 @@
-"""A real one-node Kubernetes v1.20.2 cluster on this machine, for tests (marker `cluster`).
+"""A real Kubernetes v1.20.2 cluster of N nodes on this machine, for tests (marker `cluster`).
+
+N is L7SCOPE_CLUSTER_NODES (default 1; 2 was brought up, tested and torn down cleanly). Each
+node's names and addresses are a NodeSpec (`node_spec(i)`: `l7sc-node-<i>`, netns `l7sc-n<i>`,
+veth `l7sc-h<i>` 10.250.0.<4(i-1)+1>/30, pods 10.244.<i-1>.0/24, cgroup root /l7sc-node-<i>, its
+own kubelet token `system:node:<name>`); the module constants NODE, NETNS, ... are node 1's.
+Every node below has its own netns, mount namespace, containerd (its own persistent root),
+kubelet and kube-proxy. With two or more, the host routes each node's pod range via that node's
+veth and forwards between the nodes (the guard allows only pod traffic between two nodes).
+The text below describes one node; every node is built the same way.
 
 What runs (all started here, all torn down here):
 - etcd, kube-apiserver, kube-controller-manager, kube-scheduler in the host network namespace,
