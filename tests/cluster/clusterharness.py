@@ -512,6 +512,13 @@ def teardown(state: State, procs: dict[str, subprocess.Popen[bytes]] | None = No
     work = Path(state.workdir) if state.workdir else None
     nodes = [node_spec(i) for i in range(1, max(1, state.nodes) + 1)]
     sockets = [socket_of(work, n) for n in nodes] if work else []
+    # A state file of the one-node harness before NodeSpec: its node processes are unprefixed
+    # and its containerd socket sits at the work dir's top.
+    for proc in ("node-holder", "containerd", "kubelet", "kube-proxy"):
+        if proc in state.pids:
+            state.pids[f"{nodes[0].key}/{proc}"] = state.pids.pop(proc)
+            if work is not None and proc == "containerd":
+                sockets[0] = str(work / "containerd" / "containerd.sock")
 
     def stop(name: str) -> None:
         pid = state.pids.get(name)
