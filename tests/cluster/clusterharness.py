@@ -1,4 +1,13 @@
-"""A real one-node Kubernetes v1.20.2 cluster on this machine, for tests (marker `cluster`).
+"""A real Kubernetes v1.20.2 cluster of N nodes on this machine, for tests (marker `cluster`).
+
+N is L7SCOPE_CLUSTER_NODES (default 1; 2 was brought up, tested and torn down cleanly). Each
+node's names and addresses are a NodeSpec (`node_spec(i)`: `l7sc-node-<i>`, netns `l7sc-n<i>`,
+veth `l7sc-h<i>` 10.250.0.<4(i-1)+1>/30, pods 10.244.<i-1>.0/24, cgroup root /l7sc-node-<i>, its
+own kubelet token `system:node:<name>`); the module constants NODE, NETNS, ... are node 1's.
+Every node below has its own netns, mount namespace, containerd (its own persistent root),
+kubelet and kube-proxy. With two or more, the host routes each node's pod range via that node's
+veth and forwards between the nodes (the guard allows only pod traffic between two nodes).
+The text below describes one node; every node is built the same way.
 
 What runs (all started here, all torn down here):
 - etcd, kube-apiserver, kube-controller-manager, kube-scheduler in the host network namespace,
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -57,6 +67,7 @@ HOST_IF, NODE_IF = "l7sc-h1", "uplink0"
 HOST_IP, NODE_IP = "10.250.0.1", "10.250.0.2"  # outside SERVICE_CIDR and CLUSTER_CIDR
 POD_CIDR, CLUSTER_CIDR, SERVICE_CIDR = "10.244.0.0/24", "10.244.0.0/16", "10.96.0.0/12"
 CGROUP_ROOT = "l7sc-node-1"
+NODES_ENV = "L7SCOPE_CLUSTER_NODES"
 GUARD_TABLE = "l7sc_guard"
 STATE_DIR = Path("/run/l7scope-cluster")
 CGROUP_FS = Path("/sys/fs/cgroup")
@@ -65,8 +76,10 @@ CNI_PLUGINS = ("ptp", "host-local", "portmap", "loopback")
 TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "nft", "ip",
          "nsenter", "unshare", "etcd", "openssl")
 # Paths kubelet 1.20 / containerd 1.6 / libcni use whatever their flags say: private per node.
+# The DaemonSet's hostPaths too (Policy Sync dir, L7 log dir, the node agent's spool): with two
+# nodes on one machine each must have its own.
 PRIVATE_PATHS = ("/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/run/containerd",
-                 "/var/lib/cni")
+                 "/var/lib/cni", "/run/nodeagent", "/var/log/calico", "/var/lib/l7scope")
 # Global (not per-netns) sysctls the kubelet sets, and the host netns ones a node could touch.
 SYSCTLS = ("kernel.panic", "kernel.panic_on_oops", "vm.overcommit_memory", "vm.panic_on_oom",
            "kernel.keys.root_maxkeys", "kernel.keys.root_maxbytes", "net.ipv4.ip_forward",
@@ -75,6 +88,53 @@ SYSCTLS = ("kernel.panic", "kernel.panic_on_oops", "vm.overcommit_memory", "vm.p
 #: the chart's labels of the operator's pod (deploy/helm/l7scope/templates/_helpers.tpl)
 OPERATOR_SELECTOR = {"app.kubernetes.io/name": "l7scope", "app.kubernetes.io/component": "operator"}
 ADMIN_TOKEN, NODE_TOKEN, PROXY_TOKEN = ("l7sc-admin-token", "l7sc-node-token", "l7sc-proxy-token")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node's fixed names and addresses (node 1's are the module constants above)."""
+
+    index: int
+    name: str
+    netns: str
+    host_if: str
+    host_ip: str  # the host end of the node's veth (/30)
+    node_ip: str
+    pod_cidr: str
+    cgroup_root: str
+    token: str  # the kubelet's: user system:node:<name> (the Node authorizer)
+    node_if: str = NODE_IF
+
+    @property
+    def key(self) -> str:
+        """The prefix of this node's processes in State.pids and its dir under the work dir."""
+        return self.name
+
+
+def node_spec(i: int) -> NodeSpec:
+    """Node i (1-based): veth 10.250.0.<4(i-1)+1>/30, pod range 10.244.<i-1>.0/24."""
+    if not 1 <= i <= 8:
+        raise ValueError(f"node index out of range: {i}")
+    base = 4 * (i - 1)
+    return NodeSpec(index=i, name=f"l7sc-node-{i}", netns=f"l7sc-n{i}", host_if=f"l7sc-h{i}",
+                    host_ip=f"10.250.0.{base + 1}", node_ip=f"10.250.0.{base + 2}",
+                    pod_cidr=f"10.244.{i - 1}.0/24", cgroup_root=f"l7sc-node-{i}",
+                    token=NODE_TOKEN if i == 1 else f"l7sc-node-{i}-token")
+
+
+def spec_named(name: str) -> NodeSpec:
+    """The NodeSpec of a node name (`l7sc-node-2` -> node 2)."""
+    spec = node_spec(int(name.rsplit("-", 1)[1]))
+    assert spec.name == name, name
+    return spec
+
+
+def node_count() -> int:
+    """How many nodes start: L7SCOPE_CLUSTER_NODES (default 1)."""
+    n = int(os.environ.get(NODES_ENV, "1"))
+    if not 1 <= n <= 8:
+        raise ValueError(f"{NODES_ENV}={n}: 1 to 8 nodes")
+    return n
 
 
 # ---- what this machine has ------------------------------------------------------------------
@@ -183,8 +243,11 @@ def run(*cmd: str, check: bool = True, input: str | None = None,
     return r
 
 
-def in_netns(*cmd: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return run("nsenter", f"--net=/run/netns/{NETNS}", "--", *cmd, check=check, input=input)
+def in_netns(*cmd: str, check: bool = True, input: str | None = None,
+             node: NodeSpec | None = None) -> subprocess.CompletedProcess[str]:
+    """`cmd` in a node's network namespace (node 1's by default)."""
+    netns = node.netns if node is not None else NETNS
+    return run("nsenter", f"--net=/run/netns/{netns}", "--", *cmd, check=check, input=input)
 
 
 def read_sysctl(name: str) -> str | None:
@@ -236,16 +299,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
                          + (f" (last error: {last})" if last else "") + extra)
 
 
-def cgroup_dirs() -> list[Path]:
-    """Our cgroup root in every mounted hierarchy (v1 controllers, name=systemd, cgroup2)."""
+def cgroup_dirs(root: str = CGROUP_ROOT) -> list[Path]:
+    """A node's cgroup root in every mounted hierarchy (v1 controllers, name=systemd, cgroup2)."""
     if not CGROUP_FS.is_dir():
         return []
-    return [d / CGROUP_ROOT for d in sorted(CGROUP_FS.iterdir()) if (d / "cgroup.procs").exists()]
+    return [d / root for d in sorted(CGROUP_FS.iterdir()) if (d / "cgroup.procs").exists()]
 
 
-def cgroup_pids() -> set[int]:
+def cgroup_pids(cgroup_root: str = CGROUP_ROOT) -> set[int]:
     pids: set[int] = set()
-    for root in cgroup_dirs():
+    for root in cgroup_dirs(cgroup_root):
         if not root.is_dir():
             continue
         for procs in root.rglob("cgroup.procs"):
@@ -254,10 +317,10 @@ def cgroup_pids() -> set[int]:
     return pids
 
 
-def remove_cgroups() -> list[str]:
-    """rmdir our cgroup trees depth-first; the paths that would not go."""
+def remove_cgroups(cgroup_root: str = CGROUP_ROOT) -> list[str]:
+    """rmdir a node's cgroup trees depth-first; the paths that would not go."""
     left: list[str] = []
-    for root in cgroup_dirs():
+    for root in cgroup_dirs(cgroup_root):
         if not root.is_dir():
             continue
         dirs = sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
@@ -297,9 +360,10 @@ class State:
     pids: dict[str, int] = field(default_factory=dict)
     made_dirs: list[str] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)
-    netns: bool = False
+    netns: bool = False  # the nodes' netns may exist (teardown deletes each of `nodes`)
     guard: bool = False
     cgroups: bool = False
+    nodes: int = 1
 
     @staticmethod
     def path() -> Path:
@@ -329,6 +393,7 @@ class Cluster:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     lock_fd: int | None = None
+    nodes: list[NodeSpec] = field(default_factory=lambda: [node_spec(1)])
 
     @property
     def kubeconfig(self) -> Path:
@@ -336,7 +401,13 @@ class Cluster:
 
     @property
     def socket(self) -> str:
-        return str(self.workdir / "containerd" / "containerd.sock")
+        """Node 1's containerd socket."""
+        return socket_of(self.workdir, self.nodes[0])
+
+    def node(self, name: str) -> NodeSpec:
+        """The node of that name (a pod's spec.nodeName)."""
+        (n,) = [n for n in self.nodes if n.name == name]
+        return n
 
     def kube(self) -> Kube:
         return connect(str(self.kubeconfig))
@@ -344,9 +415,11 @@ class Cluster:
     def image(self, which: str) -> str:
         return self.images[which]["name"]
 
-    def ctr(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return run("ctr", "--address", self.socket, "-n", "k8s.io", *args, check=check,
-                   timeout=timeout)
+    def ctr(self, *args: str, check: bool = True, timeout: float = 120,
+            node: NodeSpec | None = None) -> subprocess.CompletedProcess[str]:
+        """`ctr` against a node's containerd (node 1's by default)."""
+        sock = socket_of(self.workdir, node or self.nodes[0])
+        return run("ctr", "--address", sock, "-n", "k8s.io", *args, check=check, timeout=timeout)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         p = self.workdir / f"{name}.log"
@@ -355,12 +428,13 @@ class Cluster:
         return "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
 
     def diagnose(self) -> str:
-        return "\n".join(f"--- {n} log tail:\n{self.log_tail(n, 15)}"
-                         for n in ("kubelet", "containerd", "kube-proxy"))
+        return "\n".join(f"--- {node.name}/{n} log tail:\n{self.log_tail(f'{node.key}/{n}', 15)}"
+                         for node in self.nodes for n in ("kubelet", "containerd", "kube-proxy"))
 
-    # -- processes in the node
-    def spawn_in_node(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        holder = self.state.pids["node-holder"]
+    # -- processes in a node
+    def spawn_in_node(self, node: NodeSpec, proc: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        holder = self.state.pids[f"{node.key}/node-holder"]
+        name = f"{node.key}/{proc}"
         out = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
         p = subprocess.Popen(["nsenter", f"--target={holder}", "--mount", "--net", "--", *argv],
                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -387,6 +461,10 @@ class Cluster:
             os.close(self.lock_fd)
             self.lock_fd = None
         return problems
+
+
+def socket_of(workdir: Path, node: NodeSpec) -> str:
+    return str(workdir / node.key / "containerd" / "containerd.sock")
 
 
 def delete_workloads(c: Cluster, timeout: float = 60) -> None:
@@ -432,7 +510,15 @@ def teardown(state: State, procs: dict[str, subprocess.Popen[bytes]] | None = No
     procs = procs or {}
     problems: list[str] = []
     work = Path(state.workdir) if state.workdir else None
-    socket = str(work / "containerd" / "containerd.sock") if work else ""
+    nodes = [node_spec(i) for i in range(1, max(1, state.nodes) + 1)]
+    sockets = [socket_of(work, n) for n in nodes] if work else []
+    # A state file of the one-node harness before NodeSpec: its node processes are unprefixed
+    # and its containerd socket sits at the work dir's top.
+    for proc in ("node-holder", "containerd", "kubelet", "kube-proxy"):
+        if proc in state.pids:
+            state.pids[f"{nodes[0].key}/{proc}"] = state.pids.pop(proc)
+            if work is not None and proc == "containerd":
+                sockets[0] = str(work / "containerd" / "containerd.sock")
 
     def stop(name: str) -> None:
         pid = state.pids.get(name)
@@ -440,34 +526,37 @@ def teardown(state: State, procs: dict[str, subprocess.Popen[bytes]] | None = No
             stop_pid(pid, proc=procs.get(name))
 
     # 1. node agents first, so nothing recreates what is removed next
-    stop("kube-proxy")
-    stop("kubelet")
-    # 2. every container through containerd's API while it still runs
-    if socket and Path(socket).exists() and "containerd" in state.pids \
-            and pid_alive(state.pids["containerd"]):
-        ctr = ["ctr", "--address", socket, "-n", "k8s.io"]
-        tasks = run(*ctr, "tasks", "ls", "-q", check=False).stdout.split()
-        for t in tasks:
-            run(*ctr, "tasks", "kill", "-s", "SIGKILL", t, check=False)
-        for t in tasks:
-            run(*ctr, "tasks", "delete", "-f", t, check=False)
-        for c in run(*ctr, "containers", "ls", "-q", check=False).stdout.split():
-            run(*ctr, "containers", "delete", c, check=False)
-    stop("containerd")
-    if socket:
-        for pid in shims_of(socket):
-            stop_pid(pid, timeout=3)
+    for n in nodes:
+        stop(f"{n.key}/kube-proxy")
+        stop(f"{n.key}/kubelet")
+    # 2. every container through each containerd's API while it still runs
+    for n, socket in zip(nodes, sockets, strict=False):
+        pid = state.pids.get(f"{n.key}/containerd")
+        if Path(socket).exists() and pid and pid_alive(pid):
+            ctr = ["ctr", "--address", socket, "-n", "k8s.io"]
+            tasks = run(*ctr, "tasks", "ls", "-q", check=False).stdout.split()
+            for t in tasks:
+                run(*ctr, "tasks", "kill", "-s", "SIGKILL", t, check=False)
+            for t in tasks:
+                run(*ctr, "tasks", "delete", "-f", t, check=False)
+            for c in run(*ctr, "containers", "ls", "-q", check=False).stdout.split():
+                run(*ctr, "containers", "delete", c, check=False)
+        stop(f"{n.key}/containerd")
+        for shim in shims_of(socket):
+            stop_pid(shim, timeout=3)
     # 3. anything still in our cgroups (container processes a killed shim left behind)
-    for _ in range(3):
-        pids = cgroup_pids()
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.3)
-    # 4. the mount-namespace holder: with it the node's private mounts go
-    stop("node-holder")
+    for n in nodes:
+        for _ in range(3):
+            pids = cgroup_pids(n.cgroup_root)
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.3)
+    # 4. the mount-namespace holders: with them the nodes' private mounts go
+    for n in nodes:
+        stop(f"{n.key}/node-holder")
     # 5. the control plane
     if cp is not None:
         cp.stop()
@@ -476,17 +565,18 @@ def teardown(state: State, procs: dict[str, subprocess.Popen[bytes]] | None = No
             stop(name)
     # 6. network: the node netns (with its veth peer, pod veths, iptables) and the guard table
     if state.netns:
-        run("ip", "netns", "del", NETNS, check=False)
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: run("ip", "link", "show", HOST_IF, check=False).returncode != 0,
-                     10, f"link {HOST_IF} to go")
-        if run("ip", "link", "show", HOST_IF, check=False).returncode == 0:
-            run("ip", "link", "del", HOST_IF, check=False)
+        for n in nodes:
+            run("ip", "netns", "del", n.netns, check=False)
+            with contextlib.suppress(AssertionError):
+                wait_for(functools.partial(_link_gone, n.host_if), 10, f"link {n.host_if} to go")
+            if run("ip", "link", "show", n.host_if, check=False).returncode == 0:
+                run("ip", "link", "del", n.host_if, check=False)
     if state.guard:
         run("nft", "delete", "table", "inet", GUARD_TABLE, check=False)
     # 7. cgroups, sysctls, dirs
     if state.cgroups:
-        problems += [f"cgroup {d}" for d in remove_cgroups()]
+        for n in nodes:
+            problems += [f"cgroup {d}" for d in remove_cgroups(n.cgroup_root)]
     restored = []
     for name, value in state.sysctls.items():
         now = read_sysctl(name)
@@ -510,16 +600,23 @@ def teardown(state: State, procs: dict[str, subprocess.Popen[bytes]] | None = No
     for name, pid in state.pids.items():
         if pid_alive(pid):
             problems.append(f"process {name} ({pid})")
-    if run("ip", "netns", "list", check=False).stdout.split().count(NETNS):
-        problems.append(f"netns {NETNS}")
+    netns_left = run("ip", "netns", "list", check=False).stdout.split()
+    problems += [f"netns {n.netns}" for n in nodes if n.netns in netns_left]
+    links = run("ip", "-o", "link", "show", check=False).stdout
+    problems += [f"link {n.host_if}" for n in nodes if f" {n.host_if}@" in links
+                 or f" {n.host_if}:" in links]
     if run("nft", "list", "table", "inet", GUARD_TABLE, check=False).returncode == 0:
         problems.append(f"nft table {GUARD_TABLE}")
     problems += [f"dir {d}" for d in state.made_dirs if Path(d).exists()]
-    if socket:
+    for socket in sockets:
         problems += [f"shim {p}" for p in shims_of(socket)]
     with contextlib.suppress(OSError):
         State.path().unlink()
     return problems
+
+
+def _link_gone(name: str) -> bool:
+    return run("ip", "link", "show", name, check=False).returncode != 0
 
 
 def cleanup_stale() -> list[str]:
@@ -548,8 +645,10 @@ def machine_lock(timeout: float = 1200) -> int:
 
 
 # ---- bring-up ---------------------------------------------------------------------------------
-def start() -> Cluster:
-    """Start the control plane and the node; node Ready and the default service account made."""
+def start(nodes: int | None = None) -> Cluster:
+    """Start the control plane and `nodes` nodes (default node_count()); every node Ready and
+    the default service account made."""
+    specs = [node_spec(i) for i in range(1, (nodes or node_count()) + 1)]
     fd = machine_lock()
     leftovers = cleanup_stale()
     if leftovers:
@@ -558,26 +657,30 @@ def start() -> Cluster:
     t0 = time.monotonic()
     base = Path("/var/tmp") if os.access("/var/tmp", os.W_OK) else None
     work = Path(tempfile.mkdtemp(prefix="l7scope-cluster-", dir=base))
-    state = State(workdir=str(work))
+    state = State(workdir=str(work), nodes=len(specs))
     state.sysctls = {n: v for n in SYSCTLS if (v := read_sysctl(n)) is not None}
     state.save()
     cp = kubeharness.ControlPlane(workdir=work / "cp", server=f"https://{HOST_IP}:0",
                                   kubeconfig=work / "cp" / "admin.kubeconfig")
-    c = Cluster(workdir=work, cp=cp, state=state, images=images(), lock_fd=fd)
+    c = Cluster(workdir=work, cp=cp, state=state, images=images(), lock_fd=fd, nodes=specs)
     try:
         _network(c)
         c.timings["network"] = time.monotonic() - t0
         _control_plane(c)
         c.timings["control plane"] = time.monotonic() - t0
-        _node_namespace(c)
-        _containerd(c)
+        for n in specs:
+            _node_namespace(c, n)
+            _containerd(c, n)
         c.timings["containerd + images"] = time.monotonic() - t0
-        _kubelet(c)
-        _kube_proxy(c)
+        for n in specs:
+            _kubelet(c, n)
+            _kube_proxy(c, n)
         kube = c.kube()
         try:
-            wait_for(lambda: _node_ready(kube), 90, f"node {NODE} Ready", diagnose=c.diagnose)
-            c.timings["node Ready"] = time.monotonic() - t0
+            for n in specs:
+                wait_for(functools.partial(_node_ready, kube, n.name), 90, f"node {n.name} Ready",
+                         diagnose=c.diagnose)
+            c.timings["nodes Ready"] = time.monotonic() - t0
             wait_for(lambda: kube.exists("/api/v1/namespaces/default/serviceaccounts/default"),
                      30, "the default service account")
         finally:
@@ -590,51 +693,83 @@ def start() -> Cluster:
         raise
 
 
-def _node_ready(kube: Kube) -> bool:
-    node = kube.get(f"/api/v1/nodes/{NODE}")
+def _node_ready(kube: Kube, name: str = NODE) -> bool:
+    node = kube.get(f"/api/v1/nodes/{name}")
     return any(x["type"] == "Ready" and x["status"] == "True"
                for x in node.get("status", {}).get("conditions", []))
 
 
-def _network(c: Cluster) -> None:
-    st = c.state
-    # The guard first: nothing from the node is ever forwarded by the host, and no ClusterIP or
-    # pod-range packet leaves the host by another interface than the node's.
-    run("nft", "-f", "-", input=f"""
+def _guard_rules(nodes: list[NodeSpec]) -> str:
+    """The host's guard: nothing a node sends is forwarded but pod traffic to another node (pod
+    or node IP -> that node's pod range, pod -> that node's IP), and no ClusterIP or pod-range
+    packet leaves the host by another interface than the nodes' veths."""
+    allow = []
+    for a in nodes:
+        for b in nodes:
+            if a is not b:
+                allow += [f'iifname "{a.host_if}" oifname "{b.host_if}" ip saddr {{ {a.pod_cidr}, '
+                          f'{a.node_ip} }} ip daddr {b.pod_cidr} counter accept',
+                          f'iifname "{a.host_if}" oifname "{b.host_if}" ip saddr {a.pod_cidr} '
+                          f'ip daddr {b.node_ip} counter accept']
+    ifs = ", ".join(f'"{n.host_if}"' for n in nodes)
+    body = "\n    ".join(allow)
+    return f"""
 table inet {GUARD_TABLE} {{
   chain forward_guard {{
     type filter hook forward priority -10; policy accept;
-    iifname "{HOST_IF}" counter drop
+    {body}
+    iifname {{ {ifs} }} counter drop
     ip daddr {{ {SERVICE_CIDR}, {CLUSTER_CIDR} }} counter drop
   }}
   chain output_guard {{
     type filter hook output priority -10; policy accept;
-    ip daddr {{ {SERVICE_CIDR}, {CLUSTER_CIDR} }} oifname != "{HOST_IF}" counter drop
+    ip daddr {{ {SERVICE_CIDR}, {CLUSTER_CIDR} }} oifname != {{ {ifs} }} counter drop
   }}
 }}
-""")
+"""
+
+
+def _network(c: Cluster) -> None:
+    st = c.state
+    # The guard first: the host forwards only pod traffic between two nodes, and no ClusterIP or
+    # pod-range packet leaves the host by another interface than a node's.
+    run("nft", "-f", "-", input=_guard_rules(c.nodes))
     st.guard = True
-    st.save()
-    run("ip", "netns", "add", NETNS)
     st.netns = True
     st.save()
-    run("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NODE_IF,
-        "netns", NETNS)
-    run("ip", "addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)
-    run("ip", "link", "set", HOST_IF, "up")
-    in_netns("ip", "link", "set", "lo", "up")
-    in_netns("ip", "addr", "add", f"{NODE_IP}/30", "dev", NODE_IF)
-    in_netns("ip", "link", "set", NODE_IF, "up")
+    for n in c.nodes:
+        _node_network(n, multi=len(c.nodes) > 1)
+    if len(c.nodes) > 1:  # the host routes between the nodes (the guard allows only that)
+        write_sysctl("net.ipv4.ip_forward", "1")
+
+
+def _node_network(n: NodeSpec, multi: bool) -> None:
+    run("ip", "netns", "add", n.netns)
+    run("ip", "link", "add", n.host_if, "type", "veth", "peer", "name", n.node_if,
+        "netns", n.netns)
+    run("ip", "addr", "add", f"{n.host_ip}/30", "dev", n.host_if)
+    run("ip", "link", "set", n.host_if, "up")
+    in_netns("ip", "link", "set", "lo", "up", node=n)
+    in_netns("ip", "addr", "add", f"{n.node_ip}/30", "dev", n.node_if, node=n)
+    in_netns("ip", "link", "set", n.node_if, "up", node=n)
     # ClusterIPs must be routable for the node's own processes (kube-proxy DNATs them in OUTPUT);
-    # there is no default route: the node reaches nothing but the host end of its veth.
-    in_netns("ip", "route", "add", SERVICE_CIDR, "dev", NODE_IF)
+    # there is no default route: the node reaches the host end of its veth, the apiserver
+    # (HOST_IP) and, with several nodes, the other nodes' pods and IPs through the host.
+    in_netns("ip", "route", "add", SERVICE_CIDR, "dev", n.node_if, node=n)
+    if n.host_ip != HOST_IP:
+        in_netns("ip", "route", "add", HOST_IP, "via", n.host_ip, node=n)
+    if multi:
+        in_netns("ip", "route", "add", CLUSTER_CIDR, "via", n.host_ip, node=n)
+        in_netns("ip", "route", "add", "10.250.0.0/24", "via", n.host_ip, node=n)
+        run("ip", "route", "add", n.pod_cidr, "via", n.node_ip, "dev", n.host_if)
     # Pods reach the apiserver (the `kubernetes` Service's endpoint on the host) masqueraded to
-    # the node IP, so the host needs no route into the pod range.
-    in_netns("nft", "-f", "-", input=f"""
+    # the node IP, so the host needs no route into the pod range for that; pod to pod across
+    # nodes keeps its addresses.
+    in_netns("nft", "-f", "-", node=n, input=f"""
 table ip l7sc_node {{
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "{NODE_IF}" ip saddr {CLUSTER_CIDR} masquerade
+    oifname "{n.node_if}" ip saddr {CLUSTER_CIDR} ip daddr != {CLUSTER_CIDR} masquerade
   }}
 }}
 """)
@@ -659,8 +794,8 @@ def _control_plane(c: Cluster) -> None:
     run("openssl", "rsa", "-in", str(work / "sa.key"), "-pubout", "-out", str(work / "sa.pub"))
     (work / "tokens.csv").write_text(
         f"{ADMIN_TOKEN},admin,admin-uid,system:masters\n"
-        f"{NODE_TOKEN},system:node:{NODE},node-uid,system:nodes\n"
-        f"{PROXY_TOKEN},system:kube-proxy,proxy-uid\n")
+        + "".join(f"{n.token},system:node:{n.name},{n.name}-uid,system:nodes\n" for n in c.nodes)
+        + f"{PROXY_TOKEN},system:kube-proxy,proxy-uid\n")
     kubeharness._wait(cp, "etcd", f"http://127.0.0.1:{etcd_client}/health", 20)
     kubeharness._spawn(cp, "kube-apiserver", [
         str(bindir / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_client}",
@@ -675,7 +810,8 @@ def _control_plane(c: Cluster) -> None:
     c.state.pids["kube-apiserver"] = cp.procs["kube-apiserver"].pid
     c.state.save()
     ca = work / "certs" / "apiserver.crt"
-    for name, token in (("admin", ADMIN_TOKEN), ("kubelet", NODE_TOKEN), ("kube-proxy", PROXY_TOKEN)):
+    kubelets = [(f"kubelet-{n.name}", n.token) for n in c.nodes]
+    for name, token in (("admin", ADMIN_TOKEN), *kubelets, ("kube-proxy", PROXY_TOKEN)):
         (work / f"{name}.kubeconfig").write_text(
             "apiVersion: v1\nkind: Config\n"
             f"clusters:\n- name: c\n  cluster:\n    server: {cp.server}\n"
@@ -699,11 +835,11 @@ def _control_plane(c: Cluster) -> None:
     c.state.save()
 
 
-def _node_namespace(c: Cluster) -> None:
+def _node_namespace(c: Cluster, n: NodeSpec) -> None:
     """The holder of the node's private mount namespace (inside the node's netns): the kubelet's
     and containerd's fixed host paths become dirs under the work dir."""
     st = c.state
-    priv = c.workdir / "node" / "private"
+    priv = c.workdir / n.key / "private"
     for d in PRIVATE_PATHS:
         (priv / d.strip("/").replace("/", "_")).mkdir(parents=True)
         missing = []
@@ -712,49 +848,53 @@ def _node_namespace(c: Cluster) -> None:
             missing.append(str(p))
             p = p.parent
         for m in reversed(missing):
-            Path(m).mkdir()
-            st.made_dirs.append(m)
+            if m not in st.made_dirs:
+                Path(m).mkdir()
+                st.made_dirs.append(m)
     st.save()
-    for d in cgroup_dirs():
-        d.mkdir(exist_ok=True)
+    for cg in cgroup_dirs(n.cgroup_root):
+        cg.mkdir(exist_ok=True)
     st.cgroups = True
     st.save()
     for f in ("cpuset.cpus", "cpuset.mems"):
         src = CGROUP_FS / "cpuset" / f
         if src.exists():
-            (CGROUP_FS / "cpuset" / CGROUP_ROOT / f).write_text(src.read_text())
-    ready = c.workdir / "node" / "ready"
+            (CGROUP_FS / "cpuset" / n.cgroup_root / f).write_text(src.read_text())
+    ready = c.workdir / n.key / "ready"
     binds = " && ".join(f"mount --bind {priv / d.strip('/').replace('/', '_')} {d}"
                         for d in PRIVATE_PATHS)
-    out = open(c.workdir / "node-holder.log", "wb")  # noqa: SIM115 - the child owns it
+    out = open(c.workdir / n.key / "node-holder.log", "wb")  # noqa: SIM115 - the child owns it
     holder = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{NETNS}", "unshare", "--mount", "--propagation", "private",
+        ["nsenter", f"--net=/run/netns/{n.netns}", "unshare", "--mount", "--propagation", "private",
          "--", "sh", "-ec", f"{binds} && touch {ready} && exec sleep infinity"],
         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     out.close()
-    c.procs["node-holder"] = holder
-    st.pids["node-holder"] = holder.pid
+    c.procs[f"{n.key}/node-holder"] = holder
+    st.pids[f"{n.key}/node-holder"] = holder.pid
     st.save()
     wait_for(lambda: ready.exists() or holder.poll() is not None, 10, "the node's mount namespace")
     if holder.poll() is not None:
-        raise RuntimeError(f"node mount namespace failed:\n{c.log_tail('node-holder')}")
+        raise RuntimeError(f"node mount namespace failed:\n{c.log_tail(f'{n.key}/node-holder')}")
     # the pid that holds the namespaces is `sleep` (sh exec'd it)
     wait_for(lambda: Path(f"/proc/{holder.pid}/cmdline").read_bytes().startswith(b"sleep"), 5,
              "the holder to exec sleep")
 
 
-def containerd_root() -> Path:
-    """containerd's root (content store, snapshots, metadata) persists between runs in the
+def containerd_root(node: NodeSpec | None = None) -> Path:
+    """A node's containerd root (one per node: containerd locks it); containerd's root (content store, snapshots, metadata) persists between runs in the
     image cache, so the images are imported once, not every session (import is ~20-40 s).
     Teardown deletes every container, so only images stay in it."""
-    return image_cache() / "containerd-root"
+    if node is None or node.index == 1:
+        return image_cache() / "containerd-root"
+    return image_cache() / f"containerd-root-{node.index}"
 
 
-def _containerd(c: Cluster) -> None:
-    d = c.workdir / "containerd"
+def _containerd(c: Cluster, n: NodeSpec) -> None:
+    d = c.workdir / n.key / "containerd"
     d.mkdir()
     (d / "state").mkdir()
-    root = containerd_root()
+    root = containerd_root(n)
+    sock = socket_of(c.workdir, n)
     wanted = sorted(v["name"] for v in c.images.values())
     stamp = root.with_name(root.name + ".images")
     if not stamp.exists() or stamp.read_text().split() != wanted:
@@ -763,21 +903,21 @@ def _containerd(c: Cluster) -> None:
         shutil.rmtree(root, ignore_errors=True)
         stamp.unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    cni = c.workdir / "cni"
+    cni = c.workdir / n.key / "cni"
     (cni / "net.d").mkdir(parents=True)
     (cni / "net.d" / "10-l7sc.conflist").write_text(json.dumps({
         "cniVersion": "0.4.0", "name": "l7sc", "plugins": [
             {"type": "ptp", "ipMasq": False,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]],
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": n.pod_cidr}]],
                       "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(cni / "ipam")}},
             {"type": "portmap", "capabilities": {"portMappings": True}}]}, indent=1))
     (d / "config.toml").write_text(f"""version = 2
 root = "{root}"
 state = "{d / 'state'}"
 [grpc]
-  address = "{c.socket}"
+  address = "{sock}"
 [ttrpc]
-  address = "{c.socket}.ttrpc"
+  address = "{sock}.ttrpc"
 [metrics]
   address = ""
 [plugins."io.containerd.internal.v1.opt"]
@@ -803,41 +943,42 @@ state = "{d / 'state'}"
 """)
 
     def up() -> bool:
-        c.assert_running("containerd")
-        return c.ctr("version", check=False, timeout=10).returncode == 0
-    c.spawn_in_node("containerd", ["containerd", "--config", str(d / "config.toml")])
+        c.assert_running(f"{n.key}/containerd")
+        return c.ctr("version", check=False, timeout=10, node=n).returncode == 0
+    c.spawn_in_node(n, "containerd", ["containerd", "--config", str(d / "config.toml")])
     try:
         wait_for(up, 20, "containerd", interval=0.1)
     except (AssertionError, RuntimeError) as e:
         # A root a crashed run left unusable: start once more from an empty one.
         print(f"containerd did not start on {root} ({e}); starting from an empty root",
               file=sys.stderr)
-        stop_pid(c.state.pids["containerd"], proc=c.procs["containerd"])
+        stop_pid(c.state.pids[f"{n.key}/containerd"], proc=c.procs[f"{n.key}/containerd"])
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
-        c.spawn_in_node("containerd", ["containerd", "--config", str(d / "config.toml")])
+        c.spawn_in_node(n, "containerd", ["containerd", "--config", str(d / "config.toml")])
         wait_for(up, 20, "containerd", interval=0.1)
     # Containers a run that died left in the persistent root: none may survive into this one.
-    for t in c.ctr("tasks", "ls", "-q").stdout.split():
-        c.ctr("tasks", "delete", "-f", t, check=False)
-    for ctr_id in c.ctr("containers", "ls", "-q").stdout.split():
-        c.ctr("containers", "delete", ctr_id, check=False)
-    present = set(c.ctr("images", "ls", "-q").stdout.split())
+    for t in c.ctr("tasks", "ls", "-q", node=n).stdout.split():
+        c.ctr("tasks", "delete", "-f", t, check=False, node=n)
+    for ctr_id in c.ctr("containers", "ls", "-q", node=n).stdout.split():
+        c.ctr("containers", "delete", ctr_id, check=False, node=n)
+    present = set(c.ctr("images", "ls", "-q", node=n).stdout.split())
     for which in ("pause", "base", "l7scope"):
         if c.images[which]["name"] not in present:
-            c.ctr("images", "import", c.images[which]["tar"], timeout=300)
+            c.ctr("images", "import", c.images[which]["tar"], timeout=300, node=n)
     stamp.write_text("\n".join(wanted) + "\n")
 
 
-def _kubelet(c: Cluster) -> None:
-    d = c.workdir / "kubelet"
+def _kubelet(c: Cluster, n: NodeSpec) -> None:
+    d = c.workdir / n.key / "kubelet"
+    sock = socket_of(c.workdir, n)
     d.mkdir()
     (d / "config.yaml").write_text(f"""apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
-cgroupRoot: /{CGROUP_ROOT}
+cgroupRoot: /{n.cgroup_root}
 failSwapOn: false
-address: {NODE_IP}
+address: {n.node_ip}
 port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -856,16 +997,16 @@ resolvConf: /etc/resolv.conf
 nodeStatusUpdateFrequency: 4s
 """)
     bindir = kubeharness.cache_bin_dir()
-    c.spawn_in_node("kubelet", [
+    c.spawn_in_node(n, "kubelet", [
         str(bindir / "kubelet"), f"--config={d / 'config.yaml'}",
-        f"--kubeconfig={c.cp.workdir / 'kubelet.kubeconfig'}",
-        "--container-runtime=remote", f"--container-runtime-endpoint=unix://{c.socket}",
-        f"--containerd={c.socket}", f"--pod-infra-container-image={c.image('pause')}",
-        f"--hostname-override={NODE}", f"--node-ip={NODE_IP}", "--v=1"])
+        f"--kubeconfig={c.cp.workdir / f'kubelet-{n.name}.kubeconfig'}",
+        "--container-runtime=remote", f"--container-runtime-endpoint=unix://{sock}",
+        f"--containerd={sock}", f"--pod-infra-container-image={c.image('pause')}",
+        f"--hostname-override={n.name}", f"--node-ip={n.node_ip}", "--v=1"])
 
 
-def _kube_proxy(c: Cluster) -> None:
-    d = c.workdir / "kube-proxy"
+def _kube_proxy(c: Cluster, n: NodeSpec) -> None:
+    d = c.workdir / n.key / "kube-proxy"
     d.mkdir()
     (d / "config.yaml").write_text(f"""apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -873,8 +1014,8 @@ clientConnection:
   kubeconfig: {c.cp.workdir / 'kube-proxy.kubeconfig'}
 mode: iptables
 clusterCIDR: {CLUSTER_CIDR}
-hostnameOverride: {NODE}
-bindAddress: {NODE_IP}
+hostnameOverride: {n.name}
+bindAddress: {n.node_ip}
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 conntrack:
@@ -883,7 +1024,7 @@ conntrack:
   tcpEstablishedTimeout: 0s
   tcpCloseWaitTimeout: 0s
 """)
-    c.spawn_in_node("kube-proxy", [str(kubeharness.cache_bin_dir() / "kube-proxy"),
+    c.spawn_in_node(n, "kube-proxy", [str(kubeharness.cache_bin_dir() / "kube-proxy"),
                                    f"--config={d / 'config.yaml'}"])
 
 

@@ -155,17 +155,24 @@ def install(cluster: Cluster, kube: Kube) -> Iterator[Install]:
         kube.delete(f"/api/v1/persistentvolumes/{PV}")
 
 
-def collector_pod(pods: Pods, timeout: float = 120) -> dict[str, Any]:
-    """The current l7-log-collector pod (with the hostAliases), Ready, every container ready."""
+def collector_pod(pods: Pods, timeout: float = 120, node: str = clusterharness.NODE) -> dict[str, Any]:
+    """The current l7-log-collector pod (with the hostAliases) of `node`, once every node has
+    exactly one, Ready, every container ready (the DaemonSet: one pod per node)."""
+    nodes = {n["metadata"]["name"] for n in pods.kube.list("/api/v1/nodes")[0]}
+
     def one() -> dict[str, Any] | None:
         ps = [p for p in _collector_pods(pods) if p["spec"].get("hostAliases")
               and not p["metadata"].get("deletionTimestamp")]
-        if len(ps) != 1 or not _ready(ps[0]):
+        if sorted(p["spec"].get("nodeName") for p in ps) != sorted(nodes):
             return None
-        cs = ps[0]["status"].get("containerStatuses") or []
-        return ps[0] if len(cs) == 3 and all(c["ready"] for c in cs) else None
-    pod: dict[str, Any] = wait_for(one, timeout, "the l7-log-collector pod Ready (3/3)",
-                                   diagnose=pods.describe)
+        for p in ps:
+            cs = p["status"].get("containerStatuses") or []
+            if not _ready(p) or len(cs) != 3 or not all(c["ready"] for c in cs):
+                return None
+        (mine,) = [p for p in ps if p["spec"]["nodeName"] == node]
+        return mine
+    pod: dict[str, Any] = wait_for(one, timeout, f"an l7-log-collector pod Ready (3/3) on each "
+                                   f"of {sorted(nodes)}", diagnose=pods.describe)
     return pod
 
 
@@ -227,12 +234,19 @@ def _all_ready(pods: Pods, n: int, old_uids: set[str]) -> dict[str, dict[str, An
 
 
 def capture_ready(shop: Shop) -> bool:
-    """Every shop ClusterIP in the node agent's `services` set and every shop pod's IP in its
-    `clients` set: a connection opened now is captured."""
-    ruleset = clusterharness.in_netns("nft", "list", "table", "inet", "l7scope", check=False).stdout
-    ips = [p["status"]["podIP"] for p in shop.by_app().values()]
-    return all(re.search(rf"(?<![\d.]){re.escape(ip)}(?![\d.])", ruleset)
-               for ip in [*shop.cips.values(), *ips])
+    """On every node with a shop pod: every shop ClusterIP in that node agent's `services` set
+    and the node's shop pods' IPs in its `clients` set: a connection opened now is captured."""
+    by_node: dict[str, list[str]] = {}
+    for p in shop.pods.list():
+        if not p["metadata"].get("deletionTimestamp") and p["status"].get("podIP"):
+            by_node.setdefault(p["spec"]["nodeName"], []).append(p["status"]["podIP"])
+    for node, ips in by_node.items():
+        ruleset = clusterharness.in_netns("nft", "list", "table", "inet", "l7scope", check=False,
+                                          node=clusterharness.spec_named(node)).stdout
+        if not all(re.search(rf"(?<![\d.]){re.escape(ip)}(?![\d.])", ruleset)
+                   for ip in [*shop.cips.values(), *ips]):
+            return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -522,6 +536,7 @@ def test_envoy_killed_fails_open_and_capture_returns(cluster: Cluster, kube: Kub
     kube.create({"apiVersion": "v1", "kind": "Pod",
                  "metadata": {"name": PROBER, "namespace": shop.namespace, "labels": {"app": PROBER}},
                  "spec": {"terminationGracePeriodSeconds": 1, "enableServiceLinks": True,
+                          "nodeName": clusterharness.NODE,  # the node whose Envoy is killed
                           "containers": [{"name": PROBER, "image": cluster.image("l7scope"),
                                           "imagePullPolicy": "Never", "command": ["sleep", "infinity"]}]}})
     shop.pods.wait_ready(PROBER)
@@ -603,3 +618,44 @@ def test_node_agent_pod_deleted_loses_no_record(kube: Kube, shop: Shop, server_a
     wait_for(lambda: capture_ready(shop), 60, "the new agent's capture rules")
     want2, got2 = load_is_stored(shop, server_api, 20)
     assert got2 == want2, _diff(want2, got2)
+
+
+# ---- two nodes: capture on the client's node, server pod on the same or the other node --------
+def test_cross_node_and_same_node_capture(cluster: Cluster, kube: Kube, shop: Shop,
+                                          server_api: ServerApi) -> None:
+    """An annotated Service whose only endpoint is on the last node; one client pod on node 1
+    (cross node when there are two) and one on the endpoint's node (same node): each client's
+    own count of answered requests is exactly what the server stores for its edge."""
+    from .test_cluster_workloads import CLIENT, WEB
+
+    ns, image = shop.namespace, cluster.image("l7scope")
+    far = cluster.nodes[-1].name
+
+    def pod(name: str, node: str, command: list[str]) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+                "spec": {"terminationGracePeriodSeconds": 1, "nodeName": node, "containers": [
+                    {"name": "main", "image": image, "imagePullPolicy": "Never", "command": command}]}}
+    svc = kube.create({"apiVersion": "v1", "kind": "Service",
+                       "metadata": {"name": "xsrv", "namespace": ns,
+                                    "annotations": {ANNOTATION: "true"}},
+                       "spec": {"selector": {"app": "xsrv"},
+                                "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+    clients = {"xcli-near": far, "xcli-far": clusterharness.NODE}
+    kube.create(pod("xsrv", far, ["python3", "-c", WEB]))
+    for name, node in clients.items():
+        kube.create(pod(name, node, ["sleep", "infinity"]))
+    for name in ("xsrv", *clients):
+        shop.pods.wait_ready(name)
+    cip = svc["spec"]["clusterIP"]
+    wait_for(lambda: capture_ready(Shop(ns, shop.pods, {**shop.cips, "xsrv": cip})), 60,
+             "the new Service and pods in the capture sets")
+    base = settled(server_api)
+    want: Counter[tuple[str, str]] = Counter()
+    for name in clients:
+        rc, out, err = shop.pods.exec(name, ["python3", "-c", CLIENT, f"http://{cip}", "20"])
+        assert rc == 0, err
+        want[(name, "xsrv")] = sum(1 for a in json.loads(out) if a[0] == 200)
+    got = wait_stored_delta(server_api, base, want)
+    print(f"\nserver pod on {far}; clients {clients}: client counts {dict(want)}, stored {dict(got)}")
+    assert got == want, _diff(want, got)
