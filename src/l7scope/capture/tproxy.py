@@ -196,7 +196,9 @@ def render(sel: Selection, rules: Rules = Rules()) -> str:
 
 def _run(cmd: list[str], netns: str | None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     full = (["ip", "netns", "exec", netns] if netns else []) + cmd
-    return subprocess.run(full, input=stdin, capture_output=True, text=True, check=False)
+    # its own process group: a terminal's Ctrl-C must not kill an nft halfway through a teardown
+    return subprocess.run(full, input=stdin, capture_output=True, text=True, check=False,
+                          process_group=0)
 
 
 def apply(sel: Selection, rules: Rules = Rules(), netns: str | None = None) -> None:

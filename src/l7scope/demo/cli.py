@@ -123,12 +123,16 @@ def demo(port: int, rate: float, duration: float, data_dir: Path, no_netns: bool
         console.print("\ninterrupted: removing what the demo made ...")
     finally:
         d.closing = True  # let the cleanup finish (on_signal ignores signals from now on)
+        left: str | None = None
         try:
             d.close()
         except DemoError as e:
+            left = str(e)
             console.print(f"[red]{e}[/]")
         for sig, h in previous.items():
             signal.signal(sig, h)
+    if left is not None:
+        raise click.ClickException(f"{left}\nThe next `l7scope demo` removes what this run left.")
     console.print("cleaned up: namespaces, rules and processes of the demo are gone.")
 
 

@@ -19,11 +19,22 @@ def run(argv: Sequence[str], netns: str | None = None, *, check: bool = True,
         stdin: str | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run to completion and capture output; raise NetlabError on failure when `check`."""
     full = in_ns(argv, netns)
+    # its own process group: a Ctrl-C at the terminal goes to the foreground group and would
+    # kill an `ip netns del` halfway through a teardown; the caller decides what a signal means
     res = subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=timeout,
-                         check=False)
+                         check=False, process_group=0)
     if check and res.returncode != 0:
-        raise NetlabError(f"{' '.join(full)} failed ({res.returncode}): {res.stderr.strip()}")
+        raise NetlabError(failure(full, res))
     return res
+
+
+def failure(argv: Sequence[str], res: subprocess.CompletedProcess[str]) -> str:
+    """What a failed command says: its argv, its exit status (or the signal that ended it) and
+    its stderr."""
+    how = (f"killed by signal {-res.returncode}" if res.returncode < 0
+           else f"exit status {res.returncode}")
+    err = res.stderr.strip() if isinstance(res.stderr, str) else ""
+    return f"{' '.join(argv)} failed ({how})" + (f": {err}" if err else "")
 
 
 def ip(*args: str, netns: str | None = None, check: bool = True) -> str:

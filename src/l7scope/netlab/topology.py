@@ -51,7 +51,7 @@ from typing import IO, Any
 
 from l7scope.capture import tproxy
 from l7scope.netlab import kubeproxy
-from l7scope.netlab.sh import NetlabError, in_ns, ip, run, sysctl
+from l7scope.netlab.sh import NetlabError, failure, in_ns, ip, run, sysctl
 from l7scope.proxy.bootstrap import EnvoySettings, nodeport_mark
 from l7scope.proxy.supervisor import EnvoySupervisor
 
@@ -443,11 +443,11 @@ class Topology:
             _kill_netns_pids(ns)
             res = run(["ip", "netns", "del", ns], check=False)
             if res.returncode != 0:
-                errors.append(res.stderr.strip())
+                errors.append(failure(["ip", "netns", "del", ns], res))
         if self._own_workdir and "NETLAB_KEEP" not in os.environ:
             shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
-            raise NetlabError("cleanup incomplete: " + "; ".join(errors))
+            raise NetlabError("the lab's teardown left: " + "; ".join(errors))
 
     def __enter__(self) -> Topology:
         return self
