@@ -22,7 +22,10 @@ from l7scope.contracts.record import L7Record, encode_records
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 # a container's /dev/shm is often 64 MB: a renderer that runs out of it crashes
+                 # ("Target crashed"); /tmp has the room
+                 "--disable-dev-shm-usage"]
 REPO = Path(__file__).resolve().parents[2]
 
 

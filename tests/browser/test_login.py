@@ -23,7 +23,8 @@ def test_token_login_on_the_page(page: Any, shop_server: Server) -> None:
     page.wait_for_selector("#login-error", state="visible")
     assert "Login failed" in page.inner_text("#login-error")
     page.fill("#login-token", shop_server.token)
-    page.click("#login-submit")
+    with page.expect_navigation(timeout=30_000):  # the login reloads the page
+        page.click("#login-submit")
     page.wait_for_function("window.l7scope && window.l7scope.ready === true", timeout=30_000)
     assert page.is_hidden("#login")
     assert page.evaluate("window.l7scope.graph.cy.nodes().length") > 0

@@ -71,7 +71,10 @@ def log_in(page: Any, url: str, token: str) -> None:
     page.goto(url)
     page.wait_for_selector("#login", state="visible", timeout=30_000)
     page.fill("#login-token", token)
-    page.click("#login-submit")
+    # the login page itself was drawn (ready) behind the overlay; a successful login reloads it,
+    # and waiting for `ready` before that reload would find the old page's
+    with page.expect_navigation(timeout=30_000):
+        page.click("#login-submit")
     page.wait_for_function("window.l7scope && window.l7scope.ready === true", timeout=30_000)
 
 
