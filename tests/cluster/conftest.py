@@ -20,6 +20,12 @@ from l7scope.kube.client import Kube
 # the whole run, so the rest of the suite does not share the machine with it.
 @pytest.fixture(scope="package")
 def cluster() -> Iterator[clusterharness.Cluster]:
+    yield from running_cluster(None)
+
+
+def running_cluster(nodes: int | None) -> Iterator[clusterharness.Cluster]:
+    """A started cluster of `nodes` nodes (None: L7SCOPE_CLUSTER_NODES, default 1), stopped after
+    the yield with nothing left behind; skipped where the machine cannot run a node."""
     why = clusterharness.missing_parts()
     if why:
         pytest.skip(f"no real test node: {why}")
@@ -28,8 +34,9 @@ def cluster() -> Iterator[clusterharness.Cluster]:
     bad_image = clusterharness.image_problem()
     if bad_image:
         pytest.fail(f"the cluster tests need this checkout's image: {bad_image}", pytrace=False)
-    c = clusterharness.start()
-    print(f"\ncluster up: {', '.join(f'{k} {v:.1f}s' for k, v in c.timings.items())}")
+    c = clusterharness.start(nodes)
+    print(f"\ncluster up ({len(c.nodes)} nodes): "
+          f"{', '.join(f'{k} {v:.1f}s' for k, v in c.timings.items())}")
     try:
         yield c
     finally:
