@@ -550,22 +550,65 @@ def _clickhouse_replicas(cluster: Cluster, kube: Kube, operator: subprocess.Pope
     assert stored == final == n
 
 
+TIMED_PROBE = """
+import http.client, json, sys, time, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+end, out = time.time() + float(sys.argv[2]), []
+while time.time() < end:
+    t = time.time()
+    try:  # a new connection each time: a fresh SYN through whatever rules are in place
+        c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=1)
+        c.request("GET", "/probe")
+        ok = c.getresponse().status == 200
+        c.close()
+    except Exception:
+        ok = False
+    out.append([t, ok])
+    time.sleep(0.1)
+print(json.dumps(out))
+"""
+
+
 def test_deleting_the_application_layer_removes_the_daemonset(
         kube: Kube, operator: subprocess.Popen[bytes], namespace: str, pods: Pods) -> None:
-    """Delete the ApplicationLayer: the DaemonSet and its pod are gone, the node agent took its
-    capture rules with it, and the annotated shop Service still answers (now through kube-proxy
-    alone)."""
+    """Delete the ApplicationLayer while a client keeps calling the annotated shop Service (a
+    new connection every 0.1 s, 1 s timeout): no call fails while the collector pod stops
+    (Envoy, collector and node agent get their SIGTERM together), the DaemonSet and its pod are
+    gone, the node agent took its capture rules with it, and the Service still answers (now
+    through kube-proxy alone)."""
     collector = Pods(kube, NS)
     assert _collector_pods(collector), "the workshop test left no collector pod to remove"
+    cip = kube.get(f"/api/v1/namespaces/{namespace}/services/shop")["spec"]["clusterIP"]
+    result: dict[str, tuple[int, str, str]] = {}
+
+    def probe() -> None:
+        result["probe"] = pods.exec("buyer", ["python3", "-c", TIMED_PROBE, f"http://{cip}", "40"],
+                                    timeout=120)
+    th = threading.Thread(target=probe)
+    th.start()
+    time.sleep(4)
+    deleted_at = time.time()
     kube.delete(AL_PATH)
     wait_for(lambda: not _collector_pods(collector), 90, "the l7-log-collector pod to go",
              diagnose=collector.describe)
+    gone_after = time.time() - deleted_at
+    th.join(130)
+    rc, out, err = result["probe"]
+    assert rc == 0, err
+    samples = json.loads(out)
+    before = [ok for t, ok in samples if t < deleted_at]
+    after = [(round(t - deleted_at, 2), ok) for t, ok in samples if t >= deleted_at]
+    failed = [t for t, ok in after if not ok]
+    print(f"\nApplicationLayer deleted during calls: the collector pod was gone {gone_after:.1f}s "
+          f"later; {len(failed)} of {len(after)} calls after the deletion failed {failed[:20]}; "
+          f"{len(before)} before it, all ok: {all(before)}")
+    assert len(before) >= 10 and all(before)
+    assert len(after) >= 100 and not failed, failed
     with pytest.raises(KubeError) as e:
         kube.get(f"/apis/apps/v1/namespaces/{NS}/daemonsets/l7-log-collector")
     assert e.value.status == 404
     table = clusterharness.in_netns("nft", "list", "table", "inet", "l7scope", check=False)
     assert table.returncode != 0, f"the capture table outlived the node agent:\n{table.stdout[:500]}"
-    cip = kube.get(f"/api/v1/namespaces/{namespace}/services/shop")["spec"]["clusterIP"]
     rc, out, err = pods.exec("buyer", ["python3", "-c", CLIENT, f"http://{cip}", "5"])
     assert rc == 0 and [a[0] for a in json.loads(out)] == [200] * 5, err
 
