@@ -96,6 +96,22 @@ def test_controller_follows_changes_and_fails_open() -> None:
     assert k.installed is None
 
 
+def test_controller_closed_at_the_stop_withdraws_for_good() -> None:
+    # the agent's SIGTERM: rules go at once, and a control-loop step after that (Envoy still
+    # answering its probe for a moment) must not put them back
+    k = Kernel()
+    ctl = CaptureController(cache_with(), "node-a", tproxy.Rules(), lambda: True,
+                            apply=k.apply, remove=k.remove)
+    ctl.set_mode("Enabled", tproxy.Rules())
+    ctl.step()
+    assert k.installed is not None
+    ctl.close()
+    assert k.installed is None and ctl.stats.state == "withdrawn"
+    ctl.step()
+    ctl.step()
+    assert k.installed is None and k.calls == ["apply", "remove"]
+
+
 def test_controller_apply_error_is_counted() -> None:
     def boom(*a: Any, **kw: Any) -> None:
         raise tproxy.CaptureError("nft failed: nope")

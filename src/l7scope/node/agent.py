@@ -187,6 +187,9 @@ class Agent:
         the last one that came in since the stop began (at most `report_grace` s). In a pod the collector
         gets its SIGTERM with ours and sends what it read last in one final Report: without
         the grace, the Policy Sync socket would be gone before it arrived."""
+        # fail open first: new connections go straight to their Services (kube-proxy) while
+        # the last Reports come in, not to an Envoy that is stopping with us
+        self.capture.close()
         if report_grace > 0:
             self._await_final_reports(report_grace)
         self.server.stop()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -151,6 +152,8 @@ class CaptureController:
         self._next_host_check = 0.0
         self._warned_bridges: set[str] = set()
         self._warned_unsupported = ""
+        self._lock = threading.Lock()  # step() runs in the control loop, close() at the stop
+        self._closed = False
 
     def set_mode(self, mode: str, rules: tproxy.Rules, ipv6: bool | None = None) -> None:
         """Use this mode and these rules (port, mark); changed rules replace the installed ones
@@ -169,7 +172,13 @@ class CaptureController:
             self._version = -1
 
     def step(self) -> None:
-        """One reconcile: recompute on cache change, probe Envoy, apply or withdraw."""
+        """One reconcile: recompute on cache change, probe Envoy, apply or withdraw. Nothing
+        once closed."""
+        with self._lock:
+            if not self._closed:
+                self._step()
+
+    def _step(self) -> None:
         now = self.clock()
         changed = self._version != self.cache.version
         if changed:
@@ -261,6 +270,14 @@ class CaptureController:
             return
         self._applied = None
         self.stats.withdrawals += 1
+
+    def close(self) -> None:
+        """Withdraw the rules for good, at the agent's stop: Envoy gets its SIGTERM with ours and
+        exits at once, so rules kept any longer would hand new connections to a closed socket.
+        Later steps do nothing, so a step in flight cannot apply them again."""
+        with self._lock:
+            self._closed = True
+            self.stop()
 
     def stop(self) -> None:
         """Remove all rules (also when we think none are installed: a previous run may have left some)."""
