@@ -281,6 +281,27 @@ def stop_pid(pid: int, timeout: float = 10, proc: subprocess.Popen[bytes] | None
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(2)
 
+#: Run in a pod (`python -c PROBE_LOOP URL SECONDS`): GET URL on a new connection (1 s timeout)
+#: every 0.1 s for SECONDS; prints [[epoch, ok], ...]. `$VAR`s in URL are the pod's environment
+#: (e.g. a Service's `*_SERVICE_HOST`).
+PROBE_LOOP = """
+import http.client, json, os, sys, time, urllib.parse
+u = urllib.parse.urlsplit(os.path.expandvars(sys.argv[1]))
+end, out = time.time() + float(sys.argv[2]), []
+while time.time() < end:
+    t = time.time()
+    try:  # a new connection each time: a fresh SYN through whatever rules are in place
+        c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=1)
+        c.request("GET", u.path or "/")
+        ok = c.getresponse().status == 200
+        c.close()
+    except Exception:
+        ok = False
+    out.append([t, ok])
+    time.sleep(0.1)
+print(json.dumps(out))
+"""
+
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.3,
              diagnose: Callable[[], str] | None = None) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 import clusterharness
 import pytest
 import yaml
-from clusterharness import Cluster, Pods, wait_for
+from clusterharness import PROBE_LOOP, Cluster, Pods, wait_for
 
 from l7scope.contracts.auth import TOKEN_AUDIENCE
 from l7scope.kube.client import Kube, KubeError
@@ -550,23 +550,6 @@ def _clickhouse_replicas(cluster: Cluster, kube: Kube, operator: subprocess.Pope
     assert stored == final == n
 
 
-TIMED_PROBE = """
-import http.client, json, sys, time, urllib.parse
-u = urllib.parse.urlsplit(sys.argv[1])
-end, out = time.time() + float(sys.argv[2]), []
-while time.time() < end:
-    t = time.time()
-    try:  # a new connection each time: a fresh SYN through whatever rules are in place
-        c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=1)
-        c.request("GET", "/probe")
-        ok = c.getresponse().status == 200
-        c.close()
-    except Exception:
-        ok = False
-    out.append([t, ok])
-    time.sleep(0.1)
-print(json.dumps(out))
-"""
 
 
 def test_deleting_the_application_layer_removes_the_daemonset(
@@ -583,7 +566,7 @@ def test_deleting_the_application_layer_removes_the_daemonset(
     result: dict[str, tuple[int, str, str]] = {}
 
     def probe() -> None:
-        result["probe"] = pods.exec("buyer", ["python3", "-c", TIMED_PROBE, f"http://{cip}", "40"],
+        result["probe"] = pods.exec("buyer", ["python3", "-c", PROBE_LOOP, f"http://{cip}/probe", "40"],
                                     timeout=120)
     th = threading.Thread(target=probe)
     th.start()

@@ -33,7 +33,7 @@ from typing import Any
 import clusterharness
 import pytest
 import yaml
-from clusterharness import Cluster, Pods, wait_for
+from clusterharness import PROBE_LOOP, Cluster, Pods, wait_for
 
 from l7scope.contracts import api
 from l7scope.demo.shop import catalog
@@ -496,25 +496,6 @@ def wait_stored_delta(server: ServerApi, base: Counter[tuple[str, str]], want: C
     return last[0]
 
 
-PROBE_LOOP = """
-import http.client, json, os, sys, time
-host, port = os.environ["FRONTEND_SERVICE_HOST"], int(os.environ["FRONTEND_SERVICE_PORT"])
-end, out = time.time() + float(sys.argv[1]), []
-while time.time() < end:
-    t = time.time()
-    try:  # a new connection each time: a fresh SYN through whatever rules are in place
-        c = http.client.HTTPConnection(host, port, timeout=1)
-        c.request("GET", "/_healthz")
-        ok = c.getresponse().status == 200
-        c.close()
-    except Exception:
-        ok = False
-    out.append([t, ok])
-    time.sleep(0.1)
-print(json.dumps(out))
-"""
-
-
 def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
     (c,) = [c for c in pod["status"]["containerStatuses"] if c["name"] == name]
     return c
@@ -543,7 +524,8 @@ def test_envoy_killed_fails_open_and_capture_returns(cluster: Cluster, kube: Kub
     wait_for(lambda: capture_ready(shop), 60, "the prober's IP in the capture set")
 
     def probe() -> None:
-        result["probe"] = shop.pods.exec(PROBER, ["python", "-c", PROBE_LOOP, "20"], timeout=90)
+        result["probe"] = shop.pods.exec(PROBER, ["python", "-c", PROBE_LOOP,
+                                          "http://$FRONTEND_SERVICE_HOST:$FRONTEND_SERVICE_PORT/_healthz", "20"], timeout=90)
     th = threading.Thread(target=probe)
     th.start()
     time.sleep(4)
