@@ -33,7 +33,7 @@ def failure(argv: Sequence[str], res: subprocess.CompletedProcess[str]) -> str:
     its stderr."""
     how = (f"killed by signal {-res.returncode}" if res.returncode < 0
            else f"exit status {res.returncode}")
-    err = res.stderr.strip() if isinstance(res.stderr, str) else ""
+    err = res.stderr.strip()
     return f"{' '.join(argv)} failed ({how})" + (f": {err}" if err else "")
 
 
